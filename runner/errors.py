@@ -1,0 +1,208 @@
+"""Errors the runner raises, and the exit code each one ends with.
+
+Every error a user can cause is a :class:`RunnerError`; the CLI is the only place
+that catches it and turns it into a message and an exit code. The tree::
+
+    RunnerError                         exit 1 unless a subclass says otherwise
+    ├── InputError                      exit 2: bad input, nothing was changed
+    │   ├── MachineError                machine.yaml is invalid (carries every Problem)
+    │   ├── InputsError                 environment inputs break the machine's schema
+    │   ├── InvalidNameError            environment name breaks the naming rule
+    │   ├── StateFileError              state.json is unreadable, corrupt or too new
+    │   ├── EnvironmentExistsError      `create` of a name that exists
+    │   ├── EnvironmentNotFoundError    no such environment
+    │   ├── PersistenceError            the data directory cannot be written
+    │   │   └── ConflictError           state.json changed under us (serial mismatch)
+    │   └── ToolMissingError            a program a command needs is not installed
+    ├── LockedError (+TimeoutError)     exit 3: another process holds the environment
+    ├── PhaseNotAllowedError            exit 4: phase not allowed from the current state
+    ├── StepError                       a step failed (kind, summary, exit code)
+    ├── PhaseFailedError                exit 1: a phase ended in its failed state
+    └── InterruptedRunError             exit 130/143: SIGINT/SIGTERM during a phase
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ExitCode:
+    """Exit codes, defined once (DESIGN §7)."""
+
+    OK = 0
+    STEP_FAILED = 1
+    BAD_INPUT = 2
+    LOCKED = 3
+    NOT_ALLOWED = 4
+    SIGINT = 130
+    SIGTERM = 143
+
+
+class RunnerError(Exception):
+    """Root of every error the runner reports to a user."""
+
+    exit_code: int = ExitCode.STEP_FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.fields: dict[str, Any] = fields
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "error": type(self).__name__,
+            "message": self.message,
+            "exit_code": self.exit_code,
+        }
+        if self.hint:
+            data["hint"] = self.hint
+        for key, value in self.fields.items():
+            if value is not None:
+                data[key] = value
+        return data
+
+
+class InputError(RunnerError):
+    exit_code = ExitCode.BAD_INPUT
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a file: where, what, and what to change."""
+
+    file: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+    path: tuple[str | int, ...] = field(default=())
+    value: Any = None
+    hint: str | None = None
+
+    def location(self) -> str:
+        if self.line is None:
+            return self.file
+        return f"{self.file}:{self.line}:{self.column or 1}"
+
+    def __str__(self) -> str:
+        text = f"{self.location()}: {self.message}"
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": "/".join(str(p) for p in self.path),
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class MachineError(InputError):
+    """machine.yaml failed to load; ``problems`` lists every error found."""
+
+    def __init__(self, file: str, problems: list[Problem]) -> None:
+        count = len(problems)
+        head = f"{file}: {count} error{'s' if count != 1 else ''} in the machine definition"
+        super().__init__(head + "".join(f"\n  {p}" for p in problems), file=file)
+        self.file = file
+        self.problems = problems
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data["problems"] = [p.to_json() for p in self.problems]
+        return data
+
+
+class InputsError(InputError):
+    pass
+
+
+class InvalidNameError(InputError):
+    pass
+
+
+class StateFileError(InputError):
+    pass
+
+
+class EnvironmentExistsError(InputError):
+    pass
+
+
+class EnvironmentNotFoundError(InputError):
+    pass
+
+
+class PersistenceError(InputError):
+    pass
+
+
+class ConflictError(PersistenceError):
+    pass
+
+
+class ToolMissingError(InputError):
+    pass
+
+
+class LockedError(RunnerError, TimeoutError):
+    exit_code = ExitCode.LOCKED
+
+
+class PhaseNotAllowedError(RunnerError):
+    exit_code = ExitCode.NOT_ALLOWED
+
+
+class StepError(RunnerError):
+    """A step failed. ``kind`` names the failure class, ``summary`` is one line."""
+
+    def __init__(
+        self,
+        kind: str,
+        summary: str,
+        *,
+        exit_code: int | None = None,
+        output_tail: list[str] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(summary, hint=hint, kind=kind)
+        self.kind = kind
+        self.summary = summary
+        self.process_exit_code = exit_code
+        self.output_tail = output_tail or []
+
+
+class PhaseFailedError(RunnerError):
+    """A phase ended in its failed state; the failure record is in the environment."""
+
+
+class InterruptedRunError(RunnerError):
+    def __init__(self, message: str, *, signum: int, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class InterruptSignal(BaseException):  # noqa: N818 - a signal, not an error
+    """Raised in the main thread by the runner's SIGINT/SIGTERM handler during a phase.
+
+    A BaseException so that no ``except Exception`` swallows it; the process helper
+    stops the running child's process group and re-raises it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

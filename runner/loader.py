@@ -1,0 +1,492 @@
+"""Loading machine.yaml, in order: YAML → JSON Schema → semantic checks → dataclasses.
+
+Each stage collects every problem it finds; the first stage with problems stops the
+pipeline with one :class:`~runner.errors.MachineError` listing them all. Line and
+column numbers are looked up only when there is something to report: the fast C
+parser reads the file, and the round-trip parser (which keeps positions) reads it
+again only to place the errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runner import resources
+from runner.errors import MachineError, Problem
+from runner.model import ANY, MachineDef, PhaseDef, Retry, StateDef, StepDef, parse_duration
+from runner.templating import check_syntax, has_template, template_strings
+
+if TYPE_CHECKING:
+    from runner.registry import StepRegistry
+
+# Words YAML 1.1 tools (and many editors) read as booleans: never a state name.
+YAML11_BOOLEANS = frozenset(
+    {"on", "off", "yes", "no", "y", "n", "true", "false", "ON", "OFF", "YES", "NO"}
+)
+
+# The vocabulary the loader understands; tests compare it with the JSON Schema.
+TOP_KEYS = frozenset({"version", "name", "description", "initial", "inputs", "states", "phases"})
+STATE_KEYS = frozenset({"description", "recovery", "final"})
+PHASE_KEYS = frozenset({"name", "from", "via", "to", "failed", "advance", "steps"})
+STEP_KEYS = frozenset({"name", "uses", "with", "when", "timeout", "retry", "outputs"})
+RETRY_KEYS = frozenset({"attempts", "delay"})
+
+
+@dataclass
+class _Found:
+    path: tuple[str | int, ...]
+    message: str
+    hint: str | None = None
+    at_key: bool = False
+    value: Any = None
+
+
+def load_machine(path: str | Path, registry: StepRegistry | None = None) -> MachineDef:
+    """Load and validate ``path``. ``registry`` enables the `uses`/`with` checks."""
+    file = Path(path)
+    shown = str(path)
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise MachineError(
+            shown,
+            [Problem(shown, "file not found", hint="pass --machine FILE or create machine.yaml")],
+        ) from None
+    except OSError as exc:
+        raise MachineError(shown, [Problem(shown, f"cannot read the file: {exc.strerror}")]) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MachineError(
+            shown, [Problem(shown, f"not UTF-8 text (byte {exc.start})", hint="save it as UTF-8")]
+        ) from exc
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    doc = _parse(shown, text)
+    found = _schema_problems(doc)
+    if not found:
+        found = _semantic_problems(doc, registry)
+    if found:
+        raise MachineError(shown, _place(shown, text, found))
+    return _build(doc, file.resolve(), digest)
+
+
+def _parse(shown: str, text: str) -> Any:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    try:
+        return YAML(typ="safe").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = Problem(
+            shown,
+            f"YAML syntax error: {exc.problem or exc.context}",
+            line=mark.line + 1 if mark else None,
+            column=mark.column + 1 if mark else None,
+            hint="fix the YAML syntax (indentation, quotes, colons)",
+        )
+        raise MachineError(shown, [problem]) from exc
+    except YAMLError as exc:
+        raise MachineError(shown, [Problem(shown, f"YAML error: {exc}")]) from exc
+
+
+# --- JSON Schema -------------------------------------------------------------------
+
+_validator: Any = None
+
+
+def _schema_validator() -> Any:
+    global _validator
+    if _validator is None:
+        from jsonschema import Draft202012Validator
+
+        schema = json.loads(resources.schema_path("machine").read_text(encoding="utf-8"))
+        _validator = Draft202012Validator(schema)
+    return _validator
+
+
+def _schema_problems(doc: Any) -> list[_Found]:
+    from jsonschema.exceptions import best_match
+
+    if not isinstance(doc, dict):
+        kind = "empty" if doc is None else type(doc).__name__
+        return [_Found((), f"the file must be a mapping of machine keys, not {kind}",
+                       hint="start from the shipped machine.yaml")]
+    found: list[_Found] = []
+    for error in _schema_validator().iter_errors(doc):
+        if error.context:
+            error = best_match(error.context)
+        path = tuple(error.absolute_path)
+        if error.validator == "additionalProperties":
+            allowed = sorted(error.schema.get("properties", {}))
+            extras = sorted(set(error.instance) - set(allowed))
+            for key in extras:
+                found.append(_Found(path + (key,), f"unknown key '{key}'",
+                                    hint=f"allowed keys here: {', '.join(allowed)}", at_key=True))
+            continue
+        if error.validator == "propertyNames":
+            bad = error.instance
+            found.append(_Found(path + (bad,), f"invalid name {bad!r}: {error.message}",
+                                hint="use snake_case: lowercase letters, digits and '_', "
+                                "starting with a letter", at_key=True))
+            continue
+        if error.validator == "required":
+            found.append(_Found(path, error.message, hint="add the missing key", at_key=False))
+            continue
+        found.append(_Found(path, _friendly(error), value=error.instance))
+    # one error per place: a bad duration gives one line, not one per oneOf branch
+    unique: dict[tuple[tuple[str | int, ...], str], _Found] = {}
+    for item in found:
+        unique.setdefault((item.path, item.message), item)
+    return list(unique.values())
+
+
+def _friendly(error: Any) -> str:
+    where = error.absolute_path[-1] if error.absolute_path else "the file"
+    if error.validator == "pattern":
+        if "ms|s|m|h" in error.validator_value:
+            return f"{error.instance!r} is not a duration for '{where}' (use e.g. 30s, 15m, 1h)"
+        return f"{error.instance!r} is not a valid name for '{where}' (pattern {error.validator_value})"
+    if error.validator == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"'{where}' must be {expected}, not {type(error.instance).__name__} {error.instance!r}"
+    if error.validator == "const":
+        return f"'{where}' must be {error.validator_value!r}, not {error.instance!r}"
+    return f"'{where}': {error.message}"
+
+
+# --- semantic checks ---------------------------------------------------------------
+
+
+def _sources(phase: dict[str, Any]) -> list[str]:
+    value = phase["from"]
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _semantic_problems(doc: dict[str, Any], registry: StepRegistry | None) -> list[_Found]:
+    found: list[_Found] = []
+    states: dict[str, dict[str, Any]] = {k: (v or {}) for k, v in doc["states"].items()}
+    phases: list[dict[str, Any]] = doc["phases"]
+    declared = set(states)
+    final = {name for name, s in states.items() if s.get("final")}
+
+    for name in states:
+        if name in YAML11_BOOLEANS or name == ANY:
+            why = "is reserved for `from: any`" if name == ANY else (
+                "is read as a boolean by YAML 1.1 tools and editors")
+            found.append(_Found(("states", name), f"state name '{name}' {why}",
+                                hint=f"rename it, e.g. '{name}_state'", at_key=True))
+
+    if doc["initial"] not in declared:
+        found.append(_undeclared(("initial",), doc["initial"], declared))
+    elif doc["initial"] in final:
+        found.append(_Found(("initial",), f"initial state '{doc['initial']}' is final",
+                            hint="the initial state must have a phase out of it"))
+
+    inputs = doc.get("inputs")
+    if inputs is not None:
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        try:
+            Draft202012Validator.check_schema(inputs)
+        except SchemaError as exc:
+            found.append(_Found(("inputs", *exc.path), f"'inputs' is not a valid JSON Schema: "
+                                f"{exc.message}", hint="see https://json-schema.org"))
+
+    used: set[str] = {doc["initial"]}
+    via_of: dict[str, list[int]] = defaultdict(list)
+    entered_by: dict[str, list[tuple[int, str]]] = defaultdict(list)  # state -> (phase, role)
+    explicit_from: dict[str, list[int]] = defaultdict(list)
+    phase_names: dict[str, int] = {}
+    for i, phase in enumerate(phases):
+        base = ("phases", i)
+        if phase["name"] in phase_names:
+            found.append(_Found(base + ("name",), f"phase name '{phase['name']}' is used twice "
+                                f"(also phases[{phase_names[phase['name']]}])",
+                                hint="give every phase its own name"))
+        phase_names.setdefault(phase["name"], i)
+        if phase["from"] == ANY:
+            pass
+        else:
+            sources = _sources(phase)
+            for j, src in enumerate(sources):
+                where = base + (("from", j) if isinstance(phase["from"], list) else ("from",))
+                if src == ANY:
+                    found.append(_Found(where, "'any' must be the whole `from` value, not a list item",
+                                        hint="write `from: any`"))
+                elif src not in declared:
+                    found.append(_undeclared(where, src, declared))
+                elif src in final:
+                    found.append(_Found(where, f"final state '{src}' cannot have an outgoing phase "
+                                        f"('{phase['name']}')",
+                                        hint="remove `final: true` or take it out of `from`"))
+                used.add(src)
+                explicit_from[src].append(i)
+        for role in ("via", "to", "failed"):
+            target = phase[role]
+            if target not in declared:
+                found.append(_undeclared(base + (role,), target, declared))
+            used.add(target)
+            entered_by[target].append((i, role))
+        if phase["via"] == phase["to"] or phase["via"] == phase["failed"] or (
+                phase["to"] == phase["failed"]):
+            found.append(_Found(base, f"phase '{phase['name']}' must use three different states "
+                                "for via, to and failed", hint="declare separate states"))
+        via_of[phase["via"]].append(i)
+        for role in ("via", "failed"):
+            if phase[role] in final:
+                found.append(_Found(base + (role,), f"the {role} state '{phase[role]}' of phase "
+                                    f"'{phase['name']}' is final", hint="remove `final: true` from it"))
+        found.extend(_step_problems(phase, base, registry))
+
+    for name in states:
+        if name not in used and name not in YAML11_BOOLEANS:
+            found.append(_Found(("states", name), f"state '{name}' is declared but never used",
+                                hint="use it in a phase or remove it", at_key=True))
+
+    # a via state belongs to exactly one phase
+    for state, owners in via_of.items():
+        if len(owners) > 1:
+            names = ", ".join(phases[i]["name"] for i in owners)
+            found.append(_Found(("phases", owners[1], "via"),
+                                f"via state '{state}' is shared by phases {names}",
+                                hint="each phase needs its own intermediate state"))
+        owner = owners[0]
+        for i, role in entered_by[state]:
+            if i != owner and role != "via":
+                found.append(_Found(("phases", i, role), f"'{state}' is the via state of phase "
+                                    f"'{phases[owner]['name']}' and cannot be the {role} state of "
+                                    f"phase '{phases[i]['name']}'", hint="use another state"))
+        for i in explicit_from.get(state, []):
+            found.append(_Found(("phases", i, "from"), f"'{state}' is the via state of phase "
+                                f"'{phases[owner]['name']}'; phase '{phases[i]['name']}' cannot "
+                                "start from it", hint="only `from: any` covers intermediate states"))
+
+    # a failed state is entered only by its phase
+    for i, phase in enumerate(phases):
+        failed = phase["failed"]
+        for j, role in entered_by[failed]:
+            if j != i:
+                found.append(_Found(("phases", j, role), f"'{failed}' is the failed state of phase "
+                                    f"'{phase['name']}' and cannot be entered by phase "
+                                    f"'{phases[j]['name']}'", hint="give each phase its own failed "
+                                    "state"))
+
+    if found:
+        return found
+
+    resolved = _resolve_sources(doc)
+    # from each state at most one advancing phase
+    advancing: dict[str, list[int]] = defaultdict(list)
+    for i, phase in enumerate(phases):
+        if phase.get("advance", True):
+            for src in resolved[i]:
+                advancing[src].append(i)
+    for state, owners in sorted(advancing.items()):
+        if len(owners) > 1:
+            names = ", ".join(phases[i]["name"] for i in owners)
+            found.append(_Found(("phases", owners[1], "from"), f"state '{state}' has more than one "
+                                f"advancing phase ({names}), so `runner advance` would be ambiguous",
+                                hint="set `advance: false` on all but one of them"))
+
+    # every state reachable from the initial state
+    edges: dict[str, set[str]] = defaultdict(set)
+    for i, phase in enumerate(phases):
+        for src in resolved[i]:
+            edges[src].add(phase["via"])
+        edges[phase["via"]].update((phase["to"], phase["failed"]))
+    seen = {doc["initial"]}
+    queue = deque([doc["initial"]])
+    while queue:
+        for nxt in edges[queue.popleft()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    for name in states:
+        if name not in seen:
+            found.append(_Found(("states", name), f"state '{name}' cannot be reached from the "
+                                f"initial state '{doc['initial']}'",
+                                hint="add a phase that leads to it, or remove it", at_key=True))
+
+    for name, state in states.items():
+        recovery = state.get("recovery")
+        if isinstance(recovery, str):
+            error = check_syntax(recovery)
+            if error:
+                found.append(_Found(("states", name, "recovery"), f"recovery text: {error}",
+                                    hint="fix the Jinja2 template"))
+    return found
+
+
+def _resolve_sources(doc: dict[str, Any]) -> list[list[str]]:
+    states = doc["states"]
+    non_final = [name for name, s in states.items() if not (s or {}).get("final")]
+    result = []
+    for phase in doc["phases"]:
+        if phase["from"] == ANY:
+            result.append([s for s in non_final if s != phase["via"]])
+        else:
+            result.append(_sources(phase))
+    return result
+
+
+def _step_problems(phase: dict[str, Any], base: tuple[str | int, ...],
+                   registry: StepRegistry | None) -> list[_Found]:
+    found: list[_Found] = []
+    seen: dict[str, int] = {}
+    for k, step in enumerate(phase["steps"]):
+        where = base + ("steps", k)
+        if step["name"] in seen:
+            found.append(_Found(where + ("name",), f"step name '{step['name']}' appears twice in "
+                                f"phase '{phase['name']}'", hint="step names must be unique in a phase"))
+        seen.setdefault(step["name"], k)
+        when = step.get("when")
+        if isinstance(when, str):
+            error = check_syntax(when, expression=True)
+            if error:
+                found.append(_Found(where + ("when",), f"`when` of step '{step['name']}': {error}",
+                                    hint="write a Jinja2 expression such as inputs.provider != 'local'"))
+        params = step.get("with", {})
+        for text in template_strings(params):
+            error = check_syntax(text)
+            if error:
+                found.append(_Found(where + ("with",), f"`with` of step '{step['name']}': {error} "
+                                    f"in {text!r}", hint="fix the Jinja2 template"))
+        if registry is not None:
+            found.extend(_plugin_problems(step, where, registry))
+    return found
+
+
+def _plugin_problems(step: dict[str, Any], where: tuple[str | int, ...],
+                     registry: StepRegistry) -> list[_Found]:
+    uses = step["uses"]
+    if registry.get(uses) is None:
+        return [_Found(where + ("uses",), f"step '{step['name']}' uses unknown plugin '{uses}'",
+                       hint=f"installed plugins: {', '.join(registry.names()) or 'none'}")]
+    params = step.get("with", {})
+    # literal values are checked now; templated ones after rendering, when the step runs
+    literal = {k: v for k, v in params.items() if not has_template(v)}
+    found = []
+    for path, message in registry.param_errors(uses, literal):
+        if path or "required" not in message or not _missing_is_templated(message, params):
+            found.append(_Found(where + ("with", *path), f"`with` of step '{step['name']}' "
+                                f"({uses}): {message}", hint=f"see the '{uses}' plugin's parameters"))
+    return found
+
+
+def _missing_is_templated(message: str, params: dict[str, Any]) -> bool:
+    return any(f"'{key}'" in message for key in params)
+
+
+def _undeclared(path: tuple[str | int, ...], name: Any, declared: set[str]) -> _Found:
+    import difflib
+
+    close = difflib.get_close_matches(str(name), sorted(declared), n=1)
+    hint = f"did you mean '{close[0]}'?" if close else "declare it under `states:`"
+    return _Found(path, f"state '{name}' is not declared", hint=hint, value=name)
+
+
+# --- positions ---------------------------------------------------------------------
+
+
+def _place(shown: str, text: str, found: list[_Found]) -> list[Problem]:
+    from ruamel.yaml import YAML
+
+    try:
+        tree = YAML(typ="rt").load(text)
+    except Exception:  # positions are a courtesy; never fail the report over them
+        tree = None
+    problems = []
+    for item in found:
+        line, column = _position(tree, item.path, item.at_key)
+        problems.append(Problem(shown, item.message, line=line, column=column, path=item.path,
+                                value=item.value, hint=item.hint))
+    return sorted(problems, key=lambda p: (p.line or 0, p.column or 0))
+
+
+def _position(tree: Any, path: tuple[str | int, ...], at_key: bool) -> tuple[int | None, int | None]:
+    node = tree
+    line: int | None = 0
+    column: int | None = 0
+    for depth, part in enumerate(path):
+        last = depth == len(path) - 1
+        lc = getattr(node, "lc", None)
+        try:
+            if isinstance(node, dict) and lc is not None and part in node:
+                pos = lc.key(part) if (last and at_key) else lc.value(part)
+                line, column = pos
+                node = node[part]
+            elif isinstance(node, list) and lc is not None and isinstance(part, int) and part < len(node):
+                line, column = lc.item(part)
+                node = node[part]
+            else:
+                break
+        except (KeyError, TypeError, AttributeError):
+            break
+    if line is None or (line == 0 and column == 0 and not path and tree is None):
+        return None, None
+    if not path and isinstance(tree, dict) and getattr(tree, "lc", None) is not None:
+        return tree.lc.line + 1, tree.lc.col + 1
+    return (line + 1 if line is not None else None), (column + 1 if column is not None else None)
+
+
+# --- building ----------------------------------------------------------------------
+
+
+def _build(doc: dict[str, Any], file: Path, digest: str) -> MachineDef:
+    states = {
+        name: StateDef(
+            name=name,
+            description=(spec or {}).get("description", ""),
+            recovery=(spec or {}).get("recovery"),
+            final=bool((spec or {}).get("final", False)),
+        )
+        for name, spec in doc["states"].items()
+    }
+    resolved = _resolve_sources(doc)
+    phases = []
+    for i, phase in enumerate(doc["phases"]):
+        steps = tuple(
+            StepDef(
+                name=step["name"],
+                uses=step["uses"],
+                with_=dict(step.get("with") or {}),
+                when=step.get("when"),
+                timeout_s=parse_duration(step["timeout"]) if "timeout" in step else None,
+                retry=Retry(
+                    attempts=int(step.get("retry", {}).get("attempts", 1)),
+                    delay_s=parse_duration(step.get("retry", {}).get("delay", 0)),
+                ),
+                outputs=dict(step.get("outputs") or {}),
+            )
+            for step in phase["steps"]
+        )
+        phases.append(
+            PhaseDef(
+                name=phase["name"],
+                sources=tuple(resolved[i]),
+                via=phase["via"],
+                to=phase["to"],
+                failed=phase["failed"],
+                advance=bool(phase.get("advance", True)),
+                steps=steps,
+                from_any=phase["from"] == ANY,
+            )
+        )
+    return MachineDef(
+        name=doc["name"],
+        description=doc.get("description", ""),
+        initial=doc["initial"],
+        inputs_schema=doc.get("inputs") or {"type": "object"},
+        states=states,
+        phases=tuple(phases),
+        file=file,
+        digest=digest,
+    )

@@ -1,0 +1,159 @@
+"""The loaded machine: frozen dataclasses built from a validated machine.yaml."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ANY = "any"
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds in a duration: a number of seconds, or text like ``30s``, ``15m``, ``1h30m``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"{value!r} is negative")
+        return float(value)
+    text = value.strip()
+    if not _DURATION_WHOLE.match(text):
+        raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 15m, 1h, 1h30m)")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int = 1
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class StepDef:
+    name: str
+    uses: str
+    with_: dict[str, Any] = field(default_factory=dict)
+    when: str | bool | None = None
+    timeout_s: float | None = None
+    retry: Retry = Retry()
+    outputs: dict[str, str] = field(default_factory=dict)
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class StateDef:
+    name: str
+    description: str = ""
+    recovery: str | None = None
+    final: bool = False
+
+
+@dataclass(frozen=True)
+class PhaseDef:
+    name: str
+    sources: tuple[str, ...]
+    via: str
+    to: str
+    failed: str
+    advance: bool = True
+    steps: tuple[StepDef, ...] = ()
+    from_any: bool = False
+
+    @property
+    def start_trigger(self) -> str:
+        return f"start_{self.name}"
+
+    @property
+    def finish_trigger(self) -> str:
+        return f"finish_{self.name}"
+
+    @property
+    def fail_trigger(self) -> str:
+        return f"fail_{self.name}"
+
+    @property
+    def resume_trigger(self) -> str:
+        return f"resume_{self.name}"
+
+    def step(self, name: str) -> StepDef | None:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        return None
+
+
+@dataclass(frozen=True)
+class MachineDef:
+    """A validated machine definition."""
+
+    name: str
+    description: str
+    initial: str
+    inputs_schema: dict[str, Any]
+    states: dict[str, StateDef]
+    phases: tuple[PhaseDef, ...]
+    file: Path
+    digest: str
+
+    @property
+    def dir(self) -> Path:
+        return self.file.parent
+
+    def phase(self, name: str) -> PhaseDef | None:
+        for phase in self.phases:
+            if phase.name == name:
+                return phase
+        return None
+
+    def phases_from(self, state: str) -> list[PhaseDef]:
+        """Phases that may start from ``state`` (the ones `runner phase` allows)."""
+        return [p for p in self.phases if state in p.sources]
+
+    def advancing_phase(self, state: str) -> PhaseDef | None:
+        for phase in self.phases:
+            if phase.advance and state in phase.sources:
+                return phase
+        return None
+
+    def phase_by_via(self, state: str) -> PhaseDef | None:
+        for phase in self.phases:
+            if phase.via == state:
+                return phase
+        return None
+
+    def phase_by_failed(self, state: str) -> PhaseDef | None:
+        for phase in self.phases:
+            if phase.failed == state:
+                return phase
+        return None
+
+    def happy_path(self) -> list[str]:
+        """States visited by repeated `advance` from the initial state."""
+        path = [self.initial]
+        seen = {self.initial}
+        state = self.initial
+        while True:
+            phase = self.advancing_phase(state)
+            if phase is None or phase.to in seen:
+                return path
+            state = phase.to
+            seen.add(state)
+            path.append(state)
+
+    def state_kind(self, state: str) -> str:
+        """``initial``, ``intermediate``, ``failed``, ``final`` or ``stable``."""
+        if self.states[state].final:
+            return "final"
+        if self.phase_by_via(state) is not None:
+            return "intermediate"
+        if self.phase_by_failed(state) is not None:
+            return "failed"
+        if state == self.initial:
+            return "initial"
+        return "stable"

@@ -1,0 +1,100 @@
+"""The step plugin registry: an object, filled from the ``runner.steps`` entry points.
+
+Built-in steps are registered through the same entry point group as third-party
+ones (see pyproject.toml). Each plugin is checked when it registers.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from runner.errors import InputError
+from runner.plugin import Step
+
+ENTRY_POINT_GROUP = "runner.steps"
+_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
+
+
+class PluginError(InputError):
+    """A step plugin is broken (bad name, missing or invalid schema, not a Step)."""
+
+
+class StepRegistry:
+    def __init__(self) -> None:
+        self._plugins: dict[str, type[Step]] = {}
+        self._validators: dict[str, Any] = {}
+
+    def register(self, plugin: Any, *, source: str = "") -> None:
+        where = f" (from {source})" if source else ""
+        if not isinstance(plugin, type) or not issubclass(plugin, Step):
+            raise PluginError(f"step plugin {plugin!r}{where} is not a subclass of runner.plugin.Step")
+        name = getattr(plugin, "name", None)
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise PluginError(
+                f"step plugin {plugin.__qualname__}{where} has no valid `name` "
+                "(lowercase letters, digits, '_', '.', '-')"
+            )
+        schema = getattr(plugin, "params_schema", None)
+        if not isinstance(schema, dict):
+            raise PluginError(f"step plugin '{name}'{where} has no `params_schema` dict")
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            raise PluginError(
+                f"step plugin '{name}'{where} has an invalid params_schema: {exc.message}"
+            ) from exc
+        if name in self._plugins and self._plugins[name] is not plugin:
+            raise PluginError(f"two step plugins are named '{name}'{where}")
+        self._plugins[name] = plugin
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=group):
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                raise PluginError(
+                    f"step plugin '{ep.name}' ({ep.value}) failed to load: {exc}",
+                    hint="reinstall the package that provides it, or uninstall it",
+                ) from exc
+            self.register(plugin, source=ep.value)
+
+    def names(self) -> list[str]:
+        return sorted(self._plugins)
+
+    def get(self, name: str) -> type[Step] | None:
+        return self._plugins.get(name)
+
+    def create(self, name: str) -> Step:
+        plugin = self._plugins.get(name)
+        if plugin is None:
+            raise PluginError(
+                f"no step plugin named '{name}'", hint=f"installed plugins: {', '.join(self.names())}"
+            )
+        return plugin()
+
+    def param_errors(self, name: str, params: Any) -> list[tuple[tuple[str | int, ...], str]]:
+        """Schema errors of ``params`` for plugin ``name``: (path inside `with`, message)."""
+        plugin = self._plugins[name]
+        validator = self._validators.get(name)
+        if validator is None:
+            from jsonschema import Draft202012Validator
+
+            validator = Draft202012Validator(plugin.params_schema)
+            self._validators[name] = validator
+        return [
+            (tuple(err.absolute_path), err.message)
+            for err in sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+        ]
+
+
+def default_registry() -> StepRegistry:
+    """A registry with every installed plugin (built-ins included)."""
+    registry = StepRegistry()
+    registry.load_entry_points()
+    return registry

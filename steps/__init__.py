@@ -1,0 +1,1 @@
+"""Built-in step plugins, registered under the `runner.steps` entry point group."""
