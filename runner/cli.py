@@ -1,0 +1,521 @@
+"""The `runner` command line: a thin shell over :mod:`runner.operations`.
+
+It parses arguments, calls one operation, renders the result as text or one JSON
+document, and is the only place that turns errors into messages and exit codes.
+Modules are imported inside the commands so that each command loads only what it
+needs (`status` and `list` must start fast).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from runner.errors import ExitCode, RunnerError
+
+app = typer.Typer(
+    name="runner",
+    help="Move deployment environments through the lifecycle declared in machine.yaml.\n\n"
+    "Exit codes: 0 done (or nothing to do), 1 a step failed, 2 bad input, 3 environment "
+    "locked, 4 phase not allowed from the current state, 130/143 interrupted.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class GraphFormat(str, Enum):
+    mermaid = "mermaid"
+    dot = "dot"
+    svg = "svg"
+    png = "png"
+
+
+@dataclass
+class Settings:
+    workdir: Path
+    machine: Path | None
+    output: OutputFormat
+    lock_timeout: float
+    verbose: bool
+
+    @property
+    def json(self) -> bool:
+        return self.output is OutputFormat.json
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    obj = ctx.obj
+    assert isinstance(obj, Settings)
+    return obj
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    workdir: Annotated[Path | None, typer.Option(
+        "--workdir", envvar="RUNNER_WORKDIR",
+        help="Working directory holding data/ and build/ (default: the current directory).")] = None,
+    machine: Annotated[Path | None, typer.Option(
+        "--machine", envvar="RUNNER_MACHINE",
+        help="machine.yaml to use (default: machine.yaml in the working directory, else the "
+        "shipped Torrust Tracker machine).")] = None,
+    output: Annotated[OutputFormat, typer.Option(
+        "--output", help="text for people, json for scripts (one JSON document).")
+    ] = OutputFormat.text,
+    log_level: Annotated[str, typer.Option(
+        "--log-level", envvar="RUNNER_LOG_LEVEL",
+        help="Log level on stderr: DEBUG, INFO, WARNING, ERROR.")] = "WARNING",
+    log_format: Annotated[LogFormat, typer.Option("--log-format", help="Log line format.")
+                          ] = LogFormat.text,
+    lock_timeout: Annotated[float, typer.Option(
+        "--lock-timeout", min=0, help="Seconds to wait for an environment another command "
+        "holds; 0 fails at once.")] = 30.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v",
+                                          help="Stream the tools' output while steps run.")] = False,
+) -> None:
+    from runner import logs
+
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
+    logs.setup(level, log_format.value)
+    ctx.obj = Settings(
+        workdir=(workdir or Path.cwd()).absolute(),
+        machine=machine,
+        output=output,
+        lock_timeout=lock_timeout,
+        verbose=verbose,
+    )
+
+
+def _workspace(settings: Settings, command: str) -> Any:
+    from runner.operations import Workspace, machine_for
+
+    def repository() -> Any:
+        from runner.filestore import FileStore
+
+        return FileStore(settings.workdir)
+
+    if not settings.workdir.is_dir():
+        from runner.errors import InputError
+
+        raise InputError(f"working directory {settings.workdir} does not exist",
+                         hint="pass --workdir DIR (or set RUNNER_WORKDIR) to an existing folder")
+    return Workspace(
+        workdir=settings.workdir,
+        repo_factory=repository,
+        machine_file=machine_for(settings.workdir, settings.machine),
+        lock_timeout_s=settings.lock_timeout,
+        command=command,
+    )
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(settings: Settings | None, exc: RunnerError) -> NoReturn:
+    if settings is not None and settings.json:
+        _emit_json(exc.to_json())
+    else:
+        sys.stderr.write(f"error: {exc}\n")
+    raise typer.Exit(exc.exit_code)
+
+
+def _run(ctx: typer.Context, command: str, body: Callable[[Settings], int | None]) -> None:
+    settings = _settings(ctx)
+    try:
+        code = body(settings)
+    except RunnerError as exc:
+        _fail(settings, exc)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise typer.Exit(ExitCode.SIGINT) from None
+    except Exception as exc:
+        import logging
+
+        logging.getLogger("runner").debug("internal error", exc_info=True)
+        _fail(settings, RunnerError(
+            f"internal error in `runner {command}`: {type(exc).__name__}: {exc}",
+            hint="this is a bug in runner; run again with --log-level DEBUG for the traceback "
+            "and report it"))
+    raise typer.Exit(code or 0)
+
+
+def _progress(settings: Settings) -> Any:
+    if settings.json:
+        from runner.engine import NullProgress
+
+        return NullProgress()
+    from runner.progress import LiveProgress, PlainProgress
+
+    if sys.stdout.isatty():
+        return LiveProgress(verbose=settings.verbose)
+    return PlainProgress(verbose=settings.verbose)
+
+
+# --- machine commands --------------------------------------------------------------
+
+
+@app.command()
+def validate(ctx: typer.Context) -> None:
+    """Check machine.yaml (syntax, schema, states, phases, plugins, templates)."""
+
+    def body(s: Settings) -> int:
+        from runner.operations import validate as do_validate
+
+        result = do_validate(_workspace(s, "runner validate"))
+        if s.json:
+            _emit_json(result.to_json())
+            return 0
+        m = result.machine
+        kinds = result.to_json()["states"]
+        print(f"{m.file}: valid machine '{m.name}'")
+        print(f"  states ({len(m.states)}): " + ", ".join(
+            f"{n}{'' if k in ('stable', 'initial') else f' ({k})'}" for n, k in kinds.items()))
+        print(f"  phases ({len(m.phases)}): " + ", ".join(
+            f"{p.name}{'' if p.advance else ' (manual)'} [{len(p.steps)} steps]" for p in m.phases))
+        print("  happy path: " + " → ".join(m.happy_path()))
+        return 0
+
+    _run(ctx, "validate", body)
+
+
+@app.command()
+def graph(
+    ctx: typer.Context,
+    fmt: Annotated[GraphFormat, typer.Option("--format", "-f", help="mermaid (default, to "
+                                             "stdout), dot, svg or png (svg/png need Graphviz).")
+                   ] = GraphFormat.mermaid,
+    output_file: Annotated[Path | None, typer.Option("--out", "-o",
+                                                     help="Write to FILE instead of stdout.")
+                           ] = None,
+    env: Annotated[str | None, typer.Option("--env", help="Mark this environment's current "
+                                            "state.")] = None,
+) -> None:
+    """Draw the state machine (states, phases, failure and resume edges)."""
+
+    def body(s: Settings) -> int:
+        from runner import graph as graphs
+        from runner.repository import check_name
+
+        ws = _workspace(s, "runner graph")
+        machine = ws.machine(plugins=False)
+        current = None
+        if env is not None:
+            check_name(env)
+            current = ws.repo.load(env)["state"]
+        if fmt in (GraphFormat.svg, GraphFormat.png) and output_file is None and sys.stdout.isatty():
+            from runner.errors import InputError
+
+            raise InputError(f"--format {fmt.value} is binary; write it to a file",
+                             hint=f"runner graph --format {fmt.value} -o machine.{fmt.value}")
+        data = graphs.render(machine, fmt.value, current)  # type: ignore[arg-type]
+        target = output_file if output_file is None or output_file.is_absolute() else (
+            Path.cwd() / output_file)
+        if s.json:
+            if target is not None:
+                graphs.write(data, target)
+                _emit_json({"format": fmt.value, "file": str(target), "bytes": len(data)})
+            else:
+                _emit_json({"format": fmt.value, "graph": data.decode(errors="replace")})
+            return 0
+        graphs.write(data, target)
+        if target is not None:
+            print(f"wrote {target} ({fmt.value}, {len(data)} bytes)")
+        return 0
+
+    _run(ctx, "graph", body)
+
+
+# --- environment commands ----------------------------------------------------------
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Environment name: ^[a-z][a-z0-9-]{0,62}$")],
+    config: Annotated[Path | None, typer.Option("--config", "-c",
+                                                help="YAML or JSON file of inputs.")] = None,
+    sets: Annotated[list[str] | None, typer.Option(
+        "--set", help="Set an input, KEY=VALUE with dotted keys (ssh.port=2222); repeatable.")
+    ] = None,
+) -> None:
+    """Create an environment in the machine's initial state."""
+
+    def body(s: Settings) -> int:
+        from runner.operations import create as do_create
+
+        cfg = None if config is None else (config if config.is_absolute() else Path.cwd() / config)
+        result = do_create(_workspace(s, "runner create"), name, cfg, list(sets or []))
+        if s.json:
+            _emit_json(result.to_json())
+        else:
+            print(f"created environment '{name}' in state '{result.record['state']}'")
+            print(f"next: runner advance {name}   (or runner up {name})")
+        return 0
+
+    _run(ctx, "create", body)
+
+
+@app.command()
+def status(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Environment name.")]
+           ) -> None:
+    """Where an environment is, what failed, who holds it, and what to do next."""
+
+    def body(s: Settings) -> int:
+        from runner.operations import status as do_status
+
+        result = do_status(_workspace(s, "runner status"), name)
+        if s.json:
+            _emit_json(result.to_json())
+            return 0
+        r = result.record
+        print(f"environment: {r['name']}")
+        flag = " (interrupted)" if result.interrupted else ""
+        print(f"state:       {r['state']}{flag} - {result.description}")
+        print(f"updated:     {r['updated_at']}")
+        if result.holder:
+            h = result.holder
+            print(f"locked by:   pid {h.pid} on {h.host} ({h.command}, since {h.started_at})")
+        run = r.get("run") or {}
+        if result.interrupted and run:
+            print(f"interrupted: phase '{run.get('phase')}' at step '{run.get('current_step')}'"
+                  f" (completed: {', '.join(run.get('completed_steps', [])) or 'none'})")
+            if run.get("trace"):
+                print(f"trace:       {run['trace']}")
+        failure = r.get("failure")
+        if failure and result.kind == "failed":
+            print(f"failed:      phase '{failure['phase']}', step '{failure.get('step')}' "
+                  f"({failure['kind']}) at {failure['failed_at']}")
+            print(f"             {failure['summary']}")
+            if failure.get("trace"):
+                print(f"trace:       {failure['trace']}")
+        if r.get("outputs"):
+            print("outputs:     " + ", ".join(f"{k}={v}" for k, v in sorted(r["outputs"].items())))
+        print("next:")
+        for action in result.next_actions:
+            print(f"  {action}")
+        return 0
+
+    _run(ctx, "status", body)
+
+
+@app.command(name="list")
+def list_(ctx: typer.Context) -> None:
+    """Every environment with its state and last change."""
+
+    def body(s: Settings) -> int:
+        from runner.operations import list_environments
+
+        result = list_environments(_workspace(s, "runner list"))
+        if s.json:
+            _emit_json(result.to_json())
+            return 0
+        good = [e for e in result.entries if e.record is not None]
+        bad = [e for e in result.entries if e.record is None]
+        if not good and not bad:
+            print("no environments (create one with `runner create NAME`)")
+            return 0
+        if good:
+            width = max(len("NAME"), *(len(e.name) for e in good))
+            swidth = max(len("STATE"), *(len(e.record["state"]) for e in good if e.record))
+            print(f"{'NAME':<{width}}  {'STATE':<{swidth}}  UPDATED")
+            for e in good:
+                assert e.record is not None
+                print(f"{e.name:<{width}}  {e.record['state']:<{swidth}}  {e.record['updated_at']}")
+        if bad:
+            print("\nunreadable:")
+            for e in bad:
+                print(f"  {e.name}: {e.error}")
+        return 0
+
+    _run(ctx, "list", body)
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Environment name.")],
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1,
+                                              help="Only the last N events.")] = None,
+) -> None:
+    """Transitions and step results from the environment's event log."""
+
+    def body(s: Settings) -> int:
+        from runner.operations import history as do_history
+
+        result = do_history(_workspace(s, "runner history"), name, limit)
+        if s.json:
+            _emit_json(result.to_json())
+            return 0
+        print(f"{'TIME':<24}  {'TYPE':<12}  {'PHASE':<12}  {'STEP':<28}  DETAIL")
+        for ev in result.events:
+            kind = str(ev.get("type", "transition"))
+            if kind in ("transition", "created"):
+                detail = f"{ev.get('from') or '-'} → {ev.get('to')} ({ev.get('trigger')})"
+            elif kind == "step":
+                detail = str(ev.get("status", ""))
+                if ev.get("duration_s") is not None:
+                    detail += f" {ev['duration_s']}s"
+                if ev.get("summary"):
+                    detail += f": {ev['summary']}"
+            else:
+                detail = " ".join(f"{k}={ev[k]}" for k in ("signal", "state") if ev.get(k))
+            print(f"{ev.get('timestamp', ''):<24}  {kind:<12}  {ev.get('phase') or '-':<12}  "
+                  f"{ev.get('step') or '-':<28}  {detail}")
+        return 0
+
+    _run(ctx, "history", body)
+
+
+def _render_run(s: Settings, result: Any) -> int:
+    if s.json:
+        _emit_json(result.to_json())
+    else:
+        if result.dry_run:
+            for plan in result.dry_run:
+                print(f"phase {plan['phase']}: {plan['from']} → {plan['via']} → {plan['to']}")
+                for i, step in enumerate(plan["steps"], start=1):
+                    if "error" in step:
+                        print(f"  [{i}] {step['name']} ({step['uses']}): cannot render: "
+                              f"{step['error']}")
+                    elif not step["when"]:
+                        print(f"  [{i}] {step['name']} ({step['uses']}): skipped (when is false)")
+                    else:
+                        print(f"  [{i}] {step['name']} ({step['uses']}): "
+                              f"{json.dumps(step['params'], default=str)}")
+            print("dry run: nothing was run")
+        elif result.message:
+            print(result.message)
+        for phase in result.phases:
+            if phase.status == "failed" and phase.failure:
+                f = phase.failure
+                print(f"phase '{phase.phase}' failed at step '{f['step']}' ({f['kind']}): "
+                      f"{f['summary']}")
+                if f.get("trace"):
+                    print(f"trace: {f['trace']}")
+                print(f"state: {phase.state}; see `runner status {phase.environment}`")
+        if result.phases and not result.failed:
+            print(f"environment '{result.environment}' is now in '{result.state}'")
+    return ExitCode.STEP_FAILED if result.failed else 0
+
+
+@app.command()
+def advance(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Environment name.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the phase and its rendered "
+                                          "steps; run nothing.")] = False,
+) -> None:
+    """Run the next phase on the happy path."""
+
+    def body(s: Settings) -> int:
+        from runner.operations import advance as do_advance
+
+        ws = _workspace(s, "runner advance")
+        return _render_run(s, do_advance(ws, name, _progress(s), dry_run=dry_run))
+
+    _run(ctx, "advance", body)
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Environment name.")],
+    to: Annotated[str | None, typer.Option("--to", help="Stop once the environment reaches "
+                                           "this state.")] = None,
+) -> None:
+    """Advance until --to STATE or the end of the happy path."""
+
+    def body(s: Settings) -> int:
+        from runner.operations import up as do_up
+
+        return _render_run(s, do_up(_workspace(s, "runner up"), name, to, _progress(s)))
+
+    _run(ctx, "up", body)
+
+
+@app.command()
+def resume(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Environment name.")],
+    from_step: Annotated[str | None, typer.Option("--from-step", help="Re-run from this step "
+                                                  "instead of the first one not completed.")
+                         ] = None,
+) -> None:
+    """Continue an interrupted or failed phase from its first unfinished step."""
+
+    def body(s: Settings) -> int:
+        from runner.operations import resume as do_resume
+
+        return _render_run(s, do_resume(_workspace(s, "runner resume"), name, from_step,
+                                        _progress(s)))
+
+    _run(ctx, "resume", body)
+
+
+@app.command()
+def phase(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Environment name.")],
+    phase_name: Annotated[str, typer.Argument(metavar="PHASE", help="Phase to run.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, run nothing.")] = False,
+) -> None:
+    """Run a named phase allowed from the current state."""
+
+    def body(s: Settings) -> int:
+        from runner.operations import run_phase
+
+        ws = _workspace(s, "runner phase")
+        return _render_run(s, run_phase(ws, name, phase_name, _progress(s), dry_run=dry_run))
+
+    _run(ctx, "phase", body)
+
+
+@app.command()
+def destroy(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Environment name.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, run nothing.")] = False,
+) -> None:
+    """Run the destroy phase (allowed from any non-final state)."""
+
+    def body(s: Settings) -> int:
+        from runner.operations import destroy_phase_name, run_phase
+
+        ws = _workspace(s, "runner destroy")
+        phase_name = destroy_phase_name(ws.machine())
+        return _render_run(s, run_phase(ws, name, phase_name, _progress(s), dry_run=dry_run))
+
+    _run(ctx, "destroy", body)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app(prog_name="runner")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,451 @@
+"""What each command does, as functions that return small result objects.
+
+The CLI parses arguments and renders results; everything here is silent (it logs,
+never prints) and raises :class:`~runner.errors.RunnerError` subclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import (
+    EnvironmentNotFoundError,
+    InputError,
+    PhaseNotAllowedError,
+    StateFileError,
+)
+from runner.model import MachineDef, PhaseDef
+from runner.repository import ListEntry, LockInfo, Repository, check_name, now_iso
+
+if TYPE_CHECKING:
+    from runner.engine import PhaseResult, Progress
+    from runner.registry import StepRegistry
+
+
+@dataclass
+class Workspace:
+    """The command's world: working directory, repository, machine file, settings."""
+
+    workdir: Path
+    repo_factory: Callable[[], Repository]
+    machine_file: Path
+    lock_timeout_s: float = 30.0
+    command: str = "runner"
+    _machine: MachineDef | None = None
+    _registry: StepRegistry | None = None
+    _repo: Repository | None = None
+
+    @property
+    def repo(self) -> Repository:
+        if self._repo is None:
+            self._repo = self.repo_factory()
+        return self._repo
+
+    def registry(self) -> StepRegistry:
+        if self._registry is None:
+            from runner.registry import default_registry
+
+            self._registry = default_registry()
+        return self._registry
+
+    def machine(self, *, plugins: bool = True) -> MachineDef:
+        """The validated machine (with `uses`/`with` checks when ``plugins``)."""
+        if self._machine is None:
+            from runner.loader import load_machine
+
+            self._machine = load_machine(self.machine_file, self.registry() if plugins else None)
+        return self._machine
+
+
+# --- validate ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValidateResult:
+    machine: MachineDef
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.machine
+        return {
+            "valid": True, "file": str(m.file), "name": m.name, "digest": m.digest,
+            "initial": m.initial,
+            "states": {name: m.state_kind(name) for name in m.states},
+            "phases": [{"name": p.name, "from": list(p.sources), "via": p.via, "to": p.to,
+                        "failed": p.failed, "advance": p.advance,
+                        "steps": [s.name for s in p.steps]} for p in m.phases],
+            "happy_path": m.happy_path(),
+        }
+
+
+def validate(ws: Workspace) -> ValidateResult:
+    machine = ws.machine()
+    from runner.statemachine import build_machine
+
+    class _Probe:
+        state = machine.initial
+
+    build_machine(machine, _Probe())
+    return ValidateResult(machine)
+
+
+# --- create ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    record: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"created": self.record["name"], "state": self.record["state"],
+                "inputs": self.record["inputs"], "paths": self.record["paths"]}
+
+
+def create(ws: Workspace, name: str, config: Path | None, sets: list[str]) -> CreateResult:
+    import logging
+    import os
+    import socket
+
+    from runner.inputs import build_inputs
+
+    check_name(name)
+    machine = ws.machine(plugins=False)
+    inputs = build_inputs(machine.inputs_schema, config, sets)
+    stamp = now_iso()
+    record: dict[str, Any] = {
+        "format": 1, "serial": 1, "name": name, "state": machine.initial,
+        "machine": {"name": machine.name, "digest": machine.digest},
+        "inputs": inputs, "outputs": {},
+        "paths": {"data_dir": ws.repo.relative(ws.repo.artifacts_dir(name)),
+                  "build_dir": f"build/{name}"},
+        "created_at": stamp, "updated_at": stamp, "run": None, "failure": None,
+    }
+    stored = ws.repo.create(record)
+    ws.repo.append_event(name, {"timestamp": stamp, "serial": stored["serial"], "type": "created",
+                                "from": None, "to": machine.initial, "trigger": "create",
+                                "phase": None, "step": None, "pid": os.getpid(),
+                                "host": socket.gethostname()})
+    logging.getLogger("runner").info("environment=%s created in state=%s", name, machine.initial)
+    return CreateResult(stored)
+
+
+# --- status, list, history ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    record: dict[str, Any]
+    description: str
+    kind: str
+    holder: LockInfo | None
+    interrupted: bool
+    next_actions: list[str]
+    allowed_phases: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.record
+        return {
+            "name": r["name"], "state": r["state"], "description": self.description,
+            "kind": self.kind, "interrupted": self.interrupted,
+            "locked_by": self.holder.to_json() if self.holder else None,
+            "failure": r.get("failure"), "run": r.get("run"), "outputs": r.get("outputs"),
+            "updated_at": r["updated_at"], "created_at": r["created_at"],
+            "next": self.next_actions, "allowed_phases": self.allowed_phases,
+        }
+
+
+def _state_known(machine: MachineDef, record: dict[str, Any], repo: Repository) -> None:
+    if record["state"] not in machine.states:
+        raise StateFileError(
+            f"environment '{record['name']}' is in state '{record['state']}', which "
+            f"{machine.file.name} does not declare",
+            hint="restore the state in machine.yaml (or use the machine the environment was "
+            "created with: --machine FILE)",
+        )
+
+
+def status(ws: Workspace, name: str) -> StatusResult:
+    from runner.templating import TemplateFailure, render_string
+
+    check_name(name)
+    record = ws.repo.load(name)
+    machine = ws.machine(plugins=False)
+    _state_known(machine, record, ws.repo)
+    state = record["state"]
+    kind = machine.state_kind(state)
+    holder = ws.repo.lock_holder(name)
+    interrupted = kind == "intermediate" and holder is None
+    actions: list[str] = []
+    if holder is not None:
+        actions.append(f"wait: {holder.command} (pid {holder.pid}) is working on it")
+    elif interrupted:
+        phase = machine.phase_by_via(state)
+        assert phase is not None
+        actions.append(f"runner resume {name}   (continue phase '{phase.name}' where it stopped)")
+        if machine.phase("destroy") and state in machine.phase("destroy").sources:  # type: ignore[union-attr]
+            actions.append(f"runner destroy {name}")
+    else:
+        recovery = machine.states[state].recovery
+        if recovery:
+            context = {"env": {"name": name, "state": state,
+                               "data_dir": record["paths"]["data_dir"],
+                               "build_dir": record["paths"]["build_dir"],
+                               "workdir": str(ws.workdir)},
+                       "inputs": record["inputs"], "outputs": record["outputs"],
+                       "machine": {"name": machine.name, "dir": str(machine.dir)}}
+            try:
+                actions.append(str(render_string(recovery, context)).strip())
+            except TemplateFailure as exc:
+                actions.append(f"{recovery.strip()}  (recovery text did not render: {exc})")
+        if kind == "failed":
+            actions.append(f"runner resume {name}")
+        advancing = machine.advancing_phase(state)
+        if advancing is not None and kind != "failed":
+            actions.append(f"runner advance {name}   (runs phase '{advancing.name}' → "
+                           f"{advancing.to})")
+        elif kind == "final":
+            actions.append("nothing: this is a final state")
+    allowed = [p.name for p in machine.phases_from(state)]
+    return StatusResult(record, machine.states[state].description, kind, holder, interrupted,
+                        actions, allowed)
+
+
+@dataclass(frozen=True)
+class ListResult:
+    entries: list[ListEntry]
+
+    def to_json(self) -> dict[str, Any]:
+        good = [{"name": e.name, "state": e.record["state"], "updated_at": e.record["updated_at"],
+                 "failed_step": (e.record.get("failure") or {}).get("step")}
+                for e in self.entries if e.record is not None]
+        bad = [{"name": e.name, "error": e.error} for e in self.entries if e.record is None]
+        return {"environments": good, "unreadable": bad}
+
+
+def list_environments(ws: Workspace) -> ListResult:
+    return ListResult(ws.repo.list())
+
+
+@dataclass(frozen=True)
+class HistoryResult:
+    name: str
+    events: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "events": self.events}
+
+
+def history(ws: Workspace, name: str, limit: int | None) -> HistoryResult:
+    check_name(name)
+    if not ws.repo.exists(name):
+        raise EnvironmentNotFoundError(f"environment '{name}' does not exist",
+                                       hint="see `runner list`")
+    return HistoryResult(name, ws.repo.read_events(name, limit))
+
+
+# --- running phases ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What `advance`, `up`, `resume`, `phase` and `destroy` did."""
+
+    environment: str
+    state: str
+    phases: list[PhaseResult] = field(default_factory=list)
+    message: str = ""
+    dry_run: list[dict[str, Any]] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return any(p.status == "failed" for p in self.phases)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"environment": self.environment, "state": self.state,
+                                "status": "failed" if self.failed else "ok",
+                                "phases": [p.to_json() for p in self.phases]}
+        if self.message:
+            data["message"] = self.message
+        if self.dry_run is not None:
+            data["dry_run"] = self.dry_run
+        return data
+
+
+@contextmanager
+def _session(ws: Workspace, name: str) -> Iterator[Any]:
+    from runner.engine import Session
+
+    check_name(name)
+    machine = ws.machine()
+    if not ws.repo.exists(name):
+        raise EnvironmentNotFoundError(f"environment '{name}' does not exist",
+                                       hint=f"create it with `runner create {name}`")
+    with ws.repo.lock(name, ws.command, ws.lock_timeout_s):
+        record = ws.repo.load(name)
+        _state_known(machine, record, ws.repo)
+        yield Session(ws.repo, machine, record, ws.command)
+
+
+def _not_allowed(machine: MachineDef, name: str, state: str, wanted: str, why: str = ""
+                 ) -> PhaseNotAllowedError:
+    allowed = [p.name for p in machine.phases_from(state)]
+    return PhaseNotAllowedError(
+        f"phase '{wanted}' is not allowed for environment '{name}' in state '{state}'"
+        + (f": {why}" if why else ""),
+        hint=f"phases allowed from '{state}': {', '.join(allowed) or 'none'}",
+        state=state, allowed=allowed,
+    )
+
+
+def _refuse_unfinished(machine: MachineDef, name: str, state: str, action: str) -> None:
+    kind = machine.state_kind(state)
+    if kind == "intermediate":
+        phase = machine.phase_by_via(state)
+        assert phase is not None
+        raise PhaseNotAllowedError(
+            f"environment '{name}' is in '{state}': phase '{phase.name}' was interrupted, "
+            f"so it cannot {action}",
+            hint=f"runner resume {name}   (or: runner destroy {name})", state=state)
+    if kind == "failed":
+        phase = machine.phase_by_failed(state)
+        assert phase is not None
+        raise PhaseNotAllowedError(
+            f"environment '{name}' is in '{state}': phase '{phase.name}' failed, so it cannot "
+            f"{action}", hint=f"fix the cause, then runner resume {name}   (or: runner destroy "
+            f"{name}); `runner status {name}` shows the failure", state=state)
+
+
+def advance(ws: Workspace, name: str, progress: Progress | None = None, *,
+            dry_run: bool = False) -> RunResult:
+    from runner.engine import PhaseRunner
+
+    with _session(ws, name) as session:
+        machine = session.machine
+        state = session.state
+        _refuse_unfinished(machine, name, state, "advance")
+        phase = machine.advancing_phase(state)
+        if phase is None:
+            return RunResult(name, state, message=f"environment '{name}' is in '{state}', the end "
+                             "of the happy path: nothing to advance")
+        if dry_run:
+            return RunResult(name, state, dry_run=[_dry_run(session, phase)],
+                             message=f"dry run: phase '{phase.name}' would run")
+        result = PhaseRunner(session, ws.registry(), progress).start(phase)
+        return RunResult(name, session.state, [result])
+
+
+def up(ws: Workspace, name: str, to: str | None, progress: Progress | None = None) -> RunResult:
+    from runner.engine import PhaseRunner
+
+    with _session(ws, name) as session:
+        machine = session.machine
+        if to is not None and to not in machine.states:
+            raise InputError(f"--to {to!r} is not a state of {machine.file.name}",
+                             hint=f"the happy path: {' → '.join(machine.happy_path())}")
+        _refuse_unfinished(machine, name, session.state, "go up")
+        # the states `advance` would visit from here
+        path = [session.state]
+        while (nxt := machine.advancing_phase(path[-1])) is not None and nxt.to not in path:
+            path.append(nxt.to)
+        if to is not None and to not in path:
+            raise InputError(f"state '{to}' is not ahead of '{session.state}' on the happy path",
+                             hint=f"from here `advance` visits: {' → '.join(path)}")
+        results: list[PhaseResult] = []
+        while session.state != to:
+            phase = machine.advancing_phase(session.state)
+            if phase is None:
+                break
+            result = PhaseRunner(session, ws.registry(), progress).start(phase)
+            results.append(result)
+            if result.status != "succeeded":
+                break
+        message = "" if results else f"environment '{name}' is already in '{session.state}'"
+        return RunResult(name, session.state, results, message)
+
+
+def resume(ws: Workspace, name: str, from_step: str | None = None,
+           progress: Progress | None = None) -> RunResult:
+    from runner.engine import PhaseRunner
+
+    with _session(ws, name) as session:
+        machine = session.machine
+        state = session.state
+        phase = machine.phase_by_failed(state) or machine.phase_by_via(state)
+        if phase is None:
+            raise PhaseNotAllowedError(
+                f"environment '{name}' is in '{state}': nothing was interrupted or failed, so "
+                "there is nothing to resume",
+                hint=f"runner advance {name}", state=state)
+        if from_step is not None and phase.step(from_step) is None:
+            raise InputError(f"phase '{phase.name}' has no step '{from_step}'",
+                             hint=f"its steps: {', '.join(s.name for s in phase.steps)}")
+        result = PhaseRunner(session, ws.registry(), progress).resume(phase, from_step)
+        return RunResult(name, session.state, [result])
+
+
+def run_phase(ws: Workspace, name: str, phase_name: str, progress: Progress | None = None,
+              *, dry_run: bool = False) -> RunResult:
+    from runner.engine import PhaseRunner
+
+    with _session(ws, name) as session:
+        machine = session.machine
+        phase = machine.phase(phase_name)
+        if phase is None:
+            raise InputError(f"{machine.file.name} has no phase '{phase_name}'",
+                             hint=f"phases: {', '.join(p.name for p in machine.phases)}")
+        if session.state not in phase.sources:
+            raise _not_allowed(machine, name, session.state, phase_name)
+        if dry_run:
+            return RunResult(name, session.state, dry_run=[_dry_run(session, phase)],
+                             message=f"dry run: phase '{phase.name}' would run")
+        result = PhaseRunner(session, ws.registry(), progress).start(phase)
+        return RunResult(name, session.state, [result])
+
+
+def _dry_run(session: Any, phase: PhaseDef) -> dict[str, Any]:
+    from runner.engine import mask_params, template_context
+    from runner.inputs import SecretResolver
+    from runner.templating import TemplateFailure, evaluate_condition, render_value
+
+    secrets = SecretResolver(session.machine.inputs_schema, session.record["inputs"],
+                             session.repo.workdir)
+    steps = []
+    for step in phase.steps:
+        context = template_context(session, phase.name, step.name, secrets)
+        entry: dict[str, Any] = {"name": step.name, "uses": step.uses}
+        try:
+            entry["when"] = evaluate_condition(step.when, context)
+            entry["params"] = (mask_params(render_value(step.with_, context), secrets.mask)
+                               if entry["when"] else None)
+        except (TemplateFailure, InputError) as exc:
+            entry["error"] = str(exc)
+        steps.append(entry)
+    return {"phase": phase.name, "from": session.state, "via": phase.via, "to": phase.to,
+            "steps": steps}
+
+
+def destroy_phase_name(machine: MachineDef) -> str:
+    if machine.phase("destroy") is None:
+        raise InputError(f"{machine.file.name} has no phase named 'destroy'",
+                         hint="use `runner phase NAME PHASE` with one of its phases")
+    return "destroy"
+
+
+def machine_for(workdir: Path, given: Path | None) -> Path:
+    """--machine, else $RUNNER_MACHINE, else machine.yaml in the working directory,
+    else the shipped machine."""
+    import os
+
+    from runner import resources
+
+    if given is not None:
+        return given if given.is_absolute() else workdir / given
+    env = os.environ.get("RUNNER_MACHINE")
+    if env:
+        path = Path(env)
+        return path if path.is_absolute() else workdir / path
+    local = workdir / "machine.yaml"
+    return local if local.exists() else resources.shipped_machine()

@@ -1,0 +1,395 @@
+"""The process helper every step plugin runs programs through (DESIGN §4, §6).
+
+:class:`ProcessSupervisor` implements :class:`~runner.plugin.ProcessRunner`: it starts a
+program from an argv list (never a shell string) in its own process group, streams
+stdout and stderr line by line to the :class:`RunLog` and to a live callback, keeps
+the output for the result, and stops the whole process group when the program
+overruns its timeout or when the runner is interrupted (any ``BaseException`` raised
+in the waiting thread, such as :class:`~runner.errors.InterruptSignal`).
+
+Every line passes through the ``mask`` callable before it is written anywhere or
+kept, so a secret never reaches the run log, the progress display or a trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Literal
+
+from runner.errors import StepError
+from runner.plugin import ProcessResult
+
+__all__ = ["ProcessSupervisor", "RunLog", "install_hint"]
+
+Stream = Literal["out", "err"]
+
+MAX_KEPT_BYTES = 5 * 1024 * 1024
+"""Output kept in memory per stream; the run log always has all of it."""
+
+READER_JOIN_S = 2.0
+"""How long to wait for the output pipes to close once the program has exited."""
+
+_POLL_S = 0.1
+_READ_CHUNK = 64 * 1024
+
+_INSTALL_HINTS: dict[str, str] = {
+    "tofu": "install OpenTofu (https://opentofu.org/docs/intro/install/), or "
+    "`pip install 'runner[embedded]'` which provides `runner-tofu`",
+    "terraform": "install OpenTofu (https://opentofu.org/docs/intro/install/), or "
+    "`pip install 'runner[embedded]'` which provides `runner-tofu`",
+    "runner-tofu": "`pip install 'runner[embedded]'`, or install OpenTofu",
+    "ansible-playbook": "`pip install ansible-core`",
+    "ansible": "`pip install ansible-core`",
+    "ssh": "install the OpenSSH client (Debian/Ubuntu: `apt-get install openssh-client`)",
+    "ssh-keygen": "install the OpenSSH client (Debian/Ubuntu: `apt-get install openssh-client`)",
+    "dot": "install Graphviz (Debian/Ubuntu: `apt-get install graphviz`)",
+}
+
+
+def install_hint(program: str) -> str:
+    """What to install to get ``program`` (a bare name or a path)."""
+    name = Path(program).name
+    known = _INSTALL_HINTS.get(name)
+    if known:
+        return known
+    return f"install '{name}' or add the folder that holds it to PATH"
+
+
+def _timestamp() -> str:
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+class RunLog:
+    """The full output of one run: ``data/<env>/runs/<timestamp>-<phase>.log``.
+
+    Each line is written as ``<iso timestamp> [<step>] <line>`` (``[<step>:err]`` for
+    a program's stderr), flushed at once. Safe to use from several threads. The file
+    is created with mode 0600 and opened for append, so a resumed run may reuse it.
+    Writes after :meth:`close` are ignored.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._file: IO[str] | None = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def path_for(runs_dir: Path, phase: str, started: datetime | None = None) -> Path:
+        """The conventional path of a run's log: ``<runs_dir>/<YYYYmmdd-HHMMSS>-<phase>.log``."""
+        at = started or datetime.now(UTC)
+        return Path(runs_dir) / f"{at.strftime('%Y%m%d-%H%M%S')}-{phase}.log"
+
+    @property
+    def closed(self) -> bool:
+        return self._file is None
+
+    def write(self, step: str, text: str, *, stream: Stream | None = None) -> None:
+        """Write ``text`` (one or more lines) for ``step``; ``stream="err"`` marks stderr."""
+        tag = f"{step}:err" if stream == "err" else step
+        lines = text.splitlines() or [""]
+        with self._lock:
+            if self._file is None:
+                return
+            stamp = _timestamp()
+            for line in lines:
+                self._file.write(f"{stamp} [{tag}] {line}\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Tail:
+    """The last ``limit`` bytes of a stream, kept as whole lines."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lines: deque[str] = deque()
+        self._size = 0
+        self._dropped = 0
+        self._lock = threading.Lock()
+
+    def add(self, line: str) -> None:
+        with self._lock:
+            self._lines.append(line)
+            self._size += len(line)
+            while self._size > self._limit and len(self._lines) > 1:
+                old = self._lines.popleft()
+                self._size -= len(old)
+                self._dropped += len(old)
+
+    def text(self) -> str:
+        with self._lock:
+            body = "".join(self._lines)
+            dropped = self._dropped
+        if dropped:
+            return f"[runner: the first {dropped} characters were dropped; see the run log]\n{body}"
+        return body
+
+
+class _Reader(threading.Thread):
+    """Reads one pipe line by line until it closes or :meth:`stop` is called."""
+
+    def __init__(
+        self, pipe: IO[bytes], stream: Stream, sink: Callable[[Stream, str], None]
+    ) -> None:
+        super().__init__(daemon=True, name=f"runner-{stream}-reader")
+        self._pipe = pipe
+        self._stream: Stream = stream
+        self._sink = sink
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        """Stop passing lines on; keep draining the pipe so its writer never blocks."""
+        self._stopped.set()
+
+    def run(self) -> None:
+        try:
+            for raw in iter(lambda: self._pipe.readline(_READ_CHUNK), b""):
+                if not self._stopped.is_set():
+                    self._sink(self._stream, raw.decode("utf-8", errors="replace"))
+        except (OSError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                self._pipe.close()
+
+
+class ProcessSupervisor:
+    """Runs programs for steps; see the module docstring.
+
+    ``on_line(step, line)`` receives every (masked) output line as it arrives, from a
+    reader thread. ``grace_s`` is how long a stopped process group gets between
+    SIGTERM and SIGKILL.
+    """
+
+    def __init__(
+        self,
+        run_log: RunLog,
+        on_line: Callable[[str, str], None] | None = None,
+        mask: Callable[[str], str] | None = None,
+        grace_s: float = 5.0,
+    ) -> None:
+        self.run_log = run_log
+        self.on_line = on_line
+        self.mask = mask
+        self.grace_s = grace_s
+
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        step: str,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+        stdin: str | None = None,
+    ) -> ProcessResult:
+        if isinstance(argv, str) or not argv:
+            raise StepError("configuration", "a program must be given as a non-empty argv list")
+        args = tuple(str(arg) for arg in argv)
+        child_env = dict(os.environ)
+        child_env.update({key: str(value) for key, value in (env or {}).items()})
+        if cwd is not None and not Path(cwd).is_dir():
+            raise StepError("configuration", f"working directory {cwd} does not exist")
+        self._check_program(args[0], child_env.get("PATH", os.defpath))
+
+        self.run_log.write(step, "$ " + self._masked(shlex.join(args)))
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                args,
+                cwd=cwd,
+                env=child_env,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except FileNotFoundError as exc:
+            raise _tool_missing(args[0], "was not found") from exc
+        except PermissionError as exc:
+            raise _tool_missing(args[0], "could not be run (permission denied)") from exc
+
+        kept: dict[Stream, _Tail] = {"out": _Tail(MAX_KEPT_BYTES), "err": _Tail(MAX_KEPT_BYTES)}
+
+        def sink(stream: Stream, raw: str) -> None:
+            body = raw.rstrip("\r\n")
+            line = self._masked(body)
+            kept[stream].add(line + raw[len(body) :])
+            self.run_log.write(step, line, stream=stream)
+            if self.on_line is not None:
+                with contextlib.suppress(Exception):  # a broken display must not stop the run
+                    self.on_line(step, line)
+
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = [_Reader(proc.stdout, "out", sink), _Reader(proc.stderr, "err", sink)]
+        for reader in readers:
+            reader.start()
+        if stdin is not None:
+            _feed(proc, stdin)
+
+        timed_out = False
+        try:
+            timed_out = self._wait(proc, timeout_s)
+        except BaseException:
+            self._stop_group(proc)
+            _join(readers, READER_JOIN_S)
+            self.run_log.write(step, f"runner: stopped {Path(args[0]).name} (interrupted)")
+            raise
+        duration = time.monotonic() - started
+        _join(readers, READER_JOIN_S)
+        result = ProcessResult(
+            argv=args,
+            returncode=proc.returncode,
+            stdout=kept["out"].text(),
+            stderr=kept["err"].text(),
+            duration_s=duration,
+        )
+        program = Path(args[0]).name
+        if timed_out:
+            message = f"{program} did not finish within {timeout_s:g}s; stopped it"
+            self.run_log.write(step, f"runner: {message}")
+            raise StepError("timeout", message, output_tail=result.output_tail)
+        self.run_log.write(
+            step, f"runner: {program} exited with {proc.returncode} after {duration:.1f}s"
+        )
+        return result
+
+    # --- internals ---------------------------------------------------------------
+
+    def _masked(self, text: str) -> str:
+        if self.mask is None:
+            return text
+        try:
+            return self.mask(text)
+        except Exception:
+            return "[runner: line hidden, masking failed]"
+
+    @staticmethod
+    def _check_program(program: str, path: str) -> None:
+        if os.sep in program or (os.altsep and os.altsep in program):
+            return  # a path: Popen says whether it exists
+        if shutil.which(program, path=path) is None:
+            raise _tool_missing(program, "was not found on PATH")
+
+    def _wait(self, proc: subprocess.Popen[bytes], timeout_s: float | None) -> bool:
+        """Wait for ``proc`` in short slices (so signals get through); True on timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                proc.wait(timeout=_POLL_S)
+                return False
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._stop_group(proc)
+                    return True
+
+    def _stop_group(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM the process group, give it ``grace_s``, then SIGKILL what is left."""
+        pgid = proc.pid  # start_new_session: the child leads its own group
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            deadline = time.monotonic() + self.grace_s
+            while time.monotonic() < deadline:
+                proc.poll()
+                if proc.returncode is not None and not _group_alive(pgid):
+                    break
+                time.sleep(0.05)
+        finally:  # also when a second interrupt arrives during the grace period
+            _signal_group(pgid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=self.grace_s)
+
+
+def _tool_missing(program: str, what: str) -> StepError:
+    where = f"program '{program}' {what}"
+    return StepError("tool_missing", where, hint=install_hint(program))
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _proc_has_live_member(pgid)
+
+
+def _proc_has_live_member(pgid: int) -> bool:
+    """On systems with /proc: whether a non-zombie process is in group ``pgid``. An
+    orphaned zombie may wait long for its reaper; it must not delay the SIGKILL."""
+    proc_root = Path("/proc")
+    if not (proc_root / "self" / "stat").exists():
+        return True
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _feed(proc: subprocess.Popen[bytes], text: str) -> None:
+    """Write ``text`` to the child's stdin from a thread, so a child that does not read
+    it cannot block us."""
+    pipe = proc.stdin
+    assert pipe is not None
+
+    def write() -> None:
+        try:
+            pipe.write(text.encode("utf-8"))
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+    threading.Thread(target=write, daemon=True, name="runner-stdin-writer").start()
+
+
+def _join(readers: list[_Reader], within_s: float) -> None:
+    """Wait for the readers to reach the end of their pipes, at most ``within_s``; a
+    daemonized grandchild may keep a pipe open, in which case stop using its lines."""
+    deadline = time.monotonic() + within_s
+    for reader in readers:
+        reader.join(max(0.0, deadline - time.monotonic()))
+    for reader in readers:
+        if reader.is_alive():
+            reader.stop()
