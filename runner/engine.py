@@ -144,8 +144,8 @@ class Session:
         self.record["machine"] = {"name": self.machine.name, "digest": self.machine.digest}
         self.record = self.repo.save(self.record, self.record["serial"])
 
-    def event(self, kind: str, **fields: Any) -> None:
-        event = {"timestamp": now_iso(), "serial": self.record["serial"], "type": kind,
+    def event(self, event_type: str, **fields: Any) -> None:
+        event = {"timestamp": now_iso(), "serial": self.record["serial"], "type": event_type,
                  "pid": os.getpid(), "host": self.host}
         event.update(fields)
         try:

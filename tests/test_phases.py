@@ -105,10 +105,13 @@ def test_phase_success_records_steps_outputs_and_events(work: Path) -> None:
     assert record["run"]["completed_steps"] == ["one", "two", "three"]
     assert record["failure"] is None
     assert ran(work) == ["one", "two", "three-10.1.2.3"]
-    transitions = [(e["from"], e["to"], e["trigger"]) for e in events_of(work)
-                   if e["type"] == "transition"]
-    assert transitions == [("created", "building", "start_build"),
-                           ("building", "built", "finish_build")]
+    transitions = [
+        (e["from"], e["to"], e["trigger"]) for e in events_of(work) if e["type"] == "transition"
+    ]
+    assert transitions == [
+        ("created", "building", "start_build"),
+        ("building", "built", "finish_build"),
+    ]
     steps = [(e["step"], e["status"]) for e in events_of(work) if e["type"] == "step"]
     assert steps == [("one", "done"), ("two", "done"), ("three", "done")]
     log = (work / record["run"]["log"]).read_text()
@@ -165,8 +168,9 @@ def test_when_false_skips_and_records_the_step(work: Path) -> None:
     assert ran(work) == ["one", "three-10.1.2.3"]
     record = state_of(work)
     assert record["run"]["skipped_steps"] == ["two"]
-    assert ("two", "skipped") in [(e["step"], e["status"]) for e in events_of(work)
-                                  if e["type"] == "step"]
+    assert ("two", "skipped") in [
+        (e["step"], e["status"]) for e in events_of(work) if e["type"] == "step"
+    ]
 
 
 def test_phase_not_allowed_changes_nothing(work: Path) -> None:
@@ -239,13 +243,19 @@ def _wait_for(path: Path, timeout: float = 20.0) -> None:
 
 
 def _spawn(work: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=work, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args],
+        cwd=work,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_during_a_step_leaves_the_via_state_interrupted(work: Path, sig: int,
-                                                                code: int) -> None:
+def test_signal_during_a_step_leaves_the_via_state_interrupted(
+    work: Path, sig: int, code: int
+) -> None:
     run_cli("create", "demo", "--set", "nap=60", cwd=work)
     assert run_cli("advance", "demo", cwd=work).returncode == 0
     proc = _spawn(work, "advance", "demo")
@@ -270,7 +280,8 @@ def test_timeout_stops_the_step_and_its_children(tmp_path: Path) -> None:
     machine = MACHINE.replace(
         'with: {argv: [sh, -c, "sleep {{ inputs.nap }} & echo $! > nap.pid; wait"]}',
         'with: {argv: [sh, -c, "sleep {{ inputs.nap }} & echo $! > nap.pid; wait"]}\n'
-        "        timeout: 1s")
+        "        timeout: 1s",
+    )
     build_tree(tmp_path, {"machine.yaml": machine})
     run_cli("create", "demo", "--set", "nap=60", cwd=tmp_path)
     run_cli("advance", "demo", cwd=tmp_path)
