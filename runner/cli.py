@@ -73,22 +73,22 @@ def _settings(ctx: typer.Context) -> Settings:
 def _global(
     ctx: typer.Context,
     workdir: Annotated[Path | None, typer.Option(
-        "--workdir", envvar="RUNNER_WORKDIR",
+        "--workdir", envvar="RUNNER_WORKDIR", metavar="DIR",
         help="Working directory holding data/ and build/ (default: the current directory).")] = None,
     machine: Annotated[Path | None, typer.Option(
-        "--machine", envvar="RUNNER_MACHINE",
+        "--machine", envvar="RUNNER_MACHINE", metavar="FILE",
         help="machine.yaml to use (default: machine.yaml in the working directory, else the "
         "shipped Torrust Tracker machine).")] = None,
     output: Annotated[OutputFormat, typer.Option(
         "--output", help="text for people, json for scripts (one JSON document).")
     ] = OutputFormat.text,
     log_level: Annotated[str, typer.Option(
-        "--log-level", envvar="RUNNER_LOG_LEVEL",
+        "--log-level", envvar="RUNNER_LOG_LEVEL", metavar="LEVEL",
         help="Log level on stderr: DEBUG, INFO, WARNING, ERROR.")] = "WARNING",
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="Log line format.")
                           ] = LogFormat.text,
     lock_timeout: Annotated[float, typer.Option(
-        "--lock-timeout", min=0, help="Seconds to wait for an environment another command "
+        "--lock-timeout", min=0, metavar="SECONDS", help="Seconds to wait for an environment another command "
         "holds; 0 fails at once.")] = 30.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v",
                                           help="Stream the tools' output while steps run.")] = False,
@@ -208,10 +208,10 @@ def graph(
     fmt: Annotated[GraphFormat, typer.Option("--format", "-f", help="mermaid (default, to "
                                              "stdout), dot, svg or png (svg/png need Graphviz).")
                    ] = GraphFormat.mermaid,
-    output_file: Annotated[Path | None, typer.Option("--out", "-o",
+    output_file: Annotated[Path | None, typer.Option("--out", "-o", metavar="FILE",
                                                      help="Write to FILE instead of stdout.")
                            ] = None,
-    env: Annotated[str | None, typer.Option("--env", help="Mark this environment's current "
+    env: Annotated[str | None, typer.Option("--env", metavar="NAME", help="Mark this environment's current "
                                             "state.")] = None,
 ) -> None:
     """Draw the state machine (states, phases, failure and resume edges)."""
@@ -255,11 +255,11 @@ def graph(
 @app.command()
 def create(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Environment name: ^[a-z][a-z0-9-]{0,62}$")],
-    config: Annotated[Path | None, typer.Option("--config", "-c",
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name: ^[a-z][a-z0-9-]{0,62}$")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", metavar="FILE",
                                                 help="YAML or JSON file of inputs.")] = None,
     sets: Annotated[list[str] | None, typer.Option(
-        "--set", help="Set an input, KEY=VALUE with dotted keys (ssh.port=2222); repeatable.")
+        "--set", metavar="KEY=VALUE", help="Set an input, KEY=VALUE with dotted keys (ssh.port=2222); repeatable.")
     ] = None,
 ) -> None:
     """Create an environment in the machine's initial state."""
@@ -280,7 +280,7 @@ def create(
 
 
 @app.command()
-def status(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Environment name.")]
+def status(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")]
            ) -> None:
     """Where an environment is, what failed, who holds it, and what to do next."""
 
@@ -357,8 +357,8 @@ def list_(ctx: typer.Context) -> None:
 @app.command()
 def history(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Environment name.")],
-    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, metavar="N",
                                               help="Only the last N events.")] = None,
 ) -> None:
     """Transitions and step results from the environment's event log."""
@@ -425,7 +425,7 @@ def _render_run(s: Settings, result: Any) -> int:
 @app.command()
 def advance(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Environment name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the phase and its rendered "
                                           "steps; run nothing.")] = False,
 ) -> None:
@@ -443,8 +443,8 @@ def advance(
 @app.command()
 def up(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Environment name.")],
-    to: Annotated[str | None, typer.Option("--to", help="Stop once the environment reaches "
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
+    to: Annotated[str | None, typer.Option("--to", metavar="STATE", help="Stop once the environment reaches "
                                            "this state.")] = None,
 ) -> None:
     """Advance until --to STATE or the end of the happy path."""
@@ -460,8 +460,8 @@ def up(
 @app.command()
 def resume(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Environment name.")],
-    from_step: Annotated[str | None, typer.Option("--from-step", help="Re-run from this step "
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
+    from_step: Annotated[str | None, typer.Option("--from-step", metavar="STEP", help="Re-run from this step "
                                                   "instead of the first one not completed.")
                          ] = None,
 ) -> None:
@@ -479,7 +479,7 @@ def resume(
 @app.command()
 def phase(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Environment name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
     phase_name: Annotated[str, typer.Argument(metavar="PHASE", help="Phase to run.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, run nothing.")] = False,
 ) -> None:
@@ -497,7 +497,7 @@ def phase(
 @app.command()
 def destroy(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Environment name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, run nothing.")] = False,
 ) -> None:
     """Run the destroy phase (allowed from any non-final state)."""

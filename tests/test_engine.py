@@ -1,0 +1,108 @@
+"""The transition plumbing through the Python API: every state change goes through the
+`transitions` machine, is persisted, logged and appended to the event log."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from runner.engine import Session
+from runner.errors import ConflictError
+from runner.filestore import FileStore
+from runner.loader import load_machine
+from runner.repository import now_iso
+from tests.helpers import build_tree
+
+MACHINE = """\
+version: 1
+name: plumbing
+initial: created
+states:
+  created: {}
+  provisioning: {}
+  provisioned: {}
+  provision_failed: {}
+phases:
+  - name: provision
+    from: created
+    via: provisioning
+    to: provisioned
+    failed: provision_failed
+    steps: []
+"""
+
+
+def _record(name: str, digest: str) -> dict:
+    stamp = now_iso()
+    return {"format": 1, "serial": 1, "name": name, "state": "created",
+            "machine": {"name": "plumbing", "digest": digest}, "inputs": {}, "outputs": {},
+            "paths": {"data_dir": f"data/{name}", "build_dir": f"build/{name}"},
+            "created_at": stamp, "updated_at": stamp, "run": None, "failure": None}
+
+
+@pytest.fixture()
+def session(tmp_path: Path) -> Session:
+    build_tree(tmp_path, {"machine.yaml": MACHINE})
+    machine = load_machine(tmp_path / "machine.yaml")
+    repo = FileStore(tmp_path)
+    repo.create(_record("demo", machine.digest))
+    return Session(repo, machine, repo.load("demo"), "runner test")
+
+
+def _events(tmp_path: Path) -> list[dict]:
+    text = (tmp_path / "data/demo/events.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+@pytest.mark.parametrize("finish,final_state", [("finish_provision", "provisioned"),
+                                                 ("fail_provision", "provision_failed")])
+def test_start_then_finish_or_fail_persists_logs_and_records(
+        session: Session, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        finish: str, final_state: str) -> None:
+    caplog.set_level(logging.INFO, logger="runner")
+    session.fire("start_provision", "provision")
+    on_disk = json.loads((tmp_path / "data/demo/state.json").read_text())
+    assert on_disk["state"] == "provisioning" and on_disk["serial"] == 2
+    session.fire(finish, "provision", "some_step" if finish.startswith("fail") else None)
+    on_disk = json.loads((tmp_path / "data/demo/state.json").read_text())
+    assert on_disk["state"] == final_state and on_disk["serial"] == 3
+    assert session.model.state == final_state
+    events = _events(tmp_path)
+    assert [(e["from"], e["to"], e["trigger"], e["serial"]) for e in events] == [
+        ("created", "provisioning", "start_provision", 2),
+        ("provisioning", final_state, finish, 3)]
+    for event in events:
+        assert {"timestamp", "serial", "from", "to", "trigger", "phase", "step", "pid",
+                "host"} <= set(event)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "environment=demo from=created to=provisioning trigger=start_provision" in messages
+    assert f"environment=demo from=provisioning to={final_state} trigger={finish}" in messages
+
+
+def test_a_trigger_not_allowed_from_the_state_changes_nothing(session: Session,
+                                                              tmp_path: Path) -> None:
+    from transitions.core import MachineError as TransitionError
+
+    before = (tmp_path / "data/demo/state.json").read_bytes()
+    with pytest.raises(TransitionError):
+        session.fire("finish_provision", "provision")
+    assert (tmp_path / "data/demo/state.json").read_bytes() == before
+    assert _events(tmp_path) == []
+
+
+def test_no_auto_transitions(session: Session) -> None:
+    assert not hasattr(session.model, "to_provisioned")
+
+
+def test_a_changed_state_file_is_a_conflict_not_overwritten(session: Session,
+                                                            tmp_path: Path) -> None:
+    other = FileStore(tmp_path)
+    record = other.load("demo")
+    other.save(record, record["serial"])  # another writer moved the serial on
+    before = (tmp_path / "data/demo/state.json").read_bytes()
+    with pytest.raises(ConflictError):
+        session.fire("start_provision", "provision")
+    assert (tmp_path / "data/demo/state.json").read_bytes() == before
