@@ -162,6 +162,10 @@ class _Reader(threading.Thread):
         self._sink = sink
         self._stopped = threading.Event()
 
+    def close_pipe(self) -> None:
+        with contextlib.suppress(OSError):
+            self._pipe.close()
+
     def stop(self) -> None:
         """Stop passing lines on; keep draining the pipe so its writer never blocks."""
         self._stopped.set()
@@ -218,23 +222,6 @@ class ProcessSupervisor:
         self._check_program(args[0], child_env.get("PATH", os.defpath))
 
         self.run_log.write(step, "$ " + self._masked(shlex.join(args)))
-        started = time.monotonic()
-        try:
-            proc = subprocess.Popen(
-                args,
-                cwd=cwd,
-                env=child_env,
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                close_fds=True,
-            )
-        except FileNotFoundError as exc:
-            raise _tool_missing(args[0], "was not found") from exc
-        except PermissionError as exc:
-            raise _tool_missing(args[0], "could not be run (permission denied)") from exc
-
         kept: dict[Stream, _Tail] = {"out": _Tail(MAX_KEPT_BYTES), "err": _Tail(MAX_KEPT_BYTES)}
 
         def sink(stream: Stream, raw: str) -> None:
@@ -246,20 +233,25 @@ class ProcessSupervisor:
                 with contextlib.suppress(Exception):  # a broken display must not stop the run
                     self.on_line(step, line)
 
-        assert proc.stdout is not None and proc.stderr is not None
-        readers = [_Reader(proc.stdout, "out", sink), _Reader(proc.stderr, "err", sink)]
-        for reader in readers:
-            reader.start()
-        if stdin is not None:
-            _feed(proc, stdin)
-
-        timed_out = False
+        program = Path(args[0]).name
+        started = time.monotonic()
+        proc: subprocess.Popen[bytes] | None = None
+        readers: list[_Reader] = []
         try:
+            proc = _spawn(args, cwd, child_env, with_stdin=stdin is not None)
+            assert proc.stdout is not None and proc.stderr is not None
+            readers = [_Reader(proc.stdout, "out", sink), _Reader(proc.stderr, "err", sink)]
+            for reader in readers:
+                reader.start()
+            if stdin is not None:
+                _feed(proc, stdin)
             timed_out = self._wait(proc, timeout_s)
         except BaseException:
-            self._stop_group(proc)
-            _join(readers, READER_JOIN_S)
-            self.run_log.write(step, f"runner: stopped {Path(args[0]).name} (interrupted)")
+            # an interrupt (or anything else) while the program runs: stop its group
+            if proc is not None:
+                self._stop_group(proc)
+                _join(readers, READER_JOIN_S)
+                self.run_log.write(step, f"runner: stopped {program} (interrupted)")
             raise
         duration = time.monotonic() - started
         _join(readers, READER_JOIN_S)
@@ -270,7 +262,6 @@ class ProcessSupervisor:
             stderr=kept["err"].text(),
             duration_s=duration,
         )
-        program = Path(args[0]).name
         if timed_out:
             message = f"{program} did not finish within {timeout_s:g}s; stopped it"
             self.run_log.write(step, f"runner: {message}")
@@ -324,6 +315,28 @@ class ProcessSupervisor:
             _signal_group(pgid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=self.grace_s)
+
+
+def _spawn(
+    args: tuple[str, ...], cwd: Path | None, env: dict[str, str], *, with_stdin: bool
+) -> subprocess.Popen[bytes]:
+    """Start ``args`` as the leader of a new process group (so it can be stopped with
+    all its children); a program that cannot be started is a ``tool_missing`` failure."""
+    try:
+        return subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except FileNotFoundError as exc:
+        raise _tool_missing(args[0], "was not found") from exc
+    except PermissionError as exc:
+        raise _tool_missing(args[0], "could not be run (permission denied)") from exc
 
 
 def _tool_missing(program: str, what: str) -> StepError:
@@ -389,6 +402,9 @@ def _join(readers: list[_Reader], within_s: float) -> None:
     daemonized grandchild may keep a pipe open, in which case stop using its lines."""
     deadline = time.monotonic() + within_s
     for reader in readers:
+        if reader.ident is None:  # interrupted before it started
+            reader.close_pipe()
+            continue
         reader.join(max(0.0, deadline - time.monotonic()))
     for reader in readers:
         if reader.is_alive():

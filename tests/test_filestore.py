@@ -1,0 +1,498 @@
+"""The JSON file store: records, their format, files on disk, events (DESIGN §5, §8)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.errors import (
+    ConflictError,
+    EnvironmentExistsError,
+    EnvironmentNotFoundError,
+    ExitCode,
+    InvalidNameError,
+    PersistenceError,
+    StateFileError,
+)
+from runner.filestore import FileStore, record_problem
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGEST = "sha256:" + "0" * 64
+
+
+def make_record(name: str = "demo", **changes: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "format": 1,
+        "serial": 1,
+        "name": name,
+        "state": "created",
+        "machine": {"name": "tracker-deploy", "digest": DIGEST},
+        "inputs": {"provider": "local"},
+        "outputs": {},
+        "paths": {"data_dir": f"data/{name}", "build_dir": f"build/{name}"},
+        "created_at": "2026-11-22T10:30:15.123Z",
+        "updated_at": "2026-11-22T10:30:15.123Z",
+        "run": None,
+        "failure": None,
+    }
+    record.update(changes)
+    return record
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileStore:
+    return FileStore(tmp_path)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+# --- records ---------------------------------------------------------------------------
+
+
+def test_create_then_load_round_trips(store: FileStore, tmp_path: Path) -> None:
+    stored = store.create(make_record())
+    assert stored == make_record()
+    assert store.load("demo") == make_record()
+    assert store.exists("demo") and not store.exists("other")
+    text = (tmp_path / "data/demo/state.json").read_text()
+    assert text == json.dumps(make_record(), indent=2) + "\n"
+
+
+def test_files_are_0600_and_folders_0700(store: FileStore, tmp_path: Path) -> None:
+    store.create(make_record())
+    store.append_event("demo", {"type": "created"})
+    with store.lock("demo", "runner advance", 0):
+        store.save(store.load("demo"), 1)
+    data = tmp_path / "data"
+    assert mode(data) == 0o700
+    for folder in ("demo", "demo/traces", "demo/runs"):
+        assert mode(data / folder) == 0o700, folder
+    for file in ("state.json", "state.lock", "events.jsonl"):
+        assert mode(data / "demo" / file) == 0o600, file
+    assert leftovers(data) == [] and leftovers(data / "demo") == []
+
+
+def test_the_data_dir_is_a_constructor_argument(tmp_path: Path) -> None:
+    store = FileStore(tmp_path, tmp_path / "elsewhere" / "state")
+    store.create(make_record())
+    assert (tmp_path / "elsewhere/state/demo/state.json").is_file()
+    assert not (tmp_path / "data").exists()
+    assert store.artifacts_dir("demo") == tmp_path / "elsewhere/state/demo"
+    assert store.relative(store.artifacts_dir("demo")) == "elsewhere/state/demo"
+    assert FileStore(tmp_path, Path("relative")).data_dir == tmp_path / "relative"
+
+
+def test_paths_are_relative_to_the_workdir(store: FileStore, tmp_path: Path) -> None:
+    assert store.artifacts_dir("demo") == tmp_path / "data" / "demo"
+    assert store.artifacts_dir("demo").is_absolute()
+    assert store.relative(tmp_path / "data/demo/traces/x.log") == "data/demo/traces/x.log"
+    assert store.relative(Path("build/demo")) == "build/demo"
+    outside = tmp_path.parent / "elsewhere" / "file"
+    assert store.relative(outside) == str(outside)
+
+
+def test_save_grows_the_serial_and_stamps_updated_at(store: FileStore) -> None:
+    store.create(make_record())
+    record = store.load("demo")
+    for expected in range(2, 6):
+        record["outputs"]["n"] = expected
+        written = store.save(record, record["serial"])
+        assert written["serial"] == expected
+        assert written["updated_at"] != "2026-11-22T10:30:15.123Z"
+        assert store.load("demo") == written
+        record = written
+
+
+def test_a_wrong_expected_serial_is_a_conflict_and_writes_nothing(
+    store: FileStore, tmp_path: Path
+) -> None:
+    store.create(make_record())
+    store.save(store.load("demo"), 1)
+    before = (tmp_path / "data/demo/state.json").read_bytes()
+    with pytest.raises(ConflictError) as caught:
+        store.save(make_record(state="provisioning"), 1)
+    assert "data/demo/state.json" in str(caught.value) and "serial 2" in str(caught.value)
+    assert (tmp_path / "data/demo/state.json").read_bytes() == before
+    assert leftovers(tmp_path / "data/demo") == []
+
+
+def test_a_save_by_another_store_is_seen_as_a_conflict(tmp_path: Path) -> None:
+    first, second = FileStore(tmp_path), FileStore(tmp_path)
+    first.create(make_record())
+    mine = first.load("demo")
+    theirs = second.save(second.load("demo"), 1)
+    with pytest.raises(ConflictError):
+        first.save(mine, mine["serial"])
+    assert first.load("demo") == theirs
+    # the same again in a tight loop: every stale save is caught, none is lost
+    for _ in range(50):
+        stale = first.load("demo")
+        second.save(second.load("demo"), stale["serial"])
+        with pytest.raises(ConflictError):
+            first.save(stale, stale["serial"])
+    assert first.load("demo")["serial"] == 52
+
+
+def test_a_hand_edited_serial_is_a_conflict(store: FileStore, tmp_path: Path) -> None:
+    store.create(make_record())
+    record = store.load("demo")
+    path = tmp_path / "data/demo/state.json"
+    path.write_text(json.dumps(make_record(serial=7), indent=2))
+    with pytest.raises(ConflictError, match="serial 7"):
+        store.save(record, 1)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"state": "Not A State"},
+        {"outputs": ["x"]},
+        {"machine": {"name": "x", "digest": "md5:abc"}},
+        {"run": {"phase": "provision"}},
+        {"surprise": True},
+    ],
+)
+def test_an_invalid_record_is_refused_before_any_write(
+    store: FileStore, tmp_path: Path, change: dict[str, Any]
+) -> None:
+    store.create(make_record())
+    before = (tmp_path / "data/demo/state.json").read_bytes()
+    bad = make_record(**change)
+    with pytest.raises(PersistenceError, match="refusing to store an invalid record"):
+        store.save(bad, 1)
+    assert (tmp_path / "data/demo/state.json").read_bytes() == before
+    assert leftovers(tmp_path / "data/demo") == []
+    bad["name"] = "other"
+    with pytest.raises(PersistenceError):
+        store.create(bad)
+    assert not (tmp_path / "data/other").exists()
+    assert leftovers(tmp_path / "data") == []
+
+
+def test_create_of_a_taken_name_says_its_state(store: FileStore) -> None:
+    store.create(make_record(state="provisioned"))
+    with pytest.raises(EnvironmentExistsError) as caught:
+        store.create(make_record())
+    assert caught.value.message == "environment 'demo' already exists (state: provisioned)"
+    assert store.load("demo")["state"] == "provisioned"
+
+
+def test_a_missing_environment_points_to_list_and_create(store: FileStore) -> None:
+    with pytest.raises(EnvironmentNotFoundError) as caught:
+        store.load("ghost")
+    text = str(caught.value)
+    assert "ghost" in text and "runner list" in text and "runner create" in text
+    assert caught.value.exit_code == ExitCode.BAD_INPUT
+    for call in (
+        lambda: store.save(make_record("ghost"), 1),
+        lambda: store.append_event("ghost", {}),
+        lambda: store.read_events("ghost"),
+        lambda: store.delete("ghost"),
+    ):
+        with pytest.raises(EnvironmentNotFoundError):
+            call()
+    with pytest.raises(EnvironmentNotFoundError), store.lock("ghost", "runner advance", 0):
+        pass
+
+
+@pytest.mark.parametrize("name", ["../x", "demo/../../x", "", "Demo", ".hidden", "a" * 64])
+def test_every_method_checks_the_name(store: FileStore, tmp_path: Path, name: str) -> None:
+    calls: list[Callable[[], object]] = [
+        lambda: store.exists(name),
+        lambda: store.load(name),
+        lambda: store.save(make_record(name), 1),
+        lambda: store.create(make_record(name)),
+        lambda: store.lock_holder(name),
+        lambda: store.append_event(name, {}),
+        lambda: store.read_events(name),
+        lambda: store.delete(name),
+        lambda: store.artifacts_dir(name),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidNameError):
+            call()
+    with pytest.raises(InvalidNameError), store.lock(name, "runner advance", 0):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- state files this runner cannot read -------------------------------------------------
+
+GOOD = json.dumps(make_record(), indent=2) + "\n"
+CORRUPT: dict[str, tuple[bytes, str]] = {
+    "truncated": (GOOD[: len(GOOD) // 2].encode(), "not valid JSON"),
+    "cut-at-the-end": (GOOD.rstrip()[:-1].encode(), "truncated"),
+    "empty": (b"", "is empty"),
+    "blank": (b"  \n", "is empty"),
+    "not-json": (b"state: created\n", "not valid JSON"),
+    "not-utf8": (b'{"format": 1, "name": "\xff\xfe"}', "not"),
+    "a-list": (b"[1, 2]", "not an object"),
+    "wrong-types": (GOOD.replace('"serial": 1', '"serial": "1"').encode(), "serial"),
+    "missing-key": (
+        json.dumps({k: v for k, v in make_record().items() if k != "run"}).encode(),
+        "run",
+    ),
+    "no-format": (
+        json.dumps({k: v for k, v in make_record().items() if k != "format"}).encode(),
+        "no 'format'",
+    ),
+    "format-99": (
+        json.dumps(make_record(format=99)).encode(),
+        "has format 99: it was written by a newer runner; upgrade runner",
+    ),
+    "format-2": (json.dumps(make_record(format=2)).encode(), "written by a newer runner"),
+    "format-string": (json.dumps(make_record(format="1.0")).encode(), 'unknown format "1.0"'),
+    "format-true": (json.dumps(make_record(format=True)).encode(), "unknown format true"),
+    "other-name": (json.dumps(make_record("other")).encode(), "'other'"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(CORRUPT))
+def test_an_unreadable_state_file_is_reported_and_never_rewritten(
+    store: FileStore, tmp_path: Path, variant: str
+) -> None:
+    content, says = CORRUPT[variant]
+    store.create(make_record())
+    path = tmp_path / "data/demo/state.json"
+    path.write_bytes(content)
+    with pytest.raises(StateFileError) as caught:
+        store.load("demo")
+    error = caught.value
+    assert error.message.startswith("data/demo/state.json "), error.message
+    assert says in error.message
+    assert error.exit_code == ExitCode.BAD_INPUT and error.hint
+    assert error.to_json()["path"] == "data/demo/state.json"
+    # nothing writes over it: not a save, not a lock, not a listing
+    with pytest.raises((StateFileError, ConflictError)):
+        store.save(make_record(), 1)
+    with store.lock("demo", "runner advance", 0):
+        pass
+    [entry] = store.list()
+    assert entry.name == "demo" and entry.record is None
+    assert entry.error and entry.error.startswith("data/demo/state.json")
+    with pytest.raises(EnvironmentExistsError, match="unreadable"):
+        store.create(make_record())
+    assert path.read_bytes() == content
+    assert leftovers(tmp_path / "data/demo") == []
+
+
+def test_a_folder_without_state_json_is_not_mistaken_for_a_free_name(
+    store: FileStore, tmp_path: Path
+) -> None:
+    store.create(make_record())
+    (tmp_path / "data/demo/state.json").unlink()
+    with pytest.raises(StateFileError, match="missing"):
+        store.load("demo")
+    with pytest.raises(EnvironmentExistsError):
+        store.create(make_record())
+    assert (tmp_path / "data/demo/events.jsonl").exists()
+
+
+def test_record_problem_accepts_the_design_example() -> None:
+    record = make_record(
+        serial=9,
+        state="provision_failed",
+        outputs={"instance_ip": "127.0.0.1"},
+        run={
+            "phase": "provision",
+            "started_at": "2026-11-22T10:30:15.123Z",
+            "pid": 4242,
+            "host": "ci-1",
+            "completed_steps": ["render_opentofu_templates", "opentofu_init"],
+            "current_step": "opentofu_apply",
+            "interrupted": False,
+        },
+        failure={
+            "phase": "provision",
+            "step": "opentofu_apply",
+            "kind": "command_failed",
+            "summary": "tofu apply exited with 1",
+            "exit_code": 1,
+            "failed_at": "2026-11-22T10:32:45.678Z",
+            "duration_s": 212.9,
+            "trace": "data/demo/traces/20261122-103245-provision.log",
+        },
+    )
+    assert record_problem(record) is None
+    assert "run" in (record_problem(make_record(run={"phase": 1})) or "")
+
+
+# --- listing and deleting ----------------------------------------------------------------
+
+
+def test_list_is_sorted_skips_dot_folders_and_reports_broken_entries(
+    store: FileStore, tmp_path: Path
+) -> None:
+    assert store.list() == []  # no data dir yet, and none is made by reading
+    assert not (tmp_path / "data").exists()
+    for name in ("zeta", "alpha", "mid"):
+        store.create(make_record(name))
+    (tmp_path / "data/mid/state.json").write_text("{")
+    (tmp_path / "data/.tmp-beta-123").mkdir()
+    (tmp_path / "data/lost+found").mkdir()
+    (tmp_path / "data/notes.txt").write_text("not an environment")
+    entries = store.list()
+    assert [e.name for e in entries] == ["alpha", "mid", "zeta"]
+    assert entries[0].record == make_record("alpha") and entries[0].error is None
+    assert entries[1].record is None and "data/mid/state.json" in (entries[1].error or "")
+
+
+def test_delete_removes_everything(store: FileStore, tmp_path: Path) -> None:
+    store.create(make_record())
+    store.append_event("demo", {"type": "created"})
+    (tmp_path / "data/demo/runs/x.log").write_text("output")
+    store.delete("demo")
+    assert not store.exists("demo") and store.list() == []
+    assert list((tmp_path / "data").iterdir()) == []
+    store.create(make_record())  # the name is free again
+    assert store.read_events("demo") == []
+
+
+# --- an unwritable data directory ---------------------------------------------------------
+
+WRITE_UNDER_LIMIT = """
+import json, resource, signal, sys
+from pathlib import Path
+from runner.errors import PersistenceError
+from runner.filestore import FileStore
+
+store = FileStore(Path(sys.argv[1]))
+record = store.load("demo")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+results = {}
+for what, call in [
+    ("save", lambda: store.save(record, record["serial"])),
+    ("event", lambda: store.append_event("demo", {"type": "x" * 200})),
+    ("create", lambda: store.create(dict(record, name="other"))),
+]:
+    try:
+        call()
+        results[what] = None
+    except PersistenceError as exc:
+        results[what] = str(exc)
+print(json.dumps(results))
+"""
+
+
+def test_a_failing_disk_keeps_the_old_state_and_says_what_to_do(
+    store: FileStore, tmp_path: Path
+) -> None:
+    store.create(make_record(outputs={"big": "x" * 500}))
+    before = (tmp_path / "data/demo/state.json").read_bytes()
+    proc = subprocess.run(
+        [sys.executable, "-c", WRITE_UNDER_LIMIT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    results = json.loads(proc.stdout)
+    assert "cannot write data/demo/state.json: File too large" in results["save"]
+    assert "then run the command again" in results["save"]
+    assert "cannot append to data/demo/events.jsonl" in results["event"]
+    assert results["create"] and "data" in results["create"]
+    assert (tmp_path / "data/demo/state.json").read_bytes() == before
+    assert store.load("demo")["serial"] == 1
+    assert leftovers(tmp_path / "data/demo") == [] and leftovers(tmp_path / "data") == []
+    assert not (tmp_path / "data/other").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through file modes")
+def test_a_read_only_folder_is_a_persistence_error(store: FileStore, tmp_path: Path) -> None:
+    store.create(make_record())
+    before = (tmp_path / "data/demo/state.json").read_bytes()
+    (tmp_path / "data/demo").chmod(0o500)
+    (tmp_path / "data").chmod(0o500)
+    try:
+        with pytest.raises(PersistenceError, match=r"cannot write data/demo/state\.json"):
+            store.save(store.load("demo"), 1)
+        with pytest.raises(PersistenceError, match="Permission denied"):
+            store.create(make_record("other"))
+    finally:
+        (tmp_path / "data/demo").chmod(0o700)
+        (tmp_path / "data").chmod(0o700)
+    assert (tmp_path / "data/demo/state.json").read_bytes() == before
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+def test_events_are_appended_as_json_lines_and_read_oldest_first(
+    store: FileStore, tmp_path: Path
+) -> None:
+    store.create(make_record())
+    for i in range(5):
+        store.append_event("demo", {"n": i, "text": "é and \n"})
+    lines = (tmp_path / "data/demo/events.jsonl").read_text().splitlines()
+    assert lines[0] == '{"n":0,"text":"\\u00e9 and \\n"}'
+    assert [e["n"] for e in store.read_events("demo")] == [0, 1, 2, 3, 4]
+    assert [e["n"] for e in store.read_events("demo", limit=2)] == [3, 4]
+    assert store.read_events("demo", limit=0) == []
+    assert len(store.read_events("demo", limit=100)) == 5
+
+
+def test_a_torn_last_line_is_ignored_and_the_next_event_starts_its_own_line(
+    store: FileStore, tmp_path: Path
+) -> None:
+    store.create(make_record())
+    store.append_event("demo", {"n": 1})
+    path = tmp_path / "data/demo/events.jsonl"
+    with path.open("ab") as file:
+        file.write(b'{"n": 2, "tex')  # a crash in the middle of a write
+    assert store.read_events("demo") == [{"n": 1}]
+    assert store.read_events("demo", limit=5) == [{"n": 1}]
+    store.append_event("demo", {"n": 3})
+    assert path.read_bytes().endswith(b'{"n": 2, "tex\n{"n":3}\n')
+    assert store.read_events("demo") == [{"n": 1}, {"n": 3}]
+    assert store.read_events("demo", limit=1) == [{"n": 3}]
+
+
+def test_events_of_an_environment_without_a_log_are_empty(store: FileStore, tmp_path: Path) -> None:
+    store.create(make_record())
+    (tmp_path / "data/demo/events.jsonl").unlink()
+    assert store.read_events("demo") == [] and store.read_events("demo", 3) == []
+    store.append_event("demo", {"n": 1})
+    assert mode(tmp_path / "data/demo/events.jsonl") == 0o600
+
+
+def test_the_tail_of_a_large_log_is_read_from_the_end(store: FileStore, tmp_path: Path) -> None:
+    store.create(make_record())
+    path = tmp_path / "data/demo/events.jsonl"
+    with path.open("w") as file:
+        for i in range(100_000):
+            file.write(json.dumps({"n": i, "pad": "x" * (i % 97)}, separators=(",", ":")) + "\n")
+    started = time.perf_counter()
+    tail = store.read_events("demo", limit=50)
+    elapsed = time.perf_counter() - started
+    assert [e["n"] for e in tail] == list(range(99_950, 100_000))
+    assert elapsed < 0.05, f"read_events(limit=50) took {elapsed * 1000:.1f} ms"
+    everything = store.read_events("demo")
+    assert len(everything) == 100_000
+    # every limit, across block boundaries, is the same as the end of the whole log
+    for limit in (1, 2, 333, 1_000, 4_321, 99_999, 100_000, 100_001):
+        assert store.read_events("demo", limit=limit) == everything[-limit:], limit
+
+
+def test_the_tail_skips_bad_lines_without_counting_them(store: FileStore, tmp_path: Path) -> None:
+    store.create(make_record())
+    path = tmp_path / "data/demo/events.jsonl"
+    path.write_bytes(b'{"n":0}\n\n[1]\nnot json\n{"n":1}\n{"n":2\n"str"\n{"n":3}\n')
+    assert store.read_events("demo") == [{"n": 0}, {"n": 1}, {"n": 3}]
+    assert store.read_events("demo", limit=2) == [{"n": 1}, {"n": 3}]
+    assert store.read_events("demo", limit=9) == [{"n": 0}, {"n": 1}, {"n": 3}]

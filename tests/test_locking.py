@@ -1,0 +1,352 @@
+"""The environment lock, with real processes: no mocked locks (DESIGN §5)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.errors import (
+    EnvironmentNotFoundError,
+    ExitCode,
+    InvalidNameError,
+    LockedError,
+)
+from runner.filestore import FileStore
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGEST = "sha256:" + "0" * 64
+
+# Holds the lock of ENV until its stdin closes (or it is killed).
+HOLDER = """
+import sys
+from pathlib import Path
+from runner.filestore import FileStore
+
+store = FileStore(Path(sys.argv[1]))
+with store.lock(sys.argv[2], sys.argv[3], float(sys.argv[4])):
+    print("locked", flush=True)
+    sys.stdin.read()
+print("released", flush=True)
+"""
+
+# Waits for a start file, then tries to create ENV; prints what happened.
+CREATOR = """
+import os, sys, time
+from pathlib import Path
+from runner.errors import EnvironmentExistsError
+from runner.filestore import FileStore
+
+store = FileStore(Path(sys.argv[1]))
+record = {
+    "format": 1, "serial": 1, "name": "race", "state": "created",
+    "machine": {"name": "m", "digest": "sha256:" + "0" * 64}, "inputs": {"n": os.getpid()},
+    "outputs": {}, "paths": {"data_dir": "data/race", "build_dir": "build/race"},
+    "created_at": "2026-11-22T10:30:15.123Z", "updated_at": "2026-11-22T10:30:15.123Z",
+    "run": None, "failure": None,
+}
+print("ready", flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.001)
+try:
+    store.create(record)
+    print("created", flush=True)
+except EnvironmentExistsError as exc:
+    print("exists: " + exc.message, flush=True)
+"""
+
+# Takes the lock, loads, increments a counter, saves: ROUNDS times.
+INCREMENTER = """
+import sys
+from pathlib import Path
+from runner.filestore import FileStore
+
+store = FileStore(Path(sys.argv[1]))
+for _ in range(int(sys.argv[2])):
+    with store.lock("demo", "runner advance", 30):
+        record = store.load("demo")
+        record["outputs"]["count"] = record["outputs"].get("count", 0) + 1
+        store.save(record, record["serial"])
+"""
+
+
+def make_record(name: str) -> dict[str, Any]:
+    return {
+        "format": 1,
+        "serial": 1,
+        "name": name,
+        "state": "created",
+        "machine": {"name": "m", "digest": DIGEST},
+        "inputs": {},
+        "outputs": {},
+        "paths": {"data_dir": f"data/{name}", "build_dir": f"build/{name}"},
+        "created_at": "2026-11-22T10:30:15.123Z",
+        "updated_at": "2026-11-22T10:30:15.123Z",
+        "run": None,
+        "failure": None,
+    }
+
+
+def python(script: str, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        **popen,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileStore:
+    store = FileStore(tmp_path)
+    for name in ("demo", "other"):
+        store.create(make_record(name))
+    return store
+
+
+class Holder:
+    """A child process holding an environment's lock."""
+
+    def __init__(self, workdir: Path, env: str, command: str = "runner advance") -> None:
+        self.proc = python(
+            HOLDER,
+            str(workdir),
+            env,
+            command,
+            "10",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line == "locked\n", line
+        self.pid = self.proc.pid
+
+    def release(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        assert self.proc.stdout.read() == "released\n"
+        assert self.proc.wait(timeout=10) == 0
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.communicate(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+
+
+@pytest.fixture
+def holders(tmp_path: Path) -> Iterator[list[Holder]]:
+    started: list[Holder] = []
+    yield started
+    for holder in started:
+        holder.stop()
+
+
+def hold(tmp_path: Path, holders: list[Holder], env: str = "demo") -> Holder:
+    holder = Holder(tmp_path, env)
+    holders.append(holder)
+    return holder
+
+
+def test_a_held_lock_fails_after_the_timeout_naming_the_holder(
+    store: FileStore, tmp_path: Path, holders: list[Holder]
+) -> None:
+    holder = hold(tmp_path, holders)
+    started = time.monotonic()
+    with pytest.raises(LockedError) as caught, store.lock("demo", "runner status", 0.3):
+        pytest.fail("the lock was taken twice")
+    waited = time.monotonic() - started
+    assert 0.29 <= waited < 1.0, waited
+    error = caught.value
+    assert error.message.startswith(
+        f"environment 'demo' is locked by pid {holder.pid} (runner advance, since 20"
+    ), error.message
+    assert error.hint == "wait for it to finish, or pass --lock-timeout SECONDS"
+    assert error.exit_code == ExitCode.LOCKED and isinstance(error, TimeoutError)
+    assert error.to_json()["pid"] == holder.pid
+
+
+def test_timeout_zero_fails_at_once(
+    store: FileStore, tmp_path: Path, holders: list[Holder]
+) -> None:
+    holder = hold(tmp_path, holders)
+    started = time.monotonic()
+    with pytest.raises(LockedError, match=f"pid {holder.pid}"), store.lock("demo", "x", 0):
+        pass
+    assert time.monotonic() - started < 0.25
+
+
+def test_waiting_costs_no_cpu(store: FileStore, tmp_path: Path, holders: list[Holder]) -> None:
+    hold(tmp_path, holders)
+    cpu = time.process_time()
+    with pytest.raises(LockedError), store.lock("demo", "runner advance", 1.0):
+        pass
+    assert time.process_time() - cpu < 0.2  # it slept between tries; it did not spin
+
+
+def test_a_waiter_gets_the_lock_as_soon_as_it_is_released(
+    store: FileStore, tmp_path: Path, holders: list[Holder]
+) -> None:
+    holder = hold(tmp_path, holders)
+    assert holder.proc.stdin is not None
+    timer = threading.Timer(0.5, holder.proc.stdin.close)  # the holder then finishes
+    timer.start()
+    started = time.monotonic()
+    with store.lock("demo", "runner advance", 10) as info:
+        waited = time.monotonic() - started
+        assert info.pid == os.getpid()
+    timer.join()
+    assert 0.4 < waited < 1.5, waited
+    assert holder.proc.wait(timeout=10) == 0
+
+
+def test_a_killed_holder_never_blocks_and_is_named_in_a_warning(
+    store: FileStore, tmp_path: Path, holders: list[Holder], caplog: pytest.LogCaptureFixture
+) -> None:
+    holder = hold(tmp_path, holders)
+    holder.kill()
+    stale = json.loads((tmp_path / "data/demo/state.lock").read_text())
+    assert stale["pid"] == holder.pid  # the dead holder's record is still in the file
+    assert store.lock_holder("demo") is None  # but nobody holds the lock
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="runner"), store.lock("demo", "runner x", 0):
+        assert time.monotonic() - started < 0.25
+    assert (
+        f"previous holder pid {holder.pid} (runner advance) ended without releasing; taking over"
+        in caplog.text
+    )
+
+
+def test_lock_holder_names_the_holder_and_none_after_release(
+    store: FileStore, tmp_path: Path, holders: list[Holder]
+) -> None:
+    assert store.lock_holder("demo") is None
+    holder = hold(tmp_path, holders)
+    info = store.lock_holder("demo")
+    assert info is not None
+    assert (info.pid, info.host, info.command) == (
+        holder.pid,
+        socket.gethostname(),
+        "runner advance",
+    )
+    assert store.lock_holder("other") is None
+    holder.release()
+    assert store.lock_holder("demo") is None
+    assert (tmp_path / "data/demo/state.lock").read_bytes() == b""
+
+
+def test_our_own_lock_is_recorded_and_cleared(store: FileStore, tmp_path: Path) -> None:
+    path = tmp_path / "data/demo/state.lock"
+    with store.lock("demo", "runner up", 0) as info:
+        assert info.pid == os.getpid() and info.command == "runner up"
+        assert json.loads(path.read_text()) == info.to_json()
+        assert store.lock_holder("demo") == info
+    assert path.read_bytes() == b"" and store.lock_holder("demo") is None
+    with pytest.raises(RuntimeError), store.lock("demo", "runner up", 0):
+        raise RuntimeError("a failing command")
+    assert path.read_bytes() == b""
+    with store.lock("demo", "runner up", 0):  # released despite the error
+        pass
+
+
+def test_different_environments_never_block_each_other(
+    store: FileStore, tmp_path: Path, holders: list[Holder]
+) -> None:
+    hold(tmp_path, holders, "demo")
+    hold(tmp_path, holders, "other")  # a second process holds another one at the same time
+    store.create(make_record("third"))
+    started = time.monotonic()
+    with store.lock("third", "runner advance", 0):
+        pass
+    assert time.monotonic() - started < 0.25
+
+
+def test_garbage_in_the_lock_file_breaks_nothing(
+    store: FileStore, tmp_path: Path, holders: list[Holder], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "data/demo/state.lock"
+    for garbage in (b"\x00\xff{not json", b'{"pid": "x"}', b"[]", b'{"pid": 1'):
+        path.write_bytes(garbage)
+        assert store.lock_holder("demo") is None
+        warnings = caplog.at_level(logging.WARNING, logger="runner")
+        with warnings, store.lock("demo", "runner advance", 0) as info:
+            assert json.loads(path.read_text()) == info.to_json()
+        assert path.read_bytes() == b""
+    assert "taking over" in caplog.text
+    # a holder whose record is garbage is still excluded, and the message says so
+    holder = hold(tmp_path, holders)
+    path.write_bytes(b"garbage")
+    with pytest.raises(LockedError, match="does not say which"), store.lock("demo", "x", 0):
+        pass
+    holder.release()
+
+
+def test_a_missing_lock_file_is_created_0600(store: FileStore, tmp_path: Path) -> None:
+    path = tmp_path / "data/demo/state.lock"
+    path.unlink()
+    assert store.lock_holder("demo") is None
+    with store.lock("demo", "runner advance", 0):
+        assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_holder_on_another_host_is_reported(store: FileStore, tmp_path: Path) -> None:
+    # A shared data folder: we cannot check the pid there, and holders clear the file
+    # when they release, so the record is taken at its word.
+    record = {"pid": 1234, "host": "elsewhere", "command": "runner up", "started_at": "t"}
+    (tmp_path / "data/demo/state.lock").write_text(json.dumps(record))
+    info = store.lock_holder("demo")
+    assert info is not None and info.host == "elsewhere"
+
+
+def test_locking_checks_the_environment(store: FileStore) -> None:
+    missing = pytest.raises(EnvironmentNotFoundError, match="runner list")
+    with missing, store.lock("ghost", "runner advance", 0):
+        pass
+    with pytest.raises(InvalidNameError), store.lock("../demo", "runner advance", 0):
+        pass
+
+
+def test_the_lock_serializes_read_modify_write(store: FileStore, tmp_path: Path) -> None:
+    procs = [python(INCREMENTER, str(tmp_path), "25") for _ in range(4)]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0
+    record = store.load("demo")
+    assert record["outputs"]["count"] == 100  # no update lost, no conflict raised
+    assert record["serial"] == 101
+
+
+def test_eight_racing_creates_make_exactly_one_environment(tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    procs = [python(CREATOR, str(tmp_path), str(go), stdout=subprocess.PIPE) for _ in range(8)]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    go.touch()
+    results = [proc.communicate(timeout=60)[0].strip() for proc in procs]
+    assert results.count("created") == 1, results
+    state = "exists: environment 'race' already exists (state: created)"
+    assert results.count(state) == 7, results
+    store = FileStore(tmp_path)
+    winner = procs[results.index("created")].pid
+    assert store.load("race")["inputs"] == {"n": winner}
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["race"]
+    assert sorted(p.name for p in (tmp_path / "data/race").iterdir()) == [
+        "events.jsonl",
+        "runs",
+        "state.json",
+        "state.lock",
+        "traces",
+    ]

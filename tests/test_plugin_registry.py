@@ -1,0 +1,161 @@
+"""The step plugin registry and the built-in plugins' declarations."""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from runner.plugin import Step, StepContext
+from runner.registry import ENTRY_POINT_GROUP, PluginError, StepRegistry, default_registry
+
+BUILT_INS = {
+    "template": "steps.template:TemplateStep",
+    "shell": "steps.shell:ShellStep",
+    "tofu": "steps.tofu:TofuStep",
+    "ansible": "steps.ansible:AnsibleStep",
+    "wait_ssh": "steps.wait_ssh:WaitSshStep",
+    "http_check": "steps.http_check:HttpCheckStep",
+}
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
+
+
+def built_in(name: str) -> type[Step]:
+    plugin = default_registry().get(name)
+    assert plugin is not None
+    return plugin
+
+
+def test_the_registry_loads_every_built_in_from_the_entry_points() -> None:
+    registry = default_registry()
+    assert set(BUILT_INS) <= set(registry.names())
+    declared = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    for name, target in BUILT_INS.items():
+        assert declared[name] == target
+        plugin = registry.get(name)
+        assert plugin is not None and plugin.name == name
+        assert isinstance(registry.create(name), Step)
+
+
+class _Valid(Step):
+    name = "valid"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False}
+
+    def run(self, ctx: StepContext, params: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+
+class _NoSchema(Step):
+    name = "no_schema"
+
+    def run(self, ctx: StepContext, params: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+
+class _BadName(_Valid):
+    name = "Bad Name"
+
+
+class _BadSchema(_Valid):
+    name = "bad_schema"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "no-such-type"}
+
+
+class _NotAStep:
+    name = "not_a_step"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+
+
+def test_a_valid_plugin_registers() -> None:
+    registry = StepRegistry()
+    registry.register(_Valid, source="tests")
+    assert registry.names() == ["valid"]
+    assert registry.param_errors("valid", {}) == []
+    assert registry.param_errors("valid", {"unexpected": 1})
+
+
+@pytest.mark.parametrize(
+    ("plugin", "message"),
+    [
+        (_NoSchema, "no `params_schema`"),
+        (_BadName, "no valid `name`"),
+        (_BadSchema, "invalid params_schema"),
+        (_NotAStep, "not a subclass of runner.plugin.Step"),
+        (_Valid(), "not a subclass"),
+    ],
+)
+def test_a_broken_plugin_is_refused(plugin: Any, message: str) -> None:
+    registry = StepRegistry()
+    with pytest.raises(PluginError, match=re.escape(message)):
+        registry.register(plugin, source="tests")
+    assert registry.names() == []
+
+
+def test_two_plugins_with_one_name_are_refused() -> None:
+    class Other(_Valid):
+        pass
+
+    registry = StepRegistry()
+    registry.register(_Valid)
+    with pytest.raises(PluginError, match="two step plugins"):
+        registry.register(Other)
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_INS))
+def test_every_built_in_has_a_complete_schema(name: str) -> None:
+    plugin = built_in(name)
+    schema = plugin.params_schema
+    Draft202012Validator.check_schema(schema)
+    assert schema["type"] == "object"
+    assert schema["additionalProperties"] is False
+    assert plugin.description
+    assert schema["properties"]
+    for key, spec in schema["properties"].items():
+        assert spec.get("description"), f"{name}.{key} has no description"
+    for key in schema.get("required", []):
+        assert key in schema["properties"]
+    # every declared default is valid for its own parameter
+    validator = Draft202012Validator(schema)
+    for key, spec in schema["properties"].items():
+        if "default" in spec:
+            required = {k: _example(schema["properties"][k]) for k in schema.get("required", [])}
+            errors = list(validator.iter_errors({**required, key: spec["default"]}))
+            assert not errors, f"{name}.{key} default: {errors[0].message}"
+
+
+def _example(spec: dict[str, Any]) -> Any:
+    if "enum" in spec:
+        return spec["enum"][0]
+    if spec.get("type") == "array":
+        return ["x"]
+    if spec.get("pattern", "").startswith("^http"):
+        return "http://127.0.0.1/"
+    return "x"
+
+
+def test_the_shipped_machine_uses_the_parameters_the_built_ins_declare() -> None:
+    registry = default_registry()
+    assert registry.param_errors("tofu", {"command": "apply", "dir": "build/x", "vars": {}}) == []
+    assert registry.param_errors("shell", {"argv": ["rm", "-rf", "build/x"]}) == []
+    assert (
+        registry.param_errors("http_check", {"url": "http://h/", "status": 200, "timeout": "60s"})
+        == []
+    )
+    assert registry.param_errors("wait_ssh", {"host": "h", "port": 22, "timeout": "5m"}) == []
+    assert registry.param_errors("wait_ssh", {"host": "h", "timeout": "soon"})
+    assert registry.param_errors("shell", {"argv": []})
+    assert registry.param_errors("tofu", {"command": "explode", "dir": "x"})
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_INS))
+def test_the_plugin_guide_documents_every_parameter(name: str) -> None:
+    text = DOCS.read_text()
+    heading = f"### `{name}`"
+    assert heading in text, f"docs/plugins.md has no section {heading}"
+    section = text.split(heading, 1)[1].split("\n### ", 1)[0]
+    for key in built_in(name).params_schema["properties"]:
+        assert f"`{key}`" in section, f"docs/plugins.md does not document {name}.{key}"
