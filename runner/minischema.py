@@ -1,0 +1,197 @@
+"""A small, fast JSON Schema checker for the runner's own schemas.
+
+`jsonschema` is complete but takes ~80 ms to import, more than a whole `runner status`
+may take. The state file schema uses a handful of keywords; this module checks exactly
+those (and refuses a schema that uses any other, so it can never silently check less):
+``type``, ``const``, ``enum``, ``pattern``, ``minimum``, ``minLength``, ``minItems``,
+``required``, ``properties``, ``additionalProperties`` (boolean or schema), ``items``,
+``oneOf`` and local ``$ref`` to ``#/$defs/...``. Annotations (``description``,
+``title``, ``default``, ``$schema``, ``$id``, ``$defs``) are ignored.
+
+Tests compare its verdicts with `jsonschema` on valid and broken documents.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+Check = Callable[[Any, str], "str | None"]
+
+_ANNOTATIONS = frozenset({"description", "title", "default", "$schema", "$id", "$defs",
+                          "examples", "$comment"})
+_KNOWN = frozenset({"type", "const", "enum", "pattern", "minimum", "minLength", "minItems",
+                    "required", "properties", "additionalProperties", "items", "oneOf",
+                    "$ref"}) | _ANNOTATIONS
+
+
+class UnsupportedSchema(ValueError):
+    """The schema uses a keyword this checker does not implement."""
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if name == "object":
+        return isinstance(value, dict)
+    if name == "array":
+        return isinstance(value, list)
+    if name == "string":
+        return isinstance(value, str)
+    if name == "integer":
+        return isinstance(value, int) and not isinstance(value, bool) or (
+            isinstance(value, float) and value.is_integer())
+    if name == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if name == "boolean":
+        return isinstance(value, bool)
+    if name == "null":
+        return value is None
+    raise UnsupportedSchema(f"unknown type {name!r}")
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean",
+            type(None): "null"}.get(type(value), "number")
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def compile_schema(schema: dict[str, Any]) -> Check:
+    """A function ``check(value, path) -> problem | None`` for ``schema``."""
+    defs = schema.get("$defs", {})
+    compiled_refs: dict[str, Check] = {}
+
+    def ref_check(ref: str) -> Check:
+        if not ref.startswith("#/$defs/"):
+            raise UnsupportedSchema(f"only local $defs references are supported, not {ref!r}")
+        name = ref[len("#/$defs/"):]
+
+        def check(value: Any, path: str) -> str | None:
+            if name not in compiled_refs:
+                compiled_refs[name] = build(defs[name])
+            return compiled_refs[name](value, path)
+
+        return check
+
+    def build(node: Any) -> Check:
+        if node is True or node == {}:
+            return lambda value, path: None
+        if node is False:
+            return lambda value, path: f"{path or '/'}: no value is allowed here"
+        unknown = set(node) - _KNOWN
+        if unknown:
+            raise UnsupportedSchema(f"unsupported keywords {sorted(unknown)}")
+        checks: list[Check] = []
+        if "$ref" in node:
+            checks.append(ref_check(node["$ref"]))
+        if "type" in node:
+            types = node["type"] if isinstance(node["type"], list) else [node["type"]]
+
+            def check_type(value: Any, path: str, types: list[str] = types) -> str | None:
+                if any(_is_type(value, t) for t in types):
+                    return None
+                return f"{path or '/'}: {_type_name(value)} is not of type {' or '.join(types)}"
+
+            checks.append(check_type)
+        if "const" in node:
+            const = node["const"]
+            checks.append(lambda v, p, c=const: None if _equal(v, c) else
+                          f"{p or '/'}: {v!r} is not {c!r}")
+        if "enum" in node:
+            options = node["enum"]
+            checks.append(lambda v, p, o=options: None if any(_equal(v, x) for x in o) else
+                          f"{p or '/'}: {v!r} is not one of {o!r}")
+        if "pattern" in node:
+            regex = re.compile(node["pattern"])
+            checks.append(lambda v, p, r=regex: None if not isinstance(v, str) or r.search(v)
+                          else f"{p or '/'}: {v!r} does not match {r.pattern!r}")
+        if "minimum" in node:
+            low = node["minimum"]
+            checks.append(lambda v, p, m=low: None if not _is_type(v, "number") or v >= m else
+                          f"{p or '/'}: {v!r} is less than {m}")
+        if "minLength" in node:
+            size = node["minLength"]
+            checks.append(lambda v, p, n=size: None if not isinstance(v, str) or len(v) >= n else
+                          f"{p or '/'}: {v!r} is shorter than {n}")
+        if "minItems" in node:
+            size = node["minItems"]
+            checks.append(lambda v, p, n=size: None if not isinstance(v, list) or len(v) >= n else
+                          f"{p or '/'}: has fewer than {n} items")
+        if "required" in node:
+            required = list(node["required"])
+
+            def check_required(value: Any, path: str, required: list[str] = required
+                               ) -> str | None:
+                if not isinstance(value, dict):
+                    return None
+                for key in required:
+                    if key not in value:
+                        return f"{path or '/'}: {key!r} is a required property"
+                return None
+
+            checks.append(check_required)
+        if "properties" in node or "additionalProperties" in node:
+            props = {k: build(v) for k, v in node.get("properties", {}).items()}
+            extra_node = node.get("additionalProperties", True)
+            extra = build(extra_node)
+
+            def check_object(value: Any, path: str, props: dict[str, Check] = props,
+                             extra: Check = extra, closed: bool = extra_node is False
+                             ) -> str | None:
+                if not isinstance(value, dict):
+                    return None
+                for key, item in value.items():
+                    sub = props.get(key)
+                    if sub is None:
+                        if closed:
+                            return f"{path or '/'}: unknown property {key!r}"
+                        sub = extra
+                    problem = sub(item, f"{path}/{key}")
+                    if problem:
+                        return problem
+                return None
+
+            checks.append(check_object)
+        if "items" in node:
+            item_check = build(node["items"])
+
+            def check_items(value: Any, path: str, item_check: Check = item_check) -> str | None:
+                if not isinstance(value, list):
+                    return None
+                for index, item in enumerate(value):
+                    problem = item_check(item, f"{path}/{index}")
+                    if problem:
+                        return problem
+                return None
+
+            checks.append(check_items)
+        if "oneOf" in node:
+            options = [build(option) for option in node["oneOf"]]
+
+            def check_one_of(value: Any, path: str, options: list[Check] = options) -> str | None:
+                problems = [option(value, path) for option in options]
+                passed = sum(1 for problem in problems if problem is None)
+                if passed == 1:
+                    return None
+                if passed == 0:
+                    return min((p for p in problems if p), key=len)
+                return f"{path or '/'}: matches more than one of the allowed forms"
+
+            checks.append(check_one_of)
+
+        def check_all(value: Any, path: str, checks: list[Check] = checks) -> str | None:
+            for check in checks:
+                problem = check(value, path)
+                if problem:
+                    return problem
+            return None
+
+        return check_all
+
+    for definition in defs.values():
+        build(definition)  # refuse unsupported keywords up front, not on first use
+    return build(schema)

@@ -1,0 +1,89 @@
+"""runner.minischema agrees with jsonschema on the state file schema."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runner.minischema import UnsupportedSchema, compile_schema
+from runner.resources import schema_path
+
+SCHEMA = json.loads(schema_path("state").read_text())
+CHECK = compile_schema(SCHEMA)
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+VALID: dict[str, Any] = {
+    "format": 1, "serial": 9, "name": "demo", "state": "provision_failed",
+    "machine": {"name": "tracker-deploy", "digest": "sha256:" + "a" * 64},
+    "inputs": {"provider": "local"}, "outputs": {"instance_ip": "127.0.0.1"},
+    "paths": {"data_dir": "data/demo", "build_dir": "build/demo"},
+    "created_at": "2026-11-22T10:30:15.123Z", "updated_at": "2026-11-22T10:32:45.678Z",
+    "run": {"phase": "provision", "started_at": "2026-11-22T10:30:15.123Z", "pid": 4242,
+            "host": "ci-1", "completed_steps": ["a", "b"], "current_step": "c",
+            "interrupted": False},
+    "failure": {"phase": "provision", "step": "c", "kind": "command_failed",
+                "summary": "tofu apply exited with 1", "exit_code": 1,
+                "failed_at": "2026-11-22T10:32:45.678Z", "duration_s": 212.9,
+                "trace": "data/demo/traces/x.log"},
+}
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False, width=32)
+    | st.text(max_size=8) | st.sampled_from(["demo", "sha256:" + "b" * 64, "2026-01-01T00:00:00Z"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                               max_size=3),
+    max_leaves=6,
+)
+
+
+def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*prefix, index))
+    return found
+
+
+def test_the_valid_record_passes_both() -> None:
+    assert VALIDATOR.is_valid(VALID)
+    assert CHECK(VALID, "") is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), replacement=JSON, delete=st.booleans())
+def test_verdicts_agree_on_mutated_records(data: st.DataObject, replacement: Any,
+                                           delete: bool) -> None:
+    record = copy.deepcopy(VALID)
+    path = data.draw(st.sampled_from(_paths(record)[1:]))
+    parent = record
+    for part in path[:-1]:
+        parent = parent[part]
+    if delete and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = replacement
+    expected = VALIDATOR.is_valid(record)
+    problem = CHECK(record, "")
+    assert (problem is None) == expected, (path, replacement, problem)
+
+
+@settings(max_examples=200, deadline=None)
+@given(extra_key=st.text(min_size=1, max_size=6), value=JSON)
+def test_unknown_keys_are_refused_like_jsonschema(extra_key: str, value: Any) -> None:
+    record = copy.deepcopy(VALID)
+    record["run"][extra_key] = value
+    assert (CHECK(record, "") is None) == VALIDATOR.is_valid(record)
+
+
+def test_a_schema_with_an_unsupported_keyword_is_refused() -> None:
+    with pytest.raises(UnsupportedSchema):
+        compile_schema({"type": "object", "patternProperties": {"x": {}}})
