@@ -9,6 +9,7 @@ again only to place the errors.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import defaultdict, deque
@@ -75,12 +76,32 @@ def load_machine(path: str | Path, registry: StepRegistry | None = None) -> Mach
     return _build(doc, file.resolve(), digest)
 
 
+@functools.cache
+def _yaml12_resolver() -> type:
+    """ruamel's YAML 1.2 resolver with the version fixed.
+
+    The stock resolver looks the YAML version up again for every scalar, which under
+    the C parser costs a caught AttributeError each time (a fifth of the parse of a
+    large file). machine.yaml is YAML 1.2: a ``%YAML 1.1`` directive is not honoured.
+    """
+    from ruamel.yaml.resolver import VersionedResolver
+
+    class Yaml12Resolver(VersionedResolver):
+        @property
+        def processing_version(self) -> tuple[int, int]:
+            return (1, 2)
+
+    return Yaml12Resolver
+
+
 def _parse(shown: str, text: str) -> Any:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+    yaml = YAML(typ="safe")
+    yaml.Resolver = _yaml12_resolver()
     try:
-        return YAML(typ="safe").load(text)
+        return yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = Problem(
@@ -97,6 +118,8 @@ def _parse(shown: str, text: str) -> Any:
 
 # --- JSON Schema -------------------------------------------------------------------
 
+_SNAKE_CASE = "^[a-z][a-z0-9_]*$"  # the schema's pattern of state, phase and step names
+
 _validator: Any = None
 
 
@@ -106,8 +129,28 @@ def _schema_validator() -> Any:
         from jsonschema import Draft202012Validator
 
         schema = json.loads(resources.schema_path("machine").read_text(encoding="utf-8"))
-        _validator = Draft202012Validator(schema)
+        _validator = Draft202012Validator(_inline_refs(schema, schema.get("$defs", {})))
     return _validator
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    """``node`` with every ``$ref: "#/$defs/NAME"`` replaced by that definition.
+
+    The machine schema has no recursive definitions; validating against the inlined
+    schema skips a reference lookup per `$ref` and value (a third of the time).
+    """
+    if isinstance(node, list):
+        return [_inline_refs(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    result = {key: _inline_refs(value, defs) for key, value in node.items()
+              if key not in ("$ref", "$defs")}
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        result = {**_inline_refs(defs[ref.removeprefix("#/$defs/")], defs), **result}
+    elif ref is not None:
+        result["$ref"] = ref
+    return result
 
 
 def _schema_problems(doc: Any) -> list[_Found]:
@@ -119,8 +162,17 @@ def _schema_problems(doc: Any) -> list[_Found]:
                        hint="start from the shipped machine.yaml")]
     found: list[_Found] = []
     for error in _schema_validator().iter_errors(doc):
+        if "propertyNames" in error.schema_path:
+            # the name of a key is wrong (a state name): point at that key
+            bad = error.instance
+            found.append(_Found((*error.absolute_path, bad),
+                                f"invalid name {bad!r} under '{error.absolute_path[-1]}'",
+                                hint=_name_hint(error), at_key=True))
+            continue
         if error.context:
-            error = best_match(error.context)
+            # descend into the oneOf branch that fits the value best (a string duration
+            # is reported against the duration pattern, not against `type: number`)
+            error = best_match([error])
         path = tuple(error.absolute_path)
         if error.validator == "additionalProperties":
             allowed = sorted(error.schema.get("properties", {}))
@@ -129,16 +181,10 @@ def _schema_problems(doc: Any) -> list[_Found]:
                 found.append(_Found(path + (key,), f"unknown key '{key}'",
                                     hint=f"allowed keys here: {', '.join(allowed)}", at_key=True))
             continue
-        if error.validator == "propertyNames":
-            bad = error.instance
-            found.append(_Found(path + (bad,), f"invalid name {bad!r}: {error.message}",
-                                hint="use snake_case: lowercase letters, digits and '_', "
-                                "starting with a letter", at_key=True))
-            continue
         if error.validator == "required":
             found.append(_Found(path, error.message, hint="add the missing key", at_key=False))
             continue
-        found.append(_Found(path, _friendly(error), value=error.instance))
+        found.append(_Found(path, _friendly(error), value=error.instance, hint=_hint(error)))
     # one error per place: a bad duration gives one line, not one per oneOf branch
     unique: dict[tuple[tuple[str | int, ...], str], _Found] = {}
     for item in found:
@@ -146,16 +192,41 @@ def _schema_problems(doc: Any) -> list[_Found]:
     return list(unique.values())
 
 
+def _hint(error: Any) -> str | None:
+    if error.validator == "pattern":
+        return _name_hint(error)
+    if (error.validator == "type" and error.validator_value == "boolean"
+            and str(error.instance) in YAML11_BOOLEANS):
+        return "YAML 1.2 reads yes/no/on/off as text: write true or false"
+    return None
+
+
+def _name_hint(error: Any) -> str | None:
+    pattern = error.schema.get("pattern") if isinstance(error.schema, dict) else None
+    if pattern == _SNAKE_CASE:
+        return "use snake_case: lowercase letters, digits and '_', starting with a letter"
+    if pattern is None or "ms|s|m|h" in pattern:
+        return None
+    return f"names here must match {pattern}"
+
+
 def _friendly(error: Any) -> str:
     where = error.absolute_path[-1] if error.absolute_path else "the file"
     if error.validator == "pattern":
         if "ms|s|m|h" in error.validator_value:
             return f"{error.instance!r} is not a duration for '{where}' (use e.g. 30s, 15m, 1h)"
+        if error.validator_value == _SNAKE_CASE:
+            return f"{error.instance!r} is not a valid name for '{where}'"
         return f"{error.instance!r} is not a valid name for '{where}' (pattern {error.validator_value})"
     if error.validator == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
         return f"'{where}' must be {expected}, not {type(error.instance).__name__} {error.instance!r}"
+    if error.validator in ("oneOf", "anyOf") and error.context and all(
+            e.validator == "type" and not e.relative_path for e in error.context):
+        expected = " or ".join(str(e.validator_value) for e in error.context)
+        kind = type(error.instance).__name__
+        return f"'{where}' must be {expected}, not {kind} {error.instance!r}"
     if error.validator == "const":
         return f"'{where}' must be {error.validator_value!r}, not {error.instance!r}"
     return f"'{where}': {error.message}"
@@ -315,8 +386,8 @@ def _semantic_problems(doc: dict[str, Any], registry: StepRegistry | None) -> li
                                 f"initial state '{doc['initial']}'",
                                 hint="add a phase that leads to it, or remove it", at_key=True))
 
-    for name, state in states.items():
-        recovery = state.get("recovery")
+    for name, spec in states.items():
+        recovery = spec.get("recovery")
         if isinstance(recovery, str):
             error = check_syntax(recovery)
             if error:
@@ -420,7 +491,8 @@ def _position(tree: Any, path: tuple[str | int, ...], at_key: bool) -> tuple[int
         lc = getattr(node, "lc", None)
         try:
             if isinstance(node, dict) and lc is not None and part in node:
-                pos = lc.key(part) if (last and at_key) else lc.value(part)
+                # an empty value has no position of its own: use its key's
+                pos = lc.key(part) if (last and (at_key or node[part] is None)) else lc.value(part)
                 line, column = pos
                 node = node[part]
             elif isinstance(node, list) and lc is not None and isinstance(part, int) and part < len(node):
@@ -430,10 +502,11 @@ def _position(tree: Any, path: tuple[str | int, ...], at_key: bool) -> tuple[int
                 break
         except (KeyError, TypeError, AttributeError):
             break
-    if line is None or (line == 0 and column == 0 and not path and tree is None):
+    if line is None:
         return None, None
-    if not path and isinstance(tree, dict) and getattr(tree, "lc", None) is not None:
-        return tree.lc.line + 1, tree.lc.col + 1
+    top = getattr(tree, "lc", None)
+    if not path and top is not None:
+        return top.line + 1, top.col + 1
     return (line + 1 if line is not None else None), (column + 1 if column is not None else None)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -121,17 +122,20 @@ class MachineDef:
                 return phase
         return None
 
-    def phase_by_via(self, state: str) -> PhaseDef | None:
+    @cached_property
+    def _by_role(self) -> dict[str, dict[str, PhaseDef]]:
+        """{"via"|"failed": {state: first phase with that state in that role}}."""
+        index: dict[str, dict[str, PhaseDef]] = {"via": {}, "failed": {}}
         for phase in self.phases:
-            if phase.via == state:
-                return phase
-        return None
+            index["via"].setdefault(phase.via, phase)
+            index["failed"].setdefault(phase.failed, phase)
+        return index
+
+    def phase_by_via(self, state: str) -> PhaseDef | None:
+        return self._by_role["via"].get(state)
 
     def phase_by_failed(self, state: str) -> PhaseDef | None:
-        for phase in self.phases:
-            if phase.failed == state:
-                return phase
-        return None
+        return self._by_role["failed"].get(state)
 
     def happy_path(self) -> list[str]:
         """States visited by repeated `advance` from the initial state."""

@@ -1,0 +1,65 @@
+"""Small helpers shared by the tests: write a file tree, run the `runner` CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+
+# The checkout's root: a subprocess finds `runner` and `steps` from here even when the
+# package is not installed (entry points still come from the installed metadata).
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_tree(root: Path, files: Mapping[str, str | bytes], *, dedent: bool = True) -> Path:
+    """Write ``{relative_path: content}`` under ``root`` (folders created); return ``root``.
+
+    Text is dedented unless ``dedent`` is false, so tests can indent inline YAML.
+    """
+    for relative, content in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(textwrap.dedent(content) if dedent else content, encoding="utf-8")
+    return root
+
+
+def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a CLI subprocess gets: ours, minus the runner's own settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str | os.PathLike[str],
+    cwd: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+    input: str | None = None,
+    python: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m runner ARGS`` in ``cwd`` and return the finished process.
+
+    ``env`` is added to (not replacing) the test process's environment; variables
+    named ``RUNNER_*`` are dropped first so the caller's shell never leaks in.
+    ``python`` is the interpreter to use (default: the one running the tests).
+    """
+    return subprocess.run(
+        [python or sys.executable, "-m", "runner", *(os.fspath(a) for a in args)],
+        cwd=os.fspath(cwd),
+        env=cli_env(env),
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
