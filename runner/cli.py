@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -33,17 +33,17 @@ app = typer.Typer(
 )
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     text = "text"
     json = "json"
 
 
-class LogFormat(str, Enum):
+class LogFormat(StrEnum):
     text = "text"
     json = "json"
 
 
-class GraphFormat(str, Enum):
+class GraphFormat(StrEnum):
     mermaid = "mermaid"
     dot = "dot"
     svg = "svg"
@@ -72,26 +72,53 @@ def _settings(ctx: typer.Context) -> Settings:
 @app.callback()
 def _global(
     ctx: typer.Context,
-    workdir: Annotated[Path | None, typer.Option(
-        "--workdir", envvar="RUNNER_WORKDIR", metavar="DIR",
-        help="Working directory holding data/ and build/ (default: the current directory).")] = None,
-    machine: Annotated[Path | None, typer.Option(
-        "--machine", envvar="RUNNER_MACHINE", metavar="FILE",
-        help="machine.yaml to use (default: machine.yaml in the working directory, else the "
-        "shipped Torrust Tracker machine).")] = None,
-    output: Annotated[OutputFormat, typer.Option(
-        "--output", help="text for people, json for scripts (one JSON document).")
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            "--workdir",
+            envvar="RUNNER_WORKDIR",
+            metavar="DIR",
+            help="Working directory holding data/ and build/ (default: the current directory).",
+        ),
+    ] = None,
+    machine: Annotated[
+        Path | None,
+        typer.Option(
+            "--machine",
+            envvar="RUNNER_MACHINE",
+            metavar="FILE",
+            help="machine.yaml to use (default: machine.yaml in the working directory, else the "
+            "shipped Torrust Tracker machine).",
+        ),
+    ] = None,
+    output: Annotated[
+        OutputFormat,
+        typer.Option("--output", help="text for people, json for scripts (one JSON document)."),
     ] = OutputFormat.text,
-    log_level: Annotated[str, typer.Option(
-        "--log-level", envvar="RUNNER_LOG_LEVEL", metavar="LEVEL",
-        help="Log level on stderr: DEBUG, INFO, WARNING, ERROR.")] = "WARNING",
-    log_format: Annotated[LogFormat, typer.Option("--log-format", help="Log line format.")
-                          ] = LogFormat.text,
-    lock_timeout: Annotated[float, typer.Option(
-        "--lock-timeout", min=0, metavar="SECONDS", help="Seconds to wait for an environment another command "
-        "holds; 0 fails at once.")] = 30.0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v",
-                                          help="Stream the tools' output while steps run.")] = False,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            "--log-level",
+            envvar="RUNNER_LOG_LEVEL",
+            metavar="LEVEL",
+            help="Log level on stderr: DEBUG, INFO, WARNING, ERROR.",
+        ),
+    ] = "WARNING",
+    log_format: Annotated[
+        LogFormat, typer.Option("--log-format", help="Log line format.")
+    ] = LogFormat.text,
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            "--lock-timeout",
+            min=0,
+            metavar="SECONDS",
+            help="Seconds to wait for an environment another command holds; 0 fails at once.",
+        ),
+    ] = 30.0,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Stream the tools' output while steps run.")
+    ] = False,
 ) -> None:
     from runner import logs
 
@@ -119,8 +146,10 @@ def _workspace(settings: Settings, command: str) -> Any:
     if not settings.workdir.is_dir():
         from runner.errors import InputError
 
-        raise InputError(f"working directory {settings.workdir} does not exist",
-                         hint="pass --workdir DIR (or set RUNNER_WORKDIR) to an existing folder")
+        raise InputError(
+            f"working directory {settings.workdir} does not exist",
+            hint="pass --workdir DIR (or set RUNNER_WORKDIR) to an existing folder",
+        )
     return Workspace(
         workdir=settings.workdir,
         repo_factory=repository,
@@ -156,10 +185,14 @@ def _run(ctx: typer.Context, command: str, body: Callable[[Settings], int | None
         import logging
 
         logging.getLogger("runner").debug("internal error", exc_info=True)
-        _fail(settings, RunnerError(
-            f"internal error in `runner {command}`: {type(exc).__name__}: {exc}",
-            hint="this is a bug in runner; run again with --log-level DEBUG for the traceback "
-            "and report it"))
+        _fail(
+            settings,
+            RunnerError(
+                f"internal error in `runner {command}`: {type(exc).__name__}: {exc}",
+                hint="this is a bug in runner; run again with --log-level DEBUG for the traceback "
+                "and report it",
+            ),
+        )
     raise typer.Exit(code or 0)
 
 
@@ -192,10 +225,19 @@ def validate(ctx: typer.Context) -> None:
         m = result.machine
         kinds = result.to_json()["states"]
         print(f"{m.file}: valid machine '{m.name}'")
-        print(f"  states ({len(m.states)}): " + ", ".join(
-            f"{n}{'' if k in ('stable', 'initial') else f' ({k})'}" for n, k in kinds.items()))
-        print(f"  phases ({len(m.phases)}): " + ", ".join(
-            f"{p.name}{'' if p.advance else ' (manual)'} [{len(p.steps)} steps]" for p in m.phases))
+        print(
+            f"  states ({len(m.states)}): "
+            + ", ".join(
+                f"{n}{'' if k in ('stable', 'initial') else f' ({k})'}" for n, k in kinds.items()
+            )
+        )
+        print(
+            f"  phases ({len(m.phases)}): "
+            + ", ".join(
+                f"{p.name}{'' if p.advance else ' (manual)'} [{len(p.steps)} steps]"
+                for p in m.phases
+            )
+        )
         print("  happy path: " + " → ".join(m.happy_path()))
         return 0
 
@@ -205,14 +247,22 @@ def validate(ctx: typer.Context) -> None:
 @app.command()
 def graph(
     ctx: typer.Context,
-    fmt: Annotated[GraphFormat, typer.Option("--format", "-f", help="mermaid (default, to "
-                                             "stdout), dot, svg or png (svg/png need Graphviz).")
-                   ] = GraphFormat.mermaid,
-    output_file: Annotated[Path | None, typer.Option("--out", "-o", metavar="FILE",
-                                                     help="Write to FILE instead of stdout.")
-                           ] = None,
-    env: Annotated[str | None, typer.Option("--env", metavar="NAME", help="Mark this environment's current "
-                                            "state.")] = None,
+    fmt: Annotated[
+        GraphFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="mermaid (default, to stdout), dot, svg or png (svg/png need Graphviz).",
+        ),
+    ] = GraphFormat.mermaid,
+    output_file: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", metavar="FILE", help="Write to FILE instead of stdout."),
+    ] = None,
+    env: Annotated[
+        str | None,
+        typer.Option("--env", metavar="NAME", help="Mark this environment's current state."),
+    ] = None,
 ) -> None:
     """Draw the state machine (states, phases, failure and resume edges)."""
 
@@ -226,14 +276,23 @@ def graph(
         if env is not None:
             check_name(env)
             current = ws.repo.load(env)["state"]
-        if fmt in (GraphFormat.svg, GraphFormat.png) and output_file is None and sys.stdout.isatty():
+        if (
+            fmt in (GraphFormat.svg, GraphFormat.png)
+            and output_file is None
+            and sys.stdout.isatty()
+        ):
             from runner.errors import InputError
 
-            raise InputError(f"--format {fmt.value} is binary; write it to a file",
-                             hint=f"runner graph --format {fmt.value} -o machine.{fmt.value}")
-        data = graphs.render(machine, fmt.value, current)  # type: ignore[arg-type]
-        target = output_file if output_file is None or output_file.is_absolute() else (
-            Path.cwd() / output_file)
+            raise InputError(
+                f"--format {fmt.value} is binary; write it to a file",
+                hint=f"runner graph --format {fmt.value} -o machine.{fmt.value}",
+            )
+        data = graphs.render(machine, fmt.value, current)
+        target = (
+            output_file
+            if output_file is None or output_file.is_absolute()
+            else (Path.cwd() / output_file)
+        )
         if s.json:
             if target is not None:
                 graphs.write(data, target)
@@ -255,11 +314,20 @@ def graph(
 @app.command()
 def create(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name: ^[a-z][a-z0-9-]{0,62}$")],
-    config: Annotated[Path | None, typer.Option("--config", "-c", metavar="FILE",
-                                                help="YAML or JSON file of inputs.")] = None,
-    sets: Annotated[list[str] | None, typer.Option(
-        "--set", metavar="KEY=VALUE", help="Set an input, KEY=VALUE with dotted keys (ssh.port=2222); repeatable.")
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Environment name: ^[a-z][a-z0-9-]{0,62}$")
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", metavar="FILE", help="YAML or JSON file of inputs."),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Set an input, KEY=VALUE with dotted keys (ssh.port=2222); repeatable.",
+        ),
     ] = None,
 ) -> None:
     """Create an environment in the machine's initial state."""
@@ -280,8 +348,10 @@ def create(
 
 
 @app.command()
-def status(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")]
-           ) -> None:
+def status(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
+) -> None:
     """Where an environment is, what failed, who holds it, and what to do next."""
 
     def body(s: Settings) -> int:
@@ -301,14 +371,18 @@ def status(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME
             print(f"locked by:   pid {h.pid} on {h.host} ({h.command}, since {h.started_at})")
         run = r.get("run") or {}
         if result.interrupted and run:
-            print(f"interrupted: phase '{run.get('phase')}' at step '{run.get('current_step')}'"
-                  f" (completed: {', '.join(run.get('completed_steps', [])) or 'none'})")
+            print(
+                f"interrupted: phase '{run.get('phase')}' at step '{run.get('current_step')}'"
+                f" (completed: {', '.join(run.get('completed_steps', [])) or 'none'})"
+            )
             if run.get("trace"):
                 print(f"trace:       {run['trace']}")
         failure = r.get("failure")
         if failure and result.kind == "failed":
-            print(f"failed:      phase '{failure['phase']}', step '{failure.get('step')}' "
-                  f"({failure['kind']}) at {failure['failed_at']}")
+            print(
+                f"failed:      phase '{failure['phase']}', step '{failure.get('step')}' "
+                f"({failure['kind']}) at {failure['failed_at']}"
+            )
             print(f"             {failure['summary']}")
             if failure.get("trace"):
                 print(f"trace:       {failure['trace']}")
@@ -358,8 +432,10 @@ def list_(ctx: typer.Context) -> None:
 def history(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
-    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, metavar="N",
-                                              help="Only the last N events.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", "-n", min=1, metavar="N", help="Only the last N events."),
+    ] = None,
 ) -> None:
     """Transitions and step results from the environment's event log."""
 
@@ -383,8 +459,10 @@ def history(
                     detail += f": {ev['summary']}"
             else:
                 detail = " ".join(f"{k}={ev[k]}" for k in ("signal", "state") if ev.get(k))
-            print(f"{ev.get('timestamp', ''):<24}  {kind:<12}  {ev.get('phase') or '-':<12}  "
-                  f"{ev.get('step') or '-':<28}  {detail}")
+            print(
+                f"{ev.get('timestamp', ''):<24}  {kind:<12}  {ev.get('phase') or '-':<12}  "
+                f"{ev.get('step') or '-':<28}  {detail}"
+            )
         return 0
 
     _run(ctx, "history", body)
@@ -399,21 +477,27 @@ def _render_run(s: Settings, result: Any) -> int:
                 print(f"phase {plan['phase']}: {plan['from']} → {plan['via']} → {plan['to']}")
                 for i, step in enumerate(plan["steps"], start=1):
                     if "error" in step:
-                        print(f"  [{i}] {step['name']} ({step['uses']}): cannot render: "
-                              f"{step['error']}")
+                        print(
+                            f"  [{i}] {step['name']} ({step['uses']}): cannot render: "
+                            f"{step['error']}"
+                        )
                     elif not step["when"]:
                         print(f"  [{i}] {step['name']} ({step['uses']}): skipped (when is false)")
                     else:
-                        print(f"  [{i}] {step['name']} ({step['uses']}): "
-                              f"{json.dumps(step['params'], default=str)}")
+                        print(
+                            f"  [{i}] {step['name']} ({step['uses']}): "
+                            f"{json.dumps(step['params'], default=str)}"
+                        )
             print("dry run: nothing was run")
         elif result.message:
             print(result.message)
         for phase in result.phases:
             if phase.status == "failed" and phase.failure:
                 f = phase.failure
-                print(f"phase '{phase.phase}' failed at step '{f['step']}' ({f['kind']}): "
-                      f"{f['summary']}")
+                print(
+                    f"phase '{phase.phase}' failed at step '{f['step']}' ({f['kind']}): "
+                    f"{f['summary']}"
+                )
                 if f.get("trace"):
                     print(f"trace: {f['trace']}")
                 print(f"state: {phase.state}; see `runner status {phase.environment}`")
@@ -426,8 +510,9 @@ def _render_run(s: Settings, result: Any) -> int:
 def advance(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the phase and its rendered "
-                                          "steps; run nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the phase and its rendered steps; run nothing.")
+    ] = False,
 ) -> None:
     """Run the next phase on the happy path."""
 
@@ -444,8 +529,10 @@ def advance(
 def up(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
-    to: Annotated[str | None, typer.Option("--to", metavar="STATE", help="Stop once the environment reaches "
-                                           "this state.")] = None,
+    to: Annotated[
+        str | None,
+        typer.Option("--to", metavar="STATE", help="Stop once the environment reaches this state."),
+    ] = None,
 ) -> None:
     """Advance until --to STATE or the end of the happy path."""
 
@@ -461,17 +548,23 @@ def up(
 def resume(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
-    from_step: Annotated[str | None, typer.Option("--from-step", metavar="STEP", help="Re-run from this step "
-                                                  "instead of the first one not completed.")
-                         ] = None,
+    from_step: Annotated[
+        str | None,
+        typer.Option(
+            "--from-step",
+            metavar="STEP",
+            help="Re-run from this step instead of the first one not completed.",
+        ),
+    ] = None,
 ) -> None:
     """Continue an interrupted or failed phase from its first unfinished step."""
 
     def body(s: Settings) -> int:
         from runner.operations import resume as do_resume
 
-        return _render_run(s, do_resume(_workspace(s, "runner resume"), name, from_step,
-                                        _progress(s)))
+        return _render_run(
+            s, do_resume(_workspace(s, "runner resume"), name, from_step, _progress(s))
+        )
 
     _run(ctx, "resume", body)
 

@@ -9,6 +9,7 @@ most the step that was running.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import signal
@@ -42,7 +43,7 @@ TAIL_LINES = 200
 _SENSITIVE_KEYS = ("password", "passwd", "token", "secret", "api_key", "apikey")
 
 
-class StepDeadline(BaseException):  # noqa: N818 - a signal, not an error
+class StepDeadline(BaseException):
     """Raised by SIGALRM when a step's `timeout` is reached."""
 
 
@@ -51,8 +52,9 @@ class Progress(Protocol):
 
     def phase_started(self, env: str, phase: str, total: int) -> None: ...
     def step_started(self, index: int, total: int, step: str) -> None: ...
-    def step_finished(self, index: int, total: int, step: str, status: str, duration_s: float,
-                      detail: str = "") -> None: ...
+    def step_finished(
+        self, index: int, total: int, step: str, status: str, duration_s: float, detail: str = ""
+    ) -> None: ...
     def output_line(self, step: str, line: str) -> None: ...
     def phase_finished(self, phase: str, status: str, state: str) -> None: ...
 
@@ -64,8 +66,9 @@ class NullProgress:
     def step_started(self, index: int, total: int, step: str) -> None:
         pass
 
-    def step_finished(self, index: int, total: int, step: str, status: str, duration_s: float,
-                      detail: str = "") -> None:
+    def step_finished(
+        self, index: int, total: int, step: str, status: str, duration_s: float, detail: str = ""
+    ) -> None:
         pass
 
     def output_line(self, step: str, line: str) -> None:
@@ -84,8 +87,13 @@ class StepOutcome:
     summary: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "duration_s": round(self.duration_s, 3),
-                "attempts": self.attempts, "summary": self.summary}
+        return {
+            "name": self.name,
+            "status": self.status,
+            "duration_s": round(self.duration_s, 3),
+            "attempts": self.attempts,
+            "summary": self.summary,
+        }
 
 
 @dataclass(frozen=True)
@@ -102,9 +110,15 @@ class PhaseResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "environment": self.environment, "phase": self.phase, "from": self.from_state,
-            "state": self.state, "status": self.status, "duration_s": round(self.duration_s, 3),
-            "steps": [s.to_json() for s in self.steps], "failure": self.failure, "log": self.log,
+            "environment": self.environment,
+            "phase": self.phase,
+            "from": self.from_state,
+            "state": self.state,
+            "status": self.status,
+            "duration_s": round(self.duration_s, 3),
+            "steps": [s.to_json() for s in self.steps],
+            "failure": self.failure,
+            "log": self.log,
         }
 
 
@@ -118,8 +132,9 @@ class _Model:
 class Session:
     """One command's hold on one environment (the caller holds its lock)."""
 
-    def __init__(self, repo: Repository, machine: MachineDef, record: dict[str, Any],
-                 command: str) -> None:
+    def __init__(
+        self, repo: Repository, machine: MachineDef, record: dict[str, Any], command: str
+    ) -> None:
         self.repo = repo
         self.machine = machine
         self.record = record
@@ -127,8 +142,9 @@ class Session:
         self.host = socket.gethostname()
         self.model = _Model(record["state"])
         self._pending: dict[str, Any] = {}
-        self.machine_sm = build_machine(machine, self.model, initial=record["state"],
-                                        after_state_change=self._after_transition)
+        self.machine_sm = build_machine(
+            machine, self.model, initial=record["state"], after_state_change=self._after_transition
+        )
 
     @property
     def name(self) -> str:
@@ -145,8 +161,13 @@ class Session:
         self.record = self.repo.save(self.record, self.record["serial"])
 
     def event(self, event_type: str, **fields: Any) -> None:
-        event = {"timestamp": now_iso(), "serial": self.record["serial"], "type": event_type,
-                 "pid": os.getpid(), "host": self.host}
+        event = {
+            "timestamp": now_iso(),
+            "serial": self.record["serial"],
+            "type": event_type,
+            "pid": os.getpid(),
+            "host": self.host,
+        }
         event.update(fields)
         try:
             self.repo.append_event(self.name, event)
@@ -167,9 +188,16 @@ class Session:
         self.record["state"] = dest
         self.save()
         log.info("environment=%s from=%s to=%s trigger=%s", self.name, source, dest, trigger)
-        self.event("transition", **{"from": source, "to": dest, "trigger": trigger,
-                                    "phase": self._pending.get("phase"),
-                                    "step": self._pending.get("step")})
+        self.event(
+            "transition",
+            **{
+                "from": source,
+                "to": dest,
+                "trigger": trigger,
+                "phase": self._pending.get("phase"),
+                "step": self._pending.get("step"),
+            },
+        )
 
 
 class _Signals:
@@ -189,13 +217,13 @@ class _Signals:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handler)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handler)
         try:
             yield
         finally:
-            for sig, handler in self._previous.items():
-                signal.signal(sig, handler)
+            for number, handler in self._previous.items():
+                signal.signal(number, handler)
 
     @contextmanager
     def critical(self) -> Iterator[None]:
@@ -231,8 +259,9 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")[:-3]
 
 
-def template_context(session: Session, phase: str, step: str,
-                     secrets: SecretResolver | None = None) -> dict[str, Any]:
+def template_context(
+    session: Session, phase: str, step: str, secrets: SecretResolver | None = None
+) -> dict[str, Any]:
     record = session.record
     context: dict[str, Any] = {
         "env": {
@@ -268,8 +297,14 @@ def mask_params(value: Any, mask: Callable[[str], str], key: str = "") -> Any:
 class PhaseRunner:
     """Runs one phase of one environment, step by step."""
 
-    def __init__(self, session: Session, registry: StepRegistry, progress: Progress | None = None,
-                 *, grace_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        session: Session,
+        registry: StepRegistry,
+        progress: Progress | None = None,
+        *,
+        grace_s: float = 5.0,
+    ) -> None:
         self.session = session
         self.registry = registry
         self.progress = progress or NullProgress()
@@ -285,6 +320,7 @@ class PhaseRunner:
         from_state = session.state
         session.record["run"] = self._new_run(phase)
         session.record["failure"] = None
+
         def prelude() -> None:
             session.fire(phase.start_trigger, phase.name)
 
@@ -304,9 +340,17 @@ class PhaseRunner:
             names = [s.name for s in phase.steps]
             completed = completed[: names.index(from_step)] if from_step in names else completed
             completed = [n for n in completed if n in names[: names.index(from_step)]]
-        run.update({"completed_steps": completed, "interrupted": False, "pid": os.getpid(),
-                    "host": session.host, "current_step": None, "trace": None,
-                    "skipped_steps": [s for s in run.get("skipped_steps", []) if s in completed]})
+        run.update(
+            {
+                "completed_steps": completed,
+                "interrupted": False,
+                "pid": os.getpid(),
+                "host": session.host,
+                "current_step": None,
+                "trace": None,
+                "skipped_steps": [s for s in run.get("skipped_steps", []) if s in completed],
+            }
+        )
         session.record["run"] = run
 
         def prelude() -> None:
@@ -316,8 +360,12 @@ class PhaseRunner:
             else:
                 session.save()
                 session.event("resume", phase=phase.name, state=session.state)
-                log.info("environment=%s resuming phase=%s in state=%s", session.name,
-                         phase.name, session.state)
+                log.info(
+                    "environment=%s resuming phase=%s in state=%s",
+                    session.name,
+                    phase.name,
+                    session.state,
+                )
 
         with self._signals.installed():
             return self._run_steps(phase, from_state, prelude)
@@ -325,13 +373,23 @@ class PhaseRunner:
     # -- the loop ---------------------------------------------------------------------
 
     def _new_run(self, phase: PhaseDef) -> dict[str, Any]:
-        return {"phase": phase.name, "started_at": now_iso(), "finished_at": None,
-                "pid": os.getpid(), "host": self.session.host, "completed_steps": [],
-                "skipped_steps": [], "current_step": None, "interrupted": False,
-                "trace": None, "log": None}
+        return {
+            "phase": phase.name,
+            "started_at": now_iso(),
+            "finished_at": None,
+            "pid": os.getpid(),
+            "host": self.session.host,
+            "completed_steps": [],
+            "skipped_steps": [],
+            "current_step": None,
+            "interrupted": False,
+            "trace": None,
+            "log": None,
+        }
 
-    def _run_steps(self, phase: PhaseDef, from_state: str,
-                   prelude: Callable[[], None]) -> PhaseResult:
+    def _run_steps(
+        self, phase: PhaseDef, from_state: str, prelude: Callable[[], None]
+    ) -> PhaseResult:
         from runner.process import ProcessSupervisor, RunLog
 
         session = self.session
@@ -339,8 +397,9 @@ class PhaseRunner:
         artifacts = session.repo.artifacts_dir(session.name)
         log_path = artifacts / "runs" / f"{_stamp()}-{phase.name}.log"
         session.record["run"]["log"] = session.repo.relative(log_path)
-        secrets = SecretResolver(session.machine.inputs_schema, session.record["inputs"],
-                                 session.repo.workdir)
+        secrets = SecretResolver(
+            session.machine.inputs_schema, session.record["inputs"], session.repo.workdir
+        )
         try:
             run_log = RunLog(log_path)
         except OSError as exc:
@@ -348,8 +407,9 @@ class PhaseRunner:
                 f"cannot write the run log {session.repo.relative(log_path)}: {exc.strerror}",
                 hint="make the data directory writable (and check free space), then run again",
             ) from exc
-        supervisor = ProcessSupervisor(run_log, on_line=self._on_line, mask=secrets.mask,
-                                       grace_s=self.grace_s)
+        supervisor = ProcessSupervisor(
+            run_log, on_line=self._on_line, mask=secrets.mask, grace_s=self.grace_s
+        )
         outcomes: list[StepOutcome] = []
         total = len(phase.steps)
         self.progress.phase_started(session.name, phase.name, total)
@@ -375,8 +435,13 @@ class PhaseRunner:
                     run.setdefault("skipped_steps", []).append(step.name)
                     with self._signals.critical():
                         session.save()
-                        session.event("step", phase=phase.name, step=step.name, status="skipped",
-                                      duration_s=0.0)
+                        session.event(
+                            "step",
+                            phase=phase.name,
+                            step=step.name,
+                            status="skipped",
+                            duration_s=0.0,
+                        )
                     outcomes.append(StepOutcome(step.name, "skipped"))
                     self.progress.step_finished(index, total, step.name, "skipped", 0.0)
                     continue
@@ -386,16 +451,23 @@ class PhaseRunner:
                 self.progress.step_started(index, total, step.name)
                 run_log.write(step.name, f"--- step {step.name} ({step.uses}) started")
                 params = self._render(step, context)
-                results, attempts = self._attempts(phase, step, params, context, supervisor,
-                                                   run_log, secrets)
+                results, attempts = self._attempts(
+                    phase, step, params, context, supervisor, run_log, secrets
+                )
                 self._merge_outputs(step, results)
                 duration = time.monotonic() - step_t0
                 run["completed_steps"].append(step.name)
                 run["current_step"] = None
                 with self._signals.critical():
                     session.save()
-                    session.event("step", phase=phase.name, step=step.name, status="done",
-                                  duration_s=round(duration, 3), attempts=attempts)
+                    session.event(
+                        "step",
+                        phase=phase.name,
+                        step=step.name,
+                        status="done",
+                        duration_s=round(duration, 3),
+                        attempts=attempts,
+                    )
                 run_log.write(step.name, f"--- step {step.name} done in {duration:.2f}s")
                 outcomes.append(StepOutcome(step.name, "done", duration, attempts))
                 self.progress.step_finished(index, total, step.name, "done", duration)
@@ -404,31 +476,51 @@ class PhaseRunner:
             with self._signals.critical():
                 session.fire(phase.finish_trigger, phase.name)
             self.progress.phase_finished(phase.name, "succeeded", session.state)
-            return PhaseResult(session.name, phase.name, from_state, session.state, "succeeded",
-                               tuple(outcomes), None, time.monotonic() - started,
-                               session.record["run"]["log"])
+            return PhaseResult(
+                session.name,
+                phase.name,
+                from_state,
+                session.state,
+                "succeeded",
+                tuple(outcomes),
+                None,
+                time.monotonic() - started,
+                session.record["run"]["log"],
+            )
         except StepError as exc:
             assert current is not None
             duration = time.monotonic() - step_t0
-            failure = self._fail(phase, current, exc, params, step_started_at, duration, run_log,
-                                 secrets)
+            failure = self._fail(
+                phase, current, exc, params, step_started_at, duration, run_log, secrets
+            )
             outcomes.append(StepOutcome(current.name, "failed", duration, summary=exc.summary))
-            self.progress.step_finished(len(outcomes), total, current.name, "failed", duration,
-                                        exc.summary)
+            self.progress.step_finished(
+                len(outcomes), total, current.name, "failed", duration, exc.summary
+            )
             self.progress.phase_finished(phase.name, "failed", session.state)
-            return PhaseResult(session.name, phase.name, from_state, session.state, "failed",
-                               tuple(outcomes), failure, time.monotonic() - started,
-                               session.record["run"]["log"])
+            return PhaseResult(
+                session.name,
+                phase.name,
+                from_state,
+                session.state,
+                "failed",
+                tuple(outcomes),
+                failure,
+                time.monotonic() - started,
+                session.record["run"]["log"],
+            )
         except InterruptSignal as sig:
             self._interrupted(phase, current, sig.signum, params, run_log, secrets)
             name = signal.Signals(sig.signum).name
             raise InterruptedRunError(
                 f"environment '{session.name}' interrupted by {name} during phase "
-                f"'{phase.name}'" + (f", step '{current.name}'" if current else "")
+                f"'{phase.name}'"
+                + (f", step '{current.name}'" if current else "")
                 + f"; it stays in '{session.state}'",
                 signum=sig.signum,
                 hint=f"runner resume {session.name}  (or: runner destroy {session.name})",
-                state=session.state, phase=phase.name,
+                state=session.state,
+                phase=phase.name,
                 trace=session.record["run"].get("trace"),
             ) from None
         finally:
@@ -442,33 +534,52 @@ class PhaseRunner:
         try:
             return evaluate_condition(step.when, context)
         except TemplateFailure as exc:
-            raise StepError("template", f"`when` of step '{step.name}': {exc}",
-                            hint="fix the expression in machine.yaml") from exc
+            raise StepError(
+                "template",
+                f"`when` of step '{step.name}': {exc}",
+                hint="fix the expression in machine.yaml",
+            ) from exc
 
     def _render(self, step: StepDef, context: Mapping[str, Any]) -> dict[str, Any]:
         try:
             params = render_value(step.with_, context)
         except TemplateFailure as exc:
-            raise StepError("template", f"`with` of step '{step.name}': {exc}",
-                            hint="fix the template in machine.yaml or give the missing input") from exc
+            raise StepError(
+                "template",
+                f"`with` of step '{step.name}': {exc}",
+                hint="fix the template in machine.yaml or give the missing input",
+            ) from exc
         except InputsError as exc:
             raise StepError("configuration", exc.message, hint=exc.hint) from exc
         if self.registry.get(step.uses) is None:
-            raise StepError("configuration", f"no step plugin named '{step.uses}' is installed",
-                            hint=f"installed plugins: {', '.join(self.registry.names())}")
+            raise StepError(
+                "configuration",
+                f"no step plugin named '{step.uses}' is installed",
+                hint=f"installed plugins: {', '.join(self.registry.names())}",
+            )
         errors = self.registry.param_errors(step.uses, params)
         if errors:
             path, message = errors[0]
             where = ".".join(str(p) for p in path)
-            raise StepError("configuration", f"`with` of step '{step.name}' ({step.uses}) after "
-                            f"rendering: {where + ': ' if where else ''}{message}",
-                            hint="fix the value in machine.yaml or the environment's inputs")
+            raise StepError(
+                "configuration",
+                f"`with` of step '{step.name}' ({step.uses}) after "
+                f"rendering: {where + ': ' if where else ''}{message}",
+                hint="fix the value in machine.yaml or the environment's inputs",
+            )
         assert isinstance(params, dict)
         return params
 
-    def _attempts(self, phase: PhaseDef, step: StepDef, params: dict[str, Any],
-                  context: Mapping[str, Any], supervisor: Any, run_log: Any,
-                  secrets: SecretResolver) -> tuple[dict[str, Any], int]:
+    def _attempts(
+        self,
+        phase: PhaseDef,
+        step: StepDef,
+        params: dict[str, Any],
+        context: Mapping[str, Any],
+        supervisor: Any,
+        run_log: Any,
+        secrets: SecretResolver,
+    ) -> tuple[dict[str, Any], int]:
         plugin = self.registry.create(step.uses)
         session = self.session
         attempts = max(1, step.retry.attempts)
@@ -486,7 +597,7 @@ class PhaseRunner:
                 logger=logging.getLogger(f"runner.step.{step.uses}"),
                 runner=supervisor,
                 timeout_s=step.timeout_s,
-                log_line=lambda line, _s=step.name: run_log.write(_s, line),
+                log_line=functools.partial(run_log.write, step.name),
                 secrets=secrets.values,
             )
             try:
@@ -494,20 +605,32 @@ class PhaseRunner:
                     results = plugin.run(ctx, params)
                 return (results if isinstance(results, dict) else {}), attempt
             except StepDeadline:
-                error = StepError("timeout", f"step '{step.name}' did not finish within "
-                                  f"{step.timeout_s:g}s; stopped it",
-                                  hint="raise the step's `timeout` in machine.yaml if it needs longer")
+                error = StepError(
+                    "timeout",
+                    f"step '{step.name}' did not finish within {step.timeout_s:g}s; stopped it",
+                    hint="raise the step's `timeout` in machine.yaml if it needs longer",
+                )
             except StepError as exc:
                 error = exc
             except Exception as exc:  # a plugin bug: recorded as an internal failure
-                error = StepError("internal", f"step plugin '{step.uses}' raised "
-                                  f"{type(exc).__name__}: {exc}")
+                error = StepError(
+                    "internal", f"step plugin '{step.uses}' raised {type(exc).__name__}: {exc}"
+                )
                 error.__cause__ = exc
             if attempt < attempts:
-                run_log.write(step.name, f"--- attempt {attempt}/{attempts} failed: {error.summary}; "
-                              f"retrying in {step.retry.delay_s:g}s")
-                log.warning("environment=%s step=%s attempt %d/%d failed: %s", session.name,
-                            step.name, attempt, attempts, error.summary)
+                run_log.write(
+                    step.name,
+                    f"--- attempt {attempt}/{attempts} failed: {error.summary}; "
+                    f"retrying in {step.retry.delay_s:g}s",
+                )
+                log.warning(
+                    "environment=%s step=%s attempt %d/%d failed: %s",
+                    session.name,
+                    step.name,
+                    attempt,
+                    attempts,
+                    error.summary,
+                )
                 time.sleep(step.retry.delay_s)
                 continue
             if attempts > 1:
@@ -519,15 +642,25 @@ class PhaseRunner:
     def _merge_outputs(self, step: StepDef, results: Mapping[str, Any]) -> None:
         for out_name, key in step.outputs.items():
             if key not in results:
-                raise StepError("configuration", f"step '{step.name}' returned no '{key}' for output "
-                                f"'{out_name}' (it returned: {', '.join(sorted(results)) or 'nothing'})",
-                                hint="fix the step's `outputs:` mapping in machine.yaml")
+                raise StepError(
+                    "configuration",
+                    f"step '{step.name}' returned no '{key}' for output "
+                    f"'{out_name}' (it returned: {', '.join(sorted(results)) or 'nothing'})",
+                    hint="fix the step's `outputs:` mapping in machine.yaml",
+                )
             self.session.record["outputs"][out_name] = results[key]
 
     # -- failure and interruption -----------------------------------------------------
 
-    def _write_trace(self, phase: PhaseDef, step: StepDef | None, headline: str,
-                     exc: BaseException | None, params: Any, secrets: SecretResolver) -> str:
+    def _write_trace(
+        self,
+        phase: PhaseDef,
+        step: StepDef | None,
+        headline: str,
+        exc: BaseException | None,
+        params: Any,
+        secrets: SecretResolver,
+    ) -> str:
         session = self.session
         traces = session.repo.artifacts_dir(session.name) / "traces"
         path = traces / f"{_stamp()}-{phase.name}.log"
@@ -544,13 +677,15 @@ class PhaseRunner:
             "== error chain ==",
         ]
         if exc is not None:
-            lines.extend(secrets.mask(line.rstrip("\n"))
-                         for line in traceback.format_exception(exc) if line)
+            lines.extend(
+                secrets.mask(line.rstrip("\n")) for line in traceback.format_exception(exc) if line
+            )
         else:
             lines.append("(none)")
         lines += ["", "== rendered parameters (secrets masked) =="]
-        lines.append(_dump(mask_params(params, secrets.mask)) if params is not None
-                     else "(not rendered)")
+        lines.append(
+            _dump(mask_params(params, secrets.mask)) if params is not None else "(not rendered)"
+        )
         lines += ["", f"== last {TAIL_LINES} lines of output =="]
         tail = list(self._tail)
         if not tail and isinstance(exc, StepError):
@@ -562,36 +697,73 @@ class PhaseRunner:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write("\n".join(lines) + "\n")
         except OSError as err:
-            log.error("environment=%s could not write the trace file %s: %s", session.name, path, err)
+            log.error(
+                "environment=%s could not write the trace file %s: %s", session.name, path, err
+            )
             return ""
         return session.repo.relative(path)
 
-    def _fail(self, phase: PhaseDef, step: StepDef, exc: StepError, params: Any,
-              started_at: str, duration: float, run_log: Any, secrets: SecretResolver
-              ) -> dict[str, Any]:
+    def _fail(
+        self,
+        phase: PhaseDef,
+        step: StepDef,
+        exc: StepError,
+        params: Any,
+        started_at: str,
+        duration: float,
+        run_log: Any,
+        secrets: SecretResolver,
+    ) -> dict[str, Any]:
         session = self.session
         summary = secrets.mask(exc.summary)
         run_log.write(step.name, f"--- step {step.name} failed ({exc.kind}): {summary}")
-        trace = self._write_trace(phase, step, f"FAILED ({exc.kind}): {summary}", exc, params,
-                                  secrets)
+        trace = self._write_trace(
+            phase, step, f"FAILED ({exc.kind}): {summary}", exc, params, secrets
+        )
         failure = {
-            "phase": phase.name, "step": step.name, "kind": exc.kind, "summary": summary,
-            "exit_code": exc.process_exit_code, "started_at": started_at, "failed_at": now_iso(),
-            "duration_s": round(duration, 3), "trace": trace or None,
+            "phase": phase.name,
+            "step": step.name,
+            "kind": exc.kind,
+            "summary": summary,
+            "exit_code": exc.process_exit_code,
+            "started_at": started_at,
+            "failed_at": now_iso(),
+            "duration_s": round(duration, 3),
+            "trace": trace or None,
         }
         session.record["failure"] = failure
         session.record["run"]["current_step"] = None
         session.record["run"]["finished_at"] = now_iso()
         with self._signals.critical():
-            session.event("step", phase=phase.name, step=step.name, status="failed",
-                          kind=exc.kind, summary=summary, duration_s=round(duration, 3))
+            session.event(
+                "step",
+                phase=phase.name,
+                step=step.name,
+                status="failed",
+                kind=exc.kind,
+                summary=summary,
+                duration_s=round(duration, 3),
+            )
             session.fire(phase.fail_trigger, phase.name, step.name)
-        log.error("environment=%s phase=%s step=%s failed (%s): %s", session.name, phase.name,
-                  step.name, exc.kind, summary)
+        log.error(
+            "environment=%s phase=%s step=%s failed (%s): %s",
+            session.name,
+            phase.name,
+            step.name,
+            exc.kind,
+            summary,
+        )
         return failure
 
-    def _interrupted(self, phase: PhaseDef, step: StepDef | None, signum: int, params: Any,
-                     run_log: Any, secrets: SecretResolver) -> None:
+    def _interrupted(
+        self,
+        phase: PhaseDef,
+        step: StepDef | None,
+        signum: int,
+        params: Any,
+        run_log: Any,
+        secrets: SecretResolver,
+    ) -> None:
         session = self.session
         name = signal.Signals(signum).name
         if step is not None:
@@ -603,10 +775,20 @@ class PhaseRunner:
         # the state stays at `via`; save even if more signals arrive
         with self._signals.critical():
             session.save()
-            session.event("interrupted", phase=phase.name, step=step.name if step else None,
-                          signal=name, state=session.state)
-        log.warning("environment=%s phase=%s interrupted by %s in state=%s", session.name,
-                    phase.name, name, session.state)
+            session.event(
+                "interrupted",
+                phase=phase.name,
+                step=step.name if step else None,
+                signal=name,
+                state=session.state,
+            )
+        log.warning(
+            "environment=%s phase=%s interrupted by %s in state=%s",
+            session.name,
+            phase.name,
+            name,
+            session.state,
+        )
         self.progress.phase_finished(phase.name, "interrupted", session.state)
 
 
@@ -624,4 +806,3 @@ def _dump(value: Any) -> str:
         return json.dumps(value, indent=2, default=str)
     except (TypeError, ValueError):
         return repr(value)
-

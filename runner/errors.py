@@ -196,7 +196,7 @@ class InterruptedRunError(RunnerError):
         self.exit_code = 128 + signum
 
 
-class InterruptSignal(BaseException):  # noqa: N818 - a signal, not an error
+class InterruptSignal(BaseException):
     """Raised in the main thread by the runner's SIGINT/SIGTERM handler during a phase.
 
     A BaseException so that no ``except Exception`` swallows it; the process helper

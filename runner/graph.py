@@ -80,7 +80,9 @@ def to_dot(machine: MachineDef, current: str | None = None) -> str:
         style = _DOT_STYLE[machine.state_kind(name)]
         tooltip = _quote(state.description)
         if name == current:
-            style += ', penwidth=4, color="#f57f17", fillcolor="#fff59d", style="rounded,filled,bold"'
+            style += (
+                ', penwidth=4, color="#f57f17", fillcolor="#fff59d", style="rounded,filled,bold"'
+            )
             label = _quote(f"{name}\n(current)")
         else:
             label = _quote(name)
@@ -92,7 +94,7 @@ def to_dot(machine: MachineDef, current: str | None = None) -> str:
         elif kind == "resume":
             attrs += ', style=dotted, color="#757575", fontcolor="#757575"'
         elif kind == "manual":
-            attrs += ', style=dashed'
+            attrs += ", style=dashed"
         lines.append(f"    {_quote(src)} -> {_quote(dst)} [{attrs}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -112,8 +114,13 @@ def render(machine: MachineDef, fmt: GraphFormat, current: str | None = None) ->
             "graphviz), or use --format mermaid or --format dot",
         )
     try:
-        proc = subprocess.run([dot, f"-T{fmt}"], input=dot_text.encode(), capture_output=True,
-                              timeout=120, check=False)
+        proc = subprocess.run(
+            [dot, f"-T{fmt}"],
+            input=dot_text.encode(),
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
     except subprocess.TimeoutExpired as exc:
         raise InputError("Graphviz took longer than 120 s to draw the machine") from exc
     if proc.returncode != 0:

@@ -25,8 +25,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise InputsError(f"cannot read config file {path}: {exc.strerror}",
-                          hint="check the --config path") from exc
+        raise InputsError(
+            f"cannot read config file {path}: {exc.strerror}", hint="check the --config path"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise InputsError(f"config file {path} is not UTF-8 text") from exc
     try:
@@ -35,13 +36,17 @@ def load_config_file(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputsError(f"{where}: config file is not valid YAML/JSON: {problem}",
-                          hint="fix the syntax of the config file") from exc
+        raise InputsError(
+            f"{where}: config file is not valid YAML/JSON: {problem}",
+            hint="fix the syntax of the config file",
+        ) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise InputsError(f"{path}: config file must be a mapping of inputs, not "
-                          f"{type(data).__name__}", hint="write `key: value` lines")
+        raise InputsError(
+            f"{path}: config file must be a mapping of inputs, not {type(data).__name__}",
+            hint="write `key: value` lines",
+        )
     return data
 
 
@@ -68,14 +73,19 @@ def apply_sets(data: dict[str, Any], assignments: Iterable[str]) -> dict[str, An
         key, sep, raw = item.partition("=")
         parts = key.split(".")
         if not sep or not key or any(not p for p in parts):
-            raise InputsError(f"--set {item!r} is not KEY=VALUE",
-                              hint="write --set ssh.port=2222 (dotted keys for nested inputs)")
+            raise InputsError(
+                f"--set {item!r} is not KEY=VALUE",
+                hint="write --set ssh.port=2222 (dotted keys for nested inputs)",
+            )
         node = result
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise InputsError(f"--set {item!r}: input '{'.'.join(parts[:depth + 1])}' is not "
-                                  "a mapping, so it has no keys", hint="check the key")
+                raise InputsError(
+                    f"--set {item!r}: input '{'.'.join(parts[: depth + 1])}' is not "
+                    "a mapping, so it has no keys",
+                    hint="check the key",
+                )
             node = child
         node[parts[-1]] = _scalar(raw)
     return result
@@ -107,15 +117,19 @@ def validate(schema: Mapping[str, Any], data: dict[str, Any]) -> None:
     from jsonschema import Draft202012Validator
 
     messages = []
-    for err in sorted(Draft202012Validator(schema).iter_errors(data),
-                      key=lambda e: [str(p) for p in e.absolute_path]):
+    for err in sorted(
+        Draft202012Validator(schema).iter_errors(data),
+        key=lambda e: [str(p) for p in e.absolute_path],
+    ):
         where = _path_text(err.absolute_path)
         if err.validator == "additionalProperties":
-            known = sorted((err.schema.get("properties") or {}))
+            known = sorted(err.schema.get("properties") or {})
             extras = sorted(set(err.instance) - set(known))
             for extra in extras:
-                messages.append(f"{where}: unknown input '{extra}'"
-                                + (f" (known: {', '.join(known)})" if known else ""))
+                messages.append(
+                    f"{where}: unknown input '{extra}'"
+                    + (f" (known: {', '.join(known)})" if known else "")
+                )
             continue
         messages.append(f"{where}: {err.message}")
     messages.extend(_secret_problems(schema, data))
@@ -126,7 +140,9 @@ def validate(schema: Mapping[str, Any], data: dict[str, Any]) -> None:
         )
 
 
-def secret_paths(schema: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+def secret_paths(
+    schema: Mapping[str, Any], prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[str, ...]]:
     """Dotted paths of the inputs marked ``secret: true``."""
     props = schema.get("properties") if isinstance(schema, Mapping) else None
     if not isinstance(props, Mapping):
@@ -154,19 +170,27 @@ def _secret_problems(schema: Mapping[str, Any], data: dict[str, Any]) -> list[st
         value = _get(data, path)
         if value is None:
             continue
-        if not (isinstance(value, Mapping) and len(value) == 1 and set(value) <= {"env", "file"}
-                and isinstance(next(iter(value.values())), str)):
-            problems.append(f"{_path_text(path)}: a secret input names where its value is, "
-                            "{env: VARIABLE} or {file: PATH}, and never holds the value")
+        if not (
+            isinstance(value, Mapping)
+            and len(value) == 1
+            and set(value) <= {"env", "file"}
+            and isinstance(next(iter(value.values())), str)
+        ):
+            problems.append(
+                f"{_path_text(path)}: a secret input names where its value is, "
+                "{env: VARIABLE} or {file: PATH}, and never holds the value"
+            )
     return problems
 
 
-def build_inputs(schema: Mapping[str, Any], config: Path | None, sets: Iterable[str]) -> dict[str, Any]:
+def build_inputs(
+    schema: Mapping[str, Any], config: Path | None, sets: Iterable[str]
+) -> dict[str, Any]:
     data = load_config_file(config) if config is not None else {}
     data = apply_sets(data, sets)
-    data = apply_defaults(schema, data)
-    validate(schema, data)
-    return data
+    filled: dict[str, Any] = apply_defaults(schema, data)
+    validate(schema, filled)
+    return filled
 
 
 class SecretResolver:
@@ -180,26 +204,34 @@ class SecretResolver:
 
     def __call__(self, dotted: str) -> str:
         if dotted not in self._paths:
-            raise InputsError(f"secret('{dotted}'): '{dotted}' is not an input marked secret: true",
-                              hint="mark it `secret: true` in the machine's inputs schema")
+            raise InputsError(
+                f"secret('{dotted}'): '{dotted}' is not an input marked secret: true",
+                hint="mark it `secret: true` in the machine's inputs schema",
+            )
         ref = _get(self._inputs, tuple(dotted.split(".")))
         if not isinstance(ref, Mapping):
-            raise InputsError(f"secret('{dotted}'): the environment gives no reference for it",
-                              hint=f"create it with --set {dotted}.env=VARIABLE")
+            raise InputsError(
+                f"secret('{dotted}'): the environment gives no reference for it",
+                hint=f"create it with --set {dotted}.env=VARIABLE",
+            )
         if "env" in ref:
             value = os.environ.get(str(ref["env"]))
             if value is None:
-                raise InputsError(f"secret input '{dotted}' is read from the environment variable "
-                                  f"{ref['env']}, which is not set",
-                                  hint=f"export {ref['env']}=... before running the command")
+                raise InputsError(
+                    f"secret input '{dotted}' is read from the environment variable "
+                    f"{ref['env']}, which is not set",
+                    hint=f"export {ref['env']}=... before running the command",
+                )
         else:
             path = Path(str(ref["file"]))
             path = path if path.is_absolute() else self._workdir / path
             try:
                 value = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
-                raise InputsError(f"secret input '{dotted}' is read from {path}: {exc.strerror}",
-                                  hint="create the file or fix the path") from exc
+                raise InputsError(
+                    f"secret input '{dotted}' is read from {path}: {exc.strerror}",
+                    hint="create the file or fix the path",
+                ) from exc
         if value:
             self.values[dotted] = value
         return value

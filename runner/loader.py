@@ -59,7 +59,9 @@ def load_machine(path: str | Path, registry: StepRegistry | None = None) -> Mach
             [Problem(shown, "file not found", hint="pass --machine FILE or create machine.yaml")],
         ) from None
     except OSError as exc:
-        raise MachineError(shown, [Problem(shown, f"cannot read the file: {exc.strerror}")]) from exc
+        raise MachineError(
+            shown, [Problem(shown, f"cannot read the file: {exc.strerror}")]
+        ) from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -143,8 +145,11 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
         return [_inline_refs(item, defs) for item in node]
     if not isinstance(node, dict):
         return node
-    result = {key: _inline_refs(value, defs) for key, value in node.items()
-              if key not in ("$ref", "$defs")}
+    result = {
+        key: _inline_refs(value, defs)
+        for key, value in node.items()
+        if key not in ("$ref", "$defs")
+    }
     ref = node.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/$defs/"):
         result = {**_inline_refs(defs[ref.removeprefix("#/$defs/")], defs), **result}
@@ -158,16 +163,26 @@ def _schema_problems(doc: Any) -> list[_Found]:
 
     if not isinstance(doc, dict):
         kind = "empty" if doc is None else type(doc).__name__
-        return [_Found((), f"the file must be a mapping of machine keys, not {kind}",
-                       hint="start from the shipped machine.yaml")]
+        return [
+            _Found(
+                (),
+                f"the file must be a mapping of machine keys, not {kind}",
+                hint="start from the shipped machine.yaml",
+            )
+        ]
     found: list[_Found] = []
     for error in _schema_validator().iter_errors(doc):
         if "propertyNames" in error.schema_path:
             # the name of a key is wrong (a state name): point at that key
             bad = error.instance
-            found.append(_Found((*error.absolute_path, bad),
-                                f"invalid name {bad!r} under '{error.absolute_path[-1]}'",
-                                hint=_name_hint(error), at_key=True))
+            found.append(
+                _Found(
+                    (*error.absolute_path, bad),
+                    f"invalid name {bad!r} under '{error.absolute_path[-1]}'",
+                    hint=_name_hint(error),
+                    at_key=True,
+                )
+            )
             continue
         if error.context:
             # descend into the oneOf branch that fits the value best (a string duration
@@ -178,8 +193,14 @@ def _schema_problems(doc: Any) -> list[_Found]:
             allowed = sorted(error.schema.get("properties", {}))
             extras = sorted(set(error.instance) - set(allowed))
             for key in extras:
-                found.append(_Found(path + (key,), f"unknown key '{key}'",
-                                    hint=f"allowed keys here: {', '.join(allowed)}", at_key=True))
+                found.append(
+                    _Found(
+                        (*path, key),
+                        f"unknown key '{key}'",
+                        hint=f"allowed keys here: {', '.join(allowed)}",
+                        at_key=True,
+                    )
+                )
             continue
         if error.validator == "required":
             found.append(_Found(path, error.message, hint="add the missing key", at_key=False))
@@ -195,8 +216,11 @@ def _schema_problems(doc: Any) -> list[_Found]:
 def _hint(error: Any) -> str | None:
     if error.validator == "pattern":
         return _name_hint(error)
-    if (error.validator == "type" and error.validator_value == "boolean"
-            and str(error.instance) in YAML11_BOOLEANS):
+    if (
+        error.validator == "type"
+        and error.validator_value == "boolean"
+        and str(error.instance) in YAML11_BOOLEANS
+    ):
         return "YAML 1.2 reads yes/no/on/off as text: write true or false"
     return None
 
@@ -217,13 +241,19 @@ def _friendly(error: Any) -> str:
             return f"{error.instance!r} is not a duration for '{where}' (use e.g. 30s, 15m, 1h)"
         if error.validator_value == _SNAKE_CASE:
             return f"{error.instance!r} is not a valid name for '{where}'"
-        return f"{error.instance!r} is not a valid name for '{where}' (pattern {error.validator_value})"
+        pattern = error.validator_value
+        return f"{error.instance!r} is not a valid name for '{where}' (pattern {pattern})"
     if error.validator == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
-        return f"'{where}' must be {expected}, not {type(error.instance).__name__} {error.instance!r}"
-    if error.validator in ("oneOf", "anyOf") and error.context and all(
-            e.validator == "type" and not e.relative_path for e in error.context):
+        return (
+            f"'{where}' must be {expected}, not {type(error.instance).__name__} {error.instance!r}"
+        )
+    if (
+        error.validator in ("oneOf", "anyOf")
+        and error.context
+        and all(e.validator == "type" and not e.relative_path for e in error.context)
+    ):
         expected = " or ".join(str(e.validator_value) for e in error.context)
         kind = type(error.instance).__name__
         return f"'{where}' must be {expected}, not {kind} {error.instance!r}"
@@ -249,16 +279,30 @@ def _semantic_problems(doc: dict[str, Any], registry: StepRegistry | None) -> li
 
     for name in states:
         if name in YAML11_BOOLEANS or name == ANY:
-            why = "is reserved for `from: any`" if name == ANY else (
-                "is read as a boolean by YAML 1.1 tools and editors")
-            found.append(_Found(("states", name), f"state name '{name}' {why}",
-                                hint=f"rename it, e.g. '{name}_state'", at_key=True))
+            why = (
+                "is reserved for `from: any`"
+                if name == ANY
+                else ("is read as a boolean by YAML 1.1 tools and editors")
+            )
+            found.append(
+                _Found(
+                    ("states", name),
+                    f"state name '{name}' {why}",
+                    hint=f"rename it, e.g. '{name}_state'",
+                    at_key=True,
+                )
+            )
 
     if doc["initial"] not in declared:
         found.append(_undeclared(("initial",), doc["initial"], declared))
     elif doc["initial"] in final:
-        found.append(_Found(("initial",), f"initial state '{doc['initial']}' is final",
-                            hint="the initial state must have a phase out of it"))
+        found.append(
+            _Found(
+                ("initial",),
+                f"initial state '{doc['initial']}' is final",
+                hint="the initial state must have a phase out of it",
+            )
+        )
 
     inputs = doc.get("inputs")
     if inputs is not None:
@@ -268,8 +312,13 @@ def _semantic_problems(doc: dict[str, Any], registry: StepRegistry | None) -> li
         try:
             Draft202012Validator.check_schema(inputs)
         except SchemaError as exc:
-            found.append(_Found(("inputs", *exc.path), f"'inputs' is not a valid JSON Schema: "
-                                f"{exc.message}", hint="see https://json-schema.org"))
+            found.append(
+                _Found(
+                    ("inputs", *exc.path),
+                    f"'inputs' is not a valid JSON Schema: {exc.message}",
+                    hint="see https://json-schema.org",
+                )
+            )
 
     used: set[str] = {doc["initial"]}
     via_of: dict[str, list[int]] = defaultdict(list)
@@ -279,9 +328,14 @@ def _semantic_problems(doc: dict[str, Any], registry: StepRegistry | None) -> li
     for i, phase in enumerate(phases):
         base = ("phases", i)
         if phase["name"] in phase_names:
-            found.append(_Found(base + ("name",), f"phase name '{phase['name']}' is used twice "
-                                f"(also phases[{phase_names[phase['name']]}])",
-                                hint="give every phase its own name"))
+            found.append(
+                _Found(
+                    (*base, "name"),
+                    f"phase name '{phase['name']}' is used twice "
+                    f"(also phases[{phase_names[phase['name']]}])",
+                    hint="give every phase its own name",
+                )
+            )
         phase_names.setdefault(phase["name"], i)
         if phase["from"] == ANY:
             pass
@@ -290,65 +344,116 @@ def _semantic_problems(doc: dict[str, Any], registry: StepRegistry | None) -> li
             for j, src in enumerate(sources):
                 where = base + (("from", j) if isinstance(phase["from"], list) else ("from",))
                 if src == ANY:
-                    found.append(_Found(where, "'any' must be the whole `from` value, not a list item",
-                                        hint="write `from: any`"))
+                    found.append(
+                        _Found(
+                            where,
+                            "'any' must be the whole `from` value, not a list item",
+                            hint="write `from: any`",
+                        )
+                    )
                 elif src not in declared:
                     found.append(_undeclared(where, src, declared))
                 elif src in final:
-                    found.append(_Found(where, f"final state '{src}' cannot have an outgoing phase "
-                                        f"('{phase['name']}')",
-                                        hint="remove `final: true` or take it out of `from`"))
+                    found.append(
+                        _Found(
+                            where,
+                            f"final state '{src}' cannot have an outgoing phase "
+                            f"('{phase['name']}')",
+                            hint="remove `final: true` or take it out of `from`",
+                        )
+                    )
                 used.add(src)
                 explicit_from[src].append(i)
         for role in ("via", "to", "failed"):
             target = phase[role]
             if target not in declared:
-                found.append(_undeclared(base + (role,), target, declared))
+                found.append(_undeclared((*base, role), target, declared))
             used.add(target)
             entered_by[target].append((i, role))
-        if phase["via"] == phase["to"] or phase["via"] == phase["failed"] or (
-                phase["to"] == phase["failed"]):
-            found.append(_Found(base, f"phase '{phase['name']}' must use three different states "
-                                "for via, to and failed", hint="declare separate states"))
+        if (
+            phase["via"] == phase["to"]
+            or phase["via"] == phase["failed"]
+            or (phase["to"] == phase["failed"])
+        ):
+            found.append(
+                _Found(
+                    base,
+                    f"phase '{phase['name']}' must use three different states "
+                    "for via, to and failed",
+                    hint="declare separate states",
+                )
+            )
         via_of[phase["via"]].append(i)
         for role in ("via", "failed"):
             if phase[role] in final:
-                found.append(_Found(base + (role,), f"the {role} state '{phase[role]}' of phase "
-                                    f"'{phase['name']}' is final", hint="remove `final: true` from it"))
+                found.append(
+                    _Found(
+                        (*base, role),
+                        f"the {role} state '{phase[role]}' of phase '{phase['name']}' is final",
+                        hint="remove `final: true` from it",
+                    )
+                )
         found.extend(_step_problems(phase, base, registry))
 
     for name in states:
         if name not in used and name not in YAML11_BOOLEANS:
-            found.append(_Found(("states", name), f"state '{name}' is declared but never used",
-                                hint="use it in a phase or remove it", at_key=True))
+            found.append(
+                _Found(
+                    ("states", name),
+                    f"state '{name}' is declared but never used",
+                    hint="use it in a phase or remove it",
+                    at_key=True,
+                )
+            )
 
     # a via state belongs to exactly one phase
     for state, owners in via_of.items():
         if len(owners) > 1:
             names = ", ".join(phases[i]["name"] for i in owners)
-            found.append(_Found(("phases", owners[1], "via"),
-                                f"via state '{state}' is shared by phases {names}",
-                                hint="each phase needs its own intermediate state"))
+            found.append(
+                _Found(
+                    ("phases", owners[1], "via"),
+                    f"via state '{state}' is shared by phases {names}",
+                    hint="each phase needs its own intermediate state",
+                )
+            )
         owner = owners[0]
         for i, role in entered_by[state]:
             if i != owner and role != "via":
-                found.append(_Found(("phases", i, role), f"'{state}' is the via state of phase "
-                                    f"'{phases[owner]['name']}' and cannot be the {role} state of "
-                                    f"phase '{phases[i]['name']}'", hint="use another state"))
+                found.append(
+                    _Found(
+                        ("phases", i, role),
+                        f"'{state}' is the via state of phase "
+                        f"'{phases[owner]['name']}' and cannot be the {role} state of "
+                        f"phase '{phases[i]['name']}'",
+                        hint="use another state",
+                    )
+                )
         for i in explicit_from.get(state, []):
-            found.append(_Found(("phases", i, "from"), f"'{state}' is the via state of phase "
-                                f"'{phases[owner]['name']}'; phase '{phases[i]['name']}' cannot "
-                                "start from it", hint="only `from: any` covers intermediate states"))
+            found.append(
+                _Found(
+                    ("phases", i, "from"),
+                    f"'{state}' is the via state of phase "
+                    f"'{phases[owner]['name']}'; phase '{phases[i]['name']}' cannot "
+                    "start from it",
+                    hint="only `from: any` covers intermediate states",
+                )
+            )
 
     # a failed state is entered only by its phase
     for i, phase in enumerate(phases):
         failed = phase["failed"]
         for j, role in entered_by[failed]:
             if j != i:
-                found.append(_Found(("phases", j, role), f"'{failed}' is the failed state of phase "
-                                    f"'{phase['name']}' and cannot be entered by phase "
-                                    f"'{phases[j]['name']}'", hint="give each phase its own failed "
-                                    "state"))
+                found.append(
+                    _Found(
+                        ("phases", j, role),
+                        f"'{failed}' is the failed state of phase "
+                        f"'{phase['name']}' and cannot be entered by phase "
+                        f"'{phases[j]['name']}'",
+                        hint="give each phase its own failed state",
+                    )
+                )
 
     if found:
         return found
@@ -363,9 +468,14 @@ def _semantic_problems(doc: dict[str, Any], registry: StepRegistry | None) -> li
     for state, owners in sorted(advancing.items()):
         if len(owners) > 1:
             names = ", ".join(phases[i]["name"] for i in owners)
-            found.append(_Found(("phases", owners[1], "from"), f"state '{state}' has more than one "
-                                f"advancing phase ({names}), so `runner advance` would be ambiguous",
-                                hint="set `advance: false` on all but one of them"))
+            found.append(
+                _Found(
+                    ("phases", owners[1], "from"),
+                    f"state '{state}' has more than one "
+                    f"advancing phase ({names}), so `runner advance` would be ambiguous",
+                    hint="set `advance: false` on all but one of them",
+                )
+            )
 
     # every state reachable from the initial state
     edges: dict[str, set[str]] = defaultdict(set)
@@ -382,17 +492,27 @@ def _semantic_problems(doc: dict[str, Any], registry: StepRegistry | None) -> li
                 queue.append(nxt)
     for name in states:
         if name not in seen:
-            found.append(_Found(("states", name), f"state '{name}' cannot be reached from the "
-                                f"initial state '{doc['initial']}'",
-                                hint="add a phase that leads to it, or remove it", at_key=True))
+            found.append(
+                _Found(
+                    ("states", name),
+                    f"state '{name}' cannot be reached from the initial state '{doc['initial']}'",
+                    hint="add a phase that leads to it, or remove it",
+                    at_key=True,
+                )
+            )
 
     for name, spec in states.items():
         recovery = spec.get("recovery")
         if isinstance(recovery, str):
             error = check_syntax(recovery)
             if error:
-                found.append(_Found(("states", name, "recovery"), f"recovery text: {error}",
-                                    hint="fix the Jinja2 template"))
+                found.append(
+                    _Found(
+                        ("states", name, "recovery"),
+                        f"recovery text: {error}",
+                        hint="fix the Jinja2 template",
+                    )
+                )
     return found
 
 
@@ -408,47 +528,74 @@ def _resolve_sources(doc: dict[str, Any]) -> list[list[str]]:
     return result
 
 
-def _step_problems(phase: dict[str, Any], base: tuple[str | int, ...],
-                   registry: StepRegistry | None) -> list[_Found]:
+def _step_problems(
+    phase: dict[str, Any], base: tuple[str | int, ...], registry: StepRegistry | None
+) -> list[_Found]:
     found: list[_Found] = []
     seen: dict[str, int] = {}
     for k, step in enumerate(phase["steps"]):
-        where = base + ("steps", k)
+        where = (*base, "steps", k)
         if step["name"] in seen:
-            found.append(_Found(where + ("name",), f"step name '{step['name']}' appears twice in "
-                                f"phase '{phase['name']}'", hint="step names must be unique in a phase"))
+            found.append(
+                _Found(
+                    (*where, "name"),
+                    f"step name '{step['name']}' appears twice in phase '{phase['name']}'",
+                    hint="step names must be unique in a phase",
+                )
+            )
         seen.setdefault(step["name"], k)
         when = step.get("when")
         if isinstance(when, str):
             error = check_syntax(when, expression=True)
             if error:
-                found.append(_Found(where + ("when",), f"`when` of step '{step['name']}': {error}",
-                                    hint="write a Jinja2 expression such as inputs.provider != 'local'"))
+                found.append(
+                    _Found(
+                        (*where, "when"),
+                        f"`when` of step '{step['name']}': {error}",
+                        hint="write a Jinja2 expression such as inputs.provider != 'local'",
+                    )
+                )
         params = step.get("with", {})
         for text in template_strings(params):
             error = check_syntax(text)
             if error:
-                found.append(_Found(where + ("with",), f"`with` of step '{step['name']}': {error} "
-                                    f"in {text!r}", hint="fix the Jinja2 template"))
+                found.append(
+                    _Found(
+                        (*where, "with"),
+                        f"`with` of step '{step['name']}': {error} in {text!r}",
+                        hint="fix the Jinja2 template",
+                    )
+                )
         if registry is not None:
             found.extend(_plugin_problems(step, where, registry))
     return found
 
 
-def _plugin_problems(step: dict[str, Any], where: tuple[str | int, ...],
-                     registry: StepRegistry) -> list[_Found]:
+def _plugin_problems(
+    step: dict[str, Any], where: tuple[str | int, ...], registry: StepRegistry
+) -> list[_Found]:
     uses = step["uses"]
     if registry.get(uses) is None:
-        return [_Found(where + ("uses",), f"step '{step['name']}' uses unknown plugin '{uses}'",
-                       hint=f"installed plugins: {', '.join(registry.names()) or 'none'}")]
+        return [
+            _Found(
+                (*where, "uses"),
+                f"step '{step['name']}' uses unknown plugin '{uses}'",
+                hint=f"installed plugins: {', '.join(registry.names()) or 'none'}",
+            )
+        ]
     params = step.get("with", {})
     # literal values are checked now; templated ones after rendering, when the step runs
     literal = {k: v for k, v in params.items() if not has_template(v)}
     found = []
     for path, message in registry.param_errors(uses, literal):
         if path or "required" not in message or not _missing_is_templated(message, params):
-            found.append(_Found(where + ("with", *path), f"`with` of step '{step['name']}' "
-                                f"({uses}): {message}", hint=f"see the '{uses}' plugin's parameters"))
+            found.append(
+                _Found(
+                    (*where, "with", *path),
+                    f"`with` of step '{step['name']}' ({uses}): {message}",
+                    hint=f"see the '{uses}' plugin's parameters",
+                )
+            )
     return found
 
 
@@ -477,12 +624,23 @@ def _place(shown: str, text: str, found: list[_Found]) -> list[Problem]:
     problems = []
     for item in found:
         line, column = _position(tree, item.path, item.at_key)
-        problems.append(Problem(shown, item.message, line=line, column=column, path=item.path,
-                                value=item.value, hint=item.hint))
+        problems.append(
+            Problem(
+                shown,
+                item.message,
+                line=line,
+                column=column,
+                path=item.path,
+                value=item.value,
+                hint=item.hint,
+            )
+        )
     return sorted(problems, key=lambda p: (p.line or 0, p.column or 0))
 
 
-def _position(tree: Any, path: tuple[str | int, ...], at_key: bool) -> tuple[int | None, int | None]:
+def _position(
+    tree: Any, path: tuple[str | int, ...], at_key: bool
+) -> tuple[int | None, int | None]:
     node = tree
     line: int | None = 0
     column: int | None = 0
@@ -495,7 +653,12 @@ def _position(tree: Any, path: tuple[str | int, ...], at_key: bool) -> tuple[int
                 pos = lc.key(part) if (last and (at_key or node[part] is None)) else lc.value(part)
                 line, column = pos
                 node = node[part]
-            elif isinstance(node, list) and lc is not None and isinstance(part, int) and part < len(node):
+            elif (
+                isinstance(node, list)
+                and lc is not None
+                and isinstance(part, int)
+                and part < len(node)
+            ):
                 line, column = lc.item(part)
                 node = node[part]
             else:

@@ -19,11 +19,29 @@ from typing import Any
 
 Check = Callable[[Any, str], "str | None"]
 
-_ANNOTATIONS = frozenset({"description", "title", "default", "$schema", "$id", "$defs",
-                          "examples", "$comment"})
-_KNOWN = frozenset({"type", "const", "enum", "pattern", "minimum", "minLength", "minItems",
-                    "required", "properties", "additionalProperties", "items", "oneOf",
-                    "$ref"}) | _ANNOTATIONS
+_ANNOTATIONS = frozenset(
+    {"description", "title", "default", "$schema", "$id", "$defs", "examples", "$comment"}
+)
+_KNOWN = (
+    frozenset(
+        {
+            "type",
+            "const",
+            "enum",
+            "pattern",
+            "minimum",
+            "minLength",
+            "minItems",
+            "required",
+            "properties",
+            "additionalProperties",
+            "items",
+            "oneOf",
+            "$ref",
+        }
+    )
+    | _ANNOTATIONS
+)
 
 
 class UnsupportedSchema(ValueError):
@@ -38,8 +56,9 @@ def _is_type(value: Any, name: str) -> bool:
     if name == "string":
         return isinstance(value, str)
     if name == "integer":
-        return isinstance(value, int) and not isinstance(value, bool) or (
-            isinstance(value, float) and value.is_integer())
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer()
+        )
     if name == "number":
         return isinstance(value, int | float) and not isinstance(value, bool)
     if name == "boolean":
@@ -50,14 +69,22 @@ def _is_type(value: Any, name: str) -> bool:
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean",
-            type(None): "null"}.get(type(value), "number")
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
 
 
 def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     return bool(a == b)
+
+
+def _rule(ok: Callable[[Any], bool], why: Callable[[Any], str]) -> Check:
+    def check(value: Any, path: str) -> str | None:
+        return None if ok(value) else f"{path or '/'}: {why(value)}"
+
+    return check
 
 
 def compile_schema(schema: dict[str, Any]) -> Check:
@@ -68,7 +95,7 @@ def compile_schema(schema: dict[str, Any]) -> Check:
     def ref_check(ref: str) -> Check:
         if not ref.startswith("#/$defs/"):
             raise UnsupportedSchema(f"only local $defs references are supported, not {ref!r}")
-        name = ref[len("#/$defs/"):]
+        name = ref[len("#/$defs/") :]
 
         def check(value: Any, path: str) -> str | None:
             if name not in compiled_refs:
@@ -99,33 +126,51 @@ def compile_schema(schema: dict[str, Any]) -> Check:
             checks.append(check_type)
         if "const" in node:
             const = node["const"]
-            checks.append(lambda v, p, c=const: None if _equal(v, c) else
-                          f"{p or '/'}: {v!r} is not {c!r}")
+            checks.append(_rule(lambda v: _equal(v, const), lambda v: f"{v!r} is not {const!r}"))
         if "enum" in node:
-            options = node["enum"]
-            checks.append(lambda v, p, o=options: None if any(_equal(v, x) for x in o) else
-                          f"{p or '/'}: {v!r} is not one of {o!r}")
+            choices = node["enum"]
+            checks.append(
+                _rule(
+                    lambda v: any(_equal(v, x) for x in choices),
+                    lambda v: f"{v!r} is not one of {choices!r}",
+                )
+            )
         if "pattern" in node:
             regex = re.compile(node["pattern"])
-            checks.append(lambda v, p, r=regex: None if not isinstance(v, str) or r.search(v)
-                          else f"{p or '/'}: {v!r} does not match {r.pattern!r}")
+            checks.append(
+                _rule(
+                    lambda v: not isinstance(v, str) or bool(regex.search(v)),
+                    lambda v: f"{v!r} does not match {regex.pattern!r}",
+                )
+            )
         if "minimum" in node:
             low = node["minimum"]
-            checks.append(lambda v, p, m=low: None if not _is_type(v, "number") or v >= m else
-                          f"{p or '/'}: {v!r} is less than {m}")
+            checks.append(
+                _rule(
+                    lambda v: not _is_type(v, "number") or v >= low,
+                    lambda v: f"{v!r} is less than {low}",
+                )
+            )
         if "minLength" in node:
-            size = node["minLength"]
-            checks.append(lambda v, p, n=size: None if not isinstance(v, str) or len(v) >= n else
-                          f"{p or '/'}: {v!r} is shorter than {n}")
+            min_length = int(node["minLength"])
+            checks.append(
+                _rule(
+                    lambda v: not isinstance(v, str) or len(v) >= min_length,
+                    lambda v: f"{v!r} is shorter than {min_length}",
+                )
+            )
         if "minItems" in node:
-            size = node["minItems"]
-            checks.append(lambda v, p, n=size: None if not isinstance(v, list) or len(v) >= n else
-                          f"{p or '/'}: has fewer than {n} items")
+            min_items = int(node["minItems"])
+            checks.append(
+                _rule(
+                    lambda v: not isinstance(v, list) or len(v) >= min_items,
+                    lambda v: f"has fewer than {min_items} items",
+                )
+            )
         if "required" in node:
             required = list(node["required"])
 
-            def check_required(value: Any, path: str, required: list[str] = required
-                               ) -> str | None:
+            def check_required(value: Any, path: str, required: list[str] = required) -> str | None:
                 if not isinstance(value, dict):
                     return None
                 for key in required:
@@ -139,9 +184,13 @@ def compile_schema(schema: dict[str, Any]) -> Check:
             extra_node = node.get("additionalProperties", True)
             extra = build(extra_node)
 
-            def check_object(value: Any, path: str, props: dict[str, Check] = props,
-                             extra: Check = extra, closed: bool = extra_node is False
-                             ) -> str | None:
+            def check_object(
+                value: Any,
+                path: str,
+                props: dict[str, Check] = props,
+                extra: Check = extra,
+                closed: bool = extra_node is False,
+            ) -> str | None:
                 if not isinstance(value, dict):
                     return None
                 for key, item in value.items():

@@ -71,12 +71,24 @@ class ValidateResult:
     def to_json(self) -> dict[str, Any]:
         m = self.machine
         return {
-            "valid": True, "file": str(m.file), "name": m.name, "digest": m.digest,
+            "valid": True,
+            "file": str(m.file),
+            "name": m.name,
+            "digest": m.digest,
             "initial": m.initial,
             "states": {name: m.state_kind(name) for name in m.states},
-            "phases": [{"name": p.name, "from": list(p.sources), "via": p.via, "to": p.to,
-                        "failed": p.failed, "advance": p.advance,
-                        "steps": [s.name for s in p.steps]} for p in m.phases],
+            "phases": [
+                {
+                    "name": p.name,
+                    "from": list(p.sources),
+                    "via": p.via,
+                    "to": p.to,
+                    "failed": p.failed,
+                    "advance": p.advance,
+                    "steps": [s.name for s in p.steps],
+                }
+                for p in m.phases
+            ],
             "happy_path": m.happy_path(),
         }
 
@@ -100,8 +112,12 @@ class CreateResult:
     record: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return {"created": self.record["name"], "state": self.record["state"],
-                "inputs": self.record["inputs"], "paths": self.record["paths"]}
+        return {
+            "created": self.record["name"],
+            "state": self.record["state"],
+            "inputs": self.record["inputs"],
+            "paths": self.record["paths"],
+        }
 
 
 def create(ws: Workspace, name: str, config: Path | None, sets: list[str]) -> CreateResult:
@@ -116,18 +132,38 @@ def create(ws: Workspace, name: str, config: Path | None, sets: list[str]) -> Cr
     inputs = build_inputs(machine.inputs_schema, config, sets)
     stamp = now_iso()
     record: dict[str, Any] = {
-        "format": 1, "serial": 1, "name": name, "state": machine.initial,
+        "format": 1,
+        "serial": 1,
+        "name": name,
+        "state": machine.initial,
         "machine": {"name": machine.name, "digest": machine.digest},
-        "inputs": inputs, "outputs": {},
-        "paths": {"data_dir": ws.repo.relative(ws.repo.artifacts_dir(name)),
-                  "build_dir": f"build/{name}"},
-        "created_at": stamp, "updated_at": stamp, "run": None, "failure": None,
+        "inputs": inputs,
+        "outputs": {},
+        "paths": {
+            "data_dir": ws.repo.relative(ws.repo.artifacts_dir(name)),
+            "build_dir": f"build/{name}",
+        },
+        "created_at": stamp,
+        "updated_at": stamp,
+        "run": None,
+        "failure": None,
     }
     stored = ws.repo.create(record)
-    ws.repo.append_event(name, {"timestamp": stamp, "serial": stored["serial"], "type": "created",
-                                "from": None, "to": machine.initial, "trigger": "create",
-                                "phase": None, "step": None, "pid": os.getpid(),
-                                "host": socket.gethostname()})
+    ws.repo.append_event(
+        name,
+        {
+            "timestamp": stamp,
+            "serial": stored["serial"],
+            "type": "created",
+            "from": None,
+            "to": machine.initial,
+            "trigger": "create",
+            "phase": None,
+            "step": None,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        },
+    )
     logging.getLogger("runner").info("environment=%s created in state=%s", name, machine.initial)
     return CreateResult(stored)
 
@@ -148,12 +184,19 @@ class StatusResult:
     def to_json(self) -> dict[str, Any]:
         r = self.record
         return {
-            "name": r["name"], "state": r["state"], "description": self.description,
-            "kind": self.kind, "interrupted": self.interrupted,
+            "name": r["name"],
+            "state": r["state"],
+            "description": self.description,
+            "kind": self.kind,
+            "interrupted": self.interrupted,
             "locked_by": self.holder.to_json() if self.holder else None,
-            "failure": r.get("failure"), "run": r.get("run"), "outputs": r.get("outputs"),
-            "updated_at": r["updated_at"], "created_at": r["created_at"],
-            "next": self.next_actions, "allowed_phases": self.allowed_phases,
+            "failure": r.get("failure"),
+            "run": r.get("run"),
+            "outputs": r.get("outputs"),
+            "updated_at": r["updated_at"],
+            "created_at": r["created_at"],
+            "next": self.next_actions,
+            "allowed_phases": self.allowed_phases,
         }
 
 
@@ -190,12 +233,18 @@ def status(ws: Workspace, name: str) -> StatusResult:
     else:
         recovery = machine.states[state].recovery
         if recovery:
-            context = {"env": {"name": name, "state": state,
-                               "data_dir": record["paths"]["data_dir"],
-                               "build_dir": record["paths"]["build_dir"],
-                               "workdir": str(ws.workdir)},
-                       "inputs": record["inputs"], "outputs": record["outputs"],
-                       "machine": {"name": machine.name, "dir": str(machine.dir)}}
+            context = {
+                "env": {
+                    "name": name,
+                    "state": state,
+                    "data_dir": record["paths"]["data_dir"],
+                    "build_dir": record["paths"]["build_dir"],
+                    "workdir": str(ws.workdir),
+                },
+                "inputs": record["inputs"],
+                "outputs": record["outputs"],
+                "machine": {"name": machine.name, "dir": str(machine.dir)},
+            }
             try:
                 actions.append(str(render_string(recovery, context)).strip())
             except TemplateFailure as exc:
@@ -204,13 +253,15 @@ def status(ws: Workspace, name: str) -> StatusResult:
             actions.append(f"runner resume {name}")
         advancing = machine.advancing_phase(state)
         if advancing is not None and kind != "failed":
-            actions.append(f"runner advance {name}   (runs phase '{advancing.name}' → "
-                           f"{advancing.to})")
+            actions.append(
+                f"runner advance {name}   (runs phase '{advancing.name}' → {advancing.to})"
+            )
         elif kind == "final":
             actions.append("nothing: this is a final state")
     allowed = [p.name for p in machine.phases_from(state)]
-    return StatusResult(record, machine.states[state].description, kind, holder, interrupted,
-                        actions, allowed)
+    return StatusResult(
+        record, machine.states[state].description, kind, holder, interrupted, actions, allowed
+    )
 
 
 @dataclass(frozen=True)
@@ -218,9 +269,16 @@ class ListResult:
     entries: list[ListEntry]
 
     def to_json(self) -> dict[str, Any]:
-        good = [{"name": e.name, "state": e.record["state"], "updated_at": e.record["updated_at"],
-                 "failed_step": (e.record.get("failure") or {}).get("step")}
-                for e in self.entries if e.record is not None]
+        good = [
+            {
+                "name": e.name,
+                "state": e.record["state"],
+                "updated_at": e.record["updated_at"],
+                "failed_step": (e.record.get("failure") or {}).get("step"),
+            }
+            for e in self.entries
+            if e.record is not None
+        ]
         bad = [{"name": e.name, "error": e.error} for e in self.entries if e.record is None]
         return {"environments": good, "unreadable": bad}
 
@@ -241,8 +299,9 @@ class HistoryResult:
 def history(ws: Workspace, name: str, limit: int | None) -> HistoryResult:
     check_name(name)
     if not ws.repo.exists(name):
-        raise EnvironmentNotFoundError(f"environment '{name}' does not exist",
-                                       hint="see `runner list`")
+        raise EnvironmentNotFoundError(
+            f"environment '{name}' does not exist", hint="see `runner list`"
+        )
     return HistoryResult(name, ws.repo.read_events(name, limit))
 
 
@@ -264,9 +323,12 @@ class RunResult:
         return any(p.status == "failed" for p in self.phases)
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"environment": self.environment, "state": self.state,
-                                "status": "failed" if self.failed else "ok",
-                                "phases": [p.to_json() for p in self.phases]}
+        data: dict[str, Any] = {
+            "environment": self.environment,
+            "state": self.state,
+            "status": "failed" if self.failed else "ok",
+            "phases": [p.to_json() for p in self.phases],
+        }
         if self.message:
             data["message"] = self.message
         if self.dry_run is not None:
@@ -281,22 +343,25 @@ def _session(ws: Workspace, name: str) -> Iterator[Any]:
     check_name(name)
     machine = ws.machine()
     if not ws.repo.exists(name):
-        raise EnvironmentNotFoundError(f"environment '{name}' does not exist",
-                                       hint=f"create it with `runner create {name}`")
+        raise EnvironmentNotFoundError(
+            f"environment '{name}' does not exist", hint=f"create it with `runner create {name}`"
+        )
     with ws.repo.lock(name, ws.command, ws.lock_timeout_s):
         record = ws.repo.load(name)
         _state_known(machine, record, ws.repo)
         yield Session(ws.repo, machine, record, ws.command)
 
 
-def _not_allowed(machine: MachineDef, name: str, state: str, wanted: str, why: str = ""
-                 ) -> PhaseNotAllowedError:
+def _not_allowed(
+    machine: MachineDef, name: str, state: str, wanted: str, why: str = ""
+) -> PhaseNotAllowedError:
     allowed = [p.name for p in machine.phases_from(state)]
     return PhaseNotAllowedError(
         f"phase '{wanted}' is not allowed for environment '{name}' in state '{state}'"
         + (f": {why}" if why else ""),
         hint=f"phases allowed from '{state}': {', '.join(allowed) or 'none'}",
-        state=state, allowed=allowed,
+        state=state,
+        allowed=allowed,
     )
 
 
@@ -308,18 +373,24 @@ def _refuse_unfinished(machine: MachineDef, name: str, state: str, action: str) 
         raise PhaseNotAllowedError(
             f"environment '{name}' is in '{state}': phase '{phase.name}' was interrupted, "
             f"so it cannot {action}",
-            hint=f"runner resume {name}   (or: runner destroy {name})", state=state)
+            hint=f"runner resume {name}   (or: runner destroy {name})",
+            state=state,
+        )
     if kind == "failed":
         phase = machine.phase_by_failed(state)
         assert phase is not None
         raise PhaseNotAllowedError(
             f"environment '{name}' is in '{state}': phase '{phase.name}' failed, so it cannot "
-            f"{action}", hint=f"fix the cause, then runner resume {name}   (or: runner destroy "
-            f"{name}); `runner status {name}` shows the failure", state=state)
+            f"{action}",
+            hint=f"fix the cause, then runner resume {name}   (or: runner destroy "
+            f"{name}); `runner status {name}` shows the failure",
+            state=state,
+        )
 
 
-def advance(ws: Workspace, name: str, progress: Progress | None = None, *,
-            dry_run: bool = False) -> RunResult:
+def advance(
+    ws: Workspace, name: str, progress: Progress | None = None, *, dry_run: bool = False
+) -> RunResult:
     from runner.engine import PhaseRunner
 
     with _session(ws, name) as session:
@@ -328,11 +399,19 @@ def advance(ws: Workspace, name: str, progress: Progress | None = None, *,
         _refuse_unfinished(machine, name, state, "advance")
         phase = machine.advancing_phase(state)
         if phase is None:
-            return RunResult(name, state, message=f"environment '{name}' is in '{state}', the end "
-                             "of the happy path: nothing to advance")
+            return RunResult(
+                name,
+                state,
+                message=f"environment '{name}' is in '{state}', the end "
+                "of the happy path: nothing to advance",
+            )
         if dry_run:
-            return RunResult(name, state, dry_run=[_dry_run(session, phase)],
-                             message=f"dry run: phase '{phase.name}' would run")
+            return RunResult(
+                name,
+                state,
+                dry_run=[_dry_run(session, phase)],
+                message=f"dry run: phase '{phase.name}' would run",
+            )
         result = PhaseRunner(session, ws.registry(), progress).start(phase)
         return RunResult(name, session.state, [result])
 
@@ -343,16 +422,20 @@ def up(ws: Workspace, name: str, to: str | None, progress: Progress | None = Non
     with _session(ws, name) as session:
         machine = session.machine
         if to is not None and to not in machine.states:
-            raise InputError(f"--to {to!r} is not a state of {machine.file.name}",
-                             hint=f"the happy path: {' → '.join(machine.happy_path())}")
+            raise InputError(
+                f"--to {to!r} is not a state of {machine.file.name}",
+                hint=f"the happy path: {' → '.join(machine.happy_path())}",
+            )
         _refuse_unfinished(machine, name, session.state, "go up")
         # the states `advance` would visit from here
         path = [session.state]
         while (nxt := machine.advancing_phase(path[-1])) is not None and nxt.to not in path:
             path.append(nxt.to)
         if to is not None and to not in path:
-            raise InputError(f"state '{to}' is not ahead of '{session.state}' on the happy path",
-                             hint=f"from here `advance` visits: {' → '.join(path)}")
+            raise InputError(
+                f"state '{to}' is not ahead of '{session.state}' on the happy path",
+                hint=f"from here `advance` visits: {' → '.join(path)}",
+            )
         results: list[PhaseResult] = []
         while session.state != to:
             phase = machine.advancing_phase(session.state)
@@ -366,8 +449,9 @@ def up(ws: Workspace, name: str, to: str | None, progress: Progress | None = Non
         return RunResult(name, session.state, results, message)
 
 
-def resume(ws: Workspace, name: str, from_step: str | None = None,
-           progress: Progress | None = None) -> RunResult:
+def resume(
+    ws: Workspace, name: str, from_step: str | None = None, progress: Progress | None = None
+) -> RunResult:
     from runner.engine import PhaseRunner
 
     with _session(ws, name) as session:
@@ -378,29 +462,45 @@ def resume(ws: Workspace, name: str, from_step: str | None = None,
             raise PhaseNotAllowedError(
                 f"environment '{name}' is in '{state}': nothing was interrupted or failed, so "
                 "there is nothing to resume",
-                hint=f"runner advance {name}", state=state)
+                hint=f"runner advance {name}",
+                state=state,
+            )
         if from_step is not None and phase.step(from_step) is None:
-            raise InputError(f"phase '{phase.name}' has no step '{from_step}'",
-                             hint=f"its steps: {', '.join(s.name for s in phase.steps)}")
+            raise InputError(
+                f"phase '{phase.name}' has no step '{from_step}'",
+                hint=f"its steps: {', '.join(s.name for s in phase.steps)}",
+            )
         result = PhaseRunner(session, ws.registry(), progress).resume(phase, from_step)
         return RunResult(name, session.state, [result])
 
 
-def run_phase(ws: Workspace, name: str, phase_name: str, progress: Progress | None = None,
-              *, dry_run: bool = False) -> RunResult:
+def run_phase(
+    ws: Workspace,
+    name: str,
+    phase_name: str,
+    progress: Progress | None = None,
+    *,
+    dry_run: bool = False,
+) -> RunResult:
     from runner.engine import PhaseRunner
 
     with _session(ws, name) as session:
         machine = session.machine
         phase = machine.phase(phase_name)
         if phase is None:
-            raise InputError(f"{machine.file.name} has no phase '{phase_name}'",
-                             hint=f"phases: {', '.join(p.name for p in machine.phases)}")
+            raise InputError(
+                f"{machine.file.name} has no phase '{phase_name}'",
+                hint=f"phases: {', '.join(p.name for p in machine.phases)}",
+            )
         if session.state not in phase.sources:
             raise _not_allowed(machine, name, session.state, phase_name)
         if dry_run:
-            return RunResult(name, session.state, dry_run=[_dry_run(session, phase)],
-                             message=f"dry run: phase '{phase.name}' would run")
+            return RunResult(
+                name,
+                session.state,
+                dry_run=[_dry_run(session, phase)],
+                message=f"dry run: phase '{phase.name}' would run",
+            )
         result = PhaseRunner(session, ws.registry(), progress).start(phase)
         return RunResult(name, session.state, [result])
 
@@ -410,27 +510,38 @@ def _dry_run(session: Any, phase: PhaseDef) -> dict[str, Any]:
     from runner.inputs import SecretResolver
     from runner.templating import TemplateFailure, evaluate_condition, render_value
 
-    secrets = SecretResolver(session.machine.inputs_schema, session.record["inputs"],
-                             session.repo.workdir)
+    secrets = SecretResolver(
+        session.machine.inputs_schema, session.record["inputs"], session.repo.workdir
+    )
     steps = []
     for step in phase.steps:
         context = template_context(session, phase.name, step.name, secrets)
         entry: dict[str, Any] = {"name": step.name, "uses": step.uses}
         try:
             entry["when"] = evaluate_condition(step.when, context)
-            entry["params"] = (mask_params(render_value(step.with_, context), secrets.mask)
-                               if entry["when"] else None)
+            entry["params"] = (
+                mask_params(render_value(step.with_, context), secrets.mask)
+                if entry["when"]
+                else None
+            )
         except (TemplateFailure, InputError) as exc:
             entry["error"] = str(exc)
         steps.append(entry)
-    return {"phase": phase.name, "from": session.state, "via": phase.via, "to": phase.to,
-            "steps": steps}
+    return {
+        "phase": phase.name,
+        "from": session.state,
+        "via": phase.via,
+        "to": phase.to,
+        "steps": steps,
+    }
 
 
 def destroy_phase_name(machine: MachineDef) -> str:
     if machine.phase("destroy") is None:
-        raise InputError(f"{machine.file.name} has no phase named 'destroy'",
-                         hint="use `runner phase NAME PHASE` with one of its phases")
+        raise InputError(
+            f"{machine.file.name} has no phase named 'destroy'",
+            hint="use `runner phase NAME PHASE` with one of its phases",
+        )
     return "destroy"
 
 

@@ -102,7 +102,8 @@ class StepContext:
             last = _last_meaningful_line(result)
             raise StepError(
                 "command_failed",
-                f"{Path(argv[0]).name} exited with {result.returncode}" + (f": {last}" if last else ""),
+                f"{Path(argv[0]).name} exited with {result.returncode}"
+                + (f": {last}" if last else ""),
                 exit_code=result.returncode,
                 output_tail=result.output_tail,
             )

@@ -34,10 +34,13 @@ class PlainProgress:
         if self.verbose:
             self._print(f"[{index}/{total}] {step} ...")
 
-    def step_finished(self, index: int, total: int, step: str, status: str, duration_s: float,
-                      detail: str = "") -> None:
+    def step_finished(
+        self, index: int, total: int, step: str, status: str, duration_s: float, detail: str = ""
+    ) -> None:
         suffix = f": {detail}" if detail else ""
-        self._print(f"[{index}/{total}] {step} {_MARK.get(status, status)} ({duration_s:.1f}s){suffix}")
+        self._print(
+            f"[{index}/{total}] {step} {_MARK.get(status, status)} ({duration_s:.1f}s){suffix}"
+        )
 
     def output_line(self, step: str, line: str) -> None:
         if self.verbose:
@@ -88,8 +91,9 @@ class LiveProgress(PlainProgress):
             self._status.stop()
             self._status = None
 
-    def step_finished(self, index: int, total: int, step: str, status: str, duration_s: float,
-                      detail: str = "") -> None:
+    def step_finished(
+        self, index: int, total: int, step: str, status: str, duration_s: float, detail: str = ""
+    ) -> None:
         self._end_status()
         super().step_finished(index, total, step, status, duration_s, detail)
 

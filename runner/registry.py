@@ -28,7 +28,9 @@ class StepRegistry:
     def register(self, plugin: Any, *, source: str = "") -> None:
         where = f" (from {source})" if source else ""
         if not isinstance(plugin, type) or not issubclass(plugin, Step):
-            raise PluginError(f"step plugin {plugin!r}{where} is not a subclass of runner.plugin.Step")
+            raise PluginError(
+                f"step plugin {plugin!r}{where} is not a subclass of runner.plugin.Step"
+            )
         name = getattr(plugin, "name", None)
         if not isinstance(name, str) or not _NAME.match(name):
             raise PluginError(
@@ -74,7 +76,8 @@ class StepRegistry:
         plugin = self._plugins.get(name)
         if plugin is None:
             raise PluginError(
-                f"no step plugin named '{name}'", hint=f"installed plugins: {', '.join(self.names())}"
+                f"no step plugin named '{name}'",
+                hint=f"installed plugins: {', '.join(self.names())}",
             )
         return plugin()
 

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from runner.errors import InvalidNameError
 
 STATE_FORMAT = 1
+
+#: Events, oldest first (an alias: inside Repository, ``list`` names the method).
+Events: TypeAlias = list[dict[str, Any]]
 NAME_RULE = "^[a-z][a-z0-9-]{0,62}$"
 _NAME = re.compile(NAME_RULE)
 
@@ -48,8 +50,12 @@ class LockInfo:
     started_at: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"pid": self.pid, "host": self.host, "command": self.command,
-                "started_at": self.started_at}
+        return {
+            "pid": self.pid,
+            "host": self.host,
+            "command": self.command,
+            "started_at": self.started_at,
+        }
 
 
 @dataclass(frozen=True)
@@ -102,12 +108,9 @@ class Repository(ABC):
         """Append one event (a JSON line) to the environment's event log."""
 
     @abstractmethod
-    def read_events(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
+    def read_events(self, name: str, limit: int | None = None) -> Events:
         """The event log, oldest first; with ``limit``, only the last ``limit`` events.
         A torn last line is ignored."""
-
-    def iter_events(self, name: str) -> Iterator[dict[str, Any]]:
-        return iter(self.read_events(name))
 
     @abstractmethod
     def delete(self, name: str) -> None:

@@ -16,7 +16,9 @@ from runner.model import MachineDef
 def transitions_of(machine: MachineDef) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = []
     for phase in machine.phases:
-        result.append({"trigger": phase.start_trigger, "source": list(phase.sources), "dest": phase.via})
+        result.append(
+            {"trigger": phase.start_trigger, "source": list(phase.sources), "dest": phase.via}
+        )
         result.append({"trigger": phase.finish_trigger, "source": phase.via, "dest": phase.to})
         result.append({"trigger": phase.fail_trigger, "source": phase.via, "dest": phase.failed})
         result.append({"trigger": phase.resume_trigger, "source": phase.failed, "dest": phase.via})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -59,10 +60,8 @@ def work(tmp_path: Path) -> Iterator[Path]:
     build_tree(tmp_path, {"machine.yaml": MACHINE})
     yield tmp_path
     for pid_file in tmp_path.glob("*.pid"):  # never leave a sleeping child behind
-        try:
+        with contextlib.suppress(ValueError, ProcessLookupError):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        except (ValueError, ProcessLookupError):
-            pass
 
 
 def _spawn(work: Path, *args: str) -> subprocess.Popen[str]:

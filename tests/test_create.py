@@ -76,19 +76,23 @@ def test_invalid_names_are_refused_with_the_rule(work: Path, name: str) -> None:
     assert not (work / "data").exists() or not any((work / "data").iterdir())
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--set", "ssh.port=abc"], ["inputs.ssh.port", "'abc' is not of type 'integer'"]),
-    (["--set", "provider=moon"], ["inputs.provider", "moon"]),
-    (["--set", "colour=blue"], ["unknown input 'colour'", "provider"]),
-    (["--set", "ssh.colour=blue"], ["inputs.ssh", "unknown input 'colour'"]),
-    (["--set", "noequals"], ["KEY=VALUE"]),
-    (["--set", "token=hunter2"], ["inputs.token", "never holds the value"]),
-    (["--config", "missing.yaml"], ["missing.yaml"]),
-    (["--config", "bad.yaml"], ["bad.yaml", "not valid YAML"]),
-    (["--config", "list.yaml"], ["list.yaml", "must be a mapping"]),
-])
-def test_bad_inputs_are_refused_and_nothing_is_written(work: Path, args: list[str],
-                                                       words: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--set", "ssh.port=abc"], ["inputs.ssh.port", "'abc' is not of type 'integer'"]),
+        (["--set", "provider=moon"], ["inputs.provider", "moon"]),
+        (["--set", "colour=blue"], ["unknown input 'colour'", "provider"]),
+        (["--set", "ssh.colour=blue"], ["inputs.ssh", "unknown input 'colour'"]),
+        (["--set", "noequals"], ["KEY=VALUE"]),
+        (["--set", "token=hunter2"], ["inputs.token", "never holds the value"]),
+        (["--config", "missing.yaml"], ["missing.yaml"]),
+        (["--config", "bad.yaml"], ["bad.yaml", "not valid YAML"]),
+        (["--config", "list.yaml"], ["list.yaml", "must be a mapping"]),
+    ],
+)
+def test_bad_inputs_are_refused_and_nothing_is_written(
+    work: Path, args: list[str], words: list[str]
+) -> None:
     build_tree(work, {"bad.yaml": "provider: [unclosed\n", "list.yaml": "- a\n- b\n"})
     proc = run_cli("create", "demo", *args, cwd=work)
     assert proc.returncode == 2, proc.stdout

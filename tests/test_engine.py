@@ -37,10 +37,20 @@ phases:
 
 def _record(name: str, digest: str) -> dict:
     stamp = now_iso()
-    return {"format": 1, "serial": 1, "name": name, "state": "created",
-            "machine": {"name": "plumbing", "digest": digest}, "inputs": {}, "outputs": {},
-            "paths": {"data_dir": f"data/{name}", "build_dir": f"build/{name}"},
-            "created_at": stamp, "updated_at": stamp, "run": None, "failure": None}
+    return {
+        "format": 1,
+        "serial": 1,
+        "name": name,
+        "state": "created",
+        "machine": {"name": "plumbing", "digest": digest},
+        "inputs": {},
+        "outputs": {},
+        "paths": {"data_dir": f"data/{name}", "build_dir": f"build/{name}"},
+        "created_at": stamp,
+        "updated_at": stamp,
+        "run": None,
+        "failure": None,
+    }
 
 
 @pytest.fixture()
@@ -57,11 +67,17 @@ def _events(tmp_path: Path) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line]
 
 
-@pytest.mark.parametrize("finish,final_state", [("finish_provision", "provisioned"),
-                                                 ("fail_provision", "provision_failed")])
+@pytest.mark.parametrize(
+    "finish,final_state",
+    [("finish_provision", "provisioned"), ("fail_provision", "provision_failed")],
+)
 def test_start_then_finish_or_fail_persists_logs_and_records(
-        session: Session, tmp_path: Path, caplog: pytest.LogCaptureFixture,
-        finish: str, final_state: str) -> None:
+    session: Session,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    finish: str,
+    final_state: str,
+) -> None:
     caplog.set_level(logging.INFO, logger="runner")
     session.fire("start_provision", "provision")
     on_disk = json.loads((tmp_path / "data/demo/state.json").read_text())
@@ -73,17 +89,28 @@ def test_start_then_finish_or_fail_persists_logs_and_records(
     events = _events(tmp_path)
     assert [(e["from"], e["to"], e["trigger"], e["serial"]) for e in events] == [
         ("created", "provisioning", "start_provision", 2),
-        ("provisioning", final_state, finish, 3)]
+        ("provisioning", final_state, finish, 3),
+    ]
     for event in events:
-        assert {"timestamp", "serial", "from", "to", "trigger", "phase", "step", "pid",
-                "host"} <= set(event)
+        assert {
+            "timestamp",
+            "serial",
+            "from",
+            "to",
+            "trigger",
+            "phase",
+            "step",
+            "pid",
+            "host",
+        } <= set(event)
     messages = [r.getMessage() for r in caplog.records]
     assert "environment=demo from=created to=provisioning trigger=start_provision" in messages
     assert f"environment=demo from=provisioning to={final_state} trigger={finish}" in messages
 
 
-def test_a_trigger_not_allowed_from_the_state_changes_nothing(session: Session,
-                                                              tmp_path: Path) -> None:
+def test_a_trigger_not_allowed_from_the_state_changes_nothing(
+    session: Session, tmp_path: Path
+) -> None:
     from transitions.core import MachineError as TransitionError
 
     before = (tmp_path / "data/demo/state.json").read_bytes()
@@ -97,8 +124,9 @@ def test_no_auto_transitions(session: Session) -> None:
     assert not hasattr(session.model, "to_provisioned")
 
 
-def test_a_changed_state_file_is_a_conflict_not_overwritten(session: Session,
-                                                            tmp_path: Path) -> None:
+def test_a_changed_state_file_is_a_conflict_not_overwritten(
+    session: Session, tmp_path: Path
+) -> None:
     other = FileStore(tmp_path)
     record = other.load("demo")
     other.save(record, record["serial"])  # another writer moved the serial on

@@ -19,25 +19,47 @@ CHECK = compile_schema(SCHEMA)
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 VALID: dict[str, Any] = {
-    "format": 1, "serial": 9, "name": "demo", "state": "provision_failed",
+    "format": 1,
+    "serial": 9,
+    "name": "demo",
+    "state": "provision_failed",
     "machine": {"name": "tracker-deploy", "digest": "sha256:" + "a" * 64},
-    "inputs": {"provider": "local"}, "outputs": {"instance_ip": "127.0.0.1"},
+    "inputs": {"provider": "local"},
+    "outputs": {"instance_ip": "127.0.0.1"},
     "paths": {"data_dir": "data/demo", "build_dir": "build/demo"},
-    "created_at": "2026-11-22T10:30:15.123Z", "updated_at": "2026-11-22T10:32:45.678Z",
-    "run": {"phase": "provision", "started_at": "2026-11-22T10:30:15.123Z", "pid": 4242,
-            "host": "ci-1", "completed_steps": ["a", "b"], "current_step": "c",
-            "interrupted": False},
-    "failure": {"phase": "provision", "step": "c", "kind": "command_failed",
-                "summary": "tofu apply exited with 1", "exit_code": 1,
-                "failed_at": "2026-11-22T10:32:45.678Z", "duration_s": 212.9,
-                "trace": "data/demo/traces/x.log"},
+    "created_at": "2026-11-22T10:30:15.123Z",
+    "updated_at": "2026-11-22T10:32:45.678Z",
+    "run": {
+        "phase": "provision",
+        "started_at": "2026-11-22T10:30:15.123Z",
+        "pid": 4242,
+        "host": "ci-1",
+        "completed_steps": ["a", "b"],
+        "current_step": "c",
+        "interrupted": False,
+    },
+    "failure": {
+        "phase": "provision",
+        "step": "c",
+        "kind": "command_failed",
+        "summary": "tofu apply exited with 1",
+        "exit_code": 1,
+        "failed_at": "2026-11-22T10:32:45.678Z",
+        "duration_s": 212.9,
+        "trace": "data/demo/traces/x.log",
+    },
 }
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False, width=32)
-    | st.text(max_size=8) | st.sampled_from(["demo", "sha256:" + "b" * 64, "2026-01-01T00:00:00Z"]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                               max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=False, width=32)
+    | st.text(max_size=8)
+    | st.sampled_from(["demo", "sha256:" + "b" * 64, "2026-01-01T00:00:00Z"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -60,8 +82,9 @@ def test_the_valid_record_passes_both() -> None:
 
 @settings(max_examples=400, deadline=None)
 @given(data=st.data(), replacement=JSON, delete=st.booleans())
-def test_verdicts_agree_on_mutated_records(data: st.DataObject, replacement: Any,
-                                           delete: bool) -> None:
+def test_verdicts_agree_on_mutated_records(
+    data: st.DataObject, replacement: Any, delete: bool
+) -> None:
     record = copy.deepcopy(VALID)
     path = data.draw(st.sampled_from(_paths(record)[1:]))
     parent = record

@@ -262,7 +262,7 @@ def test_signal_during_a_step_leaves_the_via_state_interrupted(
     _wait_for(work / "nap.pid")
     nap = int((work / "nap.pid").read_text())
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err
     record = state_of(work)
     assert record["state"] == "deploying"
