@@ -208,17 +208,24 @@ def _unboxed(line: str) -> str:
 
 
 def _with_detail(head: str, rest: list[str]) -> str:
-    """Add the first unindented line of the diagnostic's detail (skipping the source
-    context, which is indented) to ``head``."""
+    """Add the first unindented paragraph of the diagnostic's detail (skipping the
+    source context, which is indented) to ``head``. The engine wraps long details, and a
+    failing provisioner's own output follows its "Output:" line, so the paragraph is
+    joined: the command's error message is the part an operator needs."""
+    detail: list[str] = []
     for raw in rest:
-        if not raw.strip():
-            continue
         if raw.startswith(("Error:", "Warning:")):
             break
-        if raw[0].isspace():
+        if not raw.strip():
+            if detail:
+                break
             continue
-        return f"{head}: {raw.strip().removesuffix(' Output:')}"
-    return head
+        if raw[0].isspace() and not detail:
+            continue
+        detail.append(raw.strip())
+    if not detail:
+        return head
+    return f"{head}: {' '.join(detail)}"
 
 
 def _outputs(binary: str, result: ProcessResult) -> dict[str, Any]:
