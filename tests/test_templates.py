@@ -396,8 +396,15 @@ def test_local_destroy_keeps_a_directory_without_its_marker(tmp_path: Path) -> N
     assert not instance.exists()
 
 
+def test_machine_makes_a_relative_instance_dir_absolute(tmp_path: Path) -> None:
+    _, variables = _local_tofu(tmp_path, {"local": {"instance_dir": "relative/instance"}})
+    assert variables["instance_dir"] == str(tmp_path / "relative" / "instance")
+
+
 def test_local_instance_dir_must_be_absolute(tmp_path: Path) -> None:
-    folder, _ = _local_tofu(tmp_path, {"local": {"instance_dir": "relative/instance"}})
+    folder, variables = _local_tofu(tmp_path, {})
+    variables["instance_dir"] = "relative/instance"  # as a hand-written tfvars could say
+    (folder / "runner.auto.tfvars.json").write_text(json.dumps(variables))
     result = tofu(folder, "plan", "-input=false", "-no-color", check=False)
     assert result.returncode != 0
     assert "must be an absolute path" in result.stdout + result.stderr
