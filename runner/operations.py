@@ -38,6 +38,7 @@ class Workspace:
     _machine: MachineDef | None = None
     _registry: StepRegistry | None = None
     _repo: Repository | None = None
+    _plugins_checked: bool = False
 
     @property
     def repo(self) -> Repository:
@@ -53,12 +54,23 @@ class Workspace:
         return self._registry
 
     def machine(self, *, plugins: bool = True) -> MachineDef:
-        """The validated machine (with `uses`/`with` checks when ``plugins``)."""
-        if self._machine is None:
-            from runner.loader import load_machine
+        """The validated machine. With ``plugins`` every `uses`/`with` is checked against
+        the installed plugins; without, a cached validation of the same bytes may serve."""
+        if self._machine is None or (plugins and not self._plugins_checked):
+            if plugins:
+                from runner.loader import load_machine
 
-            self._machine = load_machine(self.machine_file, self.registry() if plugins else None)
+                self._machine = load_machine(self.machine_file, self.registry())
+                self._plugins_checked = True
+            else:
+                from runner import machinecache
+
+                self._machine = machinecache.load(self.machine_file, self.cache_dir)
         return self._machine
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.workdir / "data" / ".cache"
 
 
 # --- validate ----------------------------------------------------------------------
@@ -211,8 +223,6 @@ def _state_known(machine: MachineDef, record: dict[str, Any], repo: Repository) 
 
 
 def status(ws: Workspace, name: str) -> StatusResult:
-    from runner.templating import TemplateFailure, render_string
-
     check_name(name)
     record = ws.repo.load(name)
     machine = ws.machine(plugins=False)
@@ -233,6 +243,8 @@ def status(ws: Workspace, name: str) -> StatusResult:
     else:
         recovery = machine.states[state].recovery
         if recovery:
+            from runner.templating import TemplateFailure, render_string
+
             context = {
                 "env": {
                     "name": name,
