@@ -270,6 +270,17 @@ def status(ws: Workspace, name: str) -> StatusResult:
             )
         elif kind == "final":
             actions.append("nothing: this is a final state")
+        elif kind != "failed":
+            actions.append(f"nothing to advance: '{state}' is the end of the happy path")
+        if kind != "final":
+            for other in machine.phases_from(state):
+                if not other.advance:
+                    command = "destroy" if other.name == "destroy" else f"phase {name} {other.name}"
+                    target = name if other.name == "destroy" else ""
+                    actions.append(
+                        f"runner {command} {target}".rstrip()
+                        + f"   (phase '{other.name}' → {other.to})"
+                    )
     allowed = [p.name for p in machine.phases_from(state)]
     return StatusResult(
         record, machine.states[state].description, kind, holder, interrupted, actions, allowed
