@@ -319,6 +319,7 @@ class PhaseRunner:
         session = self.session
         from_state = session.state
         session.record["run"] = self._new_run(phase)
+        session.record["run"]["current_step"] = _pending(phase, session.record["run"])
         session.record["failure"] = None
 
         def prelude() -> None:
@@ -338,19 +339,19 @@ class PhaseRunner:
         completed = list(run.get("completed_steps", []))
         if from_step is not None:
             names = [s.name for s in phase.steps]
-            completed = completed[: names.index(from_step)] if from_step in names else completed
-            completed = [n for n in completed if n in names[: names.index(from_step)]]
+            before = set(names[: names.index(from_step)])
+            completed = [n for n in completed if n in before]
         run.update(
             {
                 "completed_steps": completed,
                 "interrupted": False,
                 "pid": os.getpid(),
                 "host": session.host,
-                "current_step": None,
                 "trace": None,
                 "skipped_steps": [s for s in run.get("skipped_steps", []) if s in completed],
             }
         )
+        run["current_step"] = _pending(phase, run)
         session.record["run"] = run
 
         def prelude() -> None:
@@ -433,6 +434,7 @@ class PhaseRunner:
                 if not self._condition(step, context):
                     run["completed_steps"].append(step.name)
                     run.setdefault("skipped_steps", []).append(step.name)
+                    run["current_step"] = _pending(phase, run)
                     with self._signals.critical():
                         session.save()
                         session.event(
@@ -445,9 +447,12 @@ class PhaseRunner:
                     outcomes.append(StepOutcome(step.name, "skipped"))
                     self.progress.step_finished(index, total, step.name, "skipped", 0.0)
                     continue
-                run["current_step"] = step.name
-                with self._signals.critical():
-                    session.save()
+                if run["current_step"] != step.name:
+                    # normally the previous save already named this step (one durable
+                    # save per step); only the first step after a resume gets here
+                    run["current_step"] = step.name
+                    with self._signals.critical():
+                        session.save()
                 self.progress.step_started(index, total, step.name)
                 run_log.write(step.name, f"--- step {step.name} ({step.uses}) started")
                 params = self._render(step, context)
@@ -457,7 +462,7 @@ class PhaseRunner:
                 self._merge_outputs(step, results)
                 duration = time.monotonic() - step_t0
                 run["completed_steps"].append(step.name)
-                run["current_step"] = None
+                run["current_step"] = _pending(phase, run)
                 with self._signals.critical():
                     session.save()
                     session.event(
@@ -790,6 +795,16 @@ class PhaseRunner:
             session.state,
         )
         self.progress.phase_finished(phase.name, "interrupted", session.state)
+
+
+def _pending(phase: PhaseDef, run: Mapping[str, Any]) -> str | None:
+    """The first step of ``phase`` not yet completed in ``run`` (the one that runs next,
+    recorded as ``current_step`` by the save before it starts)."""
+    done = set(run.get("completed_steps", ()))
+    for step in phase.steps:
+        if step.name not in done:
+            return step.name
+    return None
 
 
 def _frozen_copy(record: Mapping[str, Any]) -> Mapping[str, Any]:
