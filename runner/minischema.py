@@ -32,6 +32,10 @@ _KNOWN = (
             "minimum",
             "minLength",
             "minItems",
+            "maximum",
+            "minProperties",
+            "uniqueItems",
+            "propertyNames",
             "required",
             "properties",
             "additionalProperties",
@@ -78,6 +82,15 @@ def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     return bool(a == b)
+
+
+def _unique(items: list[Any]) -> bool:
+    seen: list[Any] = []
+    for item in items:
+        if any(_equal(item, other) for other in seen):
+            return False
+        seen.append(item)
+    return True
 
 
 def _rule(ok: Callable[[Any], bool], why: Callable[[Any], str]) -> Check:
@@ -159,6 +172,42 @@ def compile_schema(schema: dict[str, Any]) -> Check:
                     lambda v: f"{v!r} is shorter than {min_length}",
                 )
             )
+        if "maximum" in node:
+            high = node["maximum"]
+            checks.append(
+                _rule(
+                    lambda v: not _is_type(v, "number") or v <= high,
+                    lambda v: f"{v!r} is greater than {high}",
+                )
+            )
+        if "minProperties" in node:
+            min_props = int(node["minProperties"])
+            checks.append(
+                _rule(
+                    lambda v: not isinstance(v, dict) or len(v) >= min_props,
+                    lambda v: f"has fewer than {min_props} properties",
+                )
+            )
+        if node.get("uniqueItems") is True:
+            checks.append(
+                _rule(
+                    lambda v: not isinstance(v, list) or _unique(v),
+                    lambda v: "has repeated items",
+                )
+            )
+        if "propertyNames" in node:
+            name_check = build(node["propertyNames"])
+
+            def check_names(value: Any, path: str, name_check: Check = name_check) -> str | None:
+                if not isinstance(value, dict):
+                    return None
+                for key in value:
+                    problem = name_check(key, f"{path}/{key}")
+                    if problem:
+                        return problem
+                return None
+
+            checks.append(check_names)
         if "minItems" in node:
             min_items = int(node["minItems"])
             checks.append(

@@ -110,3 +110,39 @@ def test_unknown_keys_are_refused_like_jsonschema(extra_key: str, value: Any) ->
 def test_a_schema_with_an_unsupported_keyword_is_refused() -> None:
     with pytest.raises(UnsupportedSchema):
         compile_schema({"type": "object", "patternProperties": {"x": {}}})
+
+
+MACHINE_SCHEMA = json.loads(schema_path("machine").read_text())
+MACHINE_CHECK = compile_schema(MACHINE_SCHEMA)
+MACHINE_VALIDATOR = jsonschema.Draft202012Validator(MACHINE_SCHEMA)
+
+
+def _shipped_machine() -> dict[str, Any]:
+    from ruamel.yaml import YAML
+
+    from runner.resources import shipped_machine
+
+    return YAML(typ="safe").load(shipped_machine().read_text())
+
+
+def test_the_shipped_machine_passes_both() -> None:
+    doc = _shipped_machine()
+    assert MACHINE_VALIDATOR.is_valid(doc)
+    assert MACHINE_CHECK(doc, "") is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), replacement=JSON, delete=st.booleans())
+def test_verdicts_agree_on_mutated_machines(
+    data: st.DataObject, replacement: Any, delete: bool
+) -> None:
+    doc = _shipped_machine()
+    path = data.draw(st.sampled_from(_paths(doc)[1:]))
+    parent = doc
+    for part in path[:-1]:
+        parent = parent[part]
+    if delete and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = replacement
+    assert (MACHINE_CHECK(doc, "") is None) == MACHINE_VALIDATOR.is_valid(doc), (path, replacement)
