@@ -480,18 +480,7 @@ class PhaseRunner:
             session.record["run"]["current_step"] = None
             with self._signals.critical():
                 session.fire(phase.finish_trigger, phase.name)
-            self.progress.phase_finished(phase.name, "succeeded", session.state)
-            return PhaseResult(
-                session.name,
-                phase.name,
-                from_state,
-                session.state,
-                "succeeded",
-                tuple(outcomes),
-                None,
-                time.monotonic() - started,
-                session.record["run"]["log"],
-            )
+            status, failure = "succeeded", None
         except StepError as exc:
             assert current is not None
             duration = time.monotonic() - step_t0
@@ -502,18 +491,7 @@ class PhaseRunner:
             self.progress.step_finished(
                 len(outcomes), total, current.name, "failed", duration, exc.summary
             )
-            self.progress.phase_finished(phase.name, "failed", session.state)
-            return PhaseResult(
-                session.name,
-                phase.name,
-                from_state,
-                session.state,
-                "failed",
-                tuple(outcomes),
-                failure,
-                time.monotonic() - started,
-                session.record["run"]["log"],
-            )
+            status = "failed"
         except InterruptSignal as sig:
             self._interrupted(phase, current, sig.signum, params, run_log, secrets)
             name = signal.Signals(sig.signum).name
@@ -530,6 +508,18 @@ class PhaseRunner:
             ) from None
         finally:
             run_log.close()
+        self.progress.phase_finished(phase.name, status, session.state)
+        return PhaseResult(
+            session.name,
+            phase.name,
+            from_state,
+            session.state,
+            status,
+            tuple(outcomes),
+            failure,
+            time.monotonic() - started,
+            session.record["run"]["log"],
+        )
 
     def _on_line(self, step: str, line: str) -> None:
         self._tail.append(line)
