@@ -114,9 +114,10 @@ def test_sigint_during_an_ansible_step_then_resume(tmp_path: Path) -> None:
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 130, err
+        assert proc.returncode == 130, _out + err
         record = state(tmp_path, "demo")
-        assert record["state"] == "configuring" and record["run"]["interrupted"] is True
+        assert record["state"] == "configuring", (record, _out, err)
+        assert record["run"]["interrupted"] is True
         assert [
             p
             for p in processes_mentioning("ansible-playbook")
