@@ -146,8 +146,9 @@ def _workspace(settings: Settings, command: str) -> Any:
     if not settings.workdir.is_dir():
         from runner.errors import InputError
 
+        problem = "is not a directory" if settings.workdir.exists() else "does not exist"
         raise InputError(
-            f"working directory {settings.workdir} does not exist",
+            f"working directory {settings.workdir} {problem}",
             hint="pass --workdir DIR (or set RUNNER_WORKDIR) to an existing folder",
         )
     return Workspace(
@@ -178,9 +179,10 @@ def _run(ctx: typer.Context, command: str, body: Callable[[Settings], int | None
         code = body(settings)
     except RunnerError as exc:
         _fail(settings, exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         sys.stderr.write("interrupted\n")
-        raise typer.Exit(ExitCode.SIGINT) from None
+        code = ExitCode.SIGTERM if isinstance(exc, _Terminated) else ExitCode.SIGINT
+        raise typer.Exit(code) from None
     except Exception as exc:
         import logging
 
@@ -605,8 +607,19 @@ def destroy(
     _run(ctx, "destroy", body)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside a phase (waiting for a lock, say): stop like Ctrl+C, exit 143."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def main() -> None:
+    import signal
+
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    signal.signal(signal.SIGTERM, _on_sigterm)
     app(prog_name="runner")
 
 

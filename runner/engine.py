@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.errors import (
     InputsError,
@@ -36,6 +36,9 @@ from runner.registry import StepRegistry
 from runner.repository import Repository, now_iso
 from runner.statemachine import build_machine
 from runner.templating import TemplateFailure, evaluate_condition, render_value
+
+if TYPE_CHECKING:
+    from runner.process import RunLog
 
 log = logging.getLogger("runner")
 
@@ -409,7 +412,11 @@ class PhaseRunner:
                 hint="make the data directory writable (and check free space), then run again",
             ) from exc
         supervisor = ProcessSupervisor(
-            run_log, on_line=self._on_line, mask=secrets.mask, grace_s=self.grace_s
+            run_log,
+            on_line=self._on_line,
+            mask=secrets.mask,
+            grace_s=self.grace_s,
+            hold_signals=self._signals.critical,
         )
         outcomes: list[StepOutcome] = []
         total = len(phase.steps)
@@ -460,6 +467,7 @@ class PhaseRunner:
                     phase, step, params, context, supervisor, run_log, secrets
                 )
                 self._merge_outputs(step, results)
+                self._check_run_log(run_log, session)
                 duration = time.monotonic() - step_t0
                 run["completed_steps"].append(step.name)
                 run["current_step"] = _pending(phase, run)
@@ -524,6 +532,17 @@ class PhaseRunner:
     def _on_line(self, step: str, line: str) -> None:
         self._tail.append(line)
         self.progress.output_line(step, line)
+
+    @staticmethod
+    def _check_run_log(run_log: RunLog, session: Session) -> None:
+        """A run log that could not be written fails the run before the step is recorded
+        as done: without its output the step cannot be trusted, nor the disk."""
+        if run_log.error is not None:
+            raise PersistenceError(
+                f"cannot write the run log {session.repo.relative(run_log.path)}: "
+                f"{run_log.error.strerror or run_log.error}",
+                hint=f"free space or fix the data directory, then `runner resume {session.name}`",
+            )
 
     def _condition(self, step: StepDef, context: Mapping[str, Any]) -> bool:
         try:

@@ -30,6 +30,11 @@ def load_config_file(path: Path) -> dict[str, Any]:
         ) from exc
     except UnicodeDecodeError as exc:
         raise InputsError(f"config file {path} is not UTF-8 text") from exc
+    from runner.yamlguard import expansion_problem, nesting_problem
+
+    deep = nesting_problem(text)
+    if deep is not None:
+        raise InputsError(f"{path}:{deep[0]}: config file is {deep[1]}")
     try:
         data = YAML(typ="safe").load(text)
     except YAMLError as exc:
@@ -42,6 +47,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
         ) from exc
     if data is None:
         return {}
+    problem = expansion_problem(data) if "&" in text else None
+    if problem is not None:
+        raise InputsError(f"{path}: config file: {problem}")
     if not isinstance(data, dict):
         raise InputsError(
             f"{path}: config file must be a mapping of inputs, not {type(data).__name__}",
@@ -55,14 +63,20 @@ def _scalar(text: str) -> Any:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
+    from runner.yamlguard import expansion_problem, nesting_problem
+
     if text == "":
         return ""
+    if nesting_problem(text) is not None:
+        raise InputsError(f"--set value {text[:40]!r}... is too deeply nested")
     try:
         value = YAML(typ="safe").load(text)
     except YAMLError:
         return text
     if isinstance(value, dict | list) and not text.lstrip().startswith(("{", "[")):
         return text
+    if "&" in text and expansion_problem(value) is not None:
+        raise InputsError(f"--set value {text[:40]!r}: {expansion_problem(value)}")
     return value
 
 
@@ -201,6 +215,7 @@ class SecretResolver:
         self._inputs = inputs
         self._workdir = workdir
         self.values: dict[str, str] = {}
+        self._needles: list[str] = []
 
     def __call__(self, dotted: str) -> str:
         if dotted not in self._paths:
@@ -234,10 +249,31 @@ class SecretResolver:
                 ) from exc
         if value:
             self.values[dotted] = value
+            self._needles = sorted(
+                {n for v in self.values.values() for n in _secret_pieces(v)}, key=len, reverse=True
+            )
         return value
 
     def mask(self, text: str) -> str:
-        for value in self.values.values():
-            if value and value in text:
-                text = text.replace(value, "***")
+        """``text`` with every secret read so far, and every piece of one, replaced by
+        ``***``."""
+        for needle in self._needles:
+            if needle in text:
+                text = text.replace(needle, "***")
         return text
+
+
+_MIN_PIECE = 6
+"""Shorter pieces of a secret are not masked on their own (they would hide common words)."""
+
+
+def _secret_pieces(value: str) -> set[str]:
+    """What of ``value`` must never be shown: the value, each of its lines (tools print a
+    key file line by line) and each run between spaces, quotes and backslashes (a quoted
+    or escaped copy of the value shows those runs unchanged)."""
+    import re
+
+    pieces = {value}
+    pieces |= {line.strip() for line in value.splitlines()}
+    pieces |= set(re.split(r"[\s'\"\\]+", value))
+    return {p for p in pieces if p == value or len(p) >= _MIN_PIECE}

@@ -100,10 +100,15 @@ def _parse(shown: str, text: str) -> Any:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+    from runner.yamlguard import expansion_problem, nesting_problem
+
+    deep = nesting_problem(text)
+    if deep is not None:  # the C parser would crash on it
+        raise MachineError(shown, [Problem(shown, deep[1], line=deep[0])])
     yaml = YAML(typ="safe")
     yaml.Resolver = _yaml12_resolver()
     try:
-        return yaml.load(text)
+        doc = yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = Problem(
@@ -116,6 +121,11 @@ def _parse(shown: str, text: str) -> Any:
         raise MachineError(shown, [problem]) from exc
     except YAMLError as exc:
         raise MachineError(shown, [Problem(shown, f"YAML error: {exc}")]) from exc
+    if "&" in text:  # aliases need anchors
+        aliases = expansion_problem(doc)
+        if aliases is not None:
+            raise MachineError(shown, [Problem(shown, aliases)])
+    return doc
 
 
 # --- JSON Schema -------------------------------------------------------------------

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import (
-    EnvironmentNotFoundError,
     InputError,
     PhaseNotAllowedError,
     StateFileError,
@@ -322,9 +321,7 @@ class HistoryResult:
 def history(ws: Workspace, name: str, limit: int | None) -> HistoryResult:
     check_name(name)
     if not ws.repo.exists(name):
-        raise EnvironmentNotFoundError(
-            f"environment '{name}' does not exist", hint="see `runner list`"
-        )
+        ws.repo.load(name)  # says why: no such environment, or its state file is missing
     return HistoryResult(name, ws.repo.read_events(name, limit))
 
 
@@ -365,10 +362,6 @@ def _session(ws: Workspace, name: str) -> Iterator[Any]:
 
     check_name(name)
     machine = ws.machine()
-    if not ws.repo.exists(name):
-        raise EnvironmentNotFoundError(
-            f"environment '{name}' does not exist", hint=f"create it with `runner create {name}`"
-        )
     with ws.repo.lock(name, ws.command, ws.lock_timeout_s):
         record = ws.repo.load(name)
         _state_known(machine, record, ws.repo)

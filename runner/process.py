@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Literal
@@ -40,7 +41,6 @@ MAX_KEPT_BYTES = 5 * 1024 * 1024
 READER_JOIN_S = 2.0
 """How long to wait for the output pipes to close once the program has exited."""
 
-_POLL_S = 0.1
 _READ_CHUNK = 64 * 1024
 
 _INSTALL_HINTS: dict[str, str] = {
@@ -77,7 +77,8 @@ class RunLog:
     Each line is written as ``<iso timestamp> [<step>] <line>`` (``[<step>:err]`` for
     a program's stderr), flushed at once. Safe to use from several threads. The file
     is created with mode 0600 and opened for append, so a resumed run may reuse it.
-    Writes after :meth:`close` are ignored.
+    Writes after :meth:`close` are ignored. A write that fails (a full disk) never
+    raises: it is kept in :attr:`error` for the engine to report once the step ends.
     """
 
     def __init__(self, path: Path) -> None:
@@ -86,6 +87,8 @@ class RunLog:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._file: IO[str] | None = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
         self._lock = threading.Lock()
+        self.error: OSError | None = None
+        """The first write error; later lines are dropped (the program keeps running)."""
 
     @staticmethod
     def path_for(runs_dir: Path, phase: str, started: datetime | None = None) -> Path:
@@ -105,15 +108,25 @@ class RunLog:
             if self._file is None:
                 return
             stamp = _timestamp()
-            for line in lines:
-                self._file.write(f"{stamp} [{tag}] {line}\n")
-            self._file.flush()
+            try:
+                for line in lines:
+                    self._file.write(f"{stamp} [{tag}] {line}\n")
+                self._file.flush()
+            except OSError as exc:  # a full disk, say: the engine reports it after the step
+                self.error = exc
+                self._drop()
 
     def close(self) -> None:
         with self._lock:
-            if self._file is not None:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._file is not None:
+            try:
                 self._file.close()
-                self._file = None
+            except OSError as exc:
+                self.error = self.error or exc
+            self._file = None
 
     def __enter__(self) -> RunLog:
         return self
@@ -196,11 +209,13 @@ class ProcessSupervisor:
         on_line: Callable[[str, str], None] | None = None,
         mask: Callable[[str], str] | None = None,
         grace_s: float = 5.0,
+        hold_signals: Callable[[], AbstractContextManager[None]] | None = None,
     ) -> None:
         self.run_log = run_log
         self.on_line = on_line
         self.mask = mask
         self.grace_s = grace_s
+        self._hold_signals = hold_signals or contextlib.nullcontext
 
     def __call__(
         self,
@@ -221,7 +236,8 @@ class ProcessSupervisor:
             raise StepError("configuration", f"working directory {cwd} does not exist")
         self._check_program(args[0], child_env.get("PATH", os.defpath))
 
-        self.run_log.write(step, "$ " + self._masked(shlex.join(args)))
+        # each argument is masked before quoting: a quoted secret no longer matches
+        self.run_log.write(step, "$ " + shlex.join(self._masked(arg) for arg in args))
         kept: dict[Stream, _Tail] = {"out": _Tail(MAX_KEPT_BYTES), "err": _Tail(MAX_KEPT_BYTES)}
 
         def sink(stream: Stream, raw: str) -> None:
@@ -238,7 +254,10 @@ class ProcessSupervisor:
         proc: subprocess.Popen[bytes] | None = None
         readers: list[_Reader] = []
         try:
-            proc = _spawn(args, cwd, child_env, with_stdin=stdin is not None)
+            # An interrupt held while Popen starts the program is raised once ``proc``
+            # is known, so the handler below can still stop the program.
+            with self._hold_signals():
+                proc = _spawn(args, cwd, child_env, with_stdin=stdin is not None)
             assert proc.stdout is not None and proc.stderr is not None
             readers = [_Reader(proc.stdout, "out", sink), _Reader(proc.stderr, "err", sink)]
             for reader in readers:
@@ -289,16 +308,17 @@ class ProcessSupervisor:
             raise _tool_missing(program, "was not found on PATH")
 
     def _wait(self, proc: subprocess.Popen[bytes], timeout_s: float | None) -> bool:
-        """Wait for ``proc`` in short slices (so signals get through); True on timeout."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            try:
-                proc.wait(timeout=_POLL_S)
-                return False
-            except subprocess.TimeoutExpired:
-                if deadline is not None and time.monotonic() >= deadline:
-                    self._stop_group(proc)
-                    return True
+        """Wait for ``proc``; True when it overran ``timeout_s`` and was stopped.
+
+        Both ways of waiting let a signal handler's exception through (waitpid and
+        sleep are interrupted, PEP 475), so an interrupt is never stuck behind a wait.
+        """
+        try:
+            proc.wait(timeout=timeout_s)
+            return False
+        except subprocess.TimeoutExpired:
+            self._stop_group(proc)
+            return True
 
     def _stop_group(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGTERM the process group, give it ``grace_s``, then SIGKILL what is left."""

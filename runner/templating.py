@@ -8,8 +8,9 @@ is an error that names the variable. Templates are compiled once per process.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -35,10 +36,34 @@ def environment() -> jinja2.sandbox.SandboxedEnvironment:
     )
 
 
-def file_environment(searchpath: str) -> jinja2.sandbox.SandboxedEnvironment:
-    """A sandboxed environment whose `include`/`import` only see ``searchpath``."""
+class _ConfinedLoader(jinja2.FileSystemLoader):
+    """A FileSystemLoader that refuses a template whose real path (links followed) is
+    outside ``roots``: a link in the template folder must not read files elsewhere."""
+
+    def __init__(self, searchpath: str, roots: tuple[Path, ...]) -> None:
+        super().__init__(searchpath)
+        self._roots = tuple(root.resolve() for root in roots)
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        real = Path(filename).resolve()
+        if not any(real == root or root in real.parents for root in self._roots):
+            raise jinja2.exceptions.SecurityError(
+                f"template {template!r} links to {real}, outside the machine folder and "
+                "the working directory"
+            )
+        return source, filename, uptodate
+
+
+def file_environment(
+    searchpath: str, roots: tuple[Path, ...] = ()
+) -> jinja2.sandbox.SandboxedEnvironment:
+    """A sandboxed environment whose `include`/`import` only see ``searchpath``, and of
+    it only files whose real path is under one of ``roots`` (default: ``searchpath``)."""
     return jinja2.sandbox.SandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(searchpath),
+        loader=_ConfinedLoader(searchpath, roots or (Path(searchpath),)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,

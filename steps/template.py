@@ -109,7 +109,7 @@ class _Renderer:
         self._shown_from = shown_from
 
     def tree(self, source: Path, target: Path) -> list[Path]:
-        env = file_environment(str(source))
+        env = file_environment(str(source), self._roots)
         written: list[Path] = []
         for folder, dirnames, filenames in os.walk(source):
             base = Path(folder)
@@ -148,7 +148,9 @@ class _Renderer:
             target = target / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if rendered:
-            text = self._render(file_environment(str(source.parent)), source.name, source)
+            text = self._render(
+                file_environment(str(source.parent), self._roots), source.name, source
+            )
             return _write(target, text.encode("utf-8"), source, target.parent)
         return _write(target, source.read_bytes(), source, target.parent)
 

@@ -1,0 +1,248 @@
+"""Secret inputs (`secret: true`): the value is read when a step needs it and is never
+written anywhere the runner writes: state, events, traces, run logs, the terminal.
+
+The environment stores where the value lives, `{env: NAME}` or `{file: PATH}`; a step
+asks for it with `secret('token')` in a template. The steps below put the value where
+a careless tool would (its argv, its stdout, a rendered file, a failing command), and
+every command of the environment's life is run with `-v` and `--log-level DEBUG`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import build_tree, run_cli
+
+MACHINE = """\
+version: 1
+name: secrets
+initial: created
+inputs:
+  type: object
+  additionalProperties: false
+  properties:
+    token: {secret: true, type: object}
+    label: {type: string, default: plain}
+states:
+  created: {description: New}
+  building: {description: Building}
+  built: {description: Built}
+  build_failed: {description: Build failed}
+  destroying: {}
+  destroyed: {final: true}
+  destroy_failed: {}
+phases:
+  - name: build
+    from: created
+    via: building
+    to: built
+    failed: build_failed
+    steps:
+      - name: echo
+        uses: shell
+        with:
+          argv: [sh, -c, 'printf "%s\\n" "$0" > echoed.txt; echo "token=$0"', "{{ secret('token') }}"]
+        outputs: {said: stdout}
+      - name: direct
+        uses: shell
+        with: {argv: [printf, "%s\\n", "{{ secret('token') }}"]}
+      - name: by_env
+        uses: shell
+        with:
+          argv: [sh, -c, 'echo "from env: $TOKEN"']
+          env: {TOKEN: "{{ secret('token') }}"}
+      - name: render
+        uses: template
+        with:
+          source: tpl
+          target: "{{ env.build_dir }}/conf"
+          vars: {again: "{{ secret('token') }}"}
+      - name: fragile
+        uses: shell
+        with: {argv: [sh, -c, 'echo "failing with $0"; test ! -e broken', "{{ secret('token') }}"]}
+  - name: destroy
+    from: any
+    via: destroying
+    to: destroyed
+    failed: destroy_failed
+    advance: false
+    steps:
+      - name: clean
+        uses: shell
+        with: {argv: [rm, -f, echoed.txt]}
+"""
+
+TEMPLATE = "token = {{ secret('token') }}\nagain = {{ again }}\nlabel = {{ inputs.label }}\n"
+
+TOKEN = "s3cr3t-Zq9wVw7Kp-tok3n"
+
+
+@pytest.fixture()
+def work(tmp_path: Path) -> Path:
+    build_tree(tmp_path, {"machine.yaml": MACHINE, "tpl/app.conf.j2": TEMPLATE})
+    return tmp_path
+
+
+def everything_written(work: Path) -> dict[str, str]:
+    """Every file under data/ (state, events, traces, runs), by path."""
+    return {
+        p.relative_to(work).as_posix(): p.read_text(errors="replace")
+        for p in sorted((work / "data").rglob("*"))
+        if p.is_file() and ".cache" not in p.parts
+    }
+
+
+def fragments(value: str) -> list[str]:
+    """Pieces of ``value`` that must not appear either: each line of a multi-line value,
+    and each run of 6+ characters between quotes or spaces (a quoted copy leaks too)."""
+    import re
+
+    pieces = {line.strip() for line in value.splitlines() if len(line.strip()) >= 6}
+    pieces |= {p for p in re.split(r"[\s'\"\\]+", value) if len(p) >= 6}
+    return sorted(pieces | {value})
+
+
+def assert_hidden(value: str, where: str, text: str) -> None:
+    for piece in fragments(value):
+        assert piece not in text, f"{piece!r} of the secret appears in {where}"
+
+
+def run_life(
+    work: Path, ref: list[str], env: dict[str, str], value: str, secret_file: str = ""
+) -> dict[str, str]:
+    """create, dry run, advance (fails), status, history, resume (succeeds), in text and
+    JSON, verbose and at DEBUG; every output checked; returns the outputs by command.
+
+    The value only exists after `create` (the variable is not given to it, the file is
+    written after it): it is read when a step needs it, not when the environment is made.
+    """
+    loud = ["-v", "--log-level", "DEBUG"]
+    outputs: dict[str, str] = {}
+
+    def run(label: str, *args: str, code: int = 0) -> None:
+        proc = run_cli(*args, cwd=work, env=env if label != "create" else {})
+        assert proc.returncode == code, f"{label}: {proc.stdout}{proc.stderr}"
+        assert "Traceback" not in proc.stderr
+        outputs[label] = proc.stdout + proc.stderr
+        outputs[label + ":stdout"] = proc.stdout
+        assert_hidden(value, f"the output of `runner {' '.join(args)}`", outputs[label])
+
+    run("create", *loud, "create", "demo", *ref)
+    if secret_file:
+        build_tree(work, {"token.txt": secret_file}, dedent=False)
+    run("dry-run", *loud, "advance", "demo", "--dry-run")
+    run("dry-run-json", *loud, "--output", "json", "advance", "demo", "--dry-run")
+    (work / "broken").write_text("")
+    run("advance", *loud, "advance", "demo", code=1)
+    run("status", *loud, "status", "demo")
+    run("status-json", "--output", "json", "status", "demo")
+    run("history", *loud, "history", "demo")
+    run("history-json", "--output", "json", "history", "demo")
+    (work / "broken").unlink()
+    run("resume", *loud, "--output", "json", "resume", "demo")
+    run("list", *loud, "list")
+    for path, text in everything_written(work).items():
+        assert_hidden(value, path, text)
+    return outputs
+
+
+def assert_used_where_the_steps_put_it(work: Path, value: str) -> None:
+    state = json.loads((work / "data/demo/state.json").read_text())
+    assert state["state"] == "built"
+    assert (work / "echoed.txt").read_text() == value + "\n"
+    conf = (work / "build/demo/conf/app.conf").read_text()
+    assert f"token = {value}\n" in conf and f"again = {value}\n" in conf
+    assert state["outputs"]["said"] == "token=***"  # the tool's stdout, stored masked
+    assert state["inputs"]["token"] in ({"env": "RUNNER_TEST_TOKEN"}, {"file": "token.txt"})
+    events = (work / "data/demo/events.jsonl").read_text()
+    assert "failing with ***" in events  # the failure was recorded, masked
+    traces = list((work / "data/demo/traces").iterdir())
+    assert traces, "the failed run wrote a trace"
+    trace = traces[0].read_text()
+    assert "== rendered parameters (secrets masked) ==" in trace and "***" in trace
+
+
+def test_a_secret_from_the_environment_never_leaves_the_step(work: Path) -> None:
+    env = {"RUNNER_TEST_TOKEN": TOKEN}
+    outputs = run_life(work, ["--set", "token.env=RUNNER_TEST_TOKEN"], env, TOKEN)
+    assert_used_where_the_steps_put_it(work, TOKEN)
+    assert "token=***" in outputs["advance"]  # -v streamed the step's output, masked
+    plan = json.loads(outputs["dry-run-json:stdout"])["dry_run"][0]
+    assert plan["steps"][1]["params"]["argv"] == ["printf", "%s\n", "***"]
+    assert plan["steps"][2]["params"]["env"] == {"TOKEN": "***"}
+
+
+def test_a_secret_from_a_file_never_leaves_the_step(work: Path) -> None:
+    run_life(work, ["--set", "token.file=token.txt"], {}, TOKEN, secret_file=TOKEN + "\n")
+    assert_used_where_the_steps_put_it(work, TOKEN)
+
+
+def test_a_secret_with_quotes_and_spaces_is_hidden_in_the_logged_command_line(
+    work: Path,
+) -> None:
+    """Passwords hold quotes and spaces; the run log shows each command shell-quoted,
+    and a quoted copy of the value is as much a leak as the value itself."""
+    value = 'pa\'s w0rd-Kq7Vx9-"qU0t3d"'
+    run_life(work, ["--set", "token.env=RUNNER_TEST_TOKEN"], {"RUNNER_TEST_TOKEN": value}, value)
+    assert (work / "echoed.txt").read_text() == value + "\n"
+
+
+def test_a_multi_line_secret_is_hidden_line_by_line(work: Path) -> None:
+    """A private key is the typical secret file: tools print it line by line, and each
+    of its lines is as secret as the whole."""
+    key = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+        "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+        "QyNTUxOQAAACBm9wXq2Ld4Tq8SecretSecretSecretKq7Vx9ZzAAAAAAAAAAAAAAAAAAAA\n"
+        "-----END OPENSSH PRIVATE KEY-----"
+    )
+    body = "\n".join(key.splitlines()[1:-1])  # the BEGIN/END lines are no secret
+    run_life(work, ["--set", "token.file=token.txt"], {}, body, secret_file=key + "\n")
+    assert (work / "echoed.txt").read_text() == key + "\n"
+
+
+def test_a_missing_variable_fails_the_step_naming_the_variable(work: Path) -> None:
+    assert (
+        run_cli("create", "demo", "--set", "token.env=RUNNER_TEST_UNSET", cwd=work).returncode == 0
+    )
+    proc = run_cli("advance", "demo", cwd=work)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    state = json.loads((work / "data/demo/state.json").read_text())
+    failure = state["failure"]
+    assert state["state"] == "build_failed"
+    assert failure["step"] == "echo" and failure["kind"] in ("configuration", "template")
+    assert "RUNNER_TEST_UNSET" in failure["summary"] and "not set" in failure["summary"]
+    assert "RUNNER_TEST_UNSET" in proc.stdout
+    assert not (work / "echoed.txt").exists()  # the step never ran
+
+
+def test_a_missing_secret_file_fails_the_step_naming_the_file(work: Path) -> None:
+    assert run_cli("create", "demo", "--set", "token.file=nope.txt", cwd=work).returncode == 0
+    proc = run_cli("advance", "demo", cwd=work)
+    assert proc.returncode == 1
+    failure = json.loads((work / "data/demo/state.json").read_text())["failure"]
+    assert failure["kind"] in ("configuration", "template")
+    assert "nope.txt" in failure["summary"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--set", "token=thevalue"],
+        ["--set", "token.value=thevalue"],
+        ["--set", "token.env=A", "--set", "token.file=thevalue"],
+        ["--config", "cfg.yaml"],
+    ],
+    ids=["plain-string", "unknown-key", "both-forms", "plain-string-in-config"],
+)
+def test_a_secret_value_given_directly_is_refused(work: Path, args: list[str]) -> None:
+    build_tree(work, {"cfg.yaml": "token: thevalue\n"})
+    proc = run_cli("create", "demo", *args, cwd=work)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "inputs.token" in proc.stderr and "never holds the value" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (work / "data/demo").exists()
