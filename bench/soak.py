@@ -145,7 +145,10 @@ def _worker(
                 try:
                     result = ops.advance(ws, name)
                 except PhaseNotAllowedError:  # failed earlier (by anyone): resume it first
-                    resumed = ops.resume(ws, name)
+                    try:
+                        resumed = ops.resume(ws, name)
+                    except PhaseNotAllowedError:
+                        continue  # another worker resumed it between the two commands
                     stats.resumes += 1
                     if resumed.failed:
                         stats.failures += 1

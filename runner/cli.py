@@ -12,14 +12,15 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from runner.errors import ExitCode, RunnerError
+from runner import commands
+from runner.commands import Settings, emit_json, execute, workspace
+from runner.errors import ExitCode
 
 app = typer.Typer(
     name="runner",
@@ -48,19 +49,6 @@ class GraphFormat(StrEnum):
     dot = "dot"
     svg = "svg"
     png = "png"
-
-
-@dataclass
-class Settings:
-    workdir: Path
-    machine: Path | None
-    output: OutputFormat
-    lock_timeout: float
-    verbose: bool
-
-    @property
-    def json(self) -> bool:
-        return self.output is OutputFormat.json
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -129,73 +117,14 @@ def _global(
     ctx.obj = Settings(
         workdir=(workdir or Path.cwd()).absolute(),
         machine=machine,
-        output=output,
+        output=output.value,
         lock_timeout=lock_timeout,
         verbose=verbose,
     )
 
 
-def _workspace(settings: Settings, command: str) -> Any:
-    from runner.operations import Workspace, machine_for
-
-    def repository() -> Any:
-        from runner.filestore import FileStore
-
-        return FileStore(settings.workdir)
-
-    if not settings.workdir.is_dir():
-        from runner.errors import InputError
-
-        problem = "is not a directory" if settings.workdir.exists() else "does not exist"
-        raise InputError(
-            f"working directory {settings.workdir} {problem}",
-            hint="pass --workdir DIR (or set RUNNER_WORKDIR) to an existing folder",
-        )
-    return Workspace(
-        workdir=settings.workdir,
-        repo_factory=repository,
-        machine_file=machine_for(settings.workdir, settings.machine),
-        lock_timeout_s=settings.lock_timeout,
-        command=command,
-    )
-
-
-def _emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-    sys.stdout.flush()
-
-
-def _fail(settings: Settings | None, exc: RunnerError) -> NoReturn:
-    if settings is not None and settings.json:
-        _emit_json(exc.to_json())
-    else:
-        sys.stderr.write(f"error: {exc}\n")
-    raise typer.Exit(exc.exit_code)
-
-
 def _run(ctx: typer.Context, command: str, body: Callable[[Settings], int | None]) -> None:
-    settings = _settings(ctx)
-    try:
-        code = body(settings)
-    except RunnerError as exc:
-        _fail(settings, exc)
-    except KeyboardInterrupt as exc:
-        sys.stderr.write("interrupted\n")
-        code = ExitCode.SIGTERM if isinstance(exc, _Terminated) else ExitCode.SIGINT
-        raise typer.Exit(code) from None
-    except Exception as exc:
-        import logging
-
-        logging.getLogger("runner").debug("internal error", exc_info=True)
-        _fail(
-            settings,
-            RunnerError(
-                f"internal error in `runner {command}`: {type(exc).__name__}: {exc}",
-                hint="this is a bug in runner; run again with --log-level DEBUG for the traceback "
-                "and report it",
-            ),
-        )
-    raise typer.Exit(code or 0)
+    raise typer.Exit(execute(_settings(ctx), command, body))
 
 
 def _progress(settings: Settings) -> Any:
@@ -220,9 +149,9 @@ def validate(ctx: typer.Context) -> None:
     def body(s: Settings) -> int:
         from runner.operations import validate as do_validate
 
-        result = do_validate(_workspace(s, "runner validate"))
+        result = do_validate(workspace(s, "runner validate"))
         if s.json:
-            _emit_json(result.to_json())
+            emit_json(result.to_json())
             return 0
         m = result.machine
         kinds = result.to_json()["states"]
@@ -236,7 +165,8 @@ def validate(ctx: typer.Context) -> None:
         print(
             f"  phases ({len(m.phases)}): "
             + ", ".join(
-                f"{p.name}{'' if p.advance else ' (manual)'} [{len(p.steps)} steps]"
+                f"{p.name}{'' if p.advance else ' (manual)'} "
+                f"[{len(p.steps)} step{'' if len(p.steps) == 1 else 's'}]"
                 for p in m.phases
             )
         )
@@ -272,7 +202,7 @@ def graph(
         from runner import graph as graphs
         from runner.repository import check_name
 
-        ws = _workspace(s, "runner graph")
+        ws = workspace(s, "runner graph")
         machine = ws.machine(plugins=False)
         current = None
         if env is not None:
@@ -298,9 +228,9 @@ def graph(
         if s.json:
             if target is not None:
                 graphs.write(data, target)
-                _emit_json({"format": fmt.value, "file": str(target), "bytes": len(data)})
+                emit_json({"format": fmt.value, "file": str(target), "bytes": len(data)})
             else:
-                _emit_json({"format": fmt.value, "graph": data.decode(errors="replace")})
+                emit_json({"format": fmt.value, "graph": data.decode(errors="replace")})
             return 0
         graphs.write(data, target)
         if target is not None:
@@ -338,9 +268,9 @@ def create(
         from runner.operations import create as do_create
 
         cfg = None if config is None else (config if config.is_absolute() else Path.cwd() / config)
-        result = do_create(_workspace(s, "runner create"), name, cfg, list(sets or []))
+        result = do_create(workspace(s, "runner create"), name, cfg, list(sets or []))
         if s.json:
-            _emit_json(result.to_json())
+            emit_json(result.to_json())
         else:
             print(f"created environment '{name}' in state '{result.record['state']}'")
             print(f"next: runner advance {name}   (or runner up {name})")
@@ -355,79 +285,13 @@ def status(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
 ) -> None:
     """Where an environment is, what failed, who holds it, and what to do next."""
-
-    def body(s: Settings) -> int:
-        from runner.operations import status as do_status
-
-        result = do_status(_workspace(s, "runner status"), name)
-        if s.json:
-            _emit_json(result.to_json())
-            return 0
-        r = result.record
-        print(f"environment: {r['name']}")
-        flag = " (interrupted)" if result.interrupted else ""
-        print(f"state:       {r['state']}{flag} - {result.description}")
-        print(f"updated:     {r['updated_at']}")
-        if result.holder:
-            h = result.holder
-            print(f"locked by:   pid {h.pid} on {h.host} ({h.command}, since {h.started_at})")
-        run = r.get("run") or {}
-        if result.interrupted and run:
-            print(
-                f"interrupted: phase '{run.get('phase')}' at step '{run.get('current_step')}'"
-                f" (completed: {', '.join(run.get('completed_steps', [])) or 'none'})"
-            )
-            if run.get("trace"):
-                print(f"trace:       {run['trace']}")
-        failure = r.get("failure")
-        if failure and result.kind == "failed":
-            print(
-                f"failed:      phase '{failure['phase']}', step '{failure.get('step')}' "
-                f"({failure['kind']}) at {failure['failed_at']}"
-            )
-            print(f"             {failure['summary']}")
-            if failure.get("trace"):
-                print(f"trace:       {failure['trace']}")
-        if r.get("outputs"):
-            print("outputs:     " + ", ".join(f"{k}={v}" for k, v in sorted(r["outputs"].items())))
-        print("next:")
-        for action in result.next_actions:
-            print(f"  {action}")
-        return 0
-
-    _run(ctx, "status", body)
+    _run(ctx, "status", lambda s: commands.status(s, name))
 
 
 @app.command(name="list")
 def list_(ctx: typer.Context) -> None:
     """Every environment with its state and last change."""
-
-    def body(s: Settings) -> int:
-        from runner.operations import list_environments
-
-        result = list_environments(_workspace(s, "runner list"))
-        if s.json:
-            _emit_json(result.to_json())
-            return 0
-        good = [e for e in result.entries if e.record is not None]
-        bad = [e for e in result.entries if e.record is None]
-        if not good and not bad:
-            print("no environments (create one with `runner create NAME`)")
-            return 0
-        if good:
-            width = max(len("NAME"), *(len(e.name) for e in good))
-            swidth = max(len("STATE"), *(len(e.record["state"]) for e in good if e.record))
-            print(f"{'NAME':<{width}}  {'STATE':<{swidth}}  UPDATED")
-            for e in good:
-                assert e.record is not None
-                print(f"{e.name:<{width}}  {e.record['state']:<{swidth}}  {e.record['updated_at']}")
-        if bad:
-            print("\nunreadable:")
-            for e in bad:
-                print(f"  {e.name}: {e.error}")
-        return 0
-
-    _run(ctx, "list", body)
+    _run(ctx, "list", commands.list_environments)
 
 
 @app.command()
@@ -440,39 +304,12 @@ def history(
     ] = None,
 ) -> None:
     """Transitions and step results from the environment's event log."""
-
-    def body(s: Settings) -> int:
-        from runner.operations import history as do_history
-
-        result = do_history(_workspace(s, "runner history"), name, limit)
-        if s.json:
-            _emit_json(result.to_json())
-            return 0
-        print(f"{'TIME':<24}  {'TYPE':<12}  {'PHASE':<12}  {'STEP':<28}  DETAIL")
-        for ev in result.events:
-            kind = str(ev.get("type", "transition"))
-            if kind in ("transition", "created"):
-                detail = f"{ev.get('from') or '-'} → {ev.get('to')} ({ev.get('trigger')})"
-            elif kind == "step":
-                detail = str(ev.get("status", ""))
-                if ev.get("duration_s") is not None:
-                    detail += f" {ev['duration_s']}s"
-                if ev.get("summary"):
-                    detail += f": {ev['summary']}"
-            else:
-                detail = " ".join(f"{k}={ev[k]}" for k in ("signal", "state") if ev.get(k))
-            print(
-                f"{ev.get('timestamp', ''):<24}  {kind:<12}  {ev.get('phase') or '-':<12}  "
-                f"{ev.get('step') or '-':<28}  {detail}"
-            )
-        return 0
-
-    _run(ctx, "history", body)
+    _run(ctx, "history", lambda s: commands.history(s, name, limit))
 
 
 def _render_run(s: Settings, result: Any) -> int:
     if s.json:
-        _emit_json(result.to_json())
+        emit_json(result.to_json())
     else:
         if result.dry_run:
             for plan in result.dry_run:
@@ -521,7 +358,7 @@ def advance(
     def body(s: Settings) -> int:
         from runner.operations import advance as do_advance
 
-        ws = _workspace(s, "runner advance")
+        ws = workspace(s, "runner advance")
         return _render_run(s, do_advance(ws, name, _progress(s), dry_run=dry_run))
 
     _run(ctx, "advance", body)
@@ -541,7 +378,7 @@ def up(
     def body(s: Settings) -> int:
         from runner.operations import up as do_up
 
-        return _render_run(s, do_up(_workspace(s, "runner up"), name, to, _progress(s)))
+        return _render_run(s, do_up(workspace(s, "runner up"), name, to, _progress(s)))
 
     _run(ctx, "up", body)
 
@@ -565,7 +402,7 @@ def resume(
         from runner.operations import resume as do_resume
 
         return _render_run(
-            s, do_resume(_workspace(s, "runner resume"), name, from_step, _progress(s))
+            s, do_resume(workspace(s, "runner resume"), name, from_step, _progress(s))
         )
 
     _run(ctx, "resume", body)
@@ -583,7 +420,7 @@ def phase(
     def body(s: Settings) -> int:
         from runner.operations import run_phase
 
-        ws = _workspace(s, "runner phase")
+        ws = workspace(s, "runner phase")
         return _render_run(s, run_phase(ws, name, phase_name, _progress(s), dry_run=dry_run))
 
     _run(ctx, "phase", body)
@@ -600,26 +437,19 @@ def destroy(
     def body(s: Settings) -> int:
         from runner.operations import destroy_phase_name, run_phase
 
-        ws = _workspace(s, "runner destroy")
+        ws = workspace(s, "runner destroy")
         phase_name = destroy_phase_name(ws.machine())
         return _render_run(s, run_phase(ws, name, phase_name, _progress(s), dry_run=dry_run))
 
     _run(ctx, "destroy", body)
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM outside a phase (waiting for a lock, say): stop like Ctrl+C, exit 143."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated
-
-
 def main() -> None:
+    """The entry point without the fast path (see :func:`runner.main.main`)."""
     import signal
 
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, commands.on_sigterm)
     app(prog_name="runner")
 
 

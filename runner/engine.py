@@ -631,7 +631,7 @@ class PhaseRunner:
                     "internal", f"step plugin '{step.uses}' raised {type(exc).__name__}: {exc}"
                 )
                 error.__cause__ = exc
-            if attempt < attempts:
+            if attempt < attempts and error.retryable:
                 run_log.write(
                     step.name,
                     f"--- attempt {attempt}/{attempts} failed: {error.summary}; "
@@ -647,8 +647,8 @@ class PhaseRunner:
                 )
                 time.sleep(step.retry.delay_s)
                 continue
-            if attempts > 1:
-                error.summary = f"{error.summary} (after {attempts} attempts)"
+            if attempt > 1:
+                error.summary = f"{error.summary} (after {attempt} attempts)"
                 error.message = error.summary
             raise error
         raise AssertionError("unreachable")

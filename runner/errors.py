@@ -177,12 +177,20 @@ class StepError(RunnerError):
         exit_code: int | None = None,
         output_tail: list[str] | None = None,
         hint: str | None = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(summary, hint=hint, kind=kind)
         self.kind = kind
         self.summary = summary
         self.process_exit_code = exit_code
         self.output_tail = output_tail or []
+        self.retryable = kind not in PERMANENT_KINDS if retryable is None else retryable
+        """Whether a step's `retry` may try again; a failure that the same attempt
+        would repeat (a rejected key, a bad parameter, a missing program) is final."""
+
+
+PERMANENT_KINDS = frozenset({"key_rejected", "configuration", "template", "tool_missing"})
+"""Failure kinds that another attempt cannot fix: `retry` does not repeat them."""
 
 
 class PhaseFailedError(RunnerError):

@@ -20,7 +20,6 @@ import contextlib
 import errno
 import json
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Iterator
@@ -351,7 +350,7 @@ class FileStore(Repository):
         if target.exists():
             self._exists_error(name)
         self._ensure_data_dir()
-        staging = self.data_dir / f".tmp-{name}-{secrets.token_hex(6)}"
+        staging = self.data_dir / f".tmp-{name}-{os.urandom(6).hex()}"
         data = _serialize(record)
         try:
             try:
@@ -442,7 +441,7 @@ class FileStore(Repository):
                 environment=name,
             )
         # Move it out of sight first, so nobody ever sees half a folder.
-        trash = self.data_dir / f".deleted-{name}-{secrets.token_hex(6)}"
+        trash = self.data_dir / f".deleted-{name}-{os.urandom(6).hex()}"
         try:
             os.rename(folder, trash)
             _fsync_dir(self.data_dir)
@@ -545,7 +544,7 @@ def _write_new(path: Path, data: bytes, *, sync: bool = False) -> None:
 def _replace_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to a unique temp file beside ``path``, fsync it, rename it over
     ``path`` and fsync the folder: a crash leaves the old file or the new, never a mix."""
-    temp = path.with_name(f"{_TEMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    temp = path.with_name(f"{_TEMP_PREFIX}{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         _write_new(temp, data, sync=True)
         os.replace(temp, path)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,7 +88,7 @@ def live_holder(path: Path) -> LockInfo | None:
     info = read_holder(path)
     if info is None:
         return None
-    if info.host != socket.gethostname():
+    if info.host != os.uname().nodename:
         return info
     return info if pid_alive(info.pid) else None
 
@@ -100,7 +99,7 @@ def _describe(env: str, holder: LockInfo | None) -> str:
             f"environment '{env}' is locked by another process (its state.lock does not "
             "say which yet)"
         )
-    where = "" if holder.host == socket.gethostname() else f" on host {holder.host}"
+    where = "" if holder.host == os.uname().nodename else f" on host {holder.host}"
     return (
         f"environment '{env}' is locked by pid {holder.pid}{where} "
         f"({holder.command}, since {holder.started_at})"
@@ -206,7 +205,7 @@ def hold(path: Path, env: str, command: str, timeout_s: float, shown: str) -> It
     try:
         _acquire(fd, env, path, shown, timeout_s)
         try:
-            me = LockInfo(os.getpid(), socket.gethostname(), command, now_iso())
+            me = LockInfo(os.getpid(), os.uname().nodename, command, now_iso())
             try:
                 _take_over(fd, env, shown, me)
             except OSError as exc:

@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 from runner import __version__, resources
@@ -64,6 +63,8 @@ def _store(entry: Path, machine: MachineDef) -> None:
         return  # no data directory yet: a read-only command does not create one
     try:
         entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        import tempfile  # only when writing the cache
+
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=entry.parent)
         try:
             with os.fdopen(fd, "wb") as handle:

@@ -1,11 +1,13 @@
 """A small, fast JSON Schema checker for the runner's own schemas.
 
 `jsonschema` is complete but takes ~80 ms to import, more than a whole `runner status`
-may take. The state file schema uses a handful of keywords; this module checks exactly
-those (and refuses a schema that uses any other, so it can never silently check less):
-``type``, ``const``, ``enum``, ``pattern``, ``minimum``, ``minLength``, ``minItems``,
-``required``, ``properties``, ``additionalProperties`` (boolean or schema), ``items``,
-``oneOf`` and local ``$ref`` to ``#/$defs/...``. Annotations (``description``,
+may take. The runner's schemas (state file, machine.yaml, the built-in plugins'
+parameters) use a handful of keywords; this module checks exactly those (and refuses a
+schema that uses any other, so it can never silently check less): ``type``, ``const``,
+``enum``, ``pattern``, ``minimum``, ``exclusiveMinimum``, ``maximum``, ``minLength``,
+``minItems``, ``minProperties``, ``uniqueItems``, ``propertyNames``, ``required``,
+``properties``, ``additionalProperties`` (boolean or schema), ``items``, ``oneOf`` and
+local ``$ref`` to ``#/$defs/...``. Annotations (``description``,
 ``title``, ``default``, ``$schema``, ``$id``, ``$defs``) are ignored.
 
 Tests compare its verdicts with `jsonschema` on valid and broken documents.
@@ -33,6 +35,7 @@ _KNOWN = (
             "minLength",
             "minItems",
             "maximum",
+            "exclusiveMinimum",
             "minProperties",
             "uniqueItems",
             "propertyNames",
@@ -162,6 +165,14 @@ def compile_schema(schema: dict[str, Any]) -> Check:
                 _rule(
                     lambda v: not _is_type(v, "number") or v >= low,
                     lambda v: f"{v!r} is less than {low}",
+                )
+            )
+        if "exclusiveMinimum" in node:
+            above = node["exclusiveMinimum"]
+            checks.append(
+                _rule(
+                    lambda v: not _is_type(v, "number") or v > above,
+                    lambda v: f"{v!r} is less than or equal to {above}",
                 )
             )
         if "minLength" in node:

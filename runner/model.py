@@ -117,10 +117,17 @@ class MachineDef:
         return [p for p in self.phases if state in p.sources]
 
     def advancing_phase(self, state: str) -> PhaseDef | None:
+        """The first `advance: true` phase allowed from ``state``."""
+        return self._advancing.get(state)
+
+    @cached_property
+    def _advancing(self) -> dict[str, PhaseDef]:
+        index: dict[str, PhaseDef] = {}
         for phase in self.phases:
-            if phase.advance and state in phase.sources:
-                return phase
-        return None
+            if phase.advance:
+                for source in phase.sources:
+                    index.setdefault(source, phase)
+        return index
 
     @cached_property
     def _by_role(self) -> dict[str, dict[str, PhaseDef]]:

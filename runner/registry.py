@@ -24,6 +24,7 @@ class StepRegistry:
     def __init__(self) -> None:
         self._plugins: dict[str, type[Step]] = {}
         self._validators: dict[str, Any] = {}
+        self._fast_checks: dict[str, Any] = {}
 
     def register(self, plugin: Any, *, source: str = "") -> None:
         where = f" (from {source})" if source else ""
@@ -81,19 +82,46 @@ class StepRegistry:
             )
         return plugin()
 
-    def param_errors(self, name: str, params: Any) -> list[tuple[tuple[str | int, ...], str]]:
-        """Schema errors of ``params`` for plugin ``name``: (path inside `with`, message)."""
-        plugin = self._plugins[name]
+    def param_errors(
+        self, name: str, params: Any, templated: frozenset[str] = frozenset()
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """Schema errors of ``params`` for plugin ``name``: (path inside `with`, message).
+
+        ``templated`` names parameters left out of ``params`` because their values are
+        only known when the step runs; they still count as given for ``required``.
+        Valid parameters (the common case) are recognised by :mod:`runner.minischema`
+        when the plugin's schema is within its subset; `jsonschema` explains errors
+        (and reports a templated parameter as missing: the caller filters those).
+        """
+        fast = self._fast_checks.get(name, _UNCOMPILED)
+        if fast is _UNCOMPILED:
+            from runner.minischema import UnsupportedSchema, compile_schema
+
+            schema = dict(self._plugins[name].params_schema)
+            required = frozenset(schema.pop("required", ()))
+            try:
+                fast = (compile_schema(schema), required)
+            except UnsupportedSchema:
+                fast = None
+            self._fast_checks[name] = fast
+        if fast is not None:
+            check, required = fast
+            given = params.keys() | templated if isinstance(params, dict) else frozenset()
+            if required <= given and check(params, "") is None:
+                return []
         validator = self._validators.get(name)
         if validator is None:
             from jsonschema import Draft202012Validator
 
-            validator = Draft202012Validator(plugin.params_schema)
+            validator = Draft202012Validator(self._plugins[name].params_schema)
             self._validators[name] = validator
         return [
             (tuple(err.absolute_path), err.message)
             for err in sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
         ]
+
+
+_UNCOMPILED: Any = object()
 
 
 def default_registry() -> StepRegistry:

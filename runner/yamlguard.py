@@ -27,8 +27,12 @@ MAX_DEPTH = 1000
 MAX_VALUES = 1_000_000
 """Most values a document may stand for once its aliases are expanded."""
 
-_COMPACT = re.compile(r"(?:[-?][ \t]+){" + str(MAX_DEPTH) + ",}")
+# ``- - - x``: each indicator opens a block collection; spelled out three times so the
+# search fails fast where a single indicator stands
+_INDICATOR = r"[-?:][ \t]+"
+_COMPACT = re.compile(_INDICATOR * 3 + f"(?:{_INDICATOR}){{{MAX_DEPTH - 3},}}")
 _BRACKET = re.compile(r"[\[\]{}]")
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
 def nesting_problem(text: str) -> tuple[int, str] | None:
@@ -37,8 +41,8 @@ def nesting_problem(text: str) -> tuple[int, str] | None:
     Brackets inside quoted strings are counted too; a document would need a thousand
     unclosed ones in its strings to be refused wrongly.
     """
-    if text.count("[") + text.count("{") > MAX_DEPTH:
-        depth = 0
+    if text.count("[") + text.count("{") > MAX_DEPTH and _flow_depth(_NOT_BRACKET.sub("", text)):
+        depth = 0  # the slow scan, for the line number
         for match in _BRACKET.finditer(text):
             if match.group() in "[{":
                 depth += 1
@@ -46,11 +50,23 @@ def nesting_problem(text: str) -> tuple[int, str] | None:
                     return _line(text, match.start()), _deep()
             elif depth:
                 depth -= 1
-    if text.count("- ") + text.count("? ") > MAX_DEPTH:
-        found = _COMPACT.search(text)
-        if found:
-            return _line(text, found.start()), _deep()
+    found = _COMPACT.search(text)
+    if found:
+        return _line(text, found.start()), _deep()
     return None
+
+
+def _flow_depth(brackets: str) -> bool:
+    """Whether ``brackets`` (only bracket characters) nests deeper than MAX_DEPTH."""
+    depth = 0
+    for char in brackets:
+        if char == "[" or char == "{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif depth:
+            depth -= 1
+    return False
 
 
 def expansion_problem(doc: Any) -> str | None:

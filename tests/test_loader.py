@@ -843,6 +843,6 @@ def test_adding_a_phase_is_an_edit_of_machine_yaml(tmp_path: Path) -> None:
     write_machine(tmp_path, text)
     proc = run_cli("--machine", "machine.yaml", "validate", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "phases (6)" in proc.stdout and "smoke_test [1 steps]" in proc.stdout
+    assert "phases (6)" in proc.stdout and "smoke_test [1 step]" in proc.stdout
     path = "created → provisioned → configured → released → smoke_tested → running"
     assert f"happy path: {path}" in proc.stdout

@@ -1,4 +1,4 @@
-"""runner.minischema agrees with jsonschema on the state file schema."""
+"""runner.minischema agrees with jsonschema on the state file, machine and plugin schemas."""
 
 from __future__ import annotations
 
@@ -146,3 +146,52 @@ def test_verdicts_agree_on_mutated_machines(
     else:
         parent[path[-1]] = replacement
     assert (MACHINE_CHECK(doc, "") is None) == MACHINE_VALIDATOR.is_valid(doc), (path, replacement)
+
+
+# --- the built-in plugins' `with` schemas (validate checks every step's literal `with`)
+
+
+def _builtin_plugins() -> dict[str, Any]:
+    from runner.registry import default_registry
+
+    registry = default_registry()
+    return {name: registry.get(name) for name in registry.names()}
+
+
+PLUGINS = _builtin_plugins()
+
+
+def _shipped_withs() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (step["uses"], step.get("with", {}))
+        for phase in _shipped_machine()["phases"]
+        for step in phase["steps"]
+        if step["uses"] in PLUGINS
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(PLUGINS))
+def test_every_builtin_plugin_schema_is_within_the_fast_subset(name: str) -> None:
+    compile_schema(PLUGINS[name].params_schema)  # raises UnsupportedSchema otherwise
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), replacement=JSON, delete=st.booleans())
+def test_verdicts_agree_on_mutated_step_parameters(
+    data: st.DataObject, replacement: Any, delete: bool
+) -> None:
+    uses, params = data.draw(st.sampled_from(_shipped_withs()))
+    params = copy.deepcopy(params)
+    paths = _paths(params)[1:]
+    if paths:
+        path = data.draw(st.sampled_from(paths))
+        parent = params
+        for part in path[:-1]:
+            parent = parent[part]
+        if delete and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = replacement
+    schema = PLUGINS[uses].params_schema
+    fast = compile_schema(schema)(params, "") is None
+    assert fast == jsonschema.Draft202012Validator(schema).is_valid(params), (uses, params)

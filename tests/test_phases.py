@@ -296,8 +296,7 @@ def test_timeout_stops_the_step_and_its_children(tmp_path: Path) -> None:
     assert not _pid_alive(nap)
 
 
-def test_retry_succeeds_on_the_third_attempt(tmp_path: Path) -> None:
-    machine = """\
+ONE_STEP_MACHINE = """\
 version: 1
 name: retry
 initial: a
@@ -313,6 +312,11 @@ phases:
     to: b
     failed: b_failed
     steps:
+"""
+
+
+def test_retry_succeeds_on_the_third_attempt(tmp_path: Path) -> None:
+    machine = ONE_STEP_MACHINE + """\
       - name: flaky
         uses: shell
         with: {argv: [sh, -c, "n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; test $n -ge 3"]}
@@ -326,6 +330,27 @@ phases:
     assert result["phases"][0]["steps"][0]["attempts"] == 3
     assert (tmp_path / "count").read_text().strip() == "3"
     assert state_of(tmp_path, "x")["state"] == "b"
+
+
+def test_retry_does_not_repeat_a_failure_another_attempt_cannot_fix(tmp_path: Path) -> None:
+    """A program that is not installed stays missing: `retry` gives up at once, and says
+    how many attempts were made."""
+    machine = ONE_STEP_MACHINE + """\
+      - name: missing
+        uses: shell
+        with: {argv: [no-such-program-anywhere]}
+        retry: {attempts: 5, delay: 2s}
+"""
+    build_tree(tmp_path, {"machine.yaml": machine})
+    run_cli("create", "x", cwd=tmp_path)
+    proc = run_cli("advance", "x", cwd=tmp_path)
+    assert proc.returncode == 1
+    (log,) = (tmp_path / "data/x/runs").glob("*-go.log")
+    assert "retrying" not in log.read_text()
+    failure = state_of(tmp_path, "x")["failure"]
+    assert failure["kind"] == "tool_missing"
+    assert "no-such-program-anywhere" in failure["summary"]
+    assert "attempts" not in failure["summary"]
 
 
 def test_json_output_of_a_failed_phase(work: Path) -> None:

@@ -1,0 +1,148 @@
+"""The `runner` entry point.
+
+`status`, `list` and `history` are what an operator (or a script polling an
+environment) runs all day, so they must start fast. Importing typer and building its
+command tree costs about a third of their run time; for these three commands the
+arguments are simple, so they are parsed here and the command runs without typer.
+Anything this parser is not sure of (another command, `--help`, an unknown option, a
+bad value) goes to the typer application of :mod:`runner.cli`, which parses it again
+and gives its usual help and errors. Both paths run the same code of
+:mod:`runner.commands`; the tests compare their output.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from runner import commands
+
+__all__ = ["fast_path", "main"]
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_FORMATS = ("text", "json")
+_GLOBAL_VALUE_OPTIONS = (
+    "--workdir",
+    "--machine",
+    "--output",
+    "--log-level",
+    "--log-format",
+    "--lock-timeout",
+)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    signal.signal(signal.SIGTERM, commands.on_sigterm)
+    command = fast_path(sys.argv[1:])
+    if command is not None:
+        sys.exit(command())
+    from runner.cli import app
+
+    app(prog_name="runner")
+
+
+def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
+    """The command to run for ``argv`` if it is a plain `status`, `list` or `history`
+    (returning the exit code), else None: typer handles it."""
+    options: dict[str, str] = {}
+    verbose = False
+    rest = list(argv)
+    while rest and rest[0].startswith("-"):
+        word = rest.pop(0)
+        if word in ("-v", "--verbose"):
+            verbose = True
+            continue
+        name, eq, value = word.partition("=")
+        if name not in _GLOBAL_VALUE_OPTIONS:
+            return None
+        if not eq:
+            if not rest:
+                return None
+            value = rest.pop(0)
+        if not value:
+            return None
+        options[name] = value
+    if not rest:
+        return None
+    command, args = rest[0], rest[1:]
+
+    output = options.get("--output", "text")
+    log_format = options.get("--log-format", "text")
+    level = (options.get("--log-level") or os.environ.get("RUNNER_LOG_LEVEL") or "WARNING").upper()
+    if output not in _FORMATS or log_format not in _FORMATS or level not in _LEVELS:
+        return None
+    try:
+        lock_timeout = float(options.get("--lock-timeout", "30"))
+    except ValueError:
+        return None
+    if not lock_timeout >= 0:
+        return None
+
+    run: Callable[[commands.Settings], int]
+    if command == "status" and len(args) == 1 and not args[0].startswith("-"):
+        name = args[0]
+
+        def run(s: commands.Settings) -> int:
+            return commands.status(s, name)
+
+    elif command == "list" and not args:
+        run = commands.list_environments
+    elif command == "history" and args:
+        parsed = _history_args(args)
+        if parsed is None:
+            return None
+        env, limit = parsed
+
+        def run(s: commands.Settings) -> int:
+            return commands.history(s, env, limit)
+
+    else:
+        return None
+
+    def go() -> int:
+        from runner import logs
+
+        logs.setup(level, log_format)
+        workdir = options.get("--workdir") or os.environ.get("RUNNER_WORKDIR") or None
+        machine = options.get("--machine") or os.environ.get("RUNNER_MACHINE") or None
+        settings = commands.Settings(
+            workdir=(Path(workdir) if workdir else Path.cwd()).absolute(),
+            machine=Path(machine) if machine else None,
+            output=output,
+            lock_timeout=lock_timeout,
+            verbose=verbose,
+        )
+        return commands.execute(settings, command, run)
+
+    return go
+
+
+def _history_args(args: list[str]) -> tuple[str, int | None] | None:
+    """``NAME [--limit N | -n N | --limit=N]`` in any order, else None."""
+    name: str | None = None
+    limit: int | None = None
+    rest = list(args)
+    while rest:
+        word = rest.pop(0)
+        if word in ("--limit", "-n") or word.startswith("--limit="):
+            if limit is not None:
+                return None
+            _, eq, value = word.partition("=")
+            if not eq:
+                if not rest:
+                    return None
+                value = rest.pop(0)
+            if not value.isdigit() or int(value) < 1:
+                return None
+            limit = int(value)
+        elif word.startswith("-") or name is not None:
+            return None
+        else:
+            name = word
+    if name is None:
+        return None
+    return name, limit

@@ -1,0 +1,150 @@
+"""`status`, `list` and `history` skip typer (runner.main's fast path) and must behave
+exactly as through the typer application: same output, same errors, same exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.filestore import FileStore
+from runner.main import fast_path
+from tests.helpers import build_tree, cli_env, run_cli
+
+MACHINE = """\
+    version: 1
+    name: small
+    initial: created
+    states:
+      created: {}
+      building: {}
+      built: {}
+      build_failed: {}
+    phases:
+      - name: build
+        from: created
+        via: building
+        to: built
+        failed: build_failed
+        steps:
+          - {name: one, uses: shell, with: {argv: ["true"]}}
+"""
+
+
+def typer_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The same command through the typer application only (no fast path)."""
+    code = "import sys; sys.argv[0] = 'runner'; from runner.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fast")
+    build_tree(root, {"machine.yaml": MACHINE})
+    for name in ("alpha", "beta"):
+        assert run_cli("create", name, cwd=root).returncode == 0
+    assert run_cli("advance", "beta", cwd=root).returncode == 0
+    (root / "data/broken").mkdir(mode=0o700)
+    (root / "data/broken/state.json").write_text("{")
+    return root
+
+
+CASES = [
+    ("status", "alpha"),
+    ("status", "beta"),
+    ("--output", "json", "status", "beta"),
+    ("--output=json", "list"),
+    ("list",),
+    ("history", "beta"),
+    ("history", "beta", "--limit", "2"),
+    ("history", "--limit=1", "beta"),
+    ("history", "-n", "1", "beta"),
+    ("--output", "json", "history", "beta", "-n", "3"),
+    ("--lock-timeout", "0", "--log-level", "debug", "status", "alpha"),
+    # errors
+    ("status", "nosuch"),
+    ("status", "Bad/Name"),
+    ("status", "broken"),
+    ("--output", "json", "status", "broken"),
+    ("history", "nosuch"),
+    ("--workdir", "nowhere", "list"),
+    ("--machine", "missing.yaml", "status", "alpha"),
+]
+
+
+@pytest.mark.parametrize("args", CASES, ids=[" ".join(c) for c in CASES])
+def test_the_fast_path_answers_like_the_typer_application(work: Path, args: tuple[str, ...]) -> None:
+    assert fast_path(list(args)) is not None  # it is the fast path that runs
+    fast, full = run_cli(*args, cwd=work), typer_cli(*args, cwd=work)
+    assert (fast.returncode, fast.stdout) == (full.returncode, full.stdout), fast.stderr
+    assert fast.stderr == full.stderr
+    assert "Traceback" not in fast.stderr
+
+
+def test_the_fast_path_output_is_what_an_operator_expects(work: Path) -> None:
+    listing = run_cli("list", cwd=work)
+    assert listing.returncode == 0
+    assert "alpha" in listing.stdout and "beta" in listing.stdout and "built" in listing.stdout
+    assert "broken" in listing.stdout.split("unreadable:")[1]
+    status = json.loads(run_cli("--output", "json", "status", "beta", cwd=work).stdout)
+    assert status["state"] == "built"
+    history = json.loads(run_cli("--output", "json", "history", "beta", "-n", "2", cwd=work).stdout)
+    assert len(history["events"]) == 2
+    assert FileStore(work).load("beta")["state"] == "built"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--help"],
+        ["status", "--help"],
+        ["status"],
+        ["status", "a", "b"],
+        ["status", "-n"],
+        ["list", "extra"],
+        ["history"],
+        ["history", "a", "--limit", "0"],
+        ["history", "a", "--limit", "x"],
+        ["history", "a", "--limit"],
+        ["history", "a", "-n", "1", "-n", "2"],
+        ["--output", "yaml", "status", "a"],
+        ["--log-level", "LOUD", "status", "a"],
+        ["--log-format", "xml", "list"],
+        ["--lock-timeout", "-1", "list"],
+        ["--lock-timeout", "soon", "list"],
+        ["--workdir"],
+        ["--workdir", "", "list"],
+        ["--frobnicate", "list"],
+        ["advance", "a"],
+        ["validate"],
+    ],
+)
+def test_anything_unusual_goes_to_the_typer_application(args: list[str]) -> None:
+    assert fast_path(args) is None
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["status", "--help"], "Where an environment is"),
+        (["history", "demo", "--limit", "0"], "--limit"),
+        (["--output", "yaml", "list"], "--output"),
+    ],
+)
+def test_help_and_bad_arguments_still_get_typer_messages(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    proc = run_cli(*args, cwd=tmp_path)
+    assert needle in proc.stdout + proc.stderr
+    assert proc.returncode == (0 if "--help" in args else 2)
