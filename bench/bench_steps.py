@@ -1,0 +1,286 @@
+"""Benchmark: what the runner adds to every step, durable saves included.
+
+A machine with one phase of 100 no-op `shell` steps (``argv: ["true"]``). Each run
+advances a fresh environment through that phase, and the same 100 ``true`` processes
+are spawned by a plain Python loop (``subprocess.run``) in the same round:
+
+- `runner advance NAME` as a subprocess, against ``python -c "<the loop>"`` (both pay
+  one interpreter start, so the difference is the runner's; its own start-up and
+  machine loading are spread over the 100 steps);
+- ``runner.operations.advance`` in-process (a Workspace over a FileStore, machine
+  loaded once), against the loop in-process.
+
+Per-step figures are the run's median divided by 100; the target is under 5 ms added
+per step over the loop. The in-process runs also time, per step, the durable saves
+(FileStore.save), the event appends and the program runs (ProcessSupervisor) of the
+same runs, and a bare "write temp, fsync, rename, fsync folder" of the same bytes in the
+same folder gives the disk's floor for one save.
+
+    python bench/bench_steps.py [--quick] [--profile]
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchlib import (
+    Command,
+    Figure,
+    Target,
+    bench_main,
+    interleaved,
+    median,
+    profile,
+    profile_command,
+    runner_argv,
+)
+
+BENCH = "steps"
+STEPS = 100
+PER_STEP = Target("added", 0.005)
+LOOP = "import subprocess\nfor _ in range({n}):\n    subprocess.run(['true'], check=True)\n"
+
+
+def machine_yaml(steps: int = STEPS) -> str:
+    lines = [
+        "version: 1",
+        "name: bench-steps",
+        "initial: idle",
+        "states:",
+        "  idle: {description: Idle}",
+        "  working: {description: Running the steps}",
+        "  done: {description: Done}",
+        "  work_failed: {description: A step failed}",
+        "phases:",
+        "  - name: work",
+        "    from: idle",
+        "    via: working",
+        "    to: done",
+        "    failed: work_failed",
+        "    steps:",
+    ]
+    for i in range(steps):
+        lines += [
+            f"      - name: s{i:03d}",
+            "        uses: shell",
+            '        with: {argv: ["true"]}',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+class Tally:
+    """Time spent in wrapped callables, per label, since the last reset."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+
+    def wrap(self, label: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
+                self.calls[label] = self.calls.get(label, 0) + 1
+
+        return timed
+
+
+def fsync_floor(folder: Path, data: bytes, *, sync: bool = True) -> float:
+    """One bare durable replace of ``data`` in ``folder``: the disk's floor for a save
+    (without ``sync``: the same file operations with no fsync)."""
+    temp, final = folder / ".floor.tmp", folder / "floor.json"
+    start = time.perf_counter()
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, final)
+    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if sync:
+            os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return time.perf_counter() - start
+
+
+def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figure], list[str]]:
+    import logging
+
+    from runner import operations as ops
+    from runner import process
+    from runner.filestore import FileStore
+    from runner.operations import Workspace
+
+    logging.getLogger("runner").setLevel(logging.ERROR)
+    runs = 3 if quick else 7
+    figures: list[Figure] = []
+    findings: list[str] = []
+    tally = Tally()
+    with tempfile.TemporaryDirectory(prefix="runner-bench-steps-") as tmp:
+        work = Path(tmp)
+        (work / "machine.yaml").write_text(machine_yaml(), encoding="utf-8")
+
+        class TimedStore(FileStore):
+            save = tally.wrap("save", FileStore.save)
+            append_event = tally.wrap("event", FileStore.append_event)
+
+        store = TimedStore(work)
+        ws = Workspace(
+            workdir=work,
+            repo_factory=lambda: store,
+            machine_file=work / "machine.yaml",
+            lock_timeout_s=30.0,
+            command="bench advance",
+        )
+        ws.machine()  # loaded and checked once, outside the timings
+        counter = itertools.count()
+        original_call = process.ProcessSupervisor.__call__
+        process.ProcessSupervisor.__call__ = tally.wrap("program", original_call)  # type: ignore[method-assign]
+        breakdown: list[dict[str, float]] = []
+        floors: list[float] = []
+
+        def fresh() -> str:
+            name = f"env-{next(counter):03d}"
+            ops.create(ws, name, None, [])
+            return name
+
+        def api() -> float:
+            name = fresh()
+            tally.reset()
+            start = time.perf_counter()
+            result = ops.advance(ws, name)
+            elapsed = time.perf_counter() - start
+            assert result.state == "done", result
+            breakdown.append({**tally.seconds, "saves": tally.calls.get("save", 0)})
+            data = (work / "data" / name / "state.json").read_bytes()
+            floors.append(median(fsync_floor(work / "data" / name, data) for _ in range(5)))
+            return elapsed
+
+        def api_loop() -> float:
+            start = time.perf_counter()
+            for _ in range(STEPS):
+                subprocess.run(["true"], check=True)
+            return time.perf_counter() - start
+
+        cli = Command(runner_argv("advance", "NAME"), work)
+
+        def prepare_cli() -> None:
+            cli.argv[-1] = fresh()  # a new environment for every run, made untimed
+
+        cli.before = prepare_cli
+
+        cli_loop = Command([sys.executable, "-c", LOOP.format(n=STEPS)], work)
+        try:
+            times = interleaved(
+                {"cli": cli, "cli_loop": cli_loop, "api": api, "api_loop": api_loop},
+                runs,
+            )
+        finally:
+            process.ProcessSupervisor.__call__ = original_call  # type: ignore[method-assign]
+        figures.append(
+            Figure(
+                BENCH,
+                f"advance, {STEPS} `true` steps, CLI: per step",
+                median(times["cli"]) / STEPS,
+                baseline=median(times["cli_loop"]) / STEPS,
+                baseline_name="python loop subprocess",
+                target=PER_STEP,
+                runs=runs,
+                note=f"whole run {median(times['cli']):.2f} s vs loop "
+                f"{median(times['cli_loop']):.2f} s (one interpreter start each)",
+            )
+        )
+        api_fig = Figure(
+            BENCH,
+            f"advance, {STEPS} `true` steps, Python API: per step",
+            median(times["api"]) / STEPS,
+            baseline=median(times["api_loop"]) / STEPS,
+            baseline_name="loop in-process",
+            target=PER_STEP,
+            runs=runs,
+            note=f"whole run {median(times['api']):.2f} s vs loop "
+            f"{median(times['api_loop']):.2f} s",
+        )
+        figures.append(api_fig)
+        n = len(breakdown)
+        save = median(b.get("save", 0.0) for b in breakdown) / STEPS
+        event = median(b.get("event", 0.0) for b in breakdown) / STEPS
+        program = median(b.get("program", 0.0) for b in breakdown) / STEPS
+        rest = api_fig.value - save - event - program
+        saves_per_run = int(median(b["saves"] for b in breakdown))
+        figures += [
+            Figure(
+                BENCH,
+                "  of which durable saves (FileStore.save)",
+                save,
+                baseline=median(floors) * saves_per_run / STEPS,
+                baseline_name="bare fsync+rename, same bytes",
+                runs=n,
+                note=f"{saves_per_run} saves per run of {STEPS} steps; baseline: the same "
+                "number of bare durable replaces in the same folder",
+            ),
+            Figure(BENCH, "  of which event appends", event, runs=n),
+            Figure(
+                BENCH,
+                "  of which running `true` (ProcessSupervisor)",
+                program,
+                baseline=api_fig.baseline,
+                baseline_name="subprocess.run",
+                runs=n,
+                note="process group, stdout/stderr reader threads, run log",
+            ),
+            Figure(
+                BENCH,
+                "  of which the rest (engine, templating, checks)",
+                rest,
+                runs=n,
+                note="per-step API figure minus the three above",
+            ),
+        ]
+        if force_profile or figures[0].met is False:
+            findings.append(profile_command(["advance", fresh()], work, top=25, warm=False))
+        if force_profile or any(f.met is False for f in figures):
+            name = fresh()
+            findings.append(
+                profile(
+                    f"operations.advance, {STEPS} steps, in-process",
+                    lambda: ops.advance(ws, name),
+                    top=25,
+                    sort="tottime",
+                )
+            )
+            name2 = fresh()
+            findings.append(
+                profile(
+                    f"operations.advance, {STEPS} steps, in-process",
+                    lambda: ops.advance(ws, name2),
+                    top=25,
+                )
+            )
+    return figures, findings
+
+
+def main(argv: list[str] | None = None) -> int:
+    return bench_main("Per-step overhead (median over runs, per step)", collect, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
