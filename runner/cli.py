@@ -57,6 +57,14 @@ def _settings(ctx: typer.Context) -> Settings:
     return obj
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from runner import __version__
+
+        print(f"runner {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _global(
     ctx: typer.Context,
@@ -106,6 +114,12 @@ def _global(
     ] = 30.0,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Stream the tools' output while steps run.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_show_version, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     from runner import logs

@@ -148,3 +148,10 @@ def test_help_and_bad_arguments_still_get_typer_messages(
     proc = run_cli(*args, cwd=tmp_path)
     assert needle in proc.stdout + proc.stderr
     assert proc.returncode == (0 if "--help" in args else 2)
+
+
+def test_version(tmp_path: Path) -> None:
+    from runner import __version__
+
+    proc = run_cli("--version", cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, f"runner {__version__}\n")
