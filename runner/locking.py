@@ -23,7 +23,8 @@ from runner.repository import LockInfo, now_iso
 
 log = logging.getLogger("runner")
 
-#: Waiting for a held lock polls with a sleep that starts here and doubles ...
+#: Outside the main thread (where SIGALRM cannot time a blocking wait), waiting for a
+#: held lock polls with a sleep that starts here and doubles ...
 FIRST_POLL_S = 0.001
 #: ... up to this, so that a waiting process costs (almost) no CPU.
 MAX_POLL_S = 0.05
@@ -145,11 +146,58 @@ def _try_lock(fd: int, shown: str) -> bool:
     return True
 
 
+class _WaitOver(Exception):
+    """SIGALRM: the blocking wait for the lock reached its timeout."""
+
+
+def _can_block() -> bool:
+    """A blocking wait needs SIGALRM for its timeout: the main thread, no timer running."""
+    import signal
+    import threading
+
+    return (
+        threading.current_thread() is threading.main_thread()
+        and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
+    )
+
+
+def _wait_blocking(fd: int, seconds: float, shown: str) -> bool:
+    """Wait in the kernel for the lock for up to ``seconds``: the kernel wakes waiters the
+    moment it is released (no idle lock between holders, no CPU spent). True if taken."""
+    import signal
+
+    import portalocker
+
+    def expired(signum: int, frame: object) -> None:
+        raise _WaitOver
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            portalocker.lock(fd, portalocker.LOCK_EX)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _WaitOver:
+        # the timer may fire just as the lock is granted: one last try says which
+        return _try_lock(fd, shown)
+    except portalocker.LockException as exc:
+        raise PersistenceError(f"cannot lock {shown}: {exc}", path=shown) from exc
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    return True
+
+
 def _acquire(fd: int, env: str, path: Path, shown: str, timeout_s: float) -> None:
     deadline = time.monotonic() + max(0.0, timeout_s)
     delay = FIRST_POLL_S
     while not _try_lock(fd, shown):
         remaining = deadline - time.monotonic()
+        if remaining > 0 and _can_block():
+            if _wait_blocking(fd, remaining, shown):
+                return
+            remaining = 0
         if remaining <= 0:
             holder = read_holder(path)
             raise LockedError(

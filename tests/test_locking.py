@@ -214,6 +214,82 @@ def test_a_waiter_gets_the_lock_as_soon_as_it_is_released(
     assert holder.proc.wait(timeout=10) == 0
 
 
+# In a fresh interpreter (pytest-timeout owns SIGALRM in this one, so here the wait
+# polls): waits for the lock twice, printing the SIGALRM handler and timer after each.
+ALARM_CHECK = """
+import signal, sys
+from pathlib import Path
+from runner.errors import LockedError
+from runner.filestore import FileStore
+
+def state():
+    return signal.getsignal(signal.SIGALRM) == signal.SIG_DFL, signal.getitimer(signal.ITIMER_REAL)
+
+store = FileStore(Path(sys.argv[1]))
+try:
+    with store.lock("demo", "runner advance", 0.2):
+        print("taken", flush=True)
+except LockedError as exc:
+    print("timed out:", exc.message, flush=True)
+print("after timeout:", state(), flush=True)
+sys.stdin.readline()  # the test releases the holder, then says go
+with store.lock("demo", "runner advance", 10):
+    print("taken; inside:", state(), flush=True)
+print("after release:", state(), flush=True)
+"""
+
+
+def test_the_kernel_wait_leaves_no_alarm_behind(
+    store: FileStore, tmp_path: Path, holders: list[Holder]
+) -> None:
+    """The main thread waits in the kernel with SIGALRM timing it: afterwards the
+    handler and the timer are as they were, whether the wait timed out or not."""
+    holder = hold(tmp_path, holders)
+    child = python(ALARM_CHECK, str(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None
+    assert child.stdout.readline().startswith(
+        f"timed out: environment 'demo' is locked by pid {holder.pid}"
+    )
+    assert child.stdout.readline() == "after timeout: (True, (0.0, 0.0))\n"
+    child.stdin.write("go\n")  # it waits again, in the kernel; then the holder ends
+    child.stdin.close()
+    time.sleep(0.3)
+    assert holder.proc.stdin is not None
+    holder.proc.stdin.close()
+    assert holder.proc.wait(timeout=10) == 0
+    out = child.stdout.read()
+    assert child.wait(timeout=20) == 0
+    assert out == "taken; inside: (True, (0.0, 0.0))\nafter release: (True, (0.0, 0.0))\n"
+
+
+def test_a_thread_waits_too_and_times_out_naming_the_holder(
+    store: FileStore, tmp_path: Path, holders: list[Holder]
+) -> None:
+    """Outside the main thread (no SIGALRM there) the wait polls; same results."""
+    holder = hold(tmp_path, holders)
+    outcome: list[BaseException | str] = []
+
+    def waiter() -> None:
+        try:
+            with store.lock("demo", "runner advance", 0.3):
+                outcome.append("taken")
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    thread.join(timeout=10)
+    assert len(outcome) == 1 and isinstance(outcome[0], LockedError), outcome
+    assert f"pid {holder.pid}" in outcome[0].message
+    assert holder.proc.stdin is not None
+    holder.proc.stdin.close()
+    assert holder.proc.wait(timeout=10) == 0
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    thread.join(timeout=10)
+    assert outcome[1:] == ["taken"]
+
+
 def test_a_killed_holder_never_blocks_and_is_named_in_a_warning(
     store: FileStore, tmp_path: Path, holders: list[Holder], caplog: pytest.LogCaptureFixture
 ) -> None:
