@@ -155,8 +155,8 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
                 baseline=median(times["empty"]),
                 baseline_name="in an empty data folder",
                 runs=runs,
-                note="real fsyncs; the sweep of leftover create/delete folders scans the "
-                "whole data folder on every create",
+                note="real fsyncs; leftovers of crashed creates/deletes are swept from "
+                "data/.staging only",
             )
         )
 

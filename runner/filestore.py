@@ -58,6 +58,8 @@ DIR_MODE = 0o700
 _TEMP_PREFIX = f".{STATE_FILE}."
 #: Dot-folders of a ``create`` or ``delete`` cut short are removed after this long.
 _LEFTOVER_AGE_S = 3600.0
+#: Under the data folder: half-made and half-deleted environment folders.
+STAGING_DIR = ".staging"
 #: ``read_events(limit=...)`` reads the log backwards in blocks of this size.
 _EVENT_BLOCK = 64 * 1024
 
@@ -328,17 +330,32 @@ class FileStore(Repository):
         except OSError as exc:
             self._persistence_error("create the data directory", self.data_dir, exc)
 
+    @property
+    def _staging_dir(self) -> Path:
+        """``data/.staging``: where a create builds a folder and a delete moves one before
+        removing it, so that only this folder is swept (never the whole data folder)."""
+        return self.data_dir / STAGING_DIR
+
+    def _ensure_staging_dir(self) -> Path:
+        self._ensure_data_dir()
+        staging = self._staging_dir
+        try:
+            os.mkdir(staging, DIR_MODE)
+            os.chmod(staging, DIR_MODE)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            self._persistence_error("create the staging folder", staging, exc)
+        return staging
+
     def _sweep_leftovers(self) -> None:
-        """Remove what a crashed ``create`` or ``delete`` left (dot-folders older than an
-        hour, so that one still running is never touched)."""
+        """Remove what a crashed ``create`` or ``delete`` left in ``data/.staging`` (older
+        than an hour, so that one still running is never touched)."""
         horizon = time.time() - _LEFTOVER_AGE_S
         try:
-            with os.scandir(self.data_dir) as entries:
+            with os.scandir(self._staging_dir) as entries:
                 for entry in entries:
-                    if (
-                        entry.name.startswith((".tmp-", ".deleted-"))
-                        and entry.stat(follow_symlinks=False).st_mtime < horizon
-                    ):
+                    if entry.stat(follow_symlinks=False).st_mtime < horizon:
                         shutil.rmtree(entry.path, ignore_errors=True)
         except OSError:
             pass
@@ -349,8 +366,7 @@ class FileStore(Repository):
         target = self._env_dir(name)
         if target.exists():
             self._exists_error(name)
-        self._ensure_data_dir()
-        staging = self.data_dir / f".tmp-{name}-{os.urandom(6).hex()}"
+        staging = self._ensure_staging_dir() / f"create-{name}-{os.urandom(6).hex()}"
         data = _serialize(record)
         try:
             try:
@@ -441,7 +457,7 @@ class FileStore(Repository):
                 environment=name,
             )
         # Move it out of sight first, so nobody ever sees half a folder.
-        trash = self.data_dir / f".deleted-{name}-{os.urandom(6).hex()}"
+        trash = self._ensure_staging_dir() / f"delete-{name}-{os.urandom(6).hex()}"
         try:
             os.rename(folder, trash)
             _fsync_dir(self.data_dir)

@@ -58,7 +58,14 @@ def mode(path: Path) -> int:
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+    """Dot-named entries of ``folder``, and what lies in ``.staging`` (which may stay,
+    empty, in the data folder)."""
+    found = sorted(
+        p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != ".staging"
+    )
+    if (folder / ".staging").is_dir():
+        found += sorted(f".staging/{p.name}" for p in (folder / ".staging").iterdir())
+    return found
 
 
 # --- records ---------------------------------------------------------------------------
@@ -343,7 +350,7 @@ def test_list_is_sorted_skips_dot_folders_and_reports_broken_entries(
     for name in ("zeta", "alpha", "mid"):
         store.create(make_record(name))
     (tmp_path / "data/mid/state.json").write_text("{")
-    (tmp_path / "data/.tmp-beta-123").mkdir()
+    (tmp_path / "data/.staging/create-beta-123").mkdir()
     (tmp_path / "data/lost+found").mkdir()
     (tmp_path / "data/notes.txt").write_text("not an environment")
     entries = store.list()
@@ -358,7 +365,8 @@ def test_delete_removes_everything(store: FileStore, tmp_path: Path) -> None:
     (tmp_path / "data/demo/runs/x.log").write_text("output")
     store.delete("demo")
     assert not store.exists("demo") and store.list() == []
-    assert list((tmp_path / "data").iterdir()) == []
+    assert [p.name for p in (tmp_path / "data").iterdir()] == [".staging"]
+    assert leftovers(tmp_path / "data") == []
     store.create(make_record())  # the name is free again
     assert store.read_events("demo") == []
 
@@ -496,3 +504,23 @@ def test_the_tail_skips_bad_lines_without_counting_them(store: FileStore, tmp_pa
     assert store.read_events("demo") == [{"n": 0}, {"n": 1}, {"n": 3}]
     assert store.read_events("demo", limit=2) == [{"n": 1}, {"n": 3}]
     assert store.read_events("demo", limit=9) == [{"n": 0}, {"n": 1}, {"n": 3}]
+
+
+def test_leftovers_of_a_crashed_create_or_delete_are_swept_after_an_hour(
+    store: FileStore, tmp_path: Path
+) -> None:
+    """A create or delete killed half way leaves a folder in data/.staging, out of
+    sight of `list`; the next create removes it once it is an hour old (one still being
+    written by a running command is younger)."""
+    store.create(make_record("first"))
+    staging = tmp_path / "data/.staging"
+    old, young = staging / "create-gone-0a0b", staging / "delete-gone-0c0d"
+    for folder in (old, young):
+        (folder / "runs").mkdir(parents=True)
+        (folder / "state.json").write_text("{}")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    assert [e.name for e in store.list()] == ["first"]
+    store.create(make_record("second"))
+    assert not old.exists() and young.is_dir()
+    assert [e.name for e in store.list()] == ["first", "second"]

@@ -418,7 +418,8 @@ def test_eight_racing_creates_make_exactly_one_environment(tmp_path: Path) -> No
     store = FileStore(tmp_path)
     winner = procs[results.index("created")].pid
     assert store.load("race")["inputs"] == {"n": winner}
-    assert [p.name for p in (tmp_path / "data").iterdir()] == ["race"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [".staging", "race"]
+    assert list((tmp_path / "data/.staging").iterdir()) == []  # the losers cleaned up
     assert sorted(p.name for p in (tmp_path / "data/race").iterdir()) == [
         "events.jsonl",
         "runs",
