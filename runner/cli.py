@@ -26,7 +26,8 @@ app = typer.Typer(
     name="runner",
     help="Move deployment environments through the lifecycle declared in machine.yaml.\n\n"
     "Exit codes: 0 done (or nothing to do), 1 a step failed, 2 bad input, 3 environment "
-    "locked, 4 phase not allowed from the current state, 130/143 interrupted.",
+    "locked, 4 phase not allowed from the current state, 130/143 interrupted, 141 output "
+    "pipe closed.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,

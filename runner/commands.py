@@ -96,7 +96,15 @@ def execute(settings: Settings, command: str, body: Callable[[Settings], int | N
     """Run ``body`` and return the exit code: errors become one message, never a
     traceback."""
     try:
-        return body(settings) or 0
+        code = body(settings) or 0
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # whoever read stdout stopped reading (`runner list | head -1`): say no more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return int(ExitCode.BROKEN_PIPE)
     except RunnerError as exc:
         return report(settings, exc)
     except KeyboardInterrupt as exc:

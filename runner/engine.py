@@ -204,19 +204,23 @@ class Session:
 
 
 class _Signals:
-    """SIGINT/SIGTERM raise InterruptSignal, except inside ``critical()`` blocks (saves),
-    where they are held until the block ends."""
+    """SIGINT/SIGTERM raise InterruptSignal, and a step's SIGALRM deadline StepDeadline,
+    except inside ``critical()`` blocks (saves, starting a program), where they are held
+    until the block ends (an interrupt wins over a deadline)."""
 
     def __init__(self) -> None:
         self._critical = 0
-        self._held: int | None = None
+        self._held: BaseException | None = None
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self._critical:
-            self._held = signum
-            return
-        raise InterruptSignal(signum)
+        self.raise_or_hold(InterruptSignal(signum))
+
+    def raise_or_hold(self, exc: BaseException) -> None:
+        if not self._critical:
+            raise exc
+        if self._held is None or isinstance(exc, InterruptSignal):
+            self._held = exc
 
     @contextmanager
     def installed(self) -> Iterator[None]:
@@ -236,26 +240,28 @@ class _Signals:
         finally:
             self._critical -= 1
             if not self._critical and self._held is not None:
-                signum, self._held = self._held, None
-                raise InterruptSignal(signum)
+                held, self._held = self._held, None
+                raise held
 
+    @contextmanager
+    def deadline(self, seconds: float | None) -> Iterator[None]:
+        """SIGALRM after ``seconds`` raises StepDeadline (held like an interrupt)."""
+        if not seconds:
+            yield
+            return
 
-@contextmanager
-def _deadline(seconds: float | None) -> Iterator[None]:
-    if not seconds:
-        yield
-        return
+        def _expired(signum: int, frame: Any) -> None:
+            self.raise_or_hold(StepDeadline())
 
-    def _expired(signum: int, frame: Any) -> None:
-        raise StepDeadline()
-
-    previous = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        previous = signal.signal(signal.SIGALRM, _expired)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            if isinstance(self._held, StepDeadline):  # it fired as the step ended
+                self._held = None
 
 
 def _stamp() -> str:
@@ -417,6 +423,7 @@ class PhaseRunner:
             mask=secrets.mask,
             grace_s=self.grace_s,
             hold_signals=self._signals.critical,
+            mask_result=secrets.mask_value,
         )
         outcomes: list[StepOutcome] = []
         total = len(phase.steps)
@@ -615,7 +622,7 @@ class PhaseRunner:
                 secrets=secrets.values,
             )
             try:
-                with _deadline(step.timeout_s):
+                with self._signals.deadline(step.timeout_s):
                     results = plugin.run(ctx, params)
                 return (results if isinstance(results, dict) else {}), attempt
             except StepDeadline:

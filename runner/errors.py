@@ -37,6 +37,7 @@ class ExitCode:
     NOT_ALLOWED = 4
     SIGINT = 130
     SIGTERM = 143
+    BROKEN_PIPE = 141  # stdout closed by its reader (as if killed by SIGPIPE)
 
 
 class RunnerError(Exception):

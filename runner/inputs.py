@@ -19,7 +19,6 @@ from runner.errors import InputsError
 
 def load_config_file(path: Path) -> dict[str, Any]:
     """Inputs from a YAML or JSON file (a mapping)."""
-    from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
     try:
@@ -30,13 +29,13 @@ def load_config_file(path: Path) -> dict[str, Any]:
         ) from exc
     except UnicodeDecodeError as exc:
         raise InputsError(f"config file {path} is not UTF-8 text") from exc
-    from runner.yamlguard import expansion_problem, nesting_problem
+    from runner import yamlguard
 
-    deep = nesting_problem(text)
-    if deep is not None:
-        raise InputsError(f"{path}:{deep[0]}: config file is {deep[1]}")
     try:
-        data = YAML(typ="safe").load(text)
+        data = yamlguard.load(text)
+    except yamlguard.YamlShapeError as exc:
+        where = f"{path}:{exc.line}" if exc.line else str(path)
+        raise InputsError(f"{where}: config file: {exc.message}") from None
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -47,9 +46,6 @@ def load_config_file(path: Path) -> dict[str, Any]:
         ) from exc
     if data is None:
         return {}
-    problem = expansion_problem(data) if "&" in text else None
-    if problem is not None:
-        raise InputsError(f"{path}: config file: {problem}")
     if not isinstance(data, dict):
         raise InputsError(
             f"{path}: config file must be a mapping of inputs, not {type(data).__name__}",
@@ -60,23 +56,20 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 def _scalar(text: str) -> Any:
     """A `--set` value: YAML scalar rules (2222 → int, true → bool), else the text."""
-    from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
-    from runner.yamlguard import expansion_problem, nesting_problem
+    from runner import yamlguard
 
     if text == "":
         return ""
-    if nesting_problem(text) is not None:
-        raise InputsError(f"--set value {text[:40]!r}... is too deeply nested")
     try:
-        value = YAML(typ="safe").load(text)
+        value = yamlguard.load(text)
+    except yamlguard.YamlShapeError as exc:
+        raise InputsError(f"--set value {text[:40]!r}: {exc.message}") from None
     except YAMLError:
         return text
     if isinstance(value, dict | list) and not text.lstrip().startswith(("{", "[")):
         return text
-    if "&" in text and expansion_problem(value) is not None:
-        raise InputsError(f"--set value {text[:40]!r}: {expansion_problem(value)}")
     return value
 
 
@@ -216,6 +209,7 @@ class SecretResolver:
         self._workdir = workdir
         self.values: dict[str, str] = {}
         self._needles: list[str] = []
+        self._wholes: list[str] = []
 
     def __call__(self, dotted: str) -> str:
         if dotted not in self._paths:
@@ -249,31 +243,72 @@ class SecretResolver:
                 ) from exc
         if value:
             self.values[dotted] = value
-            self._needles = sorted(
-                {n for v in self.values.values() for n in _secret_pieces(v)}, key=len, reverse=True
+            self._wholes = _longest_first(w for v in self.values.values() for w in _whole_forms(v))
+            self._needles = _longest_first(
+                n for v in self.values.values() for n in _secret_pieces(v) | _whole_forms(v)
             )
         return value
 
     def mask(self, text: str) -> str:
-        """``text`` with every secret read so far, and every piece of one, replaced by
-        ``***``."""
-        for needle in self._needles:
-            if needle in text:
-                text = text.replace(needle, "***")
-        return text
+        """``text`` with every secret read so far, its quoted and escaped forms, and each
+        piece of it (line, word) replaced by ``***``: for what people read (run logs,
+        the progress display, traces, logs)."""
+        return _replace_all(text, self._needles)
+
+    def mask_value(self, text: str) -> str:
+        """``text`` with every secret read so far, whole or quoted/escaped, replaced by
+        ``***``, and nothing else: for program output a step parses, which masking a
+        common word of a secret would corrupt."""
+        return _replace_all(text, self._wholes)
+
+
+def _replace_all(text: str, needles: list[str]) -> str:
+    for needle in needles:
+        if needle in text:
+            text = text.replace(needle, "***")
+    return text
+
+
+def _longest_first(needles: Iterable[str]) -> list[str]:
+    return sorted({n for n in needles if n}, key=len, reverse=True)
 
 
 _MIN_PIECE = 6
 """Shorter pieces of a secret are not masked on their own (they would hide common words)."""
 
 
+def _whole_forms(value: str) -> set[str]:
+    """``value`` and the forms a template or a tool writes it in: JSON (Jinja's
+    ``tojson`` also escapes ``<>&'``), shell quoting, Python repr, URL encoding."""
+    import json
+    import shlex
+    from urllib.parse import quote
+
+    as_json = json.dumps(value)[1:-1]
+    html_safe = (
+        as_json.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("'", "\\u0027")
+    )
+    forms = {
+        value,
+        as_json,
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        html_safe,
+        shlex.quote(value),
+        repr(value)[1:-1],
+        quote(value, safe=""),
+    }
+    return {form for form in forms if form == value or len(form) >= _MIN_PIECE}
+
+
 def _secret_pieces(value: str) -> set[str]:
-    """What of ``value`` must never be shown: the value, each of its lines (tools print a
-    key file line by line) and each run between spaces, quotes and backslashes (a quoted
-    or escaped copy of the value shows those runs unchanged)."""
+    """Pieces of ``value`` that must not be shown either: each of its lines (tools print
+    a key file line by line) and each run between spaces, quotes and backslashes (a
+    quoted or escaped copy of the value shows those runs unchanged)."""
     import re
 
-    pieces = {value}
-    pieces |= {line.strip() for line in value.splitlines()}
+    pieces = {line.strip() for line in value.splitlines()}
     pieces |= set(re.split(r"[\s'\"\\]+", value))
-    return {p for p in pieces if p == value or len(p) >= _MIN_PIECE}
+    return {p for p in pieces if len(p) >= _MIN_PIECE}

@@ -107,18 +107,14 @@ def _yaml12_resolver() -> type:
 
 
 def _parse(shown: str, text: str) -> Any:
-    from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-    from runner.yamlguard import expansion_problem, nesting_problem
+    from runner import yamlguard
 
-    deep = nesting_problem(text)
-    if deep is not None:  # the C parser would crash on it
-        raise MachineError(shown, [Problem(shown, deep[1], line=deep[0])])
-    yaml = YAML(typ="safe")
-    yaml.Resolver = _yaml12_resolver()
     try:
-        doc = yaml.load(text)
+        return yamlguard.load(text, _yaml12_resolver())
+    except yamlguard.YamlShapeError as exc:
+        raise MachineError(shown, [Problem(shown, exc.message, line=exc.line)]) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = Problem(
@@ -131,11 +127,6 @@ def _parse(shown: str, text: str) -> Any:
         raise MachineError(shown, [problem]) from exc
     except YAMLError as exc:
         raise MachineError(shown, [Problem(shown, f"YAML error: {exc}")]) from exc
-    if "&" in text:  # aliases need anchors
-        aliases = expansion_problem(doc)
-        if aliases is not None:
-            raise MachineError(shown, [Problem(shown, aliases)])
-    return doc
 
 
 # --- JSON Schema -------------------------------------------------------------------

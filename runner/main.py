@@ -136,7 +136,7 @@ def _history_args(args: list[str]) -> tuple[str, int | None] | None:
                 if not rest:
                     return None
                 value = rest.pop(0)
-            if not value.isdigit() or int(value) < 1:
+            if not (value.isascii() and value.isdigit()) or len(value) > 18 or int(value) < 1:
                 return None
             limit = int(value)
         elif word.startswith("-") or name is not None:

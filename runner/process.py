@@ -7,8 +7,10 @@ the output for the result, and stops the whole process group when the program
 overruns its timeout or when the runner is interrupted (any ``BaseException`` raised
 in the waiting thread, such as :class:`~runner.errors.InterruptSignal`).
 
-Every line passes through the ``mask`` callable before it is written anywhere or
-kept, so a secret never reaches the run log, the progress display or a trace.
+Every line passes through the ``mask`` callable before it is written to the run log
+or shown, so a secret never reaches them; the output kept for the step's result (which
+it may parse) passes through ``mask_result``, which hides whole secrets only (masking
+a word of a secret wherever it appears would corrupt, say, JSON the step parses).
 """
 
 from __future__ import annotations
@@ -210,10 +212,12 @@ class ProcessSupervisor:
         mask: Callable[[str], str] | None = None,
         grace_s: float = 5.0,
         hold_signals: Callable[[], AbstractContextManager[None]] | None = None,
+        mask_result: Callable[[str], str] | None = None,
     ) -> None:
         self.run_log = run_log
         self.on_line = on_line
         self.mask = mask
+        self.mask_result = mask_result or mask
         self.grace_s = grace_s
         self._hold_signals = hold_signals or contextlib.nullcontext
 
@@ -243,7 +247,7 @@ class ProcessSupervisor:
         def sink(stream: Stream, raw: str) -> None:
             body = raw.rstrip("\r\n")
             line = self._masked(body)
-            kept[stream].add(line + raw[len(body) :])
+            kept[stream].add(raw)  # masked as a whole below: a secret may span lines
             self.run_log.write(step, line, stream=stream)
             if self.on_line is not None:
                 with contextlib.suppress(Exception):  # a broken display must not stop the run
@@ -277,8 +281,8 @@ class ProcessSupervisor:
         result = ProcessResult(
             argv=args,
             returncode=proc.returncode,
-            stdout=kept["out"].text(),
-            stderr=kept["err"].text(),
+            stdout=self._masked(kept["out"].text(), self.mask_result),
+            stderr=self._masked(kept["err"].text(), self.mask_result),
             duration_s=duration,
         )
         if timed_out:
@@ -292,11 +296,12 @@ class ProcessSupervisor:
 
     # --- internals ---------------------------------------------------------------
 
-    def _masked(self, text: str) -> str:
-        if self.mask is None:
+    def _masked(self, text: str, mask: Callable[[str], str] | None = None) -> str:
+        mask = mask or self.mask
+        if mask is None:
             return text
         try:
-            return self.mask(text)
+            return mask(text)
         except Exception:
             return "[runner: line hidden, masking failed]"
 

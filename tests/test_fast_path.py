@@ -116,6 +116,8 @@ def test_the_fast_path_output_is_what_an_operator_expects(work: Path) -> None:
         ["history"],
         ["history", "a", "--limit", "0"],
         ["history", "a", "--limit", "x"],
+        ["history", "a", "--limit", "²"],
+        ["history", "a", "--limit", "9" * 5000],
         ["history", "a", "--limit"],
         ["history", "a", "-n", "1", "-n", "2"],
         ["--output", "yaml", "status", "a"],
@@ -155,3 +157,27 @@ def test_version(tmp_path: Path) -> None:
 
     proc = run_cli("--version", cwd=tmp_path)
     assert (proc.returncode, proc.stdout) == (0, f"runner {__version__}\n")
+
+
+@pytest.mark.parametrize("args", [("list",), ("validate",)], ids=["fast path", "typer"])
+def test_a_closed_output_pipe_ends_quietly(work: Path, args: tuple[str, ...]) -> None:
+    """`runner list | head -0`: the reader is gone before anything is written. No
+    traceback, no "internal error": exit 141, as a program killed by SIGPIPE."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "runner", *args],
+            cwd=work,
+            env=cli_env(),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == ""

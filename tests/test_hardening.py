@@ -362,7 +362,7 @@ CASES = [
     Case("config-json-list", ("create", "other", "--config", "list.json"), 2, ("list.json", "must be a mapping"), files({"list.json": '["local"]\n'})),
     Case("config-nested-too-deep", ("create", "other", "--config", "deep.yaml"), 2, ("deep.yaml:1", "nested more than"), files({"deep.yaml": "nap: " + "[" * 60_000 + "]" * 60_000 + "\n"})),
     Case("config-alias-cycle", ("create", "other", "--config", "cycle.yaml"), 2, ("cycle.yaml", "cycle"), files({"cycle.yaml": "nap: &n\n  again: *n\n"})),
-    Case("set-nested-too-deep", ("create", "other", "--set", "nap=" + "[" * 60_000), 2, ("--set value", "too deeply nested")),
+    Case("set-nested-too-deep", ("create", "other", "--set", "nap=" + "[" * 60_000), 2, ("--set value", "nested more than 100 levels deep")),
     Case("config-not-utf8", ("create", "other", "--config", "latin.yaml"), 2, ("latin.yaml", "UTF-8"), files({"latin.yaml": b"provider: caf\xe9\n"})),
     Case("config-outside-the-workdir", ("--workdir", "work", "create", "other", "--config", "cfg/outside.yaml"), 0, ("created environment 'other'",), config_outside, created_other, cwd=".."),
     # --set
@@ -602,6 +602,43 @@ def test_signal_while_the_step_program_is_being_started_stops_it(
         assert not (work / "ran.txt").exists()
     finally:
         for pid in started:  # never leave the sleeper behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_step_deadline_while_the_program_is_being_started_stops_it(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a step's `timeout` (SIGALRM) firing while Popen starts the program:
+    the step fails with kind `timeout` and the program does not live on."""
+    timed = MACHINE.replace(
+        '      - name: two\n', "        timeout: 60s\n      - name: two\n", 1
+    )
+    (work / "machine.yaml").write_text(timed)
+    ws = workspace(work)
+    ops.create(ws, "napper", None, ["nap=30"])
+    real = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+    started: list[int] = []
+
+    def execute_then_expire(self: subprocess.Popen, *args: object, **kwargs: object) -> None:
+        real(self, *args, **kwargs)
+        started.append(self.pid)
+        os.kill(os.getpid(), signal.SIGALRM)  # the step's deadline, before Popen() returns
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", execute_then_expire)
+    try:
+        result = ops.advance(ws, "napper")
+        monkeypatch.undo()
+        assert result.failed
+        failed = record(work, "napper")
+        assert failed["state"] == "build_failed", failed
+        assert (failed["failure"]["step"], failed["failure"]["kind"]) == ("one", "timeout")
+        assert len(started) == 1
+        _wait_until(lambda: not _alive(started[0]), "the step's program to stop", timeout=5)
+        time.sleep(0.2)
+        assert not (work / "ran.txt").exists()
+    finally:
+        for pid in started:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
 

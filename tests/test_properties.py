@@ -330,21 +330,83 @@ def _alias_bomb(levels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize(
-    "name,text",
-    [("nesting-200000-deep", _nested_lists(200_000)), ("alias-bomb", _alias_bomb(9))],
-    ids=["nesting-200000-deep", "alias-bomb"],
-)
-def test_pathological_documents_are_refused_quickly(tmp_path: Path, name: str, text: str) -> None:
-    """A document nested 200,000 deep, or one whose aliases expand to 10**9 strings, is a
-    bad machine.yaml like any other: exit 2 within seconds, never a crash or a hang."""
-    (tmp_path / "machine.yaml").write_text(text)
+def _indented_blocks(depth: int, per_line: int = 999) -> str:
+    """Block sequences nested ``depth`` deep, ``per_line`` levels per line, each line
+    indented past the last: no line has a thousand indicators in a row."""
+    lines, indent, done = ["version:"], 2, 0
+    while done < depth:
+        step = min(per_line, depth - done)
+        done += step
+        lines.append(" " * indent + "- " * step + ("x" if done == depth else ""))
+        indent += 2 * step
+    return "\n".join(lines) + "\n"
+
+
+def _merge_bomb(levels: int, fan: int) -> str:
+    """Merge keys of merged mappings: ``fan ** levels`` keys once merged."""
+    lines = ["version: 1", "name: bomb", "a0: &a0 {x: 1, y: 2}"]
+    for level in range(1, levels + 1):
+        refs = ", ".join([f"*a{level - 1}"] * fan)
+        lines.append(f"a{level}: &a{level} {{<<: [{refs}], k{level}: 1}}")
+    return "\n".join(lines) + "\n"
+
+
+PATHOLOGICAL = {
+    "nesting-200000-deep": _nested_lists(200_000),
+    "alias-bomb": _alias_bomb(9),
+    "blocks-30000-deep-999-per-line": _indented_blocks(30_000),
+    "merge-key-bomb": _merge_bomb(7, 10),
+    "complex-keys-300-deep": "x:\n  " + "? " * 300 + "x\n",
+    "flow-700-deep-in-a-step": MINI.replace(
+        "with:\n", "with:\n          deep: " + "[" * 700 + "]" * 700 + "\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
+def test_pathological_documents_are_refused_quickly(tmp_path: Path, name: str) -> None:
+    """A document nested 200,000 deep (the C parser would crash), a few hundred deep
+    (Python would run out of recursion), or one whose aliases or merge keys expand to
+    millions of values, is a bad machine.yaml like any other: exit 2 within seconds,
+    with the message naming the file, never a crash, a traceback or a hang."""
+    (tmp_path / "machine.yaml").write_text(PATHOLOGICAL[name])
     try:
         proc = run_cli("validate", cwd=tmp_path, timeout=10)
     except subprocess.TimeoutExpired:
         pytest.fail(f"`runner validate` of the {name} document ran for more than 10 s")
     assert proc.returncode == 2, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
     assert "machine.yaml" in proc.stderr and "Traceback" not in proc.stderr
+    assert "internal error" not in proc.stderr
+    assert "nested more than" in proc.stderr or "expand to more than" in proc.stderr
+
+
+@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
+def test_pathological_config_files_are_refused(tmp_path: Path, name: str) -> None:
+    (tmp_path / "hostile.yaml").write_text(PATHOLOGICAL[name])
+    proc = run_cli("create", "demo", "--config", "hostile.yaml", cwd=tmp_path, timeout=10)
+    assert proc.returncode == 2, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert "hostile.yaml" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "data/demo").exists()
+
+
+def _flow_merge_bomb(levels: int, fan: int) -> str:
+    parts = ["a0: &a0 {x: 1}"]
+    for level in range(1, levels + 1):
+        refs = ", ".join([f"*a{level - 1}"] * fan)
+        parts.append(f"a{level}: &a{level} {{<<: [{refs}]}}")
+    return "{" + ", ".join(parts) + "}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["[" * 5000 + "]" * 5000, "? " * 300 + "x", _flow_merge_bomb(7, 10)],
+    ids=["flow-5000-deep", "complex-keys-300-deep", "merge-key-bomb"],
+)
+def test_pathological_set_values_are_refused(tmp_path: Path, value: str) -> None:
+    proc = run_cli("create", "demo", "--set", f"nap={value}", cwd=tmp_path, timeout=10)
+    assert proc.returncode == 2, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert "--set value" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "data/demo").exists()
 
 
 # --- (b) command sequences against a model ------------------------------------------

@@ -246,3 +246,69 @@ def test_a_secret_value_given_directly_is_refused(work: Path, args: list[str]) -
     assert "inputs.token" in proc.stderr and "never holds the value" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (work / "data/demo").exists()
+
+
+ESCAPES_MACHINE = """\
+version: 1
+name: escapes
+initial: created
+inputs:
+  type: object
+  properties:
+    creds: {secret: true, type: object}
+states:
+  created: {}
+  building: {}
+  built: {}
+  build_failed: {}
+phases:
+  - name: build
+    from: created
+    via: building
+    to: built
+    failed: build_failed
+    steps:
+      - name: as_json
+        uses: shell
+        with:
+          argv: [echo, "curl", "-d", '{"token": {{ secret("creds") | tojson }}}']
+      - name: as_repr
+        uses: shell
+        with: {argv: [python3, -c, "import sys; print(repr(sys.argv[1]))", "{{ secret('creds') }}"]}
+      - name: project
+        uses: shell
+        with:
+          argv: [printf, '{"project_id": "my-project", "region": "europe-west1"}']
+          parse: json
+        outputs: {project: project_id}
+"""
+
+
+def test_escaped_copies_are_hidden_and_parsed_output_is_left_whole(tmp_path: Path) -> None:
+    """A template's `tojson` writes `&<>` as \\u0026..., a tool prints a repr: those copies
+    are as secret as the value. And a step whose output is parsed must get it unchanged,
+    even where it shares words with a secret (a key file's `"project_id": "my-project"`
+    line): only whole secrets are hidden from what a step parses."""
+    value = "Zq8&Lm3<Pw9>Rt'x\\y"
+    key_file = (
+        '{"type": "service_account",\n"project_id": "my-project",\n"region": "europe-west1"}\n'
+    )
+    build_tree(tmp_path, {"machine.yaml": ESCAPES_MACHINE, "key.json": key_file})
+    env = {"RUNNER_TEST_CREDS": value}
+    assert (
+        run_cli("create", "a", "--set", "creds.env=RUNNER_TEST_CREDS", cwd=tmp_path).returncode == 0
+    )
+    proc = run_cli("-v", "--log-level", "DEBUG", "advance", "a", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    written = everything_written(tmp_path)
+    escaped = json.dumps(value)[1:-1].replace("&", "\\u0026").replace("<", "\\u003c")
+    for copy in (value, escaped, repr(value)[1:-1], "Zq8&Lm3", "Lm3<Pw9"):
+        for where, text in [*written.items(), ("output", proc.stdout + proc.stderr)]:
+            assert copy not in text, f"{copy!r} in {where}"
+    assert run_cli("create", "b", "--set", "creds.file=key.json", cwd=tmp_path).returncode == 0
+    proc = run_cli("advance", "b", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    state = json.loads((tmp_path / "data/b/state.json").read_text())
+    assert state["outputs"]["project"] == "my-project"
+    log = "".join((tmp_path / "data/b/runs").glob("*.log").__next__().read_text())
+    assert '"project_id": "my-project"' not in log  # the run log hides the key's lines
