@@ -125,6 +125,8 @@ def _global(
 ) -> None:
     from runner import logs
 
+    if lock_timeout != lock_timeout:  # NaN
+        raise typer.BadParameter("not a number of seconds", param_hint="--lock-timeout")
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")

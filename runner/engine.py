@@ -303,6 +303,17 @@ def mask_params(value: Any, mask: Callable[[str], str], key: str = "") -> Any:
     return value
 
 
+def mask_strings(value: Any, mask: Callable[[str], str]) -> Any:
+    """``value`` with ``mask`` applied to every string in it (keys included)."""
+    if isinstance(value, Mapping):
+        return {mask_strings(k, mask): mask_strings(v, mask) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_strings(v, mask) for v in value]
+    if isinstance(value, str):
+        return mask(value)
+    return value
+
+
 class PhaseRunner:
     """Runs one phase of one environment, step by step."""
 
@@ -473,7 +484,7 @@ class PhaseRunner:
                 results, attempts = self._attempts(
                     phase, step, params, context, supervisor, run_log, secrets
                 )
-                self._merge_outputs(step, results)
+                self._merge_outputs(step, results, secrets)
                 self._check_run_log(run_log, session)
                 duration = time.monotonic() - step_t0
                 run["completed_steps"].append(step.name)
@@ -660,7 +671,9 @@ class PhaseRunner:
             raise error
         raise AssertionError("unreachable")
 
-    def _merge_outputs(self, step: StepDef, results: Mapping[str, Any]) -> None:
+    def _merge_outputs(
+        self, step: StepDef, results: Mapping[str, Any], secrets: SecretResolver
+    ) -> None:
         for out_name, key in step.outputs.items():
             if key not in results:
                 raise StepError(
@@ -669,7 +682,11 @@ class PhaseRunner:
                     f"'{out_name}' (it returned: {', '.join(sorted(results)) or 'nothing'})",
                     hint="fix the step's `outputs:` mapping in machine.yaml",
                 )
-            self.session.record["outputs"][out_name] = results[key]
+            # a value a step parsed may hold a secret the masking of its raw output
+            # could not see (JSON's `\/`, `\uXXXX`...): never store one
+            self.session.record["outputs"][out_name] = mask_strings(
+                results[key], secrets.mask_value
+            )
 
     # -- failure and interruption -----------------------------------------------------
 

@@ -88,31 +88,13 @@ def load_machine(path: str | Path, registry: StepRegistry | None = None) -> Mach
             gc.enable()
 
 
-@functools.cache
-def _yaml12_resolver() -> type:
-    """ruamel's YAML 1.2 resolver with the version fixed.
-
-    The stock resolver looks the YAML version up again for every scalar, which under
-    the C parser costs a caught AttributeError each time (a fifth of the parse of a
-    large file). machine.yaml is YAML 1.2: a ``%YAML 1.1`` directive is not honoured.
-    """
-    from ruamel.yaml.resolver import VersionedResolver
-
-    class Yaml12Resolver(VersionedResolver):
-        @property
-        def processing_version(self) -> tuple[int, int]:
-            return (1, 2)
-
-    return Yaml12Resolver
-
-
 def _parse(shown: str, text: str) -> Any:
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     from runner import yamlguard
 
     try:
-        return yamlguard.load(text, _yaml12_resolver())
+        return yamlguard.load(text)
     except yamlguard.YamlShapeError as exc:
         raise MachineError(shown, [Problem(shown, exc.message, line=exc.line)]) from None
     except MarkedYAMLError as exc:

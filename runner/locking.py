@@ -172,21 +172,29 @@ def _wait_blocking(fd: int, seconds: float, shown: str) -> bool:
     def expired(signum: int, frame: object) -> None:
         raise _WaitOver
 
+    deadline = time.monotonic() + seconds
     previous = signal.signal(signal.SIGALRM, expired)
     try:
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-        try:
-            portalocker.lock(fd, portalocker.LOCK_EX)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    except _WaitOver:
-        # the timer may fire just as the lock is granted: one last try says which
-        return _try_lock(fd, shown)
+        while True:
+            # in slices of at most an hour: a timer cannot be set for ever (`inf`)
+            remaining = deadline - time.monotonic()
+            try:
+                signal.setitimer(signal.ITIMER_REAL, max(0.001, min(remaining, 3600.0)))
+                try:
+                    portalocker.lock(fd, portalocker.LOCK_EX)
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+                return True
+            except _WaitOver:
+                # the timer may fire just as the lock is granted: one last try says which
+                if _try_lock(fd, shown):
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
     except portalocker.LockException as exc:
         raise PersistenceError(f"cannot lock {shown}: {exc}", path=shown) from exc
     finally:
         signal.signal(signal.SIGALRM, previous)
-    return True
 
 
 def _acquire(fd: int, env: str, path: Path, shown: str, timeout_s: float) -> None:

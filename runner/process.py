@@ -44,6 +44,9 @@ READER_JOIN_S = 2.0
 """How long to wait for the output pipes to close once the program has exited."""
 
 _READ_CHUNK = 64 * 1024
+_MAX_LINE = 16 * 1024 * 1024
+"""A line is read whole (``tofu show -json`` prints megabytes on one line) up to this
+length; a longer one is passed on in pieces, and a secret across a cut is not masked."""
 
 _INSTALL_HINTS: dict[str, str] = {
     "tofu": "install OpenTofu (https://opentofu.org/docs/intro/install/), or "
@@ -186,15 +189,33 @@ class _Reader(threading.Thread):
         self._stopped.set()
 
     def run(self) -> None:
+        import codecs
+
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        parts: list[str] = []  # a line longer than a read, so far
+        size = 0
         try:
             for raw in iter(lambda: self._pipe.readline(_READ_CHUNK), b""):
-                if not self._stopped.is_set():
-                    self._sink(self._stream, raw.decode("utf-8", errors="replace"))
+                # decoded across reads: a character cut by a read is not mangled
+                text = decoder.decode(raw)
+                parts.append(text)
+                size += len(text)
+                if text.endswith("\n") or size >= _MAX_LINE:
+                    # a line is passed on whole, so a secret in it is masked whole
+                    self._pass("".join(parts))
+                    parts, size = [], 0
+            parts.append(decoder.decode(b"", final=True))
+            if "".join(parts):
+                self._pass("".join(parts))
         except (OSError, ValueError):
             pass
         finally:
             with contextlib.suppress(OSError):
                 self._pipe.close()
+
+    def _pass(self, text: str) -> None:
+        if not self._stopped.is_set():
+            self._sink(self._stream, text)
 
 
 class ProcessSupervisor:

@@ -1,51 +1,57 @@
 """Loading YAML that may be hostile: machine.yaml, config files, `--set` values.
 
 A YAML parser's own checks let through documents that crash, hang or exhaust a
-program that loads them:
+program that loads them, or values a JSON document cannot hold:
 
-* nesting tens of thousands deep (``[[[[...``, ``- - - - ...``, or lines indented ever
-  deeper): ruamel's C parser recurses and the process dies of a segmentation fault;
-* nesting a few hundred deep: Python code that walks the value (the constructor for
-  complex keys, schema checks) raises RecursionError;
-* aliases: one that contains itself makes a cyclic value, and aliases of aliases (the
-  "billion laughs"), or merge keys (``<<: [*a, *a]``) of merged mappings, make a small
-  file stand for billions of values, built or copied while the document is loaded.
+* nesting tens of thousands deep: ruamel's C composer recurses and the process dies
+  of a segmentation fault; a few hundred deep: Python code walking the value raises
+  RecursionError;
+* aliases: one inside the value it names makes a cycle, and aliases of aliases (the
+  "billion laughs"), merge keys (``<<: [*a, *a]``) of merged mappings, or aliases of a
+  long string make a small file stand for billions of values or gigabytes of text;
+* values that are not JSON: dates, sets, binary, keys that are lists or mappings.
 
-:func:`load` guards against all three. Before parsing, a cheap bound of the nesting
-depth is taken from the text: each level of block nesting takes at least one character
-of a line's leading run of spaces and indicators, each level of flow nesting one
-bracket. A bound above :data:`MAX_TEXT_DEPTH` is refused without parsing. Otherwise,
-when the document may be deep (a bound above :data:`MAX_DEPTH`) or has anchors, the
-composed node graph is measured (height, size with every alias expanded, cycles), each
-shared node once, before any value is built from it. A machine.yaml or a config file
-is a few hundred values nested a handful of levels deep; the limits are far beyond
-that.
+:func:`load` guards against all of them. Documents that cannot nest deeper than
+:data:`MAX_DEPTH` (a bound from the text: each level of block nesting takes at least
+one character of a line's leading run of spaces and indicators, each level of flow
+nesting an opening bracket) and have no anchors or tags are loaded at once and their
+value checked for JSON types. Others are first read as a stream of parser events (the
+C parser keeps its own stack: no recursion, whatever the depth), which measures the
+depth, the expanded size of every alias, the tags and the keys, and stops at the first
+problem; only then is the document built. Plain scalars that look like dates stay
+strings (YAML 1.2 has no timestamps).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_VALUES", "YamlShapeError", "load"]
+__all__ = ["MAX_CHARS", "MAX_DEPTH", "MAX_VALUES", "YamlShapeError", "load", "resolver"]
 
 MAX_DEPTH = 100
 """Deepest nesting of collections accepted."""
 
-MAX_TEXT_DEPTH = 2000
-"""A document whose text allows more nesting than this is refused unparsed: the C
-parser crashes somewhere above 20,000."""
-
 MAX_VALUES = 1_000_000
 """Most values a document may stand for once its aliases are expanded."""
 
+MAX_CHARS = 20_000_000
+"""Most characters of scalars a document may stand for once its aliases are expanded."""
+
 _LEADING = re.compile(r"^[ \t?:-]+", re.MULTILINE)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_MERGE_TAG = "tag:yaml.org,2002:merge"
+_JSON_TAGS = frozenset(
+    "tag:yaml.org,2002:" + name
+    for name in ("str", "int", "float", "bool", "null", "map", "seq", "merge")
+)
+_NOT_JSON = {
+    "tag:yaml.org,2002:timestamp",
+    "tag:yaml.org,2002:value",
+}
 
 
 class YamlShapeError(ValueError):
-    """The document is too deep, too big once expanded, or cyclic."""
+    """The document is too deep, too big once expanded, cyclic, or not JSON-like."""
 
     def __init__(self, message: str, line: int | None = None) -> None:
         super().__init__(message)
@@ -53,7 +59,37 @@ class YamlShapeError(ValueError):
         self.line = line
 
 
-def load(text: str, resolver: type | None = None) -> Any:
+@functools.cache
+def resolver() -> type:
+    """ruamel's resolver for YAML 1.2, with the version fixed and no timestamps.
+
+    The stock resolver looks the YAML version up again for every scalar, which under
+    the C parser costs a caught AttributeError each time (a fifth of the parse of a
+    large file); a ``%YAML 1.1`` directive is not honoured. Plain scalars that look like
+    dates stay strings: YAML 1.2's core schema has no timestamps, and JSON none either.
+    """
+    from ruamel.yaml.resolver import VersionedResolver
+
+    class Yaml12Resolver(VersionedResolver):
+        @property
+        def processing_version(self) -> tuple[int, int]:
+            return (1, 2)
+
+        @property
+        def versioned_resolver(self) -> Any:
+            table = self.__dict__.get("_json_table")
+            if table is None:
+                table = {
+                    first: [(tag, regexp) for tag, regexp in entries if tag not in _NOT_JSON]
+                    for first, entries in super().versioned_resolver.items()
+                }
+                self.__dict__["_json_table"] = table
+            return table
+
+    return Yaml12Resolver
+
+
+def load(text: str) -> Any:
     """The value of the YAML document ``text`` (ruamel, safe, C parser).
 
     Raises :class:`YamlShapeError` for the documents above, and ruamel's ``YAMLError``
@@ -61,123 +97,234 @@ def load(text: str, resolver: type | None = None) -> Any:
     """
     from ruamel.yaml import YAML
 
-    bound, line = _text_depth(text)
-    if bound > MAX_TEXT_DEPTH:
-        raise YamlShapeError(_too_deep(), line)
     yaml = YAML(typ="safe")
-    if resolver is not None:
-        yaml.Resolver = resolver
-    if bound <= MAX_DEPTH and "&" not in text:
-        return _guarded(yaml.load, text)
-    constructor, parser = yaml.get_constructor_parser(text)
-    try:
-        node = constructor.composer.get_single_node()
-        if node is None:
-            return None
-        _check_nodes(node)
-        return _guarded(constructor.construct_document, node)
-    finally:
-        parser.dispose()
+    yaml.Resolver = resolver()
+    if _text_depth(text) <= MAX_DEPTH and "&" not in text and "!" not in text:
+        value = _build(yaml.load, text)
+        _check_json(value)
+        return value
+    built = _EventLoader(yaml).load(text)
+    if built is not _UNBUILT:
+        return built
+    # checked, but something the event loader leaves to ruamel (a duplicate key, which
+    # ruamel reports, several documents, ...): ruamel builds it, now that it is safe
+    yaml = YAML(typ="safe")
+    yaml.Resolver = resolver()
+    return _build(yaml.load, text)
 
 
-def _guarded(build: Any, arg: Any) -> Any:
+_UNBUILT: Any = object()
+_MERGE = "tag:yaml.org,2002:merge"
+_STR = "tag:yaml.org,2002:str"
+
+
+def _build(load: Any, text: str) -> Any:
     try:
-        return build(arg)
+        return load(text)
     except RecursionError:  # a last line of defence: the checks should have refused it
         raise YamlShapeError(_too_deep()) from None
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        # a scalar its tag cannot hold: `!!int abc`, an integer of 5,000 digits, ...
+        raise YamlShapeError(f"a value cannot be read: {exc}") from None
 
 
-def _text_depth(text: str) -> tuple[int, int | None]:
-    """An upper bound of the nesting depth of ``text``, and a line that reaches it."""
-    block, block_at = 0, 0
-    for match in _LEADING.finditer(text):
-        width = match.end() - match.start()
-        if width > block:
-            block, block_at = width, match.start()
-    flow = 0
-    if "[" in text or "{" in text:
-        depth = 0
-        for char in _NOT_BRACKET.sub("", text):
-            if char == "[" or char == "{":
-                depth += 1
-                flow = max(flow, depth)
-            elif depth:
-                depth -= 1
-    if block + flow <= MAX_DEPTH:
-        return block + flow, None
-    return block + flow, _line(text, block_at if block >= flow else _deepest_bracket(text))
+def _text_depth(text: str) -> int:
+    """An upper bound of the nesting depth of ``text``: the longest leading run of
+    spaces and indicators of a line, plus every opening bracket (brackets inside
+    strings and comments count too: a bound, never an underestimate)."""
+    block = max((m.end() - m.start() for m in _LEADING.finditer(text)), default=0)
+    return block + text.count("[") + text.count("{")
 
 
-def _deepest_bracket(text: str) -> int:
-    """Offset of the first bracket at the deepest flow nesting of ``text``."""
-    depth = deepest = at = 0
-    for match in re.finditer(r"[\[\]{}]", text):
-        if match.group() in "[{":
-            depth += 1
-            if depth > deepest:
-                deepest, at = depth, match.start()
-        elif depth:
-            depth -= 1
-    return at
+class _Frame:
+    """An open collection while reading events."""
+
+    __slots__ = ("anchor", "chars", "explicit", "is_map", "items", "key", "merges", "obj", "values")
+
+    def __init__(self, is_map: bool, anchor: str | None) -> None:
+        self.is_map = is_map
+        self.anchor = anchor
+        self.items = 0  # completed children; in a mapping, even counts are keys
+        self.values = 0  # expanded values inside
+        self.chars = 0  # expanded characters of scalars inside
+        self.obj: Any = {} if is_map else []
+        self.key: Any = None
+        self.merges: list[dict[Any, Any]] = []
+        self.explicit: set[Any] = set()
 
 
-def _line(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
+class _EventLoader:
+    """Builds a document from parser events, checking it as it goes (no recursion, each
+    alias measured, never expanded). Returns ``_UNBUILT`` for what it leaves to ruamel
+    after checking it all."""
 
+    def __init__(self, yaml: Any) -> None:
+        self.yaml = yaml
+        self.resolver = yaml.resolver
+        self.constructor = yaml.constructor
+        self.frames: list[_Frame] = [_Frame(False, None)]
+        self.anchors: dict[str, tuple[Any, int, int]] = {}  # -> (value, values, chars)
+        self.open_anchors: set[str] = set()
+        self.building = True
+        self.documents = 0
 
-def _check_nodes(root: Any) -> None:
-    """Height, expanded size and cycles of the node graph under ``root``; each shared
-    node (an alias) is measured once and counted wherever it is used."""
-    from ruamel.yaml.nodes import MappingNode, SequenceNode
+    def load(self, text: str) -> Any:
+        from ruamel.yaml.events import (
+            AliasEvent,
+            CollectionEndEvent,
+            CollectionStartEvent,
+            DocumentStartEvent,
+            MappingStartEvent,
+            ScalarEvent,
+        )
 
-    measured: dict[int, tuple[int, int]] = {}  # id -> (height, expanded size)
-    open_ids: set[int] = set()
-    stack: list[tuple[Any, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        if not isinstance(node, MappingNode | SequenceNode):
-            continue
-        key = id(node)
-        children = _children(node)
-        if children_done:
-            open_ids.discard(key)
-            height, size = 1, 1
-            for child in children:
-                h, s = measured.get(id(child), (0, 1))
-                height, size = max(height, h + 1), size + s
-            if height > MAX_DEPTH:
-                raise YamlShapeError(_too_deep(), _line_of(node))
-            if size > MAX_VALUES:
-                raise YamlShapeError(
-                    f"its aliases expand to more than {MAX_VALUES:,} values; write the "
-                    "values out, or use fewer aliases (and merge keys) of aliases",
-                    _line_of(node),
-                )
-            measured[key] = (height, size)
-            continue
-        if key in measured:
-            continue
-        if key in open_ids:
+        for event in self.yaml.parse(text):
+            line = event.start_mark.line + 1 if event.start_mark is not None else None
+            if isinstance(event, ScalarEvent):
+                self._check_tag(event.tag, line)
+                value = self._scalar(event) if self.building else None
+                if event.anchor is not None:
+                    self.anchors[event.anchor] = (value, 1, len(event.value))
+                self._add(value, 1, len(event.value), line)
+            elif isinstance(event, CollectionStartEvent):
+                self._check_tag(event.tag, line)
+                if self._key_position():
+                    raise YamlShapeError("a key is a list or a mapping; keys must be text", line)
+                if len(self.frames) > MAX_DEPTH:
+                    raise YamlShapeError(_too_deep(), line)
+                if event.anchor is not None:
+                    self.open_anchors.add(event.anchor)
+                self.frames.append(_Frame(isinstance(event, MappingStartEvent), event.anchor))
+            elif isinstance(event, CollectionEndEvent):
+                frame = self.frames.pop()
+                value = self._finish(frame) if self.building else None
+                if frame.anchor is not None:
+                    self.open_anchors.discard(frame.anchor)
+                    self.anchors[frame.anchor] = (value, frame.values + 1, frame.chars)
+                self._add(value, frame.values + 1, frame.chars, line)
+            elif isinstance(event, AliasEvent):
+                if event.anchor in self.open_anchors:
+                    raise YamlShapeError(
+                        "an alias refers to a value that contains it (a cycle); remove the alias",
+                        line,
+                    )
+                value, values, chars = self.anchors.get(event.anchor, (None, 1, 0))
+                if self._key_position() and isinstance(value, dict | list):
+                    raise YamlShapeError("a key is a list or a mapping; keys must be text", line)
+                self._add(value, values, chars, line)
+            elif isinstance(event, DocumentStartEvent):
+                self.documents += 1
+                if self.documents > 1:
+                    self.building = False  # ruamel says what is wrong with that
+        root = self.frames[0]
+        if not self.building:
+            return _UNBUILT
+        return root.obj[0] if root.obj else None
+
+    def _key_position(self) -> bool:
+        frame = self.frames[-1]
+        return frame.is_map and frame.items % 2 == 0
+
+    @staticmethod
+    def _check_tag(tag: Any, line: int | None) -> None:
+        if tag is not None and str(tag) not in _JSON_TAGS:
             raise YamlShapeError(
-                "an alias refers to a value that contains it (a cycle); remove the alias",
-                _line_of(node),
+                f"tag {tag} makes a value JSON cannot hold; remove the tag (and quote the "
+                "value if it should be text)",
+                line,
             )
-        open_ids.add(key)
-        stack.append((node, True))
-        stack.extend((child, False) for child in children)
+
+    def _scalar(self, event: Any) -> Any:
+        from ruamel.yaml.nodes import ScalarNode
+
+        if event.tag is not None:
+            tag = str(event.tag)
+        elif event.implicit[0]:
+            tag = str(self.resolver.resolve(ScalarNode, event.value, event.implicit))
+        else:
+            return event.value
+        if tag == _STR:
+            return event.value
+        if tag == _MERGE:
+            return _MergeKey
+        node = ScalarNode(
+            self.resolver.resolve(ScalarNode, event.value, event.implicit), event.value
+        )
+        if str(node.tag) != tag:  # an explicit tag: build it as that tag
+            from ruamel.yaml.tag import Tag
+
+            node = ScalarNode(Tag(suffix=tag), event.value)
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            raise YamlShapeError(f"value {event.value[:40]!r} cannot be read: {exc}") from None
+
+    def _add(self, value: Any, values: int, chars: int, line: int | None) -> None:
+        frame = self.frames[-1]
+        if self.building:
+            if not frame.is_map:
+                frame.obj.append(value)
+            elif frame.items % 2 == 0:
+                if isinstance(value, dict | list):
+                    raise YamlShapeError("a key is a list or a mapping; keys must be text", line)
+                frame.key = value
+            elif frame.key is _MergeKey:
+                merged = value if isinstance(value, list) else [value]
+                if not all(isinstance(m, dict) for m in merged):
+                    self.building = False  # ruamel says what is wrong with that
+                else:
+                    frame.merges.extend(merged)
+            elif frame.key in frame.explicit:
+                self.building = False  # a duplicate key: ruamel reports it
+            else:
+                frame.explicit.add(frame.key)
+                frame.obj[frame.key] = value
+        frame.items += 1
+        frame.values += values
+        frame.chars += chars
+        if frame.values > MAX_VALUES or frame.chars > MAX_CHARS:
+            raise YamlShapeError(
+                f"its aliases expand to more than {MAX_VALUES:,} values or "
+                f"{MAX_CHARS:,} characters; write the values out, or use fewer aliases "
+                "(and merge keys) of aliases",
+                line,
+            )
+
+    @staticmethod
+    def _finish(frame: _Frame) -> Any:
+        if not frame.merges:
+            return frame.obj
+        merged: dict[Any, Any] = {}
+        for source in reversed(frame.merges):  # earlier mappings win over later ones
+            merged.update(source)
+        merged.update(frame.obj)  # and the mapping's own keys over all of them
+        return merged
 
 
-def _children(node: Any) -> list[Any]:
-    from ruamel.yaml.nodes import MappingNode
-
-    if isinstance(node, MappingNode):
-        return [part for pair in node.value for part in pair]
-    return list(node.value)
+class _MergeKey:
+    """The value of a `<<` key while its mapping is read."""
 
 
-def _line_of(node: Any) -> int | None:
-    mark = getattr(node, "start_mark", None)
-    return mark.line + 1 if mark is not None else None
+def _check_json(value: Any) -> None:
+    """``value`` holds only JSON types (text keys); for small documents, after loading."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > MAX_DEPTH:
+                raise YamlShapeError(_too_deep())
+            for key, child in item.items():
+                if not (key is None or isinstance(key, str | int | float | bool)):
+                    raise YamlShapeError("a key is a list or a mapping; keys must be text")
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            if depth > MAX_DEPTH:
+                raise YamlShapeError(_too_deep())
+            stack.extend((child, depth + 1) for child in item)
+        elif not (item is None or isinstance(item, str | int | float | bool)):
+            raise YamlShapeError(
+                f"value {item!r} ({type(item).__name__}) is not a JSON type; quote it"
+            )
 
 
 def _too_deep() -> str:

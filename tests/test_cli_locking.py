@@ -153,3 +153,26 @@ def test_eight_racing_creates_give_exactly_one_environment(work: Path) -> None:
     assert all("already exists" in err for code, err in results if code == 2)
     listing = json.loads(run_cli("--output", "json", "list", cwd=work).stdout)
     assert [e["name"] for e in listing["environments"]] == ["same"]
+
+
+@pytest.mark.parametrize("timeout", ["inf", "1e12"])
+def test_an_endless_lock_timeout_waits_until_the_holder_ends(work: Path, timeout: str) -> None:
+    """`--lock-timeout inf` waits as long as it takes (the OS timer is re-armed in
+    slices, never set beyond what it can hold)."""
+    holder = _holder(work, "demo")
+    waiter = _spawn(work, "--lock-timeout", timeout, "--output", "json", "status", "demo")
+    waiter.communicate(timeout=30)  # status never waits: a control
+    waiter = _spawn(work, "--lock-timeout", timeout, "phase", "demo", "destroy")
+    time.sleep(1.0)
+    assert waiter.poll() is None  # still waiting
+    holder.send_signal(signal.SIGINT)
+    holder.communicate(timeout=30)
+    out, err = waiter.communicate(timeout=60)
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert waiter.returncode == 0, out + err
+    assert json.loads((work / "data/demo/state.json").read_text())["state"] == "destroyed"
+
+
+def test_a_lock_timeout_that_is_not_a_number_is_refused(work: Path) -> None:
+    proc = run_cli("--lock-timeout", "nan", "status", "demo", cwd=work)
+    assert proc.returncode == 2 and "--lock-timeout" in proc.stderr

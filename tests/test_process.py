@@ -107,6 +107,28 @@ def test_lines_are_masked_everywhere(run_log: RunLog) -> None:
     assert "token=***" in result.stdout
 
 
+def test_a_long_line_is_masked_and_decoded_whole(run_log: RunLog) -> None:
+    """A line longer than one read (a `tofu show -json` of megabytes): a secret across
+    the 64 KiB read boundary is still masked, and a character cut by a read is kept."""
+    secret = "Zq9SuperSecretToken4711"
+    script = (
+        "import sys; pad = 'x' * (65536 - 10); "
+        f"sys.stdout.write(pad + '{secret}' + 'é' * 40000 + '\\n')"
+    )
+    seen: list[str] = []
+    supervisor = ProcessSupervisor(
+        run_log,
+        on_line=lambda step, line: seen.append(line),
+        mask=lambda text: text.replace(secret, "***"),
+    )
+    result = supervisor([sys.executable, "-c", script], step="s")
+    log = run_log.path.read_text()
+    for where in (log, "".join(seen), result.stdout):
+        assert secret not in where and secret[:10] + "\n" not in where
+        assert "***" in where
+    assert "\ufffd" not in result.stdout and result.stdout.count("é") == 40000
+
+
 def test_stdin_text_and_env_reach_the_program(run_log: RunLog, tmp_path: Path) -> None:
     supervisor = ProcessSupervisor(run_log)
     result = supervisor(

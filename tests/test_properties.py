@@ -377,7 +377,7 @@ def test_pathological_documents_are_refused_quickly(tmp_path: Path, name: str) -
     assert proc.returncode == 2, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
     assert "machine.yaml" in proc.stderr and "Traceback" not in proc.stderr
     assert "internal error" not in proc.stderr
-    assert "nested more than" in proc.stderr or "expand to more than" in proc.stderr
+    assert any(w in proc.stderr for w in ("nested more than", "expand to more than", "keys must be text"))
 
 
 @pytest.mark.parametrize("name", sorted(PATHOLOGICAL))

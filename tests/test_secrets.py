@@ -312,3 +312,54 @@ def test_escaped_copies_are_hidden_and_parsed_output_is_left_whole(tmp_path: Pat
     assert state["outputs"]["project"] == "my-project"
     log = "".join((tmp_path / "data/b/runs").glob("*.log").__next__().read_text())
     assert '"project_id": "my-project"' not in log  # the run log hides the key's lines
+
+
+PARSED_MACHINE = """\
+version: 1
+name: parsed
+initial: created
+inputs:
+  type: object
+  properties:
+    creds: {secret: true, type: object}
+states: {created: {}, building: {}, built: {}, build_failed: {}}
+phases:
+  - name: build
+    from: created
+    via: building
+    to: built
+    failed: build_failed
+    steps:
+      - name: emit
+        uses: shell
+        with:
+          argv:
+            - python3
+            - -c
+            - |
+              import json, sys
+              token = sys.argv[1]
+              slashed = json.dumps(token).replace("/", "\\\\/")
+              escaped = "".join("\\\\u%04x" % ord(c) for c in token)
+              print('{"a": %s, "b": "%s", "c": "plain"}' % (slashed, escaped))
+            - "{{ secret('creds') }}"
+          parse: json
+        outputs: {a: a, b: b, c: c}
+"""
+
+
+def test_a_secret_in_parsed_output_is_never_stored(tmp_path: Path) -> None:
+    """JSON may write a secret as `\\/` or `\\uXXXX` escapes that no masking of the raw
+    output can know; once parsed it is the secret again, and must not reach outputs."""
+    value = "Zq9Super/Secret/Token4711"
+    build_tree(tmp_path, {"machine.yaml": PARSED_MACHINE})
+    env = {"RUNNER_TEST_CREDS": value}
+    assert (
+        run_cli("create", "p", "--set", "creds.env=RUNNER_TEST_CREDS", cwd=tmp_path).returncode == 0
+    )
+    proc = run_cli("advance", "p", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    state = json.loads((tmp_path / "data/p/state.json").read_text())
+    assert state["outputs"] == {"a": "***", "b": "***", "c": "plain"}
+    status = run_cli("status", "p", cwd=tmp_path)
+    assert value not in status.stdout and "c=plain" in status.stdout
