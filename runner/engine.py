@@ -291,25 +291,18 @@ def template_context(
     return context
 
 
-def mask_params(value: Any, mask: Callable[[str], str], key: str = "") -> Any:
+def mask_params(
+    value: Any, mask: Callable[[str], str], key: str = "", *, by_name: bool = True
+) -> Any:
+    """``value`` with ``mask`` applied to every string in it; with ``by_name``, strings
+    under a sensitive-looking key (password, token, ...) are hidden whole."""
     if isinstance(value, Mapping):
-        return {k: mask_params(v, mask, str(k)) for k, v in value.items()}
+        return {k: mask_params(v, mask, str(k), by_name=by_name) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [mask_params(v, mask, key) for v in value]
+        return [mask_params(v, mask, key, by_name=by_name) for v in value]
     if isinstance(value, str):
-        if any(word in key.lower() for word in _SENSITIVE_KEYS) and value:
+        if by_name and value and any(word in key.lower() for word in _SENSITIVE_KEYS):
             return "***"
-        return mask(value)
-    return value
-
-
-def mask_strings(value: Any, mask: Callable[[str], str]) -> Any:
-    """``value`` with ``mask`` applied to every string in it (keys included)."""
-    if isinstance(value, Mapping):
-        return {mask_strings(k, mask): mask_strings(v, mask) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [mask_strings(v, mask) for v in value]
-    if isinstance(value, str):
         return mask(value)
     return value
 
@@ -682,10 +675,10 @@ class PhaseRunner:
                     f"'{out_name}' (it returned: {', '.join(sorted(results)) or 'nothing'})",
                     hint="fix the step's `outputs:` mapping in machine.yaml",
                 )
-            # a value a step parsed may hold a secret the masking of its raw output
-            # could not see (JSON's `\/`, `\uXXXX`...): never store one
-            self.session.record["outputs"][out_name] = mask_strings(
-                results[key], secrets.mask_value
+            # a value a step parsed may hold a secret its raw output hid from masking,
+            # written with JSON escapes such as `\/` or `\uXXXX`: never store one
+            self.session.record["outputs"][out_name] = mask_params(
+                results[key], secrets.mask_value, by_name=False
             )
 
     # -- failure and interruption -----------------------------------------------------

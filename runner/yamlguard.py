@@ -106,14 +106,17 @@ def load(text: str) -> Any:
     built = _EventLoader(yaml).load(text)
     if built is not _UNBUILT:
         return built
-    # checked, but something the event loader leaves to ruamel (a duplicate key, which
-    # ruamel reports, several documents, ...): ruamel builds it, now that it is safe
+    # checked, but left to ruamel (a duplicate key or several documents, which ruamel
+    # reports in its words): ruamel builds it, now that it is known to be safe
     yaml = YAML(typ="safe")
     yaml.Resolver = resolver()
     return _build(yaml.load, text)
 
 
 _UNBUILT: Any = object()
+_KEY_NOT_TEXT = "a key is a list or a mapping; keys must be text"
+_UNREADABLE = (ValueError, TypeError, KeyError, OverflowError)
+"""What building a scalar its tag cannot hold raises (`!!int abc`, 5,000 digits)."""
 _MERGE = "tag:yaml.org,2002:merge"
 _STR = "tag:yaml.org,2002:str"
 
@@ -123,8 +126,7 @@ def _build(load: Any, text: str) -> Any:
         return load(text)
     except RecursionError:  # a last line of defence: the checks should have refused it
         raise YamlShapeError(_too_deep()) from None
-    except (ValueError, TypeError, KeyError, OverflowError) as exc:
-        # a scalar its tag cannot hold: `!!int abc`, an integer of 5,000 digits, ...
+    except _UNREADABLE as exc:
         raise YamlShapeError(f"a value cannot be read: {exc}") from None
 
 
@@ -160,8 +162,13 @@ class _EventLoader:
 
     def __init__(self, yaml: Any) -> None:
         self.yaml = yaml
+        from ruamel.yaml.nodes import ScalarNode
+        from ruamel.yaml.tag import Tag
+
         self.resolver = yaml.resolver
         self.constructor = yaml.constructor
+        self._scalar_node = ScalarNode
+        self._tag = Tag
         self.frames: list[_Frame] = [_Frame(False, None)]
         self.anchors: dict[str, tuple[Any, int, int]] = {}  # -> (value, values, chars)
         self.open_anchors: set[str] = set()
@@ -189,7 +196,7 @@ class _EventLoader:
             elif isinstance(event, CollectionStartEvent):
                 self._check_tag(event.tag, line)
                 if self._key_position():
-                    raise YamlShapeError("a key is a list or a mapping; keys must be text", line)
+                    raise YamlShapeError(_KEY_NOT_TEXT, line)
                 if len(self.frames) > MAX_DEPTH:
                     raise YamlShapeError(_too_deep(), line)
                 if event.anchor is not None:
@@ -210,7 +217,7 @@ class _EventLoader:
                     )
                 value, values, chars = self.anchors.get(event.anchor, (None, 1, 0))
                 if self._key_position() and isinstance(value, dict | list):
-                    raise YamlShapeError("a key is a list or a mapping; keys must be text", line)
+                    raise YamlShapeError(_KEY_NOT_TEXT, line)
                 self._add(value, values, chars, line)
             elif isinstance(event, DocumentStartEvent):
                 self.documents += 1
@@ -235,28 +242,20 @@ class _EventLoader:
             )
 
     def _scalar(self, event: Any) -> Any:
-        from ruamel.yaml.nodes import ScalarNode
-
         if event.tag is not None:
             tag = str(event.tag)
         elif event.implicit[0]:
-            tag = str(self.resolver.resolve(ScalarNode, event.value, event.implicit))
+            tag = str(self.resolver.resolve(self._scalar_node, event.value, event.implicit))
         else:
             return event.value
         if tag == _STR:
             return event.value
         if tag == _MERGE:
             return _MergeKey
-        node = ScalarNode(
-            self.resolver.resolve(ScalarNode, event.value, event.implicit), event.value
-        )
-        if str(node.tag) != tag:  # an explicit tag: build it as that tag
-            from ruamel.yaml.tag import Tag
-
-            node = ScalarNode(Tag(suffix=tag), event.value)
+        node = self._scalar_node(self._tag(suffix=tag), event.value)
         try:
             return self.constructor.construct_object(node, deep=True)
-        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        except _UNREADABLE as exc:
             raise YamlShapeError(f"value {event.value[:40]!r} cannot be read: {exc}") from None
 
     def _add(self, value: Any, values: int, chars: int, line: int | None) -> None:
@@ -264,9 +263,7 @@ class _EventLoader:
         if self.building:
             if not frame.is_map:
                 frame.obj.append(value)
-            elif frame.items % 2 == 0:
-                if isinstance(value, dict | list):
-                    raise YamlShapeError("a key is a list or a mapping; keys must be text", line)
+            elif frame.items % 2 == 0:  # collections as keys were refused as they began
                 frame.key = value
             elif frame.key is _MergeKey:
                 merged = value if isinstance(value, list) else [value]
@@ -315,7 +312,7 @@ def _check_json(value: Any) -> None:
                 raise YamlShapeError(_too_deep())
             for key, child in item.items():
                 if not (key is None or isinstance(key, str | int | float | bool)):
-                    raise YamlShapeError("a key is a list or a mapping; keys must be text")
+                    raise YamlShapeError(_KEY_NOT_TEXT)
                 stack.append((child, depth + 1))
         elif isinstance(item, list):
             if depth > MAX_DEPTH:
