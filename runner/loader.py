@@ -673,8 +673,8 @@ def _position(
     if line is None:
         return None, None
     top = getattr(tree, "lc", None)
-    if not path and top is not None:
-        return top.line + 1, top.col + 1
+    if not path and top is not None and top.line is not None:
+        return top.line + 1, (top.col or 0) + 1
     return (line + 1 if line is not None else None), (column + 1 if column is not None else None)
 
 
