@@ -60,7 +60,7 @@ def setup(work: Path) -> list[str]:
     for name in names:
         Command(runner_argv("create", name), work)()
     # a history worth printing: the events of one full `runner up` (4 phases)
-    from runner.filestore import FileStore
+    from runner.store.files import FileStore
 
     store = FileStore(work)
     for serial, (phase, steps) in enumerate(
@@ -156,7 +156,7 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
         Command(runner_argv("status", name), work)()  # warms data/.cache
         measure(f"runner status NAME ({ENVS} envs)", runner_argv("status", name), FAST, runs)
         measure(f"runner list ({ENVS} envs)", runner_argv("list"), FAST, runs)
-        from runner.filestore import FileStore
+        from runner.store.files import FileStore
 
         events = len(FileStore(work).read_events(name))
         measure(

@@ -70,8 +70,8 @@ phases:
 
 
 def _workspace(workdir: Path, command: str) -> Any:
-    from runner.filestore import FileStore
-    from runner.operations import Workspace
+    from runner.api.operations import Workspace
+    from runner.store.files import FileStore
 
     return Workspace(
         workdir=workdir,
@@ -87,8 +87,8 @@ def _instrument_lock() -> dict[str, Any]:
     when each hold of a lock began and ended (``holds``: (start, end, pid))."""
     from contextlib import contextmanager
 
-    from runner import locking
-    from runner.filestore import FileStore
+    from runner.store import filelock as locking
+    from runner.store.files import FileStore
 
     stats: dict[str, Any] = {
         "wait_wall": 0.0,
@@ -138,7 +138,7 @@ def _phase_worker(
     Two phases on ``warm_env`` first, so that every import and cache is warm."""
     import logging
 
-    from runner import operations as ops
+    from runner.api import operations as ops
     from runner.errors import RunnerError
 
     logging.getLogger("runner").setLevel(logging.CRITICAL)
@@ -182,7 +182,7 @@ def _waiter(workdir: str, env: str, barrier: Any, results: Any) -> None:
     """Wait for the lock another process holds; report the wait's wall and CPU time."""
     import portalocker  # noqa: F401  (imported on the first lock: not part of the wait)
 
-    from runner.filestore import FileStore
+    from runner.store.files import FileStore
 
     store = FileStore(Path(workdir))
     barrier.wait()
@@ -240,7 +240,7 @@ def handoffs(results: list[dict[str, Any]]) -> dict[str, float]:
 def _chain_problems(workdir: Path, env: str, expected: int) -> list[str]:
     """Every phase succeeded, one after another: the transitions chain a → flipping → b
     → flopping → a ... and there are ``expected`` finished phases."""
-    from runner.filestore import FileStore
+    from runner.store.files import FileStore
 
     store = FileStore(workdir)
     events = store.read_events(env)
@@ -266,8 +266,8 @@ def _chain_problems(workdir: Path, env: str, expected: int) -> list[str]:
 
 
 def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figure], list[str]]:
-    from runner import operations as ops
-    from runner.filestore import LOCK_FILE, FileStore
+    from runner.api import operations as ops
+    from runner.store.files import LOCK_FILE, FileStore
 
     phases = 10 if quick else 25
     hold_s = 1.0 if quick else 2.0
@@ -459,7 +459,7 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
             )
         )
         if force_profile or any(f.met is False for f in figures):
-            from runner import locking
+            from runner.store import filelock as locking
 
             findings.append(
                 "--- lock handoffs (from the holds the workers noted, last contended run)\n"

@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from runner.loader import load_machine  # noqa: E402
-from runner.registry import StepRegistry, default_registry  # noqa: E402
-from runner.statemachine import build_machine  # noqa: E402
+from runner.machine.loader import load_machine  # noqa: E402
+from runner.machine.statemachine import build_machine  # noqa: E402
+from runner.run.registry import StepRegistry, default_registry  # noqa: E402
 
 TARGETS = {"runner validate": 1.0, "runner graph --format dot": 2.0}
 
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile or missed:
             profile("load_machine", lambda: load_machine(machine_file, registry))
             profile("build_machine", lambda: build_machine(machine, _Model()))
-            from runner.graph import to_dot
+            from runner.machine.graph import to_dot
 
             profile("graph.to_dot", lambda: to_dot(machine))
         return 1 if missed else 0

@@ -33,9 +33,9 @@ TARGET = Target("ratio", 2.0)
 
 def realistic_record(store: Any, work: Path) -> dict[str, Any]:
     """The shipped machine's record after a run (see the module docstring), stored."""
-    from runner import operations as ops
-    from runner.loader import load_machine
-    from runner.repository import now_iso
+    from runner.api import operations as ops
+    from runner.machine.loader import load_machine
+    from runner.store.contract import now_iso
 
     machine = load_machine(ROOT / "machine.yaml")
     ws = ops.Workspace(
@@ -93,7 +93,7 @@ def realistic_record(store: Any, work: Path) -> dict[str, Any]:
 
 
 def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figure], list[str]]:
-    from runner.filestore import STATE_FILE, FileStore, _serialize
+    from runner.store.files import STATE_FILE, FileStore, _serialize
 
     rounds = 10 if quick else 30
     batch = 10
@@ -122,7 +122,7 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
         per_save.update(times)
 
         # the same save without the disk: what the store itself costs
-        import runner.filestore as fs
+        import runner.store.files as fs
 
         real_fsync, real_dir = fs.os.fsync, fs._fsync_dir
         fs.os.fsync = lambda fd: None  # type: ignore[assignment]

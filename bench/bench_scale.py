@@ -69,8 +69,8 @@ def record(name: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def fast_setup() -> Iterator[None]:
-    """No fsyncs and no leftover sweep in runner.filestore (setup only)."""
-    import runner.filestore as fs
+    """No fsyncs and no leftover sweep in runner.store.files (setup only)."""
+    import runner.store.files as fs
 
     saved = (fs.os.fsync, fs._fsync_dir, fs.FileStore._sweep_leftovers)
     fs.os.fsync = lambda fd: None  # type: ignore[assignment]
@@ -98,7 +98,7 @@ def event(i: int) -> dict[str, Any]:
 
 
 def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figure], list[str]]:
-    from runner.filestore import FileStore
+    from runner.store.files import FileStore
 
     runs = 3 if quick else 7
     full_runs = 3 if quick else 5
@@ -247,10 +247,10 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
 
 def machine_breakdown(machine_file: Path, runs: int) -> list[Figure]:
     """bench_machine's in-process figures: what `validate` and `graph` spend their time on."""
-    from runner.graph import to_dot
-    from runner.loader import load_machine
-    from runner.registry import default_registry
-    from runner.statemachine import build_machine
+    from runner.machine.graph import to_dot
+    from runner.machine.loader import load_machine
+    from runner.machine.statemachine import build_machine
+    from runner.run.registry import default_registry
 
     registry = default_registry()
     machine = load_machine(machine_file, registry)
@@ -275,10 +275,10 @@ def machine_breakdown(machine_file: Path, runs: int) -> list[Figure]:
 
 
 def machine_profiles(machine_file: Path) -> list[str]:
-    from runner.graph import to_dot
-    from runner.loader import load_machine
-    from runner.registry import default_registry
-    from runner.statemachine import build_machine
+    from runner.machine.graph import to_dot
+    from runner.machine.loader import load_machine
+    from runner.machine.statemachine import build_machine
+    from runner.run.registry import default_registry
 
     registry = default_registry()
     machine = load_machine(machine_file, registry)

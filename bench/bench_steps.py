@@ -7,7 +7,7 @@ are spawned by a plain Python loop (``subprocess.run``) in the same round:
 - `runner advance NAME` as a subprocess, against ``python -c "<the loop>"`` (both pay
   one interpreter start, so the difference is the runner's; its own start-up and
   machine loading are spread over the 100 steps);
-- ``runner.operations.advance`` in-process (a Workspace over a FileStore, machine
+- ``runner.api.operations.advance`` in-process (a Workspace over a FileStore, machine
   loaded once), against the loop in-process.
 
 Per-step figures are the run's median divided by 100; the target is under 5 ms added
@@ -124,10 +124,10 @@ def fsync_floor(folder: Path, data: bytes, *, sync: bool = True) -> float:
 def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figure], list[str]]:
     import logging
 
-    from runner import operations as ops
-    from runner import process
-    from runner.filestore import FileStore
-    from runner.operations import Workspace
+    from runner.api import operations as ops
+    from runner.api.operations import Workspace
+    from runner.run import process
+    from runner.store.files import FileStore
 
     logging.getLogger("runner").setLevel(logging.ERROR)
     runs = 3 if quick else 7

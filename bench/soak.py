@@ -98,8 +98,8 @@ class WorkerStats:
 
 
 def _workspace(workdir: Path, command: str) -> Any:
-    from runner.filestore import FileStore
-    from runner.operations import Workspace
+    from runner.api.operations import Workspace
+    from runner.store.files import FileStore
 
     return Workspace(
         workdir=workdir,
@@ -122,7 +122,7 @@ def _worker(
     """Run phases on random environments until ``left`` (a shared counter) is used up."""
     import logging
 
-    from runner import operations as ops
+    from runner.api import operations as ops
     from runner.errors import PhaseNotAllowedError, RunnerError
 
     logging.getLogger("runner").setLevel(logging.CRITICAL)
@@ -181,7 +181,7 @@ def run_soak(
     workdir: Path, phases: int, *, workers: int = 4, envs: int = 20, seed: int = 0
 ) -> SoakResult:
     """Create ``envs`` environments in ``workdir`` and run ``phases`` phases on them."""
-    from runner import operations as ops
+    from runner.api import operations as ops
 
     marker = f"soak-{secrets.token_hex(6)}"
     (workdir / "machine.yaml").write_text(machine_yaml(marker))
@@ -229,7 +229,7 @@ def run_soak(
         totals.contended += stats.contended
         totals.errors += stats.errors
     # what the workers left failed is resumed now
-    from runner.filestore import FileStore
+    from runner.store.files import FileStore
 
     store = FileStore(workdir)
     for name in names:
@@ -272,7 +272,7 @@ def leftover_programs(marker: str) -> list[str]:
 def problems(result: SoakResult) -> list[str]:
     """Everything wrong with the environments after a soak (an empty list: all good)."""
     from runner.errors import RunnerError
-    from runner.filestore import FileStore
+    from runner.store.files import FileStore
 
     store = FileStore(result.workdir)
     found: list[str] = []
@@ -319,7 +319,7 @@ def problems(result: SoakResult) -> list[str]:
 
 
 def transitions_total(result: SoakResult) -> int:
-    from runner.filestore import FileStore
+    from runner.store.files import FileStore
 
     store = FileStore(result.workdir)
     return sum(

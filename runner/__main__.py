@@ -1,3 +1,3 @@
-from runner.main import main
+from runner.cli.main import main
 
 main()

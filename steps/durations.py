@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from runner.errors import StepError
-from runner.model import parse_duration
+from runner.machine.model import parse_duration
 
 
 def duration_schema(description: str, default: str | int) -> dict[str, Any]:

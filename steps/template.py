@@ -19,8 +19,8 @@ from typing import Any
 import jinja2
 
 from runner.errors import StepError
+from runner.machine.templating import file_environment
 from runner.plugin import Step, StepContext
-from runner.templating import file_environment
 
 SUFFIX = ".j2"
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from runner.errors import StepError
 from runner.plugin import ProcessResult, Step, StepContext
-from runner.process import install_hint
+from runner.run.process import install_hint
 
 COMMANDS = ("init", "validate", "plan", "apply", "output", "destroy")
 VARS_FILE = "runner.auto.tfvars.json"

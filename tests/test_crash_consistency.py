@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from runner.filestore import FileStore, record_problem
+from runner.store.files import FileStore, record_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 KILLS = 150
@@ -30,7 +30,7 @@ FORK_SERVER = """
 import json, os, sys
 from pathlib import Path
 import portalocker  # noqa: F401 - imported before forking, so that workers start warm
-from runner.filestore import FileStore, record_problem
+from runner.store.files import FileStore, record_problem
 
 store = FileStore(Path(sys.argv[1]))
 mode = sys.argv[2]

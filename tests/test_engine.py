@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from runner.engine import Session
 from runner.errors import ConflictError
-from runner.filestore import FileStore
-from runner.loader import load_machine
-from runner.repository import now_iso
+from runner.machine.loader import load_machine
+from runner.run.phase import Session
+from runner.store.contract import now_iso
+from runner.store.files import FileStore
 from tests.helpers import build_tree
 
 MACHINE = """\

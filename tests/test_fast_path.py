@@ -1,4 +1,4 @@
-"""`status`, `list` and `history` skip typer (runner.main's fast path) and must behave
+"""`status`, `list` and `history` skip typer (runner.cli.main's fast path) and must behave
 exactly as through the typer application: same output, same errors, same exit codes."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.filestore import FileStore
-from runner.main import fast_path
+from runner.cli.main import fast_path
+from runner.store.files import FileStore
 from tests.helpers import build_tree, cli_env, run_cli
 
 MACHINE = """\
@@ -36,7 +36,7 @@ MACHINE = """\
 
 def typer_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The same command through the typer application only (no fast path)."""
-    code = "import sys; sys.argv[0] = 'runner'; from runner.cli import main; main()"
+    code = "import sys; sys.argv[0] = 'runner'; from runner.cli.app import app; app(prog_name='runner')"
     return subprocess.run(
         [sys.executable, "-c", code, *args],
         cwd=cwd,

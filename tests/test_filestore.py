@@ -23,7 +23,7 @@ from runner.errors import (
     PersistenceError,
     StateFileError,
 )
-from runner.filestore import FileStore, record_problem
+from runner.store.files import FileStore, record_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGEST = "sha256:" + "0" * 64
@@ -377,7 +377,7 @@ WRITE_UNDER_LIMIT = """
 import json, resource, signal, sys
 from pathlib import Path
 from runner.errors import PersistenceError
-from runner.filestore import FileStore
+from runner.store.files import FileStore
 
 store = FileStore(Path(sys.argv[1]))
 record = store.load("demo")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.graph import to_dot, to_mermaid
-from runner.loader import load_machine
-from runner.model import MachineDef
+from runner.machine.graph import to_dot, to_mermaid
+from runner.machine.loader import load_machine
+from runner.machine.model import MachineDef
 from tests.helpers import ROOT, build_tree, run_cli
 
 SHIPPED = ROOT / "machine.yaml"

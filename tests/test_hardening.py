@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import operations as ops
+from runner.api import operations as ops
 from runner.errors import InterruptedRunError
-from runner.filestore import FileStore
+from runner.store.files import FileStore
 from tests.helpers import build_tree, cli_env, run_cli
 
 MACHINE = """\

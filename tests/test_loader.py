@@ -1,7 +1,7 @@
 """machine.yaml validation: every broken definition ends as exit 2 with file:line:col.
 
 One table of broken machines, each a small edit of a valid one (``BASE``). Every case
-runs twice: in-process through :func:`runner.loader.load_machine` (fast, checks the
+runs twice: in-process through :func:`runner.machine.loader.load_machine` (fast, checks the
 structured :class:`~runner.errors.Problem`) and through the real CLI
 (``python -m runner --machine machine.yaml validate``) as a subprocess.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from runner.errors import ExitCode, InputError, MachineError, Problem
-from runner.loader import load_machine
-from runner.model import parse_duration
-from runner.registry import StepRegistry
+from runner.machine.loader import load_machine
+from runner.machine.model import parse_duration
+from runner.run.registry import StepRegistry
 from tests.helpers import ROOT, build_tree, run_cli
 
 BASE = """\

@@ -23,7 +23,7 @@ from runner.errors import (
     InvalidNameError,
     LockedError,
 )
-from runner.filestore import FileStore
+from runner.store.files import FileStore
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGEST = "sha256:" + "0" * 64
@@ -32,7 +32,7 @@ DIGEST = "sha256:" + "0" * 64
 HOLDER = """
 import sys
 from pathlib import Path
-from runner.filestore import FileStore
+from runner.store.files import FileStore
 
 store = FileStore(Path(sys.argv[1]))
 with store.lock(sys.argv[2], sys.argv[3], float(sys.argv[4])):
@@ -46,7 +46,7 @@ CREATOR = """
 import os, sys, time
 from pathlib import Path
 from runner.errors import EnvironmentExistsError
-from runner.filestore import FileStore
+from runner.store.files import FileStore
 
 store = FileStore(Path(sys.argv[1]))
 record = {
@@ -70,7 +70,7 @@ except EnvironmentExistsError as exc:
 INCREMENTER = """
 import sys
 from pathlib import Path
-from runner.filestore import FileStore
+from runner.store.files import FileStore
 
 store = FileStore(Path(sys.argv[1]))
 for _ in range(int(sys.argv[2])):
@@ -220,7 +220,7 @@ ALARM_CHECK = """
 import signal, sys
 from pathlib import Path
 from runner.errors import LockedError
-from runner.filestore import FileStore
+from runner.store.files import FileStore
 
 def state():
     return signal.getsignal(signal.SIGALRM) == signal.SIG_DFL, signal.getitimer(signal.ITIMER_REAL)

@@ -152,7 +152,7 @@ def test_verdicts_agree_on_mutated_machines(
 
 
 def _builtin_plugins() -> dict[str, Any]:
-    from runner.registry import default_registry
+    from runner.run.registry import default_registry
 
     registry = default_registry()
     return {name: registry.get(name) for name in registry.names()}

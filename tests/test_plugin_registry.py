@@ -11,7 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from runner.plugin import Step, StepContext
-from runner.registry import ENTRY_POINT_GROUP, PluginError, StepRegistry, default_registry
+from runner.run.registry import ENTRY_POINT_GROUP, PluginError, StepRegistry, default_registry
 
 BUILT_INS = {
     "template": "steps.template:TemplateStep",

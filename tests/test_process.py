@@ -16,9 +16,9 @@ from types import FrameType
 
 import pytest
 
-from runner import process
 from runner.errors import InterruptSignal, StepError
-from runner.process import ProcessSupervisor, RunLog, install_hint
+from runner.run import process
+from runner.run.process import ProcessSupervisor, RunLog, install_hint
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[(?P<tag>[^\]]+)\] (?P<text>.*)$")
 

@@ -30,12 +30,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from ruamel.yaml import YAML
 
-from runner import operations as ops
+from runner.api import operations as ops
 from runner.errors import MachineError, RunnerError
-from runner.filestore import FileStore
-from runner.loader import load_machine
-from runner.registry import default_registry
-from runner.statemachine import build_machine
+from runner.machine.loader import load_machine
+from runner.machine.statemachine import build_machine
+from runner.run.registry import default_registry
+from runner.store.files import FileStore
 from tests.helpers import build_tree, cli_env, run_cli
 
 REGISTRY = default_registry()

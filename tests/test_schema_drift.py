@@ -13,8 +13,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
 from ruamel.yaml import YAML
 
-from runner import loader
-from runner.cli import app
+from runner.cli.app import app
+from runner.machine import loader
 from tests.helpers import ROOT
 
 SCHEMA_FILE = ROOT / "schemas" / "machine.schema.json"

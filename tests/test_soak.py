@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from bench.soak import problems, run_soak, transitions_total
-from runner.filestore import FileStore
+from runner.store.files import FileStore
 
 PHASES = int(os.environ.get("RUNNER_SOAK_PHASES", "120"))
 

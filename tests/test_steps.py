@@ -21,7 +21,7 @@ import pytest
 
 from runner.errors import StepError
 from runner.plugin import Step, StepContext
-from runner.process import ProcessSupervisor, RunLog
+from runner.run.process import ProcessSupervisor, RunLog
 from steps.ansible import AnsibleStep
 from steps.http_check import HttpCheckStep
 from steps.shell import ShellStep

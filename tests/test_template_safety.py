@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import operations as ops
-from runner.filestore import FileStore
+from runner.api import operations as ops
+from runner.store.files import FileStore
 from tests.helpers import build_tree, run_cli
 
 ESCAPES = {

@@ -31,7 +31,7 @@ import jinja2
 import pytest
 from ruamel.yaml import YAML
 
-from runner.templating import file_environment, render_value
+from runner.machine.templating import file_environment, render_value
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"

@@ -1,4 +1,4 @@
-"""runner.yamlguard: documents are built exactly as ruamel.yaml builds them, and what
+"""runner.machine.yamlguard: documents are built exactly as ruamel.yaml builds them, and what
 must not be built (too deep, too big once expanded, cyclic, not JSON) is refused."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from runner import yamlguard
+from runner.machine import yamlguard
 from runner.resources import shipped_machine
 from tests.helpers import ROOT, build_tree, run_cli
 

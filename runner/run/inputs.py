@@ -29,7 +29,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
         ) from exc
     except UnicodeDecodeError as exc:
         raise InputsError(f"config file {path} is not UTF-8 text") from exc
-    from runner import yamlguard
+    from runner.machine import yamlguard
 
     try:
         data = yamlguard.load(text)
@@ -58,7 +58,7 @@ def _scalar(text: str) -> Any:
     """A `--set` value: YAML scalar rules (2222 → int, true → bool), else the text."""
     from ruamel.yaml.error import YAMLError
 
-    from runner import yamlguard
+    from runner.machine import yamlguard
 
     if text == "":
         return ""

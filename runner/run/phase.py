@@ -29,16 +29,16 @@ from runner.errors import (
     PersistenceError,
     StepError,
 )
-from runner.inputs import SecretResolver
-from runner.model import MachineDef, PhaseDef, StepDef
+from runner.machine.model import MachineDef, PhaseDef, StepDef
+from runner.machine.statemachine import build_machine
+from runner.machine.templating import TemplateFailure, evaluate_condition, render_value
 from runner.plugin import StepContext
-from runner.registry import StepRegistry
-from runner.repository import Repository, now_iso
-from runner.statemachine import build_machine
-from runner.templating import TemplateFailure, evaluate_condition, render_value
+from runner.run.inputs import SecretResolver
+from runner.run.registry import StepRegistry
+from runner.store.contract import Repository, now_iso
 
 if TYPE_CHECKING:
-    from runner.process import RunLog
+    from runner.run.process import RunLog
 
 log = logging.getLogger("runner")
 
@@ -404,7 +404,7 @@ class PhaseRunner:
     def _run_steps(
         self, phase: PhaseDef, from_state: str, prelude: Callable[[], None]
     ) -> PhaseResult:
-        from runner.process import ProcessSupervisor, RunLog
+        from runner.run.process import ProcessSupervisor, RunLog
 
         session = self.session
         started = time.monotonic()

@@ -21,7 +21,7 @@ import pickle
 from pathlib import Path
 
 from runner import __version__, resources
-from runner.model import MachineDef
+from runner.machine.model import MachineDef
 
 
 def _key(raw: bytes) -> str:
@@ -38,7 +38,7 @@ def load(path: Path, cache_dir: Path) -> MachineDef:
     try:
         raw = path.read_bytes()
     except OSError:
-        from runner.loader import load_machine
+        from runner.machine.loader import load_machine
 
         return load_machine(path)  # reports the error in the loader's words
     entry = cache_dir / f"machine-{_key(raw)}.pickle"
@@ -51,7 +51,7 @@ def load(path: Path, cache_dir: Path) -> MachineDef:
             return dataclasses.replace(machine, file=path.resolve())
     except Exception:  # missing, truncated or foreign: load normally
         pass
-    from runner.loader import load_machine
+    from runner.machine.loader import load_machine
 
     machine = load_machine(path)
     _store(entry, machine)

@@ -3,7 +3,7 @@
 - :class:`LiveProgress`: a terminal: ``[n/N] step_name 12.3s`` animated with rich, one
   line per finished step; ``verbose`` also streams the tools' output.
 - :class:`PlainProgress`: not a terminal: plain lines, no animation.
-- ``runner.engine.NullProgress``: ``--output json``: nothing but the final document.
+- ``runner.run.phase.NullProgress``: ``--output json``: nothing but the final document.
 """
 
 from __future__ import annotations

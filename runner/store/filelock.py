@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from runner.errors import EnvironmentNotFoundError, LockedError, PersistenceError
-from runner.repository import LockInfo, now_iso
+from runner.store.contract import LockInfo, now_iso
 
 log = logging.getLogger("runner")
 

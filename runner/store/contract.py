@@ -1,6 +1,6 @@
 """The repository interface: where environments live (DESIGN §5).
 
-The engine and the CLI only use :class:`Repository`; :mod:`runner.filestore` is the
+The engine and the CLI only use :class:`Repository`; :mod:`runner.store.files` is the
 first backend (JSON files under ``data/<env>/``). A state record is a plain dict in
 ``state.json`` format 1 (``schemas/state.schema.json``).
 """

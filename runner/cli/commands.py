@@ -1,6 +1,6 @@
 """What the commands do once their arguments are parsed, without the argument parser.
 
-:mod:`runner.cli` (typer) and the fast path of :mod:`runner.main` (for `status`, `list`
+:mod:`runner.cli.app` (typer) and the fast path of :mod:`runner.cli.main` (for `status`, `list`
 and `history`, which must start fast and so never import typer) both call these. This
 is the only place that turns errors into messages and exit codes.
 """
@@ -54,10 +54,10 @@ def on_sigterm(signum: int, frame: object) -> None:
 
 
 def workspace(settings: Settings, command: str) -> Any:
-    from runner.operations import Workspace, machine_for
+    from runner.api.operations import Workspace, machine_for
 
     def repository() -> Any:
-        from runner.filestore import FileStore
+        from runner.store.files import FileStore
 
         return FileStore(settings.workdir)
 
@@ -128,7 +128,7 @@ def execute(settings: Settings, command: str, body: Callable[[Settings], int | N
 
 
 def status(s: Settings, name: str) -> int:
-    from runner.operations import status as do_status
+    from runner.api.operations import status as do_status
 
     result = do_status(workspace(s, "runner status"), name)
     if s.json:
@@ -170,7 +170,7 @@ def status(s: Settings, name: str) -> int:
 
 
 def list_environments(s: Settings) -> int:
-    from runner.operations import list_environments as do_list
+    from runner.api.operations import list_environments as do_list
 
     result = do_list(workspace(s, "runner list"))
     if s.json:
@@ -199,7 +199,7 @@ def list_environments(s: Settings) -> int:
 
 
 def history(s: Settings, name: str, limit: int | None) -> int:
-    from runner.operations import history as do_history
+    from runner.api.operations import history as do_history
 
     result = do_history(workspace(s, "runner history"), name, limit)
     if s.json:

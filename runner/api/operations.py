@@ -17,12 +17,12 @@ from runner.errors import (
     PhaseNotAllowedError,
     StateFileError,
 )
-from runner.model import MachineDef, PhaseDef
-from runner.repository import ListEntry, LockInfo, Repository, check_name, now_iso
+from runner.machine.model import MachineDef, PhaseDef
+from runner.store.contract import ListEntry, LockInfo, Repository, check_name, now_iso
 
 if TYPE_CHECKING:
-    from runner.engine import PhaseResult, Progress
-    from runner.registry import StepRegistry
+    from runner.run.phase import PhaseResult, Progress
+    from runner.run.registry import StepRegistry
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Workspace:
 
     def registry(self) -> StepRegistry:
         if self._registry is None:
-            from runner.registry import default_registry
+            from runner.run.registry import default_registry
 
             self._registry = default_registry()
         return self._registry
@@ -57,12 +57,12 @@ class Workspace:
         the installed plugins; without, a cached validation of the same bytes may serve."""
         if self._machine is None or (plugins and not self._plugins_checked):
             if plugins:
-                from runner.loader import load_machine
+                from runner.machine.loader import load_machine
 
                 self._machine = load_machine(self.machine_file, self.registry())
                 self._plugins_checked = True
             else:
-                from runner import machinecache
+                from runner.machine import cache as machinecache
 
                 self._machine = machinecache.load(self.machine_file, self.cache_dir)
         return self._machine
@@ -106,7 +106,7 @@ class ValidateResult:
 
 def validate(ws: Workspace) -> ValidateResult:
     machine = ws.machine()
-    from runner.statemachine import build_machine
+    from runner.machine.statemachine import build_machine
 
     # the last stage of loading: `transitions` accepts every state and trigger (no model
     # is attached: that is the engine's job, and would only add the trigger methods)
@@ -135,7 +135,7 @@ def create(ws: Workspace, name: str, config: Path | None, sets: list[str]) -> Cr
     import os
     import socket
 
-    from runner.inputs import build_inputs
+    from runner.run.inputs import build_inputs
 
     check_name(name)
     machine = ws.machine(plugins=False)
@@ -241,7 +241,7 @@ def status(ws: Workspace, name: str) -> StatusResult:
     else:
         recovery = machine.states[state].recovery
         if recovery:
-            from runner.templating import TemplateFailure, render_string
+            from runner.machine.templating import TemplateFailure, render_string
 
             context = {
                 "env": {
@@ -357,7 +357,7 @@ class RunResult:
 
 @contextmanager
 def _session(ws: Workspace, name: str) -> Iterator[Any]:
-    from runner.engine import Session
+    from runner.run.phase import Session
 
     check_name(name)
     machine = ws.machine()
@@ -406,7 +406,7 @@ def _refuse_unfinished(machine: MachineDef, name: str, state: str, action: str) 
 def advance(
     ws: Workspace, name: str, progress: Progress | None = None, *, dry_run: bool = False
 ) -> RunResult:
-    from runner.engine import PhaseRunner
+    from runner.run.phase import PhaseRunner
 
     with _session(ws, name) as session:
         machine = session.machine
@@ -432,7 +432,7 @@ def advance(
 
 
 def up(ws: Workspace, name: str, to: str | None, progress: Progress | None = None) -> RunResult:
-    from runner.engine import PhaseRunner
+    from runner.run.phase import PhaseRunner
 
     with _session(ws, name) as session:
         machine = session.machine
@@ -467,7 +467,7 @@ def up(ws: Workspace, name: str, to: str | None, progress: Progress | None = Non
 def resume(
     ws: Workspace, name: str, from_step: str | None = None, progress: Progress | None = None
 ) -> RunResult:
-    from runner.engine import PhaseRunner
+    from runner.run.phase import PhaseRunner
 
     with _session(ws, name) as session:
         machine = session.machine
@@ -497,7 +497,7 @@ def run_phase(
     *,
     dry_run: bool = False,
 ) -> RunResult:
-    from runner.engine import PhaseRunner
+    from runner.run.phase import PhaseRunner
 
     with _session(ws, name) as session:
         machine = session.machine
@@ -521,9 +521,9 @@ def run_phase(
 
 
 def _dry_run(session: Any, phase: PhaseDef) -> dict[str, Any]:
-    from runner.engine import mask_params, template_context
-    from runner.inputs import SecretResolver
-    from runner.templating import TemplateFailure, evaluate_condition, render_value
+    from runner.machine.templating import TemplateFailure, evaluate_condition, render_value
+    from runner.run.inputs import SecretResolver
+    from runner.run.phase import mask_params, template_context
 
     secrets = SecretResolver(
         session.machine.inputs_schema, session.record["inputs"], session.repo.workdir

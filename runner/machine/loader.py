@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from runner import resources
 from runner.errors import MachineError, Problem
-from runner.model import ANY, MachineDef, PhaseDef, Retry, StateDef, StepDef, parse_duration
-from runner.templating import check_syntax, has_template, template_strings
+from runner.machine.model import ANY, MachineDef, PhaseDef, Retry, StateDef, StepDef, parse_duration
+from runner.machine.templating import check_syntax, has_template, template_strings
 
 if TYPE_CHECKING:
-    from runner.registry import StepRegistry
+    from runner.run.registry import StepRegistry
 
 # Words YAML 1.1 tools (and many editors) read as booleans: never a state name.
 YAML11_BOOLEANS = frozenset(
@@ -91,7 +91,7 @@ def load_machine(path: str | Path, registry: StepRegistry | None = None) -> Mach
 def _parse(shown: str, text: str) -> Any:
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-    from runner import yamlguard
+    from runner.machine import yamlguard
 
     try:
         return yamlguard.load(text)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from runner.model import MachineDef
+from runner.machine.model import MachineDef
 
 
 def transitions_of(machine: MachineDef) -> list[dict[str, Any]]:

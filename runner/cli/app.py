@@ -1,4 +1,4 @@
-"""The `runner` command line: a thin shell over :mod:`runner.operations`.
+"""The `runner` command line: a thin shell over :mod:`runner.api.operations`.
 
 It parses arguments, calls one operation, renders the result as text or one JSON
 document, and is the only place that turns errors into messages and exit codes.
@@ -9,7 +9,6 @@ needs (`status` and `list` must start fast).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -18,8 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
-from runner import commands
-from runner.commands import Settings, emit_json, execute, workspace
+from runner.cli import commands
+from runner.cli.commands import Settings, emit_json, execute, workspace
 from runner.errors import ExitCode
 
 app = typer.Typer(
@@ -123,7 +122,7 @@ def _global(
         ),
     ] = False,
 ) -> None:
-    from runner import logs
+    from runner.cli import logs
 
     if lock_timeout != lock_timeout:  # NaN
         raise typer.BadParameter("not a number of seconds", param_hint="--lock-timeout")
@@ -146,10 +145,10 @@ def _run(ctx: typer.Context, command: str, body: Callable[[Settings], int | None
 
 def _progress(settings: Settings) -> Any:
     if settings.json:
-        from runner.engine import NullProgress
+        from runner.run.phase import NullProgress
 
         return NullProgress()
-    from runner.progress import LiveProgress, PlainProgress
+    from runner.cli.progress import LiveProgress, PlainProgress
 
     if sys.stdout.isatty():
         return LiveProgress(verbose=settings.verbose)
@@ -164,7 +163,7 @@ def validate(ctx: typer.Context) -> None:
     """Check machine.yaml (syntax, schema, states, phases, plugins, templates)."""
 
     def body(s: Settings) -> int:
-        from runner.operations import validate as do_validate
+        from runner.api.operations import validate as do_validate
 
         result = do_validate(workspace(s, "runner validate"))
         if s.json:
@@ -216,8 +215,8 @@ def graph(
     """Draw the state machine (states, phases, failure and resume edges)."""
 
     def body(s: Settings) -> int:
-        from runner import graph as graphs
-        from runner.repository import check_name
+        from runner.machine import graph as graphs
+        from runner.store.contract import check_name
 
         ws = workspace(s, "runner graph")
         machine = ws.machine(plugins=False)
@@ -282,7 +281,7 @@ def create(
     """Create an environment in the machine's initial state."""
 
     def body(s: Settings) -> int:
-        from runner.operations import create as do_create
+        from runner.api.operations import create as do_create
 
         cfg = None if config is None else (config if config.is_absolute() else Path.cwd() / config)
         result = do_create(workspace(s, "runner create"), name, cfg, list(sets or []))
@@ -373,7 +372,7 @@ def advance(
     """Run the next phase on the happy path."""
 
     def body(s: Settings) -> int:
-        from runner.operations import advance as do_advance
+        from runner.api.operations import advance as do_advance
 
         ws = workspace(s, "runner advance")
         return _render_run(s, do_advance(ws, name, _progress(s), dry_run=dry_run))
@@ -393,7 +392,7 @@ def up(
     """Advance until --to STATE or the end of the happy path."""
 
     def body(s: Settings) -> int:
-        from runner.operations import up as do_up
+        from runner.api.operations import up as do_up
 
         return _render_run(s, do_up(workspace(s, "runner up"), name, to, _progress(s)))
 
@@ -416,7 +415,7 @@ def resume(
     """Continue an interrupted or failed phase from its first unfinished step."""
 
     def body(s: Settings) -> int:
-        from runner.operations import resume as do_resume
+        from runner.api.operations import resume as do_resume
 
         return _render_run(
             s, do_resume(workspace(s, "runner resume"), name, from_step, _progress(s))
@@ -435,7 +434,7 @@ def phase(
     """Run a named phase allowed from the current state."""
 
     def body(s: Settings) -> int:
-        from runner.operations import run_phase
+        from runner.api.operations import run_phase
 
         ws = workspace(s, "runner phase")
         return _render_run(s, run_phase(ws, name, phase_name, _progress(s), dry_run=dry_run))
@@ -452,23 +451,10 @@ def destroy(
     """Run the destroy phase (allowed from any non-final state)."""
 
     def body(s: Settings) -> int:
-        from runner.operations import destroy_phase_name, run_phase
+        from runner.api.operations import destroy_phase_name, run_phase
 
         ws = workspace(s, "runner destroy")
         phase_name = destroy_phase_name(ws.machine())
         return _render_run(s, run_phase(ws, name, phase_name, _progress(s), dry_run=dry_run))
 
     _run(ctx, "destroy", body)
-
-
-def main() -> None:
-    """The entry point without the fast path (see :func:`runner.main.main`)."""
-    import signal
-
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    signal.signal(signal.SIGTERM, commands.on_sigterm)
-    app(prog_name="runner")
-
-
-if __name__ == "__main__":
-    main()

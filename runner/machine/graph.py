@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from runner.errors import InputError, ToolMissingError
-from runner.model import MachineDef
+from runner.machine.model import MachineDef
 
 GraphFormat = Literal["mermaid", "dot", "svg", "png"]
 

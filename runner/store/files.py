@@ -1,9 +1,9 @@
-"""The JSON file store: the first :class:`~runner.repository.Repository` backend (DESIGN §5).
+"""The JSON file store: the first :class:`~runner.store.contract.Repository` backend (DESIGN §5).
 
 One folder per environment under the data directory (``workdir/data`` unless told)::
 
     data/<env>/state.json     the record, format 1, replaced atomically on every save
-    data/<env>/state.lock     the lock (runner.locking) and who holds it
+    data/<env>/state.lock     the lock (runner.store.filelock) and who holds it
     data/<env>/events.jsonl   append-only history, one JSON object a line
     data/<env>/traces/        trace files of failed or interrupted runs
     data/<env>/runs/          run logs
@@ -28,7 +28,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any, NoReturn, TypeAlias
 
-from runner import locking
 from runner.errors import (
     ConflictError,
     EnvironmentExistsError,
@@ -37,7 +36,8 @@ from runner.errors import (
     PersistenceError,
     StateFileError,
 )
-from runner.repository import (
+from runner.store import filelock as locking
+from runner.store.contract import (
     STATE_FORMAT,
     ListEntry,
     LockInfo,

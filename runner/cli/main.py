@@ -5,9 +5,9 @@ environment) runs all day, so they must start fast. Importing typer and building
 command tree costs about a third of their run time; for these three commands the
 arguments are simple, so they are parsed here and the command runs without typer.
 Anything this parser is not sure of (another command, `--help`, an unknown option, a
-bad value) goes to the typer application of :mod:`runner.cli`, which parses it again
+bad value) goes to the typer application of :mod:`runner.cli.app`, which parses it again
 and gives its usual help and errors. Both paths run the same code of
-:mod:`runner.commands`; the tests compare their output.
+:mod:`runner.cli.commands`; the tests compare their output.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from runner import commands
+from runner.cli import commands
 
 __all__ = ["fast_path", "main"]
 
@@ -40,7 +40,7 @@ def main() -> None:
     command = fast_path(sys.argv[1:])
     if command is not None:
         sys.exit(command())
-    from runner.cli import app
+    from runner.cli.app import app
 
     app(prog_name="runner")
 
@@ -104,7 +104,7 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
         return None
 
     def go() -> int:
-        from runner import logs
+        from runner.cli import logs
 
         logs.setup(level, log_format)
         workdir = options.get("--workdir") or os.environ.get("RUNNER_WORKDIR") or None
