@@ -1,4 +1,4 @@
-"""Soak: worker processes run phases across many environments at once (DESIGN §5).
+"""Soak: worker processes run phases across many environments at once.
 
 Four workers (processes, each with its own FileStore and real OS locks) draw
 environments at random from twenty and run `advance` on them until the requested

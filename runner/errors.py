@@ -1,24 +1,25 @@
-"""Errors the runner raises, and the exit code each one ends with.
+"""Errors the runner raises, grouped by cause, and the exit code each one ends with.
 
-Every error a user can cause is a :class:`RunnerError`; the CLI is the only place
-that catches it and turns it into a message and an exit code. The tree::
+Every error a user can meet is a :class:`RunnerError`; the CLI is the only place that
+catches it and turns it into a message and an exit code (``exit_code``, an attribute of
+each class; the codes are defined once in :class:`ExitCode`). The tree::
 
-    RunnerError                         exit 1 unless a subclass says otherwise
-    ├── InputError                      exit 2: bad input, nothing was changed
+    RunnerError
+    ├── InputError                      exit 2: bad input; nothing was changed
     │   ├── MachineError                machine.yaml is invalid (carries every Problem)
-    │   ├── InputsError                 environment inputs break the machine's schema
-    │   ├── InvalidNameError            environment name breaks the naming rule
-    │   ├── StateFileError              state.json is unreadable, corrupt or too new
-    │   ├── EnvironmentExistsError      `create` of a name that exists
-    │   ├── EnvironmentNotFoundError    no such environment
-    │   ├── PersistenceError            the data directory cannot be written
-    │   │   └── ConflictError           state.json changed under us (serial mismatch)
+    │   ├── InvalidInputsError          environment inputs break the machine's schema
+    │   ├── InvalidNameError            an environment name breaks the naming rule
     │   └── ToolMissingError            a program a command needs is not installed
+    ├── StateError                      the environment's state, or where it is stored
+    │   ├── EnvironmentNotFoundError    exit 2: no such environment
+    │   ├── EnvironmentExistsError      exit 2: `create` of a name that exists
+    │   ├── StateFileError              exit 2: a stored record is unreadable, corrupt or too new
+    │   ├── PhaseNotAllowedError        exit 4: phase not allowed from the current state
+    │   └── StorageError                exit 2: the store cannot be written (disk full, ...)
+    │       └── ConflictError           the record changed under us (serial mismatch)
     ├── LockedError (+TimeoutError)     exit 3: another process holds the environment
-    ├── PhaseNotAllowedError            exit 4: phase not allowed from the current state
-    ├── StepError                       a step failed (kind, summary, exit code)
-    ├── PhaseFailedError                exit 1: a phase ended in its failed state
-    └── InterruptedRunError             exit 130/143: SIGINT/SIGTERM during a phase
+    ├── StepError                       exit 1: a step failed (kind, summary, exit code)
+    └── InterruptedRunError             exit 128+signal: a signal stopped a phase
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 
 class ExitCode:
-    """Exit codes, defined once (DESIGN §7)."""
+    """Exit codes, defined once (the README lists them)."""
 
     OK = 0
     STEP_FAILED = 1
@@ -127,7 +128,7 @@ class MachineError(InputError):
         return data
 
 
-class InputsError(InputError):
+class InvalidInputsError(InputError):
     pass
 
 
@@ -135,36 +136,42 @@ class InvalidNameError(InputError):
     pass
 
 
-class StateFileError(InputError):
-    pass
-
-
-class EnvironmentExistsError(InputError):
-    pass
-
-
-class EnvironmentNotFoundError(InputError):
-    pass
-
-
-class PersistenceError(InputError):
-    pass
-
-
-class ConflictError(PersistenceError):
-    pass
-
-
 class ToolMissingError(InputError):
+    pass
+
+
+class StateError(RunnerError):
+    """The environment's state or its storage; exit 2 unless a subclass says otherwise."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class EnvironmentNotFoundError(StateError):
+    pass
+
+
+class EnvironmentExistsError(StateError):
+    pass
+
+
+class StateFileError(StateError):
+    pass
+
+
+class PhaseNotAllowedError(StateError):
+    exit_code = ExitCode.NOT_ALLOWED
+
+
+class StorageError(StateError):
+    pass
+
+
+class ConflictError(StorageError):
     pass
 
 
 class LockedError(RunnerError, TimeoutError):
     exit_code = ExitCode.LOCKED
-
-
-class PhaseNotAllowedError(RunnerError):
-    exit_code = ExitCode.NOT_ALLOWED
 
 
 class StepError(RunnerError):
@@ -192,10 +199,6 @@ class StepError(RunnerError):
 
 PERMANENT_KINDS = frozenset({"key_rejected", "configuration", "template", "tool_missing"})
 """Failure kinds that another attempt cannot fix: `retry` does not repeat them."""
-
-
-class PhaseFailedError(RunnerError):
-    """A phase ended in its failed state; the failure record is in the environment."""
 
 
 class InterruptedRunError(RunnerError):

@@ -1,4 +1,4 @@
-"""The step plugin interface (DESIGN §6): what a plugin implements and what it gets.
+"""The step plugin interface: what a plugin implements and what it gets.
 
 A plugin is a :class:`Step` subclass registered under the entry point group
 ``runner.steps``. The engine gives it a :class:`StepContext` and the rendered `with:`

@@ -1,4 +1,4 @@
-"""Kill a process at random moments while it saves: the state survives (DESIGN §5).
+"""Kill a process at random moments while it saves: the state survives.
 
 A small fork server (a child Python that has imported and warmed up the store) forks
 one worker per round; the worker saves in a tight loop and appends an event after

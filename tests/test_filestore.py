@@ -1,4 +1,4 @@
-"""The JSON file store: records, their format, files on disk, events (DESIGN §5, §8)."""
+"""The JSON file store: records, their format, files on disk, events."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from runner.errors import (
     EnvironmentNotFoundError,
     ExitCode,
     InvalidNameError,
-    PersistenceError,
     StateFileError,
+    StorageError,
 )
 from runner.store.files import FileStore, record_problem
 
@@ -180,12 +180,12 @@ def test_an_invalid_record_is_refused_before_any_write(
     store.create(make_record())
     before = (tmp_path / "data/demo/state.json").read_bytes()
     bad = make_record(**change)
-    with pytest.raises(PersistenceError, match="refusing to store an invalid record"):
+    with pytest.raises(StorageError, match="refusing to store an invalid record"):
         store.save(bad, 1)
     assert (tmp_path / "data/demo/state.json").read_bytes() == before
     assert leftovers(tmp_path / "data/demo") == []
     bad["name"] = "other"
-    with pytest.raises(PersistenceError):
+    with pytest.raises(StorageError):
         store.create(bad)
     assert not (tmp_path / "data/other").exists()
     assert leftovers(tmp_path / "data") == []
@@ -376,7 +376,7 @@ def test_delete_removes_everything(store: FileStore, tmp_path: Path) -> None:
 WRITE_UNDER_LIMIT = """
 import json, resource, signal, sys
 from pathlib import Path
-from runner.errors import PersistenceError
+from runner.errors import StorageError
 from runner.store.files import FileStore
 
 store = FileStore(Path(sys.argv[1]))
@@ -392,7 +392,7 @@ for what, call in [
     try:
         call()
         results[what] = None
-    except PersistenceError as exc:
+    except StorageError as exc:
         results[what] = str(exc)
 print(json.dumps(results))
 """
@@ -428,9 +428,9 @@ def test_a_read_only_folder_is_a_persistence_error(store: FileStore, tmp_path: P
     (tmp_path / "data/demo").chmod(0o500)
     (tmp_path / "data").chmod(0o500)
     try:
-        with pytest.raises(PersistenceError, match=r"cannot write data/demo/state\.json"):
+        with pytest.raises(StorageError, match=r"cannot write data/demo/state\.json"):
             store.save(store.load("demo"), 1)
-        with pytest.raises(PersistenceError, match="Permission denied"):
+        with pytest.raises(StorageError, match="Permission denied"):
             store.create(make_record("other"))
     finally:
         (tmp_path / "data/demo").chmod(0o700)

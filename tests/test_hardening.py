@@ -2,7 +2,7 @@
 
 Each case of the table prepares a working directory (machine.yaml, an environment
 `demo` created in-process, then the case's own damage), runs one `runner` command as
-a subprocess and checks three things: the exit code (DESIGN §7: 2 bad input, 3
+a subprocess and checks three things: the exit code (2 bad input, 3
 locked, 4 not allowed, 1 step failed, 130/143 interrupted), the key words of the
 message (and no traceback anywhere), and the bytes of every file under data/ before
 and after: unchanged, or changed exactly as the command may change them.

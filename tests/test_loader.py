@@ -520,7 +520,7 @@ def test_base_machine_is_valid(tmp_path: Path, registry: StepRegistry) -> None:
     assert [p.name for p in machine.phases] == ["build", "destroy"]
     build, destroy = machine.phases
     assert build.sources == ("created",)
-    assert not destroy.advance and destroy.from_any
+    assert not destroy.advance
     # `from: any`: every non-final state except the phase's own via state
     assert set(destroy.sources) == set(machine.states) - {"destroyed", "destroying"}
     compile_ = build.steps[1]

@@ -1,4 +1,4 @@
-"""The environment lock, with real processes: no mocked locks (DESIGN §5)."""
+"""The environment lock, with real processes: no mocked locks."""
 
 from __future__ import annotations
 

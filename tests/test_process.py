@@ -304,9 +304,3 @@ def test_run_log_is_private_appends_and_is_thread_safe(tmp_path: Path) -> None:
     assert len(lines) == 2 + 800 + 2
     assert ("s:err", "an error") in lines
     assert lines[-1] == ("s", "appended")
-
-
-def test_run_log_path_names_the_phase(tmp_path: Path) -> None:
-    path = RunLog.path_for(tmp_path / "runs", "provision")
-    assert re.fullmatch(r"\d{8}-\d{6}-provision\.log", path.name)
-    assert path.parent == tmp_path / "runs"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -14,21 +15,25 @@ from jsonschema.validators import validator_for
 from ruamel.yaml import YAML
 
 from runner.cli.app import app
-from runner.machine import loader
+from runner.machine.model import MachineDef, PhaseDef, Retry, StateDef, StepDef
 from tests.helpers import ROOT
 
 SCHEMA_FILE = ROOT / "schemas" / "machine.schema.json"
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
 DEFS = SCHEMA["$defs"]
 
-# Where each part of machine.yaml is described in the schema, and the loader's word list.
+# Where each part of machine.yaml is described in the schema, the model class the loader
+# builds from it, and the YAML keys whose model field has another name (None: the key
+# is checked and then not kept, like `version`).
 LEVELS = {
-    "top": (SCHEMA["properties"], loader.TOP_KEYS),
-    "state": (DEFS["state"]["properties"], loader.STATE_KEYS),
-    "phase": (DEFS["phase"]["properties"], loader.PHASE_KEYS),
-    "step": (DEFS["step"]["properties"], loader.STEP_KEYS),
-    "retry": (DEFS["step"]["properties"]["retry"]["properties"], loader.RETRY_KEYS),
+    "top": (SCHEMA["properties"], MachineDef, {"version": None, "inputs": "inputs_schema"}),
+    "state": (DEFS["state"]["properties"], StateDef, {}),
+    "phase": (DEFS["phase"]["properties"], PhaseDef, {"from": "sources"}),
+    "step": (DEFS["step"]["properties"], StepDef, {"with": "with_", "timeout": "timeout_s"}),
+    "retry": (DEFS["step"]["properties"]["retry"]["properties"], Retry, {"delay": "delay_s"}),
 }
+# Model fields that come from no YAML key (where the machine was read from).
+DERIVED = {"file", "digest"}
 
 # Every command of the CLI. A new command must be added here, and documented.
 COMMANDS = [
@@ -47,11 +52,15 @@ COMMANDS = [
 
 
 @pytest.mark.parametrize("level", list(LEVELS))
-def test_schema_keys_equal_loader_keys(level: str) -> None:
-    properties, keys = LEVELS[level]
-    assert set(properties) == set(keys), (
-        f"{level}: only in the schema: {sorted(set(properties) - keys)}; "
-        f"only in runner/loader.py: {sorted(keys - set(properties))}"
+def test_schema_keys_equal_model_fields(level: str) -> None:
+    properties, model, renamed = LEVELS[level]
+    keys = {renamed.get(key, key) for key in properties} - {None}
+    fields = {f.name for f in dataclasses.fields(model)} - DERIVED - {"name"} | (
+        {"name"} if "name" in properties else set()
+    )
+    assert keys == fields, (
+        f"{level}: only in the schema: {sorted(keys - fields)}; "
+        f"only in {model.__name__}: {sorted(fields - keys)}"
     )
 
 

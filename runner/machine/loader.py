@@ -32,11 +32,6 @@ YAML11_BOOLEANS = frozenset(
 )
 
 # The vocabulary the loader understands; tests compare it with the JSON Schema.
-TOP_KEYS = frozenset({"version", "name", "description", "initial", "inputs", "states", "phases"})
-STATE_KEYS = frozenset({"description", "recovery", "final"})
-PHASE_KEYS = frozenset({"name", "from", "via", "to", "failed", "advance", "steps"})
-STEP_KEYS = frozenset({"name", "uses", "with", "when", "timeout", "retry", "outputs"})
-RETRY_KEYS = frozenset({"attempts", "delay"})
 
 
 @dataclass
@@ -718,7 +713,6 @@ def _build(doc: dict[str, Any], file: Path, digest: str) -> MachineDef:
                 failed=phase["failed"],
                 advance=bool(phase.get("advance", True)),
                 steps=steps,
-                from_any=phase["from"] == ANY,
             )
         )
     return MachineDef(

@@ -44,7 +44,6 @@ class StepDef:
     timeout_s: float | None = None
     retry: Retry = Retry()
     outputs: dict[str, str] = field(default_factory=dict)
-    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,6 @@ class PhaseDef:
     failed: str
     advance: bool = True
     steps: tuple[StepDef, ...] = ()
-    from_any: bool = False
 
     @property
     def start_trigger(self) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from runner.errors import InputsError
+from runner.errors import InvalidInputsError
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -24,30 +24,30 @@ def load_config_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise InputsError(
+        raise InvalidInputsError(
             f"cannot read config file {path}: {exc.strerror}", hint="check the --config path"
         ) from exc
     except UnicodeDecodeError as exc:
-        raise InputsError(f"config file {path} is not UTF-8 text") from exc
+        raise InvalidInputsError(f"config file {path} is not UTF-8 text") from exc
     from runner.machine import yamlguard
 
     try:
         data = yamlguard.load(text)
     except yamlguard.YamlShapeError as exc:
         where = f"{path}:{exc.line}" if exc.line else str(path)
-        raise InputsError(f"{where}: config file: {exc.message}") from None
+        raise InvalidInputsError(f"{where}: config file: {exc.message}") from None
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputsError(
+        raise InvalidInputsError(
             f"{where}: config file is not valid YAML/JSON: {problem}",
             hint="fix the syntax of the config file",
         ) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise InputsError(
+        raise InvalidInputsError(
             f"{path}: config file must be a mapping of inputs, not {type(data).__name__}",
             hint="write `key: value` lines",
         )
@@ -65,7 +65,7 @@ def _scalar(text: str) -> Any:
     try:
         value = yamlguard.load(text)
     except yamlguard.YamlShapeError as exc:
-        raise InputsError(f"--set value {text[:40]!r}: {exc.message}") from None
+        raise InvalidInputsError(f"--set value {text[:40]!r}: {exc.message}") from None
     except YAMLError:
         return text
     if isinstance(value, dict | list) and not text.lstrip().startswith(("{", "[")):
@@ -80,7 +80,7 @@ def apply_sets(data: dict[str, Any], assignments: Iterable[str]) -> dict[str, An
         key, sep, raw = item.partition("=")
         parts = key.split(".")
         if not sep or not key or any(not p for p in parts):
-            raise InputsError(
+            raise InvalidInputsError(
                 f"--set {item!r} is not KEY=VALUE",
                 hint="write --set ssh.port=2222 (dotted keys for nested inputs)",
             )
@@ -88,7 +88,7 @@ def apply_sets(data: dict[str, Any], assignments: Iterable[str]) -> dict[str, An
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise InputsError(
+                raise InvalidInputsError(
                     f"--set {item!r}: input '{'.'.join(parts[: depth + 1])}' is not "
                     "a mapping, so it has no keys",
                     hint="check the key",
@@ -141,7 +141,7 @@ def validate(schema: Mapping[str, Any], data: dict[str, Any]) -> None:
         messages.append(f"{where}: {err.message}")
     messages.extend(_secret_problems(schema, data))
     if messages:
-        raise InputsError(
+        raise InvalidInputsError(
             "the inputs do not match the machine's inputs schema:\n  " + "\n  ".join(messages),
             hint="fix the values with --set KEY=VALUE or in the --config file",
         )
@@ -213,20 +213,20 @@ class SecretResolver:
 
     def __call__(self, dotted: str) -> str:
         if dotted not in self._paths:
-            raise InputsError(
+            raise InvalidInputsError(
                 f"secret('{dotted}'): '{dotted}' is not an input marked secret: true",
                 hint="mark it `secret: true` in the machine's inputs schema",
             )
         ref = _get(self._inputs, tuple(dotted.split(".")))
         if not isinstance(ref, Mapping):
-            raise InputsError(
+            raise InvalidInputsError(
                 f"secret('{dotted}'): the environment gives no reference for it",
                 hint=f"create it with --set {dotted}.env=VARIABLE",
             )
         if "env" in ref:
             value = os.environ.get(str(ref["env"]))
             if value is None:
-                raise InputsError(
+                raise InvalidInputsError(
                     f"secret input '{dotted}' is read from the environment variable "
                     f"{ref['env']}, which is not set",
                     hint=f"export {ref['env']}=... before running the command",
@@ -237,7 +237,7 @@ class SecretResolver:
             try:
                 value = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
-                raise InputsError(
+                raise InvalidInputsError(
                     f"secret input '{dotted}' is read from {path}: {exc.strerror}",
                     hint="create the file or fix the path",
                 ) from exc

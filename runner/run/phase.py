@@ -1,4 +1,4 @@
-"""Phase execution (DESIGN §4): one environment, one phase, under the caller's lock.
+"""Phase execution: one environment, one phase, under the caller's lock.
 
 Every state change is a trigger of the `transitions` machine; its after-state-change
 callback persists the environment, logs the transition and appends it to the event
@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.errors import (
-    InputsError,
     InterruptedRunError,
     InterruptSignal,
-    PersistenceError,
+    InvalidInputsError,
     StepError,
+    StorageError,
 )
 from runner.machine.model import MachineDef, PhaseDef, StepDef
 from runner.machine.statemachine import build_machine
@@ -174,7 +174,7 @@ class Session:
         event.update(fields)
         try:
             self.repo.append_event(self.name, event)
-        except PersistenceError:
+        except StorageError:
             raise
         except OSError as exc:  # the event log is history; the state file is the truth
             log.warning("environment=%s could not append to the event log: %s", self.name, exc)
@@ -417,7 +417,7 @@ class PhaseRunner:
         try:
             run_log = RunLog(log_path)
         except OSError as exc:
-            raise PersistenceError(
+            raise StorageError(
                 f"cannot write the run log {session.repo.relative(log_path)}: {exc.strerror}",
                 hint="make the data directory writable (and check free space), then run again",
             ) from exc
@@ -549,7 +549,7 @@ class PhaseRunner:
         """A run log that could not be written fails the run before the step is recorded
         as done: without its output the step cannot be trusted, nor the disk."""
         if run_log.error is not None:
-            raise PersistenceError(
+            raise StorageError(
                 f"cannot write the run log {session.repo.relative(run_log.path)}: "
                 f"{run_log.error.strerror or run_log.error}",
                 hint=f"free space or fix the data directory, then `runner resume {session.name}`",
@@ -574,7 +574,7 @@ class PhaseRunner:
                 f"`with` of step '{step.name}': {exc}",
                 hint="fix the template in machine.yaml or give the missing input",
             ) from exc
-        except InputsError as exc:
+        except InvalidInputsError as exc:
             raise StepError("configuration", exc.message, hint=exc.hint) from exc
         if self.registry.get(step.uses) is None:
             raise StepError(

@@ -1,4 +1,4 @@
-"""The process helper every step plugin runs programs through (DESIGN §4, §6).
+"""The process helper every step plugin runs programs through.
 
 :class:`ProcessSupervisor` implements :class:`~runner.plugin.ProcessRunner`: it starts a
 program from an argv list (never a shell string) in its own process group, streams
@@ -94,12 +94,6 @@ class RunLog:
         self._lock = threading.Lock()
         self.error: OSError | None = None
         """The first write error; later lines are dropped (the program keeps running)."""
-
-    @staticmethod
-    def path_for(runs_dir: Path, phase: str, started: datetime | None = None) -> Path:
-        """The conventional path of a run's log: ``<runs_dir>/<YYYYmmdd-HHMMSS>-<phase>.log``."""
-        at = started or datetime.now(UTC)
-        return Path(runs_dir) / f"{at.strftime('%Y%m%d-%H%M%S')}-{phase}.log"
 
     @property
     def closed(self) -> bool:

@@ -1,4 +1,4 @@
-"""The repository interface: where environments live (DESIGN §5).
+"""The repository interface: where environments live.
 
 The engine and the CLI only use :class:`Repository`; :mod:`runner.store.files` is the
 first backend (JSON files under ``data/<env>/``). A state record is a plain dict in

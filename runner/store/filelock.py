@@ -1,4 +1,4 @@
-"""The per-environment lock: an exclusive OS lock on ``data/<env>/state.lock`` (DESIGN §5).
+"""The per-environment lock: an exclusive OS lock on ``data/<env>/state.lock``.
 
 The OS lock (``flock`` through portalocker) is what excludes other processes: it is
 held on an open file description for the whole command and dies with the process, so
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runner.errors import EnvironmentNotFoundError, LockedError, PersistenceError
+from runner.errors import EnvironmentNotFoundError, LockedError, StorageError
 from runner.store.contract import LockInfo, now_iso
 
 log = logging.getLogger("runner")
@@ -118,7 +118,7 @@ def _open_lock_file(path: Path, env: str, shown: str) -> int:
             environment=env,
         ) from exc
     except OSError as exc:
-        raise PersistenceError(
+        raise StorageError(
             f"cannot open the lock file {shown}: {exc.strerror or exc}",
             hint="make the data directory writable for this user (and check free space), "
             "then run the command again",
@@ -138,7 +138,7 @@ def _try_lock(fd: int, shown: str) -> bool:
     except portalocker.LockException as exc:
         cause = exc.__cause__
         reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
-        raise PersistenceError(
+        raise StorageError(
             f"cannot lock {shown}: {reason}",
             hint="the data directory must be on a file system that supports file locks",
             path=shown,
@@ -192,7 +192,7 @@ def _wait_blocking(fd: int, seconds: float, shown: str) -> bool:
                 if time.monotonic() >= deadline:
                     return False
     except portalocker.LockException as exc:
-        raise PersistenceError(f"cannot lock {shown}: {exc}", path=shown) from exc
+        raise StorageError(f"cannot lock {shown}: {exc}", path=shown) from exc
     finally:
         signal.signal(signal.SIGALRM, previous)
 
@@ -265,7 +265,7 @@ def hold(path: Path, env: str, command: str, timeout_s: float, shown: str) -> It
             try:
                 _take_over(fd, env, shown, me)
             except OSError as exc:
-                raise PersistenceError(
+                raise StorageError(
                     f"cannot write the lock file {shown}: {exc.strerror or exc}",
                     hint="make the data directory writable for this user (and check free "
                     "space), then run the command again",

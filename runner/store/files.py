@@ -1,4 +1,4 @@
-"""The JSON file store: the first :class:`~runner.store.contract.Repository` backend (DESIGN §5).
+"""The JSON file store: the first :class:`~runner.store.contract.Repository` backend.
 
 One folder per environment under the data directory (``workdir/data`` unless told)::
 
@@ -33,8 +33,8 @@ from runner.errors import (
     EnvironmentExistsError,
     EnvironmentNotFoundError,
     InvalidNameError,
-    PersistenceError,
     StateFileError,
+    StorageError,
 )
 from runner.store import filelock as locking
 from runner.store.contract import (
@@ -261,7 +261,7 @@ class FileStore(Repository):
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise PersistenceError(
+            raise StorageError(
                 f"cannot read the data directory {self.relative(self.data_dir)}: "
                 f"{exc.strerror or exc}",
                 hint="make it readable for this user",
@@ -300,7 +300,7 @@ class FileStore(Repository):
             what = "remount the file system read-write, or work in a folder on a writable one"
         else:
             what = "make the data directory writable for this user (check owner and mode)"
-        raise PersistenceError(
+        raise StorageError(
             f"cannot {action} {self.relative(path)}: {reason}",
             hint=f"{what}, then run the command again; nothing stored was changed",
             path=self.relative(path),
@@ -312,7 +312,7 @@ class FileStore(Repository):
         problem = record_problem(record)
         if problem:
             name = record["name"]
-            raise PersistenceError(
+            raise StorageError(
                 f"refusing to store an invalid record for environment '{name}': it {problem}",
                 hint="this is a bug in runner or a step plugin; the stored state is unchanged",
                 environment=name,
