@@ -1,0 +1,52 @@
+"""Typed results and records, and their one JSON form.
+
+Every result a command returns, and every record the store keeps, is a dataclass whose
+JSON form is derived from its fields by :func:`as_json`, never written by hand: a
+field's name is its key (``field(metadata=key("from"))`` gives it another one), nested
+dataclasses become objects, tuples become lists, ``None`` stays ``null``, and fields
+with ``metadata=INTERNAL`` are left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["INTERNAL", "JSON_KEY", "Result", "as_json", "key"]
+
+#: The metadata name under which a field gives its JSON key.
+JSON_KEY = "json"
+
+
+#: Field metadata of a field that is not part of the JSON form (a live object, say).
+INTERNAL: Mapping[str, bool] = {"internal": True}
+
+
+def key(name: str) -> dict[str, str]:
+    """Field metadata that names the field ``name`` in JSON (``from`` is a keyword)."""
+    return {JSON_KEY: name}
+
+
+def as_json(value: Any) -> Any:
+    """``value`` as plain JSON data: dataclasses by their fields, recursively."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.metadata.get(JSON_KEY, f.name): as_json(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not f.metadata.get("internal")
+        }
+    if isinstance(value, Mapping):
+        return {str(k): as_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_json(v) for v in value]
+    return value
+
+
+class Result:
+    """Base of the typed results: ``to_json()`` is :func:`as_json` of the fields."""
+
+    def to_json(self) -> dict[str, Any]:
+        data = as_json(self)
+        assert isinstance(data, dict)
+        return data
