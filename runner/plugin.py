@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from runner.errors import StepError
+from runner.store.record import Record
 
 __all__ = ["ProcessResult", "ProcessRunner", "Step", "StepContext", "StepError"]
 
@@ -51,10 +52,11 @@ class ProcessRunner(Protocol):
 
 @dataclass
 class StepContext:
-    """Everything a step may use. The environment is a read-only copy."""
+    """Everything a step may use. ``environment`` is a copy of the record: changing it
+    changes nothing stored."""
 
     env_name: str
-    environment: Mapping[str, Any]
+    environment: Record
     template_context: Mapping[str, Any]
     workdir: Path
     data_dir: Path

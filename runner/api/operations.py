@@ -18,7 +18,9 @@ from runner.errors import (
     StateFileError,
 )
 from runner.machine.model import MachineDef, PhaseDef
-from runner.store.contract import ListEntry, LockInfo, Repository, check_name, now_iso
+from runner.result import as_json
+from runner.store.contract import ListEntry, LockInfo, Store
+from runner.store.record import MachineRef, Record, check_name
 
 if TYPE_CHECKING:
     from runner.run.phase import PhaseResult, Progress
@@ -30,17 +32,17 @@ class Workspace:
     """The command's world: working directory, repository, machine file, settings."""
 
     workdir: Path
-    repo_factory: Callable[[], Repository]
+    repo_factory: Callable[[], Store]
     machine_file: Path
     lock_timeout_s: float = 30.0
     command: str = "runner"
     _machine: MachineDef | None = None
     _registry: StepRegistry | None = None
-    _repo: Repository | None = None
+    _repo: Store | None = None
     _plugins_checked: bool = False
 
     @property
-    def repo(self) -> Repository:
+    def repo(self) -> Store:
         if self._repo is None:
             self._repo = self.repo_factory()
         return self._repo
@@ -119,14 +121,14 @@ def validate(ws: Workspace) -> ValidateResult:
 
 @dataclass(frozen=True)
 class CreateResult:
-    record: dict[str, Any]
+    record: Record
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "created": self.record["name"],
-            "state": self.record["state"],
-            "inputs": self.record["inputs"],
-            "paths": self.record["paths"],
+            "created": self.record.name,
+            "state": self.record.state,
+            "inputs": self.record.inputs,
+            "paths": as_json(self.record.paths),
         }
 
 
@@ -140,30 +142,19 @@ def create(ws: Workspace, name: str, config: Path | None, sets: list[str]) -> Cr
     check_name(name)
     machine = ws.machine(plugins=False)
     inputs = build_inputs(machine.inputs_schema, config, sets)
-    stamp = now_iso()
-    record: dict[str, Any] = {
-        "format": 1,
-        "serial": 1,
-        "name": name,
-        "state": machine.initial,
-        "machine": {"name": machine.name, "digest": machine.digest},
-        "inputs": inputs,
-        "outputs": {},
-        "paths": {
-            "data_dir": ws.repo.relative(ws.repo.artifacts_dir(name)),
-            "build_dir": f"build/{name}",
-        },
-        "created_at": stamp,
-        "updated_at": stamp,
-        "run": None,
-        "failure": None,
-    }
-    stored = ws.repo.create(record)
+    record = Record.new(
+        name,
+        machine.initial,
+        MachineRef(machine.name, machine.digest),
+        inputs,
+        data_dir=ws.repo.data_dir(name),
+    )
+    ws.repo.create(record)
     ws.repo.append_event(
         name,
         {
-            "timestamp": stamp,
-            "serial": stored["serial"],
+            "timestamp": record.created_at,
+            "serial": record.serial,
             "type": "created",
             "from": None,
             "to": machine.initial,
@@ -175,7 +166,7 @@ def create(ws: Workspace, name: str, config: Path | None, sets: list[str]) -> Cr
         },
     )
     logging.getLogger("runner").info("environment=%s created in state=%s", name, machine.initial)
-    return CreateResult(stored)
+    return CreateResult(record)
 
 
 # --- status, list, history ---------------------------------------------------------
@@ -183,7 +174,7 @@ def create(ws: Workspace, name: str, config: Path | None, sets: list[str]) -> Cr
 
 @dataclass(frozen=True)
 class StatusResult:
-    record: dict[str, Any]
+    record: Record
     description: str
     kind: str
     holder: LockInfo | None
@@ -194,26 +185,26 @@ class StatusResult:
     def to_json(self) -> dict[str, Any]:
         r = self.record
         return {
-            "name": r["name"],
-            "state": r["state"],
+            "name": r.name,
+            "state": r.state,
             "description": self.description,
             "kind": self.kind,
             "interrupted": self.interrupted,
             "locked_by": self.holder.to_json() if self.holder else None,
-            "failure": r.get("failure"),
-            "run": r.get("run"),
-            "outputs": r.get("outputs"),
-            "updated_at": r["updated_at"],
-            "created_at": r["created_at"],
+            "failure": as_json(r.failure),
+            "run": as_json(r.run),
+            "outputs": r.outputs,
+            "updated_at": r.updated_at,
+            "created_at": r.created_at,
             "next": self.next_actions,
             "allowed_phases": self.allowed_phases,
         }
 
 
-def _state_known(machine: MachineDef, record: dict[str, Any], repo: Repository) -> None:
-    if record["state"] not in machine.states:
+def _state_known(machine: MachineDef, record: Record) -> None:
+    if record.state not in machine.states:
         raise StateFileError(
-            f"environment '{record['name']}' is in state '{record['state']}', which "
+            f"environment '{record.name}' is in state '{record.state}', which "
             f"{machine.file.name} does not declare",
             hint="restore the state in machine.yaml (or use the machine the environment was "
             "created with: --machine FILE)",
@@ -224,8 +215,8 @@ def status(ws: Workspace, name: str) -> StatusResult:
     check_name(name)
     record = ws.repo.load(name)
     machine = ws.machine(plugins=False)
-    _state_known(machine, record, ws.repo)
-    state = record["state"]
+    _state_known(machine, record)
+    state = record.state
     kind = machine.state_kind(state)
     holder = ws.repo.lock_holder(name)
     interrupted = kind == "intermediate" and holder is None
@@ -242,19 +233,9 @@ def status(ws: Workspace, name: str) -> StatusResult:
         recovery = machine.states[state].recovery
         if recovery:
             from runner.machine.templating import TemplateFailure, render_string
+            from runner.run.session import template_context
 
-            context = {
-                "env": {
-                    "name": name,
-                    "state": state,
-                    "data_dir": record["paths"]["data_dir"],
-                    "build_dir": record["paths"]["build_dir"],
-                    "workdir": str(ws.workdir),
-                },
-                "inputs": record["inputs"],
-                "outputs": record["outputs"],
-                "machine": {"name": machine.name, "dir": str(machine.dir)},
-            }
+            context = template_context(record, machine, ws.workdir)
             try:
                 actions.append(str(render_string(recovery, context)).strip())
             except TemplateFailure as exc:
@@ -293,9 +274,9 @@ class ListResult:
         good = [
             {
                 "name": e.name,
-                "state": e.record["state"],
-                "updated_at": e.record["updated_at"],
-                "failed_step": (e.record.get("failure") or {}).get("step"),
+                "state": e.record.state,
+                "updated_at": e.record.updated_at,
+                "failed_step": e.record.failure.step if e.record.failure else None,
             }
             for e in self.entries
             if e.record is not None
@@ -357,14 +338,15 @@ class RunResult:
 
 @contextmanager
 def _session(ws: Workspace, name: str) -> Iterator[Any]:
-    from runner.run.phase import Session
+    from runner.run.session import Session
+    from runner.store.locking import hold
 
     check_name(name)
     machine = ws.machine()
-    with ws.repo.lock(name, ws.command, ws.lock_timeout_s):
+    with hold(ws.repo, name, ws.command, ws.lock_timeout_s):
         record = ws.repo.load(name)
-        _state_known(machine, record, ws.repo)
-        yield Session(ws.repo, machine, record, ws.command)
+        _state_known(machine, record)
+        yield Session(ws.repo, machine, record, ws.command, ws.workdir)
 
 
 def _not_allowed(
@@ -522,15 +504,12 @@ def run_phase(
 
 def _dry_run(session: Any, phase: PhaseDef) -> dict[str, Any]:
     from runner.machine.templating import TemplateFailure, evaluate_condition, render_value
-    from runner.run.inputs import SecretResolver
-    from runner.run.phase import mask_params, template_context
+    from runner.run.inputs import SecretResolver, mask_params
 
-    secrets = SecretResolver(
-        session.machine.inputs_schema, session.record["inputs"], session.repo.workdir
-    )
+    secrets = SecretResolver(session.machine.inputs_schema, session.record.inputs, session.workdir)
     steps = []
     for step in phase.steps:
-        context = template_context(session, phase.name, step.name, secrets)
+        context = session.template_context(phase.name, step.name, secrets)
         entry: dict[str, Any] = {"name": step.name, "uses": step.uses}
         try:
             entry["when"] = evaluate_condition(step.when, context)

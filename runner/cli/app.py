@@ -288,7 +288,7 @@ def create(
         if s.json:
             emit_json(result.to_json())
         else:
-            print(f"created environment '{name}' in state '{result.record['state']}'")
+            print(f"created environment '{name}' in state '{result.record.state}'")
             print(f"next: runner advance {name}   (or runner up {name})")
         return 0
 

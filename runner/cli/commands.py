@@ -135,34 +135,32 @@ def status(s: Settings, name: str) -> int:
         emit_json(result.to_json())
         return 0
     r = result.record
-    lines = [f"environment: {r['name']}"]
+    lines = [f"environment: {r.name}"]
     flag = " (interrupted)" if result.interrupted else ""
-    lines.append(f"state:       {r['state']}{flag} - {result.description}")
-    lines.append(f"updated:     {r['updated_at']}")
+    lines.append(f"state:       {r.state}{flag} - {result.description}")
+    lines.append(f"updated:     {r.updated_at}")
     if result.holder:
         h = result.holder
         lines.append(f"locked by:   pid {h.pid} on {h.host} ({h.command}, since {h.started_at})")
-    run = r.get("run") or {}
+    run = r.run
     if result.interrupted and run:
         lines.append(
-            f"interrupted: phase '{run.get('phase')}' at step '{run.get('current_step')}'"
-            f" (completed: {', '.join(run.get('completed_steps', [])) or 'none'})"
+            f"interrupted: phase '{run.phase}' at step '{run.current_step}'"
+            f" (completed: {', '.join(run.completed_steps) or 'none'})"
         )
-        if run.get("trace"):
-            lines.append(f"trace:       {run['trace']}")
-    failure = r.get("failure")
+        if run.trace:
+            lines.append(f"trace:       {run.trace}")
+    failure = r.failure
     if failure and result.kind == "failed":
         lines.append(
-            f"failed:      phase '{failure['phase']}', step '{failure.get('step')}' "
-            f"({failure['kind']}) at {failure['failed_at']}"
+            f"failed:      phase '{failure.phase}', step '{failure.step}' "
+            f"({failure.kind}) at {failure.failed_at}"
         )
-        lines.append(f"             {failure['summary']}")
-        if failure.get("trace"):
-            lines.append(f"trace:       {failure['trace']}")
-    if r.get("outputs"):
-        lines.append(
-            "outputs:     " + ", ".join(f"{k}={v}" for k, v in sorted(r["outputs"].items()))
-        )
+        lines.append(f"             {failure.summary}")
+        if failure.trace:
+            lines.append(f"trace:       {failure.trace}")
+    if r.outputs:
+        lines.append("outputs:     " + ", ".join(f"{k}={v}" for k, v in sorted(r.outputs.items())))
     lines.append("next:")
     lines.extend(f"  {action}" for action in result.next_actions)
     print("\n".join(lines))
@@ -184,13 +182,11 @@ def list_environments(s: Settings) -> int:
     lines = []
     if good:
         width = max(len("NAME"), *(len(e.name) for e in good))
-        swidth = max(len("STATE"), *(len(e.record["state"]) for e in good if e.record))
+        swidth = max(len("STATE"), *(len(e.record.state) for e in good if e.record))
         lines.append(f"{'NAME':<{width}}  {'STATE':<{swidth}}  UPDATED")
         for e in good:
             assert e.record is not None
-            lines.append(
-                f"{e.name:<{width}}  {e.record['state']:<{swidth}}  {e.record['updated_at']}"
-            )
+            lines.append(f"{e.name:<{width}}  {e.record.state:<{swidth}}  {e.record.updated_at}")
     if bad:
         lines.append("\nunreadable:")
         lines.extend(f"  {e.name}: {e.error}" for e in bad)

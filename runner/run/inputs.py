@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -312,3 +312,23 @@ def _secret_pieces(value: str) -> set[str]:
     pieces = {line.strip() for line in value.splitlines()}
     pieces |= set(re.split(r"[\s'\"\\]+", value))
     return {p for p in pieces if len(p) >= _MIN_PIECE}
+
+
+#: Keys whose string values are hidden whole in traces and dry runs.
+_SENSITIVE_KEYS = ("password", "passwd", "token", "secret", "api_key", "apikey")
+
+
+def mask_params(
+    value: Any, mask: Callable[[str], str], key: str = "", *, by_name: bool = True
+) -> Any:
+    """``value`` with ``mask`` applied to every string in it; with ``by_name``, strings
+    under a sensitive-looking key (password, token, ...) are hidden whole."""
+    if isinstance(value, Mapping):
+        return {k: mask_params(v, mask, str(k), by_name=by_name) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_params(v, mask, key, by_name=by_name) for v in value]
+    if isinstance(value, str):
+        if by_name and value and any(word in key.lower() for word in _SENSITIVE_KEYS):
+            return "***"
+        return mask(value)
+    return value

@@ -30,8 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Literal
 
-from runner.errors import StepError
+from runner.errors import StepError, StorageError
 from runner.plugin import ProcessResult
+from runner.store.contract import ArtifactWriter
 
 __all__ = ["ProcessSupervisor", "RunLog", "install_hint"]
 
@@ -77,41 +78,36 @@ def _timestamp() -> str:
 
 
 class RunLog:
-    """The full output of one run: ``data/<env>/runs/<timestamp>-<phase>.log``.
+    """The full output of one run, written to a run-log artifact of the store.
 
     Each line is written as ``<iso timestamp> [<step>] <line>`` (``[<step>:err]`` for
-    a program's stderr), flushed at once. Safe to use from several threads. The file
-    is created with mode 0600 and opened for append, so a resumed run may reuse it.
-    Writes after :meth:`close` are ignored. A write that fails (a full disk) never
-    raises: it is kept in :attr:`error` for the engine to report once the step ends.
+    a program's stderr), at once. Safe to use from several threads. Writes after
+    :meth:`close` are ignored. A write that fails (a full disk) never raises: it is
+    kept in :attr:`error` for the engine to report once the step ends.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._file: IO[str] | None = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
+    def __init__(self, writer: ArtifactWriter) -> None:
+        self._writer: ArtifactWriter | None = writer
+        self.ref = writer.ref
         self._lock = threading.Lock()
-        self.error: OSError | None = None
+        self.error: StorageError | None = None
         """The first write error; later lines are dropped (the program keeps running)."""
 
     @property
     def closed(self) -> bool:
-        return self._file is None
+        return self._writer is None
 
     def write(self, step: str, text: str, *, stream: Stream | None = None) -> None:
         """Write ``text`` (one or more lines) for ``step``; ``stream="err"`` marks stderr."""
         tag = f"{step}:err" if stream == "err" else step
         lines = text.splitlines() or [""]
         with self._lock:
-            if self._file is None:
+            if self._writer is None:
                 return
             stamp = _timestamp()
             try:
-                for line in lines:
-                    self._file.write(f"{stamp} [{tag}] {line}\n")
-                self._file.flush()
-            except OSError as exc:  # a full disk, say: the engine reports it after the step
+                self._writer.write("".join(f"{stamp} [{tag}] {line}\n" for line in lines))
+            except StorageError as exc:  # a full disk, say: the engine reports it after the step
                 self.error = exc
                 self._drop()
 
@@ -120,12 +116,12 @@ class RunLog:
             self._drop()
 
     def _drop(self) -> None:
-        if self._file is not None:
+        if self._writer is not None:
             try:
-                self._file.close()
-            except OSError as exc:
+                self._writer.close()
+            except StorageError as exc:
                 self.error = self.error or exc
-            self._file = None
+            self._writer = None
 
     def __enter__(self) -> RunLog:
         return self

@@ -1,43 +1,50 @@
-"""The repository interface: where environments live.
+"""The storage contract: the small protocols every backend implements.
 
-The engine and the CLI only use :class:`Repository`; :mod:`runner.store.files` is the
-first backend (JSON files under ``data/<env>/``). A state record is a plain dict in
-``state.json`` format 1 (``schemas/state.schema.json``).
+The engine and the commands see a backend only through these protocols, composed into
+:class:`Store`. Each one is small enough to implement, and to test, on its own:
+
+- :class:`Records`: the environment records, with an atomic create-if-absent and a
+  compare-and-swap save (the stored serial must be the record's);
+- :class:`Locks`: the environment lock, as *one attempt* (:meth:`Locks.try_lock`) and
+  *one bounded wait* (:meth:`Locks.wait_lock`); how long to wait, what to say while
+  waiting and the error at the end are the policy of :mod:`runner.store.locking`,
+  not of a backend;
+- :class:`EventLog`: the append-only history of each environment;
+- :class:`Artifacts`: traces and run logs, written, appended, read and listed by
+  reference, never through paths the engine builds;
+- listing every environment (:meth:`Records.list`), which survives a broken entry.
+
+``tests/store/test_contract.py`` runs one suite of tests against every backend.
 """
 
 from __future__ import annotations
 
-import re
-from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
-from runner.errors import InvalidNameError
+from runner.store.record import Record, check_name, now_iso
 
-STATE_FORMAT = 1
+__all__ = [
+    "ArtifactKind",
+    "ArtifactWriter",
+    "Artifacts",
+    "EventLog",
+    "Events",
+    "Lease",
+    "ListEntry",
+    "LockInfo",
+    "Locks",
+    "Records",
+    "Store",
+    "check_name",
+    "now_iso",
+]
 
-#: Events, oldest first (an alias: inside Repository, ``list`` names the method).
+#: Events, oldest first.
 Events: TypeAlias = list[dict[str, Any]]
-NAME_RULE = "^[a-z][a-z0-9-]{0,62}$"
-_NAME = re.compile(NAME_RULE)
 
-
-def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidNameError(
-            f"invalid environment name {name!r}",
-            hint=f"a name must match {NAME_RULE}: a lowercase letter, then up to 62 lowercase "
-            "letters, digits or '-' (e.g. 'demo', 'staging-2')",
-        )
-    return name
-
-
-def now_iso() -> str:
-    """UTC now as ``2026-11-22T10:30:15.123Z``."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+#: What an artifact is: the trace of a failed or interrupted run, or a run's log.
+ArtifactKind = Literal["trace", "run"]
 
 
 @dataclass(frozen=True)
@@ -63,63 +70,99 @@ class ListEntry:
     """One environment in a listing: its record, or why it could not be read."""
 
     name: str
-    record: dict[str, Any] | None = None
+    record: Record | None = None
     error: str | None = None
 
 
-class Repository(ABC):
-    """Storage of environments. Paths in records are relative to ``workdir``."""
+class Records(Protocol):
+    """Environment records."""
 
-    workdir: Path
-
-    @abstractmethod
     def exists(self, name: str) -> bool: ...
 
-    @abstractmethod
-    def create(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Store a new environment atomically (create-if-absent). Raises
-        EnvironmentExistsError when the name is taken. Returns the stored record."""
+    def create(self, record: Record) -> None:
+        """Store a new environment atomically (create-if-absent); EnvironmentExistsError
+        when the name is taken."""
 
-    @abstractmethod
-    def load(self, name: str) -> dict[str, Any]:
-        """The validated record. Raises EnvironmentNotFoundError or StateFileError."""
+    def load(self, name: str) -> Record:
+        """A fresh copy of the validated record; EnvironmentNotFoundError or
+        StateFileError."""
 
-    @abstractmethod
-    def save(self, record: dict[str, Any], expected_serial: int) -> dict[str, Any]:
-        """Validate and durably write ``record`` with ``serial = expected_serial + 1`` and a
-        fresh ``updated_at``; raises ConflictError when the stored serial is not
-        ``expected_serial``. Returns the written record."""
+    def save(self, record: Record) -> None:
+        """Durably write ``record`` as serial ``record.serial + 1`` with a fresh
+        ``updated_at``, provided the stored serial is still ``record.serial``
+        (ConflictError otherwise: nothing is written). Once written, the new serial and
+        ``updated_at`` are set on ``record``; on any error it is left unchanged."""
 
-    @abstractmethod
-    def lock(self, name: str, command: str, timeout_s: float) -> AbstractContextManager[LockInfo]:
-        """Hold the environment's exclusive lock for the ``with`` block. Waits up to
-        ``timeout_s`` (0 = fail at once), then raises LockedError naming the holder."""
-
-    @abstractmethod
-    def lock_holder(self, name: str) -> LockInfo | None:
-        """Who holds the lock now, without taking it or waiting; None if nobody."""
-
-    @abstractmethod
-    def list(self) -> list[ListEntry]:
-        """Every environment, sorted by name; unreadable ones carry their error."""
-
-    @abstractmethod
-    def append_event(self, name: str, event: dict[str, Any]) -> None:
-        """Append one event (a JSON line) to the environment's event log."""
-
-    @abstractmethod
-    def read_events(self, name: str, limit: int | None = None) -> Events:
-        """The event log, oldest first; with ``limit``, only the last ``limit`` events.
-        A torn last line is ignored."""
-
-    @abstractmethod
     def delete(self, name: str) -> None:
-        """Remove the environment's record and files."""
+        """Remove the environment: record, lock, events and artifacts."""
 
-    @abstractmethod
-    def artifacts_dir(self, name: str) -> Path:
-        """Absolute folder for the environment's traces/ and runs/ (``data/<env>``)."""
+    def list(self) -> list[ListEntry]:
+        """Every environment, sorted by name; one that cannot be read carries its error
+        and never hides the others."""
 
-    @abstractmethod
-    def relative(self, path: Path) -> str:
-        """``path`` relative to the working directory, as stored in records."""
+
+class Lease(Protocol):
+    """A held environment lock; released by :meth:`release` (or the holder's death)."""
+
+    def release(self) -> None: ...
+
+
+class Locks(Protocol):
+    """The environment lock: one holder at a time, released when the holder dies."""
+
+    def try_lock(self, name: str, me: LockInfo) -> Lease | None:
+        """One attempt, never waiting: the lease, or None when another holds it."""
+
+    def wait_lock(self, name: str, me: LockInfo, seconds: float) -> Lease | None:
+        """Wait up to ``seconds`` for the lock, woken as soon as it is free where the
+        backend can; None when the time ran out."""
+
+    def lock_holder(self, name: str) -> LockInfo | None:
+        """Who holds the lock now (without taking it or waiting); None if nobody."""
+
+
+class EventLog(Protocol):
+    """Each environment's append-only history."""
+
+    def append_event(self, name: str, event: dict[str, Any]) -> None: ...
+
+    def read_events(self, name: str, limit: int | None = None) -> Events:
+        """Oldest first; with ``limit``, the last ``limit``. An unreadable (torn) entry
+        is skipped."""
+
+
+class ArtifactWriter(Protocol):
+    """An artifact being written, line by line (a run log while its steps run)."""
+
+    #: How records and messages name the artifact.
+    ref: str
+
+    def write(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Artifacts(Protocol):
+    """Traces and run logs."""
+
+    def open_artifact(self, name: str, kind: ArtifactKind, label: str) -> ArtifactWriter:
+        """A new artifact of ``kind`` for the environment, named after ``label`` and the
+        time; StorageError when it cannot be made."""
+
+    def write_artifact(self, name: str, kind: ArtifactKind, label: str, text: str) -> str:
+        """A new artifact holding ``text`` (durably); its reference."""
+
+    def read_artifact(self, name: str, ref: str) -> str:
+        """The content of the artifact ``ref``; EnvironmentNotFoundError or StateFileError
+        when there is none."""
+
+    def list_artifacts(self, name: str, kind: ArtifactKind) -> list[str]:
+        """References of the environment's artifacts of ``kind``, oldest first."""
+
+
+class Store(Records, Locks, EventLog, Artifacts, Protocol):
+    """What the engine and the commands need of a backend."""
+
+    def data_dir(self, name: str) -> str:
+        """The environment's own local folder, relative to the working directory (what
+        a new record keeps as ``paths.data_dir``)."""

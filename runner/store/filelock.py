@@ -1,4 +1,4 @@
-"""The per-environment lock: an exclusive OS lock on ``data/<env>/state.lock``.
+"""The file store's environment lock: an exclusive OS lock on ``data/<env>/state.lock``.
 
 The OS lock (``flock`` through portalocker) is what excludes other processes: it is
 held on an open file description for the whole command and dies with the process, so
@@ -14,12 +14,11 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from runner.errors import EnvironmentNotFoundError, LockedError, StorageError
-from runner.store.contract import LockInfo, now_iso
+from runner import signals
+from runner.errors import EnvironmentNotFoundError, StorageError
+from runner.store.contract import LockInfo
 
 log = logging.getLogger("runner")
 
@@ -30,8 +29,6 @@ FIRST_POLL_S = 0.001
 MAX_POLL_S = 0.05
 #: Holder records are a few hundred bytes; anything longer is not ours.
 _MAX_HOLDER_BYTES = 64 * 1024
-
-LOCK_HINT = "wait for it to finish, or pass --lock-timeout SECONDS"
 
 
 def pid_alive(pid: int) -> bool:
@@ -94,19 +91,6 @@ def live_holder(path: Path) -> LockInfo | None:
     return info if pid_alive(info.pid) else None
 
 
-def _describe(env: str, holder: LockInfo | None) -> str:
-    if holder is None:
-        return (
-            f"environment '{env}' is locked by another process (its state.lock does not "
-            "say which yet)"
-        )
-    where = "" if holder.host == os.uname().nodename else f" on host {holder.host}"
-    return (
-        f"environment '{env}' is locked by pid {holder.pid}{where} "
-        f"({holder.command}, since {holder.started_at})"
-    )
-
-
 def _open_lock_file(path: Path, env: str, shown: str) -> int:
     """Open (creating 0600 if missing, never truncating) the lock file for read/write."""
     try:
@@ -146,79 +130,52 @@ def _try_lock(fd: int, shown: str) -> bool:
     return True
 
 
-class _WaitOver(Exception):
-    """SIGALRM: the blocking wait for the lock reached its timeout."""
-
-
-def _can_block() -> bool:
-    """A blocking wait needs SIGALRM for its timeout: the main thread, no timer running."""
-    import signal
-    import threading
-
-    return (
-        threading.current_thread() is threading.main_thread()
-        and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
-        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
-    )
-
-
-def _wait_blocking(fd: int, seconds: float, shown: str) -> bool:
+def _wait_blocking(fd: int, seconds: float, shown: str) -> bool | None:
     """Wait in the kernel for the lock for up to ``seconds``: the kernel wakes waiters the
-    moment it is released (no idle lock between holders, no CPU spent). True if taken."""
-    import signal
-
+    moment it is released (no idle lock between holders, no CPU spent). True if taken,
+    False when the time ran out, None when the process's timer is not to be had (not the
+    main thread, or a step's deadline holds it): then the caller polls."""
     import portalocker
 
-    def expired(signum: int, frame: object) -> None:
-        raise _WaitOver
-
     deadline = time.monotonic() + seconds
-    previous = signal.signal(signal.SIGALRM, expired)
-    try:
-        while True:
-            # in slices of at most an hour: a timer cannot be set for ever (`inf`)
-            remaining = deadline - time.monotonic()
-            try:
-                signal.setitimer(signal.ITIMER_REAL, max(0.001, min(remaining, 3600.0)))
-                try:
-                    portalocker.lock(fd, portalocker.LOCK_EX)
-                finally:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
+    while True:
+        # in slices of at most an hour: a timer cannot be set for ever (`inf`)
+        remaining = deadline - time.monotonic()
+        try:
+            with signals.timer(min(remaining, 3600.0)) as armed:
+                if not armed:
+                    return None
+                portalocker.lock(fd, portalocker.LOCK_EX)
+            return True
+        except signals.TimerExpired:
+            # the timer may fire just as the lock is granted: one last try says which
+            if _try_lock(fd, shown):
                 return True
-            except _WaitOver:
-                # the timer may fire just as the lock is granted: one last try says which
-                if _try_lock(fd, shown):
-                    return True
-                if time.monotonic() >= deadline:
-                    return False
-    except portalocker.LockException as exc:
-        raise StorageError(f"cannot lock {shown}: {exc}", path=shown) from exc
-    finally:
-        signal.signal(signal.SIGALRM, previous)
+            if time.monotonic() >= deadline:
+                return False
+        except portalocker.LockException as exc:
+            raise StorageError(f"cannot lock {shown}: {exc}", path=shown) from exc
 
 
-def _acquire(fd: int, env: str, path: Path, shown: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + max(0.0, timeout_s)
+def _wait(fd: int, shown: str, seconds: float) -> bool:
+    """Wait up to ``seconds`` for the lock on ``fd``: in the kernel where the timer can be
+    had, else polling with a sleep that doubles from FIRST_POLL_S to MAX_POLL_S."""
+    if _try_lock(fd, shown):
+        return True
+    if seconds <= 0:
+        return False
+    taken = _wait_blocking(fd, seconds, shown)
+    if taken is not None:
+        return taken
+    deadline = time.monotonic() + seconds
     delay = FIRST_POLL_S
     while not _try_lock(fd, shown):
         remaining = deadline - time.monotonic()
-        if remaining > 0 and _can_block():
-            if _wait_blocking(fd, remaining, shown):
-                return
-            remaining = 0
         if remaining <= 0:
-            holder = read_holder(path)
-            raise LockedError(
-                _describe(env, holder),
-                hint=LOCK_HINT,
-                environment=env,
-                pid=holder.pid if holder else None,
-                host=holder.host if holder else None,
-                command=holder.command if holder else None,
-                since=holder.started_at if holder else None,
-            )
+            return False
         time.sleep(min(delay, remaining))
         delay = min(delay * 2, MAX_POLL_S)
+    return True
 
 
 def _take_over(fd: int, env: str, shown: str, me: LockInfo) -> None:
@@ -250,40 +207,58 @@ def _take_over(fd: int, env: str, shown: str, me: LockInfo) -> None:
     os.ftruncate(fd, len(data))
 
 
-@contextmanager
-def hold(path: Path, env: str, command: str, timeout_s: float, shown: str) -> Iterator[LockInfo]:
-    """Hold the exclusive lock on ``path`` for the ``with`` block.
+class HeldLock:
+    """The OS lock on one lock file, held through an open descriptor."""
 
-    Waits up to ``timeout_s`` seconds (0 = one try), then raises LockedError naming the
-    holder. ``shown`` is the lock file's path as messages print it.
-    """
+    def __init__(self, fd: int, env: str, shown: str) -> None:
+        self._fd: int | None = fd
+        self._env = env
+        self._shown = shown
+
+    def release(self) -> None:
+        """Clear the holder record and release the lock (closing the descriptor)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        import portalocker
+
+        try:
+            os.ftruncate(fd, 0)
+        except OSError as exc:
+            log.debug("environment '%s': cannot clear %s: %s", self._env, self._shown, exc)
+        try:
+            portalocker.unlock(fd)
+        except portalocker.LockException as exc:
+            log.debug("environment '%s': unlock of %s failed: %s", self._env, self._shown, exc)
+        finally:
+            os.close(fd)
+
+
+def acquire(path: Path, env: str, shown: str, me: LockInfo, seconds: float) -> HeldLock | None:
+    """The lock on ``path`` within ``seconds`` (0: one try), with ``me`` written into it
+    as the holder; None when another process kept it. ``shown`` is the lock file's path
+    as messages print it."""
     fd = _open_lock_file(path, env, shown)
     try:
-        _acquire(fd, env, path, shown, timeout_s)
-        try:
-            me = LockInfo(os.getpid(), os.uname().nodename, command, now_iso())
-            try:
-                _take_over(fd, env, shown, me)
-            except OSError as exc:
-                raise StorageError(
-                    f"cannot write the lock file {shown}: {exc.strerror or exc}",
-                    hint="make the data directory writable for this user (and check free "
-                    "space), then run the command again",
-                    environment=env,
-                    path=shown,
-                ) from exc
-            yield me
-        finally:
-            try:
-                os.ftruncate(fd, 0)
-            except OSError as exc:
-                log.debug("environment '%s': cannot clear %s: %s", env, shown, exc)
-            # Closing the descriptor releases the OS lock too; unlock explicitly first.
-            import portalocker
-
-            try:
-                portalocker.unlock(fd)
-            except portalocker.LockException as exc:
-                log.debug("environment '%s': unlock of %s failed: %s", env, shown, exc)
-    finally:
+        if not _wait(fd, shown, seconds):
+            os.close(fd)
+            return None
+        held = HeldLock(fd, env, shown)
+    except BaseException:
         os.close(fd)
+        raise
+    try:
+        _take_over(fd, env, shown, me)
+    except OSError as exc:
+        held.release()
+        raise StorageError(
+            f"cannot write the lock file {shown}: {exc.strerror or exc}",
+            hint="make the data directory writable for this user (and check free "
+            "space), then run the command again",
+            environment=env,
+            path=shown,
+        ) from exc
+    except BaseException:
+        held.release()
+        raise
+    return held

@@ -1,9 +1,9 @@
-"""The JSON file store: the first :class:`~runner.store.contract.Repository` backend.
+"""The JSON file store: the first backend of the storage contract.
 
 One folder per environment under the data directory (``workdir/data`` unless told)::
 
-    data/<env>/state.json     the record, format 1, replaced atomically on every save
-    data/<env>/state.lock     the lock (runner.store.filelock) and who holds it
+    data/<env>/state.json     the record, replaced atomically on every save
+    data/<env>/state.lock     the lock (an OS lock) and who holds it
     data/<env>/events.jsonl   append-only history, one JSON object a line
     data/<env>/traces/        trace files of failed or interrupted runs
     data/<env>/runs/          run logs
@@ -11,22 +11,22 @@ One folder per environment under the data directory (``workdir/data`` unless tol
 Files are 0600 and folders 0700. A state file this runner cannot read (not JSON,
 truncated, a schema violation, a newer format) raises StateFileError and is never
 rewritten. Folders whose names start with a dot are work in progress of ``create`` and
-``delete`` and are never environments.
+``delete`` and are never environments. Artifacts are named by their path relative to
+the working directory (``data/demo/traces/20261122-103245-123-provision.log``).
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import cache
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, NoReturn
 
 from runner.errors import (
     ConflictError,
@@ -36,14 +36,16 @@ from runner.errors import (
     StateFileError,
     StorageError,
 )
-from runner.store import filelock as locking
-from runner.store.contract import (
+from runner.files import FILE_MODE, fsync_dir, replace_atomically, temp_prefix, write_new
+from runner.store import filelock
+from runner.store.contract import ArtifactKind, Events, ListEntry, LockInfo
+from runner.store.record import (
     STATE_FORMAT,
-    ListEntry,
-    LockInfo,
-    Repository,
+    Record,
     check_name,
+    light_problem,
     now_iso,
+    record_problem,
 )
 
 STATE_FILE = "state.json"
@@ -51,11 +53,12 @@ LOCK_FILE = "state.lock"
 EVENTS_FILE = "events.jsonl"
 ENV_FOLDERS = ("traces", "runs")
 
-FILE_MODE = 0o600
 DIR_MODE = 0o700
+#: The folder of each kind of artifact.
+ARTIFACT_FOLDERS: dict[str, str] = {"trace": "traces", "run": "runs"}
 
 #: Temp files of state.json saves: ``.state.json.<pid>.<random>.tmp`` beside it.
-_TEMP_PREFIX = f".{STATE_FILE}."
+_TEMP_PREFIX = temp_prefix(STATE_FILE)
 #: Dot-folders of a ``create`` or ``delete`` cut short are removed after this long.
 _LEFTOVER_AGE_S = 3600.0
 #: Under the data folder: half-made and half-deleted environment folders.
@@ -63,96 +66,20 @@ STAGING_DIR = ".staging"
 #: ``read_events(limit=...)`` reads the log backwards in blocks of this size.
 _EVENT_BLOCK = 64 * 1024
 
-#: Events, oldest first (an alias: inside FileStore, ``list`` names the method).
-Events: TypeAlias = list[dict[str, Any]]
 
-
-# --- the record format ----------------------------------------------------------------
-
-
-@cache
-def _schema() -> dict[str, Any]:
-    from runner.resources import schema_path
-
-    schema: dict[str, Any] = json.loads(schema_path("state").read_text(encoding="utf-8"))
-    return schema
-
-
-@cache
-def _schema_check() -> Any:
-    # runner.minischema checks the same schema file as jsonschema would, without its
-    # ~80 ms import: status, list and history must start fast
-    from runner.minischema import compile_schema
-
-    return compile_schema(_schema())
-
-
-def _format_problem(data: object) -> str | None:
-    """What is wrong with the record's ``format``, if anything (checked before the schema,
-    so that a newer file is reported as newer, not as a pile of schema errors)."""
-    if not isinstance(data, dict):
-        return f"holds a JSON {type(data).__name__}, not an object"
-    if "format" not in data:
-        return "has no 'format' field"
-    fmt = data["format"]
-    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > STATE_FORMAT:
-        return f"has format {fmt}: it was written by a newer runner; upgrade runner"
-    if fmt != STATE_FORMAT or isinstance(fmt, bool):
-        return f"has an unknown format {json.dumps(fmt)} (this runner reads format {STATE_FORMAT})"
-    return None
-
-
-def record_problem(data: object) -> str | None:
-    """What makes ``data`` an invalid ``state.json`` record, or None if it is valid.
-
-    The answer is one line that reads after "the file" (``"has format 2: ..."``).
-
-    The single place records are validated, on read and before every write; today it
-    is ``schemas/state.schema.json`` through :mod:`runner.minischema` (tests check it
-    agrees with jsonschema).
-    """
-    problem = _format_problem(data)
-    if problem:
-        return problem
-    error = _schema_check()(data, "")
-    if error is None:
-        return None
-    return f"does not match the state file format: {error}"
-
-
-def light_problem(data: object) -> str | None:
-    """A cheap check for listings: format and required keys, not the whole schema.
-
-    ``list()`` reads every environment; running jsonschema on 10,000 records would cost
-    seconds. ``load()`` still validates fully before an environment is used.
-    """
-    problem = _format_problem(data)
-    if problem:
-        return problem
-    assert isinstance(data, dict)
-    missing = [key for key in _schema()["required"] if key not in data]
-    if missing:
-        return f"misses {', '.join(repr(k) for k in missing)}"
-    if not isinstance(data["state"], str) or not isinstance(data["serial"], int):
-        return "has a 'state' or 'serial' of the wrong type"
-    return None
-
-
-def _serialize(record: dict[str, Any]) -> bytes:
-    return (json.dumps(record, indent=2, sort_keys=False) + "\n").encode("utf-8")
+def _serialize(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8")
 
 
 # --- the store --------------------------------------------------------------------------
 
 
-class FileStore(Repository):
+class FileStore:
     """Environments as JSON files under ``data_dir`` (default ``workdir / "data"``)."""
 
     def __init__(self, workdir: Path, data_dir: Path | None = None) -> None:
         self.workdir = Path(os.path.abspath(workdir))
-        self.data_dir = Path(
-            os.path.abspath(self.workdir / ("data" if data_dir is None else data_dir))
-        )
+        self.root = Path(os.path.abspath(self.workdir / ("data" if data_dir is None else data_dir)))
         # The bytes of each state.json this store last read or wrote: when the file on
         # disk still holds exactly these bytes, its serial is known without parsing it.
         self._known: dict[str, tuple[bytes, int]] = {}
@@ -160,12 +87,13 @@ class FileStore(Repository):
     # -- paths -----------------------------------------------------------------------
 
     def _env_dir(self, name: str) -> Path:
-        return self.data_dir / check_name(name)
+        return self.root / check_name(name)
 
-    def artifacts_dir(self, name: str) -> Path:
-        return self._env_dir(name)
+    def data_dir(self, name: str) -> str:
+        return self.relative(self._env_dir(name))
 
     def relative(self, path: Path) -> str:
+        """``path`` relative to the working directory, as records and messages show it."""
         absolute = os.path.normpath(os.path.join(self.workdir, path))
         try:
             return Path(absolute).relative_to(self.workdir).as_posix()
@@ -208,7 +136,7 @@ class FileStore(Repository):
             )
 
     def _state_error(self, name: str, problem: str, *, hint: str | None = None) -> NoReturn:
-        shown = self.relative(self.data_dir / name / STATE_FILE)
+        shown = self.relative(self.root / name / STATE_FILE)
         raise StateFileError(
             f"{shown} {problem}",
             hint=hint
@@ -233,26 +161,26 @@ class FileStore(Repository):
                 + ("; it looks truncated" if cut else ""),
             )
 
-    def _validated(self, name: str, data: bytes) -> dict[str, Any]:
+    def _validated(self, name: str, data: bytes) -> Record:
         """The record in ``data`` (the bytes of ``name``'s state.json), fully checked."""
-        record: dict[str, Any] = self._parse(name, data)
-        problem = record_problem(record)
-        if problem is None and record["name"] != name:
-            problem = f"names environment '{record['name']}' but lies in the folder of '{name}'"
+        document: dict[str, Any] = self._parse(name, data)
+        problem = record_problem(document)
+        if problem is None and document["name"] != name:
+            problem = f"names environment '{document['name']}' but lies in the folder of '{name}'"
         if problem:
             hint = None
             if "newer runner" in problem:
                 hint = "install a runner that reads this format; this one will not touch it"
             self._state_error(name, problem, hint=hint)
-        self._known[name] = (data, record["serial"])
-        return record
+        self._known[name] = (data, document["serial"])
+        return Record.from_json(document)
 
-    def load(self, name: str) -> dict[str, Any]:
+    def load(self, name: str) -> Record:
         return self._validated(name, self._read_state(name))
 
     def list(self) -> list[ListEntry]:
         try:
-            with os.scandir(self.data_dir) as scan:
+            with os.scandir(self.root) as scan:
                 folders = sorted(
                     (entry.name, entry.path)
                     for entry in scan
@@ -262,8 +190,7 @@ class FileStore(Repository):
             return []
         except OSError as exc:
             raise StorageError(
-                f"cannot read the data directory {self.relative(self.data_dir)}: "
-                f"{exc.strerror or exc}",
+                f"cannot read the data directory {self.relative(self.root)}: {exc.strerror or exc}",
                 hint="make it readable for this user",
             ) from exc
         result: list[ListEntry] = []
@@ -278,12 +205,16 @@ class FileStore(Repository):
                         data = file.read()
                 except OSError:
                     data = self._read_state(name)  # raises the error that says why
-                record = self._parse(name, data)
-                problem = light_problem(record)  # not the full schema: see light_problem
-                if problem is None and record["name"] != name:
-                    problem = f"names environment '{record['name']}'"
+                document = self._parse(name, data)
+                problem = light_problem(document)  # not the full schema: see light_problem
+                if problem is None and document["name"] != name:
+                    problem = f"names environment '{document['name']}'"
                 if problem:
                     self._state_error(name, problem)
+                try:
+                    record = Record.from_json(document)
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    self._state_error(name, "does not match the state file format")
             except (StateFileError, EnvironmentNotFoundError) as exc:
                 result.append(ListEntry(name=name, error=exc.message))
                 continue
@@ -292,7 +223,7 @@ class FileStore(Repository):
 
     # -- writing ---------------------------------------------------------------------
 
-    def _persistence_error(self, action: str, path: Path, exc: OSError, **fields: Any) -> NoReturn:
+    def _storage_error(self, action: str, path: Path, exc: OSError, **fields: Any) -> NoReturn:
         reason = exc.strerror or str(exc)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             what = "free some disk space (or raise the quota)"
@@ -307,37 +238,37 @@ class FileStore(Repository):
             **fields,
         ) from exc
 
-    def _checked(self, record: dict[str, Any]) -> None:
-        check_name(record.get("name", ""))
-        problem = record_problem(record)
+    def _checked(self, document: dict[str, Any]) -> None:
+        check_name(document.get("name", ""))
+        problem = record_problem(document)
         if problem:
-            name = record["name"]
+            name = document["name"]
             raise StorageError(
                 f"refusing to store an invalid record for environment '{name}': it {problem}",
                 hint="this is a bug in runner or a step plugin; the stored state is unchanged",
                 environment=name,
             )
 
-    def _ensure_data_dir(self) -> None:
-        if self.data_dir.is_dir():
+    def _ensure_root(self) -> None:
+        if self.root.is_dir():
             return
         try:
-            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-            os.mkdir(self.data_dir, DIR_MODE)
-            os.chmod(self.data_dir, DIR_MODE)  # whatever the umask
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(self.root, DIR_MODE)
+            os.chmod(self.root, DIR_MODE)  # whatever the umask
         except FileExistsError:
             pass
         except OSError as exc:
-            self._persistence_error("create the data directory", self.data_dir, exc)
+            self._storage_error("create the data directory", self.root, exc)
 
     @property
     def _staging_dir(self) -> Path:
         """``data/.staging``: where a create builds a folder and a delete moves one before
         removing it, so that only this folder is swept (never the whole data folder)."""
-        return self.data_dir / STAGING_DIR
+        return self.root / STAGING_DIR
 
     def _ensure_staging_dir(self) -> Path:
-        self._ensure_data_dir()
+        self._ensure_root()
         staging = self._staging_dir
         try:
             os.mkdir(staging, DIR_MODE)
@@ -345,7 +276,7 @@ class FileStore(Repository):
         except FileExistsError:
             pass
         except OSError as exc:
-            self._persistence_error("create the staging folder", staging, exc)
+            self._storage_error("create the staging folder", staging, exc)
         return staging
 
     def _sweep_leftovers(self) -> None:
@@ -360,26 +291,27 @@ class FileStore(Repository):
         except OSError:
             pass
 
-    def create(self, record: dict[str, Any]) -> dict[str, Any]:
-        self._checked(record)
-        name = record["name"]
+    def create(self, record: Record) -> None:
+        document = record.to_json()
+        self._checked(document)
+        name = record.name
         target = self._env_dir(name)
         if target.exists():
             self._exists_error(name)
         staging = self._ensure_staging_dir() / f"create-{name}-{os.urandom(6).hex()}"
-        data = _serialize(record)
+        data = _serialize(document)
         try:
             try:
-                for folder in (staging, *(staging / sub for sub in ENV_FOLDERS)):
+                for folder in (staging, *(staging / sub for sub in ARTIFACT_FOLDERS.values())):
                     os.mkdir(folder, DIR_MODE)
                     os.chmod(folder, DIR_MODE)  # whatever the umask
-                _write_new(staging / EVENTS_FILE, b"")
-                _write_new(staging / LOCK_FILE, b"")
-                _write_new(staging / STATE_FILE, data, sync=True)
-                _fsync_dir(staging)
+                write_new(staging / EVENTS_FILE, b"")
+                write_new(staging / LOCK_FILE, b"")
+                write_new(staging / STATE_FILE, data, sync=True)
+                fsync_dir(staging)
             except OSError as exc:
-                self._persistence_error(
-                    "create environment folder in", self.data_dir, exc, environment=name
+                self._storage_error(
+                    "create environment folder in", self.root, exc, environment=name
                 )
             try:
                 # Atomic create-if-absent: a folder that exists with content (a racing
@@ -388,21 +320,20 @@ class FileStore(Repository):
             except OSError as exc:
                 if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR, errno.ENOTDIR):
                     self._exists_error(name)
-                self._persistence_error("create", target, exc, environment=name)
+                self._storage_error("create", target, exc, environment=name)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
         try:
-            _fsync_dir(self.data_dir)
+            fsync_dir(self.root)
         except OSError as exc:
-            self._persistence_error("sync", self.data_dir, exc, environment=name)
-        self._known[name] = (data, record["serial"])
+            self._storage_error("sync", self.root, exc, environment=name)
+        self._known[name] = (data, record.serial)
         self._sweep_leftovers()
-        return dict(record)
 
     def _exists_error(self, name: str) -> NoReturn:
         try:
-            state = f"state: {self.load(name)['state']}"
+            state = f"state: {self.load(name).state}"
         except (StateFileError, EnvironmentNotFoundError) as exc:
             state = f"unreadable: {exc.message}"
         raise EnvironmentExistsError(
@@ -419,34 +350,36 @@ class FileStore(Repository):
         known = self._known.get(name)
         if known is not None and known[0] == data:
             return known[1]
-        serial: int = self._validated(name, data)["serial"]
-        return serial
+        return self._validated(name, data).serial
 
-    def save(self, record: dict[str, Any], expected_serial: int) -> dict[str, Any]:
-        name = check_name(record.get("name", ""))
-        new = dict(record)
-        new["serial"] = expected_serial + 1
-        new["updated_at"] = now_iso()
-        self._checked(new)
+    def save(self, record: Record) -> None:
+        name = check_name(record.name)
+        expected = record.serial
+        document = record.to_json()
+        document["serial"] = expected + 1
+        document["updated_at"] = now_iso()
+        self._checked(document)
         stored = self._stored_serial(name)
-        if stored != expected_serial:
-            shown = self.relative(self.data_dir / name / STATE_FILE)
+        if stored != expected:
+            shown = self.relative(self.root / name / STATE_FILE)
             raise ConflictError(
                 f"{shown} changed under this command: it holds serial {stored}, expected "
-                f"{expected_serial}; nothing was written",
+                f"{expected}; nothing was written",
                 hint=f"another program changed the environment; see `runner status {name}` "
                 "and run the command again",
                 environment=name,
                 path=shown,
             )
-        data = _serialize(new)
+        data = _serialize(document)
         folder = self._env_dir(name)
         try:
-            _replace_atomically(folder / STATE_FILE, data)
+            replace_atomically(folder / STATE_FILE, data)
         except OSError as exc:
-            self._persistence_error("write", folder / STATE_FILE, exc, environment=name)
-        self._known[name] = (data, new["serial"])
-        return new
+            self._storage_error("write", folder / STATE_FILE, exc, environment=name)
+        self._known[name] = (data, document["serial"])
+        record.serial = document["serial"]
+        record.updated_at = document["updated_at"]
+        record.format = STATE_FORMAT
 
     def delete(self, name: str) -> None:
         folder = self._env_dir(name)
@@ -460,26 +393,36 @@ class FileStore(Repository):
         trash = self._ensure_staging_dir() / f"delete-{name}-{os.urandom(6).hex()}"
         try:
             os.rename(folder, trash)
-            _fsync_dir(self.data_dir)
+            fsync_dir(self.root)
         except OSError as exc:
-            self._persistence_error("delete", folder, exc, environment=name)
+            self._storage_error("delete", folder, exc, environment=name)
         self._known.pop(name, None)
         shutil.rmtree(trash, ignore_errors=True)
 
     # -- lock ------------------------------------------------------------------------
 
-    @contextmanager
-    def lock(self, name: str, command: str, timeout_s: float) -> Iterator[LockInfo]:
+    def _lock_file(self, name: str) -> tuple[Path, str]:
         folder = self._env_dir(name)
         if not (folder / STATE_FILE).is_file():
             self._read_state(name)  # raises EnvironmentNotFoundError or StateFileError
         path = folder / LOCK_FILE
-        with locking.hold(path, name, command, timeout_s, self.relative(path)) as info:
-            _remove_stale_temp_files(folder)
-            yield info
+        return path, self.relative(path)
+
+    def _leased(self, name: str, held: filelock.HeldLock | None) -> filelock.HeldLock | None:
+        if held is not None:
+            _remove_stale_temp_files(self._env_dir(name))
+        return held
+
+    def try_lock(self, name: str, me: LockInfo) -> filelock.HeldLock | None:
+        path, shown = self._lock_file(name)
+        return self._leased(name, filelock.acquire(path, name, shown, me, 0.0))
+
+    def wait_lock(self, name: str, me: LockInfo, seconds: float) -> filelock.HeldLock | None:
+        path, shown = self._lock_file(name)
+        return self._leased(name, filelock.acquire(path, name, shown, me, seconds))
 
     def lock_holder(self, name: str) -> LockInfo | None:
-        return locking.live_holder(self._env_dir(name) / LOCK_FILE)
+        return filelock.live_holder(self._env_dir(name) / LOCK_FILE)
 
     # -- events ----------------------------------------------------------------------
 
@@ -492,7 +435,7 @@ class FileStore(Repository):
             self._read_state(name)  # says which: no environment, or a broken folder
             raise
         except OSError as exc:
-            self._persistence_error("append to", path, exc, environment=name)
+            self._storage_error("append to", path, exc, environment=name)
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -502,7 +445,7 @@ class FileStore(Repository):
                 written = os.write(fd, view)
                 view = view[written:]
         except OSError as exc:
-            self._persistence_error("append to", path, exc, environment=name)
+            self._storage_error("append to", path, exc, environment=name)
         finally:
             os.close(fd)
 
@@ -528,47 +471,110 @@ class FileStore(Repository):
                 path=self.relative(path),
             ) from exc
 
+    # -- artifacts -------------------------------------------------------------------
+
+    def _artifact_path(self, name: str, kind: ArtifactKind, label: str) -> Path:
+        folder = self._env_dir(name) / ARTIFACT_FOLDERS[kind]
+        if not self._env_dir(name).is_dir():
+            self._read_state(name)  # raises EnvironmentNotFoundError
+        try:
+            os.mkdir(folder, DIR_MODE)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            self._storage_error("create", folder, exc, environment=name)
+        return folder / f"{_stamp()}-{label}.log"
+
+    def open_artifact(self, name: str, kind: ArtifactKind, label: str) -> FileArtifact:
+        path = self._artifact_path(name, kind, label)
+        try:
+            return FileArtifact(path, self.relative(path))
+        except OSError as exc:
+            self._storage_error("write", path, exc, environment=name)
+
+    def write_artifact(self, name: str, kind: ArtifactKind, label: str, text: str) -> str:
+        path = self._artifact_path(name, kind, label)
+        try:
+            write_new(path, text.encode("utf-8"), sync=True)
+        except OSError as exc:
+            self._storage_error("write", path, exc, environment=name)
+        return self.relative(path)
+
+    def _artifact_of(self, name: str, ref: str) -> Path | None:
+        """The file ``ref`` names, if it is one of ``name``'s artifacts."""
+        path = Path(os.path.normpath(self.workdir / ref))
+        folders = {self._env_dir(name) / sub for sub in ARTIFACT_FOLDERS.values()}
+        return path if path.parent in folders else None
+
+    def read_artifact(self, name: str, ref: str) -> str:
+        path = self._artifact_of(name, ref)
+        try:
+            if path is None:
+                raise FileNotFoundError(ref)
+            return path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            if not self._env_dir(name).is_dir():
+                self._read_state(name)  # raises EnvironmentNotFoundError
+            raise StateFileError(
+                f"environment '{name}' has no artifact {ref}",
+                hint=f"see `runner status {name}` for its trace and run log",
+                environment=name,
+            ) from None
+        except OSError as exc:
+            raise StateFileError(
+                f"cannot read {ref}: {exc.strerror or exc}",
+                hint="make it readable for this user",
+                environment=name,
+            ) from exc
+
+    def list_artifacts(self, name: str, kind: ArtifactKind) -> builtins.list[str]:
+        folder = self._env_dir(name) / ARTIFACT_FOLDERS[kind]
+        if not self._env_dir(name).is_dir():
+            self._read_state(name)  # raises EnvironmentNotFoundError
+        try:
+            names = sorted(
+                entry.name
+                for entry in os.scandir(folder)
+                if entry.is_file(follow_symlinks=False) and not entry.name.startswith(".")
+            )
+        except FileNotFoundError:
+            return []
+        return [self.relative(folder / n) for n in names]
+
+
+class FileArtifact:
+    """An artifact file being written: opened for append, 0600, each write flushed."""
+
+    def __init__(self, path: Path, ref: str) -> None:
+        self.path = path
+        self.ref = ref
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
+        self._file = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
+
+    def write(self, text: str) -> None:
+        try:
+            self._file.write(text)
+            self._file.flush()
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write {self.ref}: {exc.strerror or exc}",
+                hint="free space or fix the data directory, then run the command again",
+                path=self.ref,
+            ) from exc
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.ref}: {exc.strerror or exc}") from exc
+
+
+def _stamp() -> str:
+    """The time in artifact names: ``20261122-103245-123`` (UTC, milliseconds)."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")[:-3]
+
 
 # --- file primitives --------------------------------------------------------------------
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _write_new(path: Path, data: bytes, *, sync: bool = False) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)  # whatever the umask
-        _write_all(fd, data)
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a unique temp file beside ``path``, fsync it, rename it over
-    ``path`` and fsync the folder: a crash leaves the old file or the new, never a mix."""
-    temp = path.with_name(f"{_TEMP_PREFIX}{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        _write_new(temp, data, sync=True)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _remove_stale_temp_files(folder: Path) -> None:

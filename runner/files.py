@@ -1,0 +1,75 @@
+"""Writing files so that a crash leaves the old content or the new, never a mix.
+
+One helper, :func:`replace_atomically`, writes every file the runner replaces (state
+records, rendered templates, OpenTofu variable files, the machine cache): a unique
+temp file beside the target, written, optionally fsynced, given its mode, then renamed
+over the target (a link at the target is replaced, never followed), and the folder
+fsynced when the write must survive a power loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+__all__ = ["FILE_MODE", "fsync_dir", "replace_atomically", "write_all", "write_new"]
+
+#: Files the runner writes are its user's only.
+FILE_MODE = 0o600
+#: Temp files are ``.<name>.<pid>.<random>.tmp`` beside their target.
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_prefix(name: str) -> str:
+    """The start of the names of ``name``'s temp files (for sweeping leftovers)."""
+    return f".{name}."
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_new(path: Path, data: bytes, *, mode: int = FILE_MODE, sync: bool = False) -> None:
+    """Create ``path`` (it must not exist) holding ``data``, with ``mode`` whatever the
+    umask; with ``sync``, fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    try:
+        os.fchmod(fd, mode)
+        write_all(fd, data)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(
+    path: Path, data: bytes, *, mode: int = FILE_MODE, durable: bool = True
+) -> None:
+    """Write ``data`` to a unique temp file beside ``path`` and rename it over ``path``.
+
+    With ``durable`` the temp file is fsynced before the rename and the folder after
+    it, so the new content survives a power loss; without, a crash still leaves the old
+    file or the new one, never a mix.
+    """
+    unique = f"{os.getpid()}.{os.urandom(4).hex()}"
+    temp = path.with_name(f"{temp_prefix(path.name)}{unique}{TEMP_SUFFIX}")
+    try:
+        write_new(temp, data, mode=mode, sync=durable)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    if durable:
+        fsync_dir(path.parent)

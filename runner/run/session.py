@@ -1,0 +1,143 @@
+"""One command's hold on one environment: its record, its machine, and every state change.
+
+Every state change is a trigger of the `transitions` machine, fired with its data
+(``phase``, ``step``) as keyword arguments; the after-state-change callback gets them
+back from the event (``send_event=True``), persists the record, logs the transition and
+appends it to the event log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import StorageError
+from runner.machine.model import MachineDef
+from runner.machine.statemachine import build_machine
+from runner.store.contract import Store
+from runner.store.record import MachineRef, Record, now_iso
+
+if TYPE_CHECKING:
+    from runner.run.inputs import SecretResolver
+
+log = logging.getLogger("runner")
+
+
+class _Model:
+    """The object `transitions` drives; ``state`` mirrors the record's state."""
+
+    def __init__(self, state: str) -> None:
+        self.state = state
+
+
+class Session:
+    """One command's hold on one environment (the caller holds its lock)."""
+
+    def __init__(
+        self, store: Store, machine: MachineDef, record: Record, command: str, workdir: Path
+    ) -> None:
+        self.store = store
+        self.machine = machine
+        self.record = record
+        self.command = command
+        self.workdir = workdir
+        self.host = socket.gethostname()
+        self.model = _Model(record.state)
+        self.machine_sm = build_machine(
+            machine, self.model, initial=record.state, after_state_change=self._after_transition
+        )
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def state(self) -> str:
+        return self.record.state
+
+    # -- persistence ------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Persist the record (serial + 1), naming the machine that moved it."""
+        self.record.machine = MachineRef(self.machine.name, self.machine.digest)
+        self.store.save(self.record)
+
+    def event(self, event_type: str, **fields: Any) -> None:
+        """Append an event of ``event_type`` at the record's serial."""
+        event: dict[str, Any] = {
+            "timestamp": now_iso(),
+            "serial": self.record.serial,
+            "type": event_type,
+            "pid": os.getpid(),
+            "host": self.host,
+        }
+        event.update(fields)
+        try:
+            self.store.append_event(self.name, event)
+        except StorageError:
+            raise
+        except OSError as exc:  # the event log is history; the state file is the truth
+            log.warning("environment=%s could not append to the event log: %s", self.name, exc)
+
+    def fire(self, trigger: str, *, phase: str, step: str | None = None) -> None:
+        """Fire ``trigger``; the callback persists, logs and records the transition."""
+        self.model.trigger(trigger, phase=phase, step=step)  # type: ignore[attr-defined]
+
+    def _after_transition(self, event: Any) -> None:
+        source = event.transition.source
+        dest = event.transition.dest
+        trigger = event.event.name
+        self.record.state = dest
+        self.save()
+        log.info("environment=%s from=%s to=%s trigger=%s", self.name, source, dest, trigger)
+        self.event(
+            "transition",
+            **{
+                "from": source,
+                "to": dest,
+                "trigger": trigger,
+                "phase": event.kwargs.get("phase"),
+                "step": event.kwargs.get("step"),
+            },
+        )
+
+    # -- what templates see -----------------------------------------------------------
+
+    def template_context(
+        self, phase: str | None, step: str | None, secrets: SecretResolver | None = None
+    ) -> dict[str, Any]:
+        """The names `with:`, `when:` and template files see (``secret`` when given)."""
+        return template_context(self.record, self.machine, self.workdir, phase, step, secrets)
+
+
+def template_context(
+    record: Record,
+    machine: MachineDef,
+    workdir: Path,
+    phase: str | None = None,
+    step: str | None = None,
+    secrets: SecretResolver | None = None,
+) -> dict[str, Any]:
+    """The template context of ``record``: ``env``, ``inputs``, ``outputs``, ``machine``,
+    and ``phase``/``step`` while one runs (recovery texts have neither)."""
+    context: dict[str, Any] = {
+        "env": {
+            "name": record.name,
+            "state": record.state,
+            "data_dir": record.paths.data_dir,
+            "build_dir": record.paths.build_dir,
+            "workdir": str(workdir),
+        },
+        "inputs": record.inputs,
+        "outputs": record.outputs,
+        "machine": {"name": machine.name, "dir": str(machine.dir)},
+    }
+    if phase is not None:
+        context["phase"] = phase
+        context["step"] = step
+    if secrets is not None:
+        context["secret"] = secrets
+    return context

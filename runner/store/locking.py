@@ -1,0 +1,70 @@
+"""The waiting policy of the environment lock, above every backend.
+
+A backend offers one attempt and one bounded wait (:class:`~runner.store.contract.Locks`);
+:func:`hold` decides the rest for every command that changes an environment: try once,
+say once who holds the lock and that we wait, wait up to the command's
+``--lock-timeout``, and fail with the holder named (exit 3).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from runner.errors import LockedError
+from runner.store.contract import LockInfo, Locks
+from runner.store.record import now_iso
+
+__all__ = ["LOCK_HINT", "describe_holder", "hold"]
+
+LOCK_HINT = "wait for it to finish, or pass --lock-timeout SECONDS"
+
+
+def describe_holder(env: str, holder: LockInfo | None) -> str:
+    """``environment 'demo' is locked by pid 42 (runner advance, since ...)``."""
+    if holder is None:
+        return f"environment '{env}' is locked by another process (its lock does not say which yet)"
+    where = "" if holder.host == os.uname().nodename else f" on host {holder.host}"
+    return (
+        f"environment '{env}' is locked by pid {holder.pid}{where} "
+        f"({holder.command}, since {holder.started_at})"
+    )
+
+
+@contextmanager
+def hold(
+    locks: Locks,
+    name: str,
+    command: str,
+    timeout_s: float,
+    *,
+    on_wait: Callable[[LockInfo | None], None] | None = None,
+) -> Iterator[LockInfo]:
+    """Hold ``name``'s lock for the ``with`` block, as ``command``.
+
+    Waits up to ``timeout_s`` seconds (0 = one try; ``inf`` = for ever); ``on_wait`` is
+    told the holder once, when a wait starts. Raises LockedError naming the holder when
+    the time runs out.
+    """
+    me = LockInfo(os.getpid(), os.uname().nodename, command, now_iso())
+    lease = locks.try_lock(name, me)
+    if lease is None and timeout_s > 0:
+        if on_wait is not None:
+            on_wait(locks.lock_holder(name))
+        lease = locks.wait_lock(name, me, timeout_s)
+    if lease is None:
+        holder = locks.lock_holder(name)
+        raise LockedError(
+            describe_holder(name, holder),
+            hint=LOCK_HINT,
+            environment=name,
+            pid=holder.pid if holder else None,
+            host=holder.host if holder else None,
+            command=holder.command if holder else None,
+            since=holder.started_at if holder else None,
+        )
+    try:
+        yield me
+    finally:
+        lease.release()

@@ -1,0 +1,309 @@
+"""The state record: everything the store keeps about one environment, typed.
+
+A :class:`Record` is built in one place (:meth:`Record.new` for a new environment,
+:meth:`Record.from_json` for a stored one) and has one JSON form (:meth:`to_json`,
+derived from the fields), which is what every backend stores and what
+``schemas/state.schema.json`` describes. The records are mutable: a session changes
+its record as a phase runs, and a store's ``save`` sets the new ``serial`` and
+``updated_at`` on the record it was given once the write has landed.
+
+Formats: the JSON form carries ``format``. Format 2 added ``failure.attempts`` and
+``failure.hint``; format 1 files are read (those fields absent) and written back as
+format 2 on their next save. A newer format is refused by the store, never rewritten.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from runner.errors import InvalidNameError
+from runner.result import as_json
+
+__all__ = [
+    "NAME_RULE",
+    "READABLE_FORMATS",
+    "STATE_FORMAT",
+    "Failure",
+    "MachineRef",
+    "Paths",
+    "Record",
+    "Run",
+    "check_name",
+    "light_problem",
+    "now_iso",
+    "record_problem",
+]
+
+#: The format this runner writes.
+STATE_FORMAT = 2
+#: The formats this runner reads.
+READABLE_FORMATS = (1, 2)
+
+NAME_RULE = "^[a-z][a-z0-9-]{0,62}$"
+_NAME = re.compile(NAME_RULE)
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a valid environment name, else InvalidNameError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidNameError(
+            f"invalid environment name {name!r}",
+            hint=f"a name must match {NAME_RULE}: a lowercase letter, then up to 62 lowercase "
+            "letters, digits or '-' (e.g. 'demo', 'staging-2')",
+        )
+    return name
+
+
+def now_iso() -> str:
+    """UTC now as ``2026-11-22T10:30:15.123Z``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+# --- the stored form's checks -----------------------------------------------------------
+
+
+@cache
+def _schema() -> dict[str, Any]:
+    from runner.resources import schema_path
+
+    schema: dict[str, Any] = json.loads(schema_path("state").read_text(encoding="utf-8"))
+    return schema
+
+
+@cache
+def _schema_check() -> Any:
+    # runner.minischema checks the same schema file as jsonschema would, without its
+    # ~80 ms import: status, list and history must start fast
+    from runner.minischema import compile_schema
+
+    return compile_schema(_schema())
+
+
+def _format_problem(data: object) -> str | None:
+    """What is wrong with the record's ``format``, if anything (checked before the schema,
+    so that a newer file is reported as newer, not as a pile of schema errors)."""
+    if not isinstance(data, dict):
+        return f"holds a JSON {type(data).__name__}, not an object"
+    if "format" not in data:
+        return "has no 'format' field"
+    fmt = data["format"]
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > STATE_FORMAT:
+        return f"has format {fmt}: it was written by a newer runner; upgrade runner"
+    if fmt not in READABLE_FORMATS or isinstance(fmt, bool):
+        readable = " and ".join(str(f) for f in READABLE_FORMATS)
+        return f"has an unknown format {json.dumps(fmt)} (this runner reads formats {readable})"
+    return None
+
+
+def record_problem(data: object) -> str | None:
+    """What makes ``data`` an invalid ``state.json`` record, or None if it is valid.
+
+    The answer is one line that reads after "the file" (``"has format 2: ..."``).
+
+    The single place records are validated, on read and before every write; today it
+    is ``schemas/state.schema.json`` through :mod:`runner.minischema` (tests check it
+    agrees with jsonschema).
+    """
+    problem = _format_problem(data)
+    if problem:
+        return problem
+    error = _schema_check()(data, "")
+    if error is None:
+        return None
+    return f"does not match the state file format: {error}"
+
+
+def light_problem(data: object) -> str | None:
+    """A cheap check for listings: format and required keys, not the whole schema.
+
+    ``list()`` reads every environment; running jsonschema on 10,000 records would cost
+    seconds. ``load()`` still validates fully before an environment is used.
+    """
+    problem = _format_problem(data)
+    if problem:
+        return problem
+    assert isinstance(data, dict)
+    missing = [key for key in _schema()["required"] if key not in data]
+    if missing:
+        return f"misses {', '.join(repr(k) for k in missing)}"
+    if not isinstance(data["state"], str) or not isinstance(data["serial"], int):
+        return "has a 'state' or 'serial' of the wrong type"
+    return None
+
+
+# --- the record --------------------------------------------------------------------------
+
+#: The keys of the stored form, in the order they are written.
+_ORDER = (
+    "format",
+    "serial",
+    "name",
+    "state",
+    "machine",
+    "inputs",
+    "outputs",
+    "paths",
+    "created_at",
+    "updated_at",
+    "run",
+    "failure",
+)
+
+
+@dataclass
+class MachineRef:
+    """The machine an environment was created with (or last moved by)."""
+
+    name: str
+    digest: str
+
+
+@dataclass
+class Paths:
+    """The environment's folders, relative to the working directory."""
+
+    data_dir: str
+    build_dir: str
+
+
+@dataclass
+class Run:
+    """The latest phase run."""
+
+    phase: str
+    started_at: str
+    pid: int
+    host: str
+    completed_steps: list[str] = field(default_factory=list)
+    skipped_steps: list[str] = field(default_factory=list)
+    current_step: str | None = None
+    interrupted: bool = False
+    finished_at: str | None = None
+    trace: str | None = None
+    log: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Run:
+        return cls(
+            phase=data["phase"],
+            started_at=data["started_at"],
+            pid=data["pid"],
+            host=data["host"],
+            completed_steps=list(data.get("completed_steps", ())),
+            skipped_steps=list(data.get("skipped_steps", ())),
+            current_step=data.get("current_step"),
+            interrupted=bool(data.get("interrupted", False)),
+            finished_at=data.get("finished_at"),
+            trace=data.get("trace"),
+            log=data.get("log"),
+        )
+
+
+@dataclass
+class Failure:
+    """What made the latest run fail: the one shape of a failure everywhere."""
+
+    phase: str
+    step: str | None
+    kind: str
+    summary: str
+    failed_at: str
+    exit_code: int | None = None
+    attempts: int | None = None
+    trace: str | None = None
+    hint: str | None = None
+    started_at: str | None = None
+    duration_s: float | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Failure:
+        return cls(
+            phase=data["phase"],
+            step=data.get("step"),
+            kind=data["kind"],
+            summary=data["summary"],
+            failed_at=data["failed_at"],
+            exit_code=data.get("exit_code"),
+            attempts=data.get("attempts"),
+            trace=data.get("trace"),
+            hint=data.get("hint"),
+            started_at=data.get("started_at"),
+            duration_s=data.get("duration_s"),
+        )
+
+
+@dataclass
+class Record:
+    """One environment's whole state."""
+
+    name: str
+    state: str
+    machine: MachineRef
+    paths: Paths
+    created_at: str
+    updated_at: str
+    serial: int = 1
+    inputs: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    run: Run | None = None
+    failure: Failure | None = None
+    format: int = STATE_FORMAT
+
+    @classmethod
+    def new(
+        cls,
+        name: str,
+        state: str,
+        machine: MachineRef,
+        inputs: dict[str, Any],
+        *,
+        data_dir: str,
+        build_dir: str | None = None,
+    ) -> Record:
+        """A new environment's first record (serial 1), in ``state``."""
+        stamp = now_iso()
+        return cls(
+            name=check_name(name),
+            state=state,
+            machine=machine,
+            paths=Paths(data_dir=data_dir, build_dir=build_dir or f"build/{name}"),
+            created_at=stamp,
+            updated_at=stamp,
+            inputs=inputs,
+        )
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        """The record in ``data``, a document the store has already checked against the
+        state schema (any readable format)."""
+        run, failure = data.get("run"), data.get("failure")
+        return cls(
+            name=data["name"],
+            state=data["state"],
+            machine=MachineRef(**data["machine"]),
+            paths=Paths(**data["paths"]),
+            created_at=data["created_at"],
+            updated_at=data["updated_at"],
+            serial=data["serial"],
+            inputs=copy.deepcopy(data["inputs"]),
+            outputs=copy.deepcopy(data["outputs"]),
+            run=None if run is None else Run.from_json(run),
+            failure=None if failure is None else Failure.from_json(failure),
+            format=STATE_FORMAT,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form (``format`` first), always the current format."""
+        body = as_json(self)
+        body["format"] = STATE_FORMAT
+        return {key: body[key] for key in _ORDER}
+
+    def copy(self) -> Record:
+        """A deep copy: changing it never changes this record."""
+        return copy.deepcopy(self)
