@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +18,7 @@ from typing import Any
 import jinja2
 
 from runner.errors import StepError
+from runner.files import replace_atomically
 from runner.machine.templating import file_environment
 from runner.plugin import Step, StepContext
 
@@ -213,15 +213,7 @@ def _write(out: Path, data: bytes, source: Path, within: Path) -> Path:
     if out.is_dir() and not out.is_symlink():
         raise StepError("configuration", f"cannot write {out}: a folder of that name exists")
     mode = stat.S_IMODE(source.stat().st_mode)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, parent / out.name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomically(parent / out.name, data, mode=mode, durable=False)
     return parent / out.name
 
 

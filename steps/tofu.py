@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from runner.errors import StepError
+from runner.files import replace_atomically
 from runner.plugin import ProcessResult, Step, StepContext
 from runner.run.process import install_hint
 
@@ -246,12 +246,5 @@ def _outputs(binary: str, result: ProcessResult) -> dict[str, Any]:
 
 def _write_vars(path: Path, values: dict[str, Any]) -> None:
     """Write the variables file atomically, readable by its owner only."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(values, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(values, indent=2, sort_keys=True) + "\n"
+    replace_atomically(path, text.encode("utf-8"), durable=False)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import os
 import pickle
 from pathlib import Path
 
 from runner import __version__, resources
+from runner.files import replace_atomically
 from runner.machine.model import MachineDef
 
 
@@ -63,15 +63,7 @@ def _store(entry: Path, machine: MachineDef) -> None:
         return  # no data directory yet: a read-only command does not create one
     try:
         entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        import tempfile  # only when writing the cache
-
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=entry.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                pickle.dump(machine, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, entry)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        data = pickle.dumps(machine, protocol=pickle.HIGHEST_PROTOCOL)
+        replace_atomically(entry, data, durable=False)  # a lost cache entry costs a load
     except OSError:
         pass  # a read-only or full data directory: no cache, nothing else changes

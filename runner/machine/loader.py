@@ -16,15 +16,26 @@ import json
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from runner import resources
 from runner.errors import MachineError, Problem
 from runner.machine.model import ANY, MachineDef, PhaseDef, Retry, StateDef, StepDef, parse_duration
 from runner.machine.templating import check_syntax, has_template, template_strings
 
-if TYPE_CHECKING:
-    from runner.run.registry import StepRegistry
+
+class PluginCatalog(Protocol):
+    """What the loader asks of the installed step plugins (the run package's
+    ``PluginCatalog`` is one) to check every `uses` and `with`."""
+
+    def names(self) -> list[str]: ...
+
+    def get(self, name: str) -> object | None: ...
+
+    def param_errors(
+        self, name: str, params: Any, templated: frozenset[str] = ...
+    ) -> list[tuple[tuple[str | int, ...], str]]: ...
+
 
 # Words YAML 1.1 tools (and many editors) read as booleans: never a state name.
 YAML11_BOOLEANS = frozenset(
@@ -43,7 +54,7 @@ class _Found:
     value: Any = None
 
 
-def load_machine(path: str | Path, registry: StepRegistry | None = None) -> MachineDef:
+def load_machine(path: str | Path, registry: PluginCatalog | None = None) -> MachineDef:
     """Load and validate ``path``. ``registry`` enables the `uses`/`with` checks."""
     file = Path(path)
     shown = str(path)
@@ -269,7 +280,7 @@ def _sources(phase: dict[str, Any]) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _semantic_problems(doc: dict[str, Any], registry: StepRegistry | None) -> list[_Found]:
+def _semantic_problems(doc: dict[str, Any], registry: PluginCatalog | None) -> list[_Found]:
     found: list[_Found] = []
     states: dict[str, dict[str, Any]] = {k: (v or {}) for k, v in doc["states"].items()}
     phases: list[dict[str, Any]] = doc["phases"]
@@ -528,7 +539,7 @@ def _resolve_sources(doc: dict[str, Any]) -> list[list[str]]:
 
 
 def _step_problems(
-    phase: dict[str, Any], base: tuple[str | int, ...], registry: StepRegistry | None
+    phase: dict[str, Any], base: tuple[str | int, ...], registry: PluginCatalog | None
 ) -> list[_Found]:
     found: list[_Found] = []
     seen: dict[str, int] = {}
@@ -571,7 +582,7 @@ def _step_problems(
 
 
 def _plugin_problems(
-    step: dict[str, Any], where: tuple[str | int, ...], registry: StepRegistry
+    step: dict[str, Any], where: tuple[str | int, ...], registry: PluginCatalog
 ) -> list[_Found]:
     uses = step["uses"]
     if registry.get(uses) is None:

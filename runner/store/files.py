@@ -83,6 +83,7 @@ class FileStore:
         # The bytes of each state.json this store last read or wrote: when the file on
         # disk still holds exactly these bytes, its serial is known without parsing it.
         self._known: dict[str, tuple[bytes, int]] = {}
+        self._last_stamp = ""
 
     # -- paths -----------------------------------------------------------------------
 
@@ -483,7 +484,13 @@ class FileStore:
             pass
         except OSError as exc:
             self._storage_error("create", folder, exc, environment=name)
-        return folder / f"{_stamp()}-{label}.log"
+        # names sort as they were made: never two with one stamp from this store
+        stamp = _stamp()
+        while stamp <= self._last_stamp:
+            time.sleep(0.001)
+            stamp = _stamp()
+        self._last_stamp = stamp
+        return folder / f"{stamp}-{label}.log"
 
     def open_artifact(self, name: str, kind: ArtifactKind, label: str) -> FileArtifact:
         path = self._artifact_path(name, kind, label)

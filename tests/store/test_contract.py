@@ -1,0 +1,351 @@
+"""The storage contract: one suite every backend must pass.
+
+Each test takes the ``backend`` fixture, parametrized over :data:`BACKENDS`; adding a
+backend means adding one fixture builder there. What crosses processes (a create race,
+lock exclusivity, a holder killed with SIGKILL) runs real second processes
+(``tests/store/contract_worker.py``) against the same backend.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from runner.errors import (
+    ConflictError,
+    EnvironmentExistsError,
+    EnvironmentNotFoundError,
+    LockedError,
+    StateFileError,
+)
+from runner.store.contract import LockInfo, Store
+from runner.store.locking import hold
+from runner.store.record import MachineRef, Record, now_iso
+from tests.helpers import ROOT, cli_env
+
+MACHINE = MachineRef("contract", "sha256:" + "0" * 64)
+
+
+@dataclass
+class Backend:
+    """One backend under test, and the backend-specific ways to damage it."""
+
+    open: Callable[[], Store]
+    """A new store object on the same data (as another command would open it)."""
+    spec: str
+    """What the worker process needs to open the same store."""
+    tear_last_event: Callable[[str], None]
+    """Leave the environment's last event half written (as a crash would)."""
+    break_entry: Callable[[str], None]
+    """Make one environment's record unreadable."""
+
+
+def file_backend(tmp_path: Path) -> Backend:
+    from runner.store.files import FileStore
+
+    def tear(name: str) -> None:
+        with open(tmp_path / "data" / name / "events.jsonl", "ab") as log:
+            log.write(b'{"type": "transition", "serial": 99, "ti')
+
+    def break_entry(name: str) -> None:
+        (tmp_path / "data" / name / "state.json").write_bytes(b'{"format": 2, "name": ')
+
+    return Backend(lambda: FileStore(tmp_path), f"file:{tmp_path}", tear, break_entry)
+
+
+#: Every backend the contract runs against: (id, builder from a temp folder).
+BACKENDS: list[tuple[str, Callable[[Path], Backend]]] = [("file", file_backend)]
+
+
+@pytest.fixture(params=[builder for _, builder in BACKENDS], ids=[i for i, _ in BACKENDS])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    builder: Callable[[Path], Backend] = request.param
+    return builder(tmp_path)
+
+
+def new_record(name: str = "demo", state: str = "created") -> Record:
+    return Record.new(name, state, MACHINE, {"provider": "local"}, data_dir=f"data/{name}")
+
+
+def me(command: str = "test") -> LockInfo:
+    return LockInfo(os.getpid(), os.uname().nodename, command, now_iso())
+
+
+def worker(backend: Backend, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.store.contract_worker", backend.spec, *args],
+        cwd=ROOT,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def holder(backend: Backend) -> Iterator[Callable[[str, float], subprocess.Popen[str]]]:
+    """Start a worker process that holds an environment's lock (killed at the end)."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(name: str, seconds: float) -> subprocess.Popen[str]:
+        proc = worker(backend, "hold", name, str(seconds))
+        started.append(proc)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+# --- records -----------------------------------------------------------------------------
+
+
+def test_create_then_load_gives_an_equal_independent_record(backend: Backend) -> None:
+    store = backend.open()
+    record = new_record()
+    store.create(record)
+    assert store.exists("demo")
+    loaded = backend.open().load("demo")
+    assert loaded == record and loaded is not record
+    loaded.outputs["x"] = 1
+    assert "x" not in backend.open().load("demo").outputs
+
+
+def test_create_refuses_a_name_that_exists(backend: Backend) -> None:
+    store = backend.open()
+    store.create(new_record())
+    with pytest.raises(EnvironmentExistsError):
+        backend.open().create(new_record())
+
+
+def test_save_is_a_compare_and_swap_on_the_serial(backend: Backend) -> None:
+    backend.open().create(new_record())
+    first, second = backend.open(), backend.open()
+    mine, theirs = first.load("demo"), second.load("demo")
+    mine.state = "provisioning"
+    first.save(mine)
+    assert mine.serial == 2
+    theirs.state = "destroying"
+    with pytest.raises(ConflictError):
+        second.save(theirs)
+    assert theirs.serial == 1  # a refused save changes nothing, not even the record given
+    stored = backend.open().load("demo")
+    assert (stored.serial, stored.state) == (2, "provisioning")
+    assert stored.updated_at == mine.updated_at
+
+
+def test_serials_grow_by_one_per_save(backend: Backend) -> None:
+    store = backend.open()
+    record = new_record()
+    store.create(record)
+    for expected in range(2, 12):
+        record.outputs["n"] = expected
+        store.save(record)
+        assert record.serial == expected
+    assert backend.open().load("demo").outputs == {"n": 11}
+
+
+def test_create_race_across_processes_has_one_winner(backend: Backend) -> None:
+    procs = [worker(backend, "create", "race") for _ in range(8)]
+    answers = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    assert answers == ["created"] + ["exists"] * 7
+    assert backend.open().load("race").serial == 1
+
+
+def test_load_of_an_unknown_name_says_so(backend: Backend) -> None:
+    with pytest.raises(EnvironmentNotFoundError):
+        backend.open().load("nobody")
+
+
+def test_listing_survives_a_broken_entry(backend: Backend) -> None:
+    store = backend.open()
+    for name in ("a", "b", "c"):
+        store.create(new_record(name))
+    backend.break_entry("b")
+    entries = backend.open().list()
+    assert [e.name for e in entries] == ["a", "b", "c"]
+    assert [e.record.name if e.record else None for e in entries] == ["a", None, "c"]
+    assert entries[1].error and not entries[0].error
+    with pytest.raises(StateFileError):
+        backend.open().load("b")
+
+
+def test_delete_removes_everything_and_frees_the_name(backend: Backend) -> None:
+    store = backend.open()
+    store.create(new_record())
+    store.append_event("demo", {"type": "created", "serial": 1})
+    ref = store.write_artifact("demo", "trace", "provision", "boom\n")
+    store.delete("demo")
+    other = backend.open()
+    assert not other.exists("demo")
+    assert [e.name for e in other.list()] == []
+    with pytest.raises(EnvironmentNotFoundError):
+        other.load("demo")
+    with pytest.raises(EnvironmentNotFoundError):
+        other.read_events("demo")
+    with pytest.raises((EnvironmentNotFoundError, StateFileError)):
+        other.read_artifact("demo", ref)
+    other.create(new_record())
+    assert other.read_events("demo") == []
+    assert other.list_artifacts("demo", "trace") == []
+
+
+# --- the lock ----------------------------------------------------------------------------
+
+
+def test_the_lock_is_exclusive_across_processes(
+    backend: Backend, holder: Callable[..., subprocess.Popen[str]]
+) -> None:
+    backend.open().create(new_record())
+    proc = holder("demo", 30)
+    store = backend.open()
+    assert store.try_lock("demo", me()) is None
+    found = store.lock_holder("demo")
+    assert found is not None and found.pid == proc.pid and found.command == "worker hold"
+    proc.kill()
+    proc.wait()
+    lease = store.try_lock("demo", me())
+    assert lease is not None
+    check = worker(backend, "try", "demo")
+    assert check.communicate(timeout=60)[0].strip() == "busy"
+    lease.release()
+    again = worker(backend, "try", "demo")
+    assert again.communicate(timeout=60)[0].strip() == "taken"
+    assert store.lock_holder("demo") is None
+
+
+def test_a_dead_holder_releases_the_lock_at_once(
+    backend: Backend, holder: Callable[..., subprocess.Popen[str]]
+) -> None:
+    backend.open().create(new_record())
+    proc = holder("demo", 300)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    t0 = time.monotonic()
+    with hold(backend.open(), "demo", "after the crash", 0):
+        took = time.monotonic() - t0
+        assert backend.open().lock_holder("demo") is not None
+    assert took < 5  # no stale lock to wait out, and no timeout needed (0 = one try)
+
+
+def test_a_lock_wait_ends_when_the_holder_releases(
+    backend: Backend, holder: Callable[..., subprocess.Popen[str]]
+) -> None:
+    backend.open().create(new_record())
+    proc = holder("demo", 0.5)
+    told: list[LockInfo | None] = []
+    with hold(backend.open(), "demo", "waiter", 60, on_wait=told.append) as mine:
+        assert proc.poll() is not None or proc.wait(timeout=10) == 0
+        assert mine.pid == os.getpid()
+    assert len(told) == 1 and told[0] is not None and told[0].pid == proc.pid
+
+
+def test_a_lock_wait_times_out_naming_the_holder(
+    backend: Backend, holder: Callable[..., subprocess.Popen[str]]
+) -> None:
+    backend.open().create(new_record())
+    proc = holder("demo", 60)
+    t0 = time.monotonic()
+    with pytest.raises(LockedError) as caught, hold(backend.open(), "demo", "waiter", 0.3):
+        pass
+    assert time.monotonic() - t0 >= 0.3
+    assert str(proc.pid) in caught.value.message
+    assert caught.value.fields["pid"] == proc.pid
+
+
+def test_the_lock_of_another_environment_is_free(
+    backend: Backend, holder: Callable[..., subprocess.Popen[str]]
+) -> None:
+    store = backend.open()
+    store.create(new_record("one"))
+    store.create(new_record("two"))
+    holder("one", 30)
+    lease = store.try_lock("two", me())
+    assert lease is not None
+    lease.release()
+
+
+def test_threads_waiting_for_one_lock_take_turns(backend: Backend) -> None:
+    backend.open().create(new_record())
+    inside: list[int] = []
+    most = [0]
+
+    def work(i: int) -> None:
+        with hold(backend.open(), "demo", f"thread {i}", 30):
+            inside.append(i)
+            most[0] = max(most[0], len(inside))
+            time.sleep(0.01)
+            inside.remove(i)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(work, range(8)))
+    assert most[0] == 1
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+def test_events_come_back_in_order(backend: Backend) -> None:
+    store = backend.open()
+    store.create(new_record())
+    for i in range(50):
+        store.append_event("demo", {"type": "step", "serial": i, "n": i})
+    events = backend.open().read_events("demo")
+    assert [e["n"] for e in events] == list(range(50))
+    assert [e["n"] for e in backend.open().read_events("demo", limit=5)] == list(range(45, 50))
+
+
+def test_a_torn_last_event_is_ignored_and_the_log_goes_on(backend: Backend) -> None:
+    store = backend.open()
+    store.create(new_record())
+    store.append_event("demo", {"type": "created", "serial": 1})
+    backend.tear_last_event("demo")
+    assert [e["type"] for e in backend.open().read_events("demo")] == ["created"]
+    store.append_event("demo", {"type": "transition", "serial": 2})
+    assert [e["serial"] for e in backend.open().read_events("demo")] == [1, 2]
+    assert [e["serial"] for e in backend.open().read_events("demo", limit=1)] == [2]
+
+
+# --- artifacts ---------------------------------------------------------------------------
+
+
+def test_artifacts_round_trip(backend: Backend) -> None:
+    store = backend.open()
+    store.create(new_record())
+    log = store.open_artifact("demo", "run", "provision")
+    log.write("line 1\n")
+    log.write("line 2\n")
+    assert (
+        backend.open().read_artifact("demo", log.ref) == "line 1\nline 2\n"
+    )  # readable while written
+    log.close()
+    trace = store.write_artifact("demo", "trace", "provision", "FAILED\nüñí\n")
+    other = backend.open()
+    assert other.read_artifact("demo", trace) == "FAILED\nüñí\n"
+    assert other.list_artifacts("demo", "run") == [log.ref]
+    assert other.list_artifacts("demo", "trace") == [trace]
+    later = store.write_artifact("demo", "trace", "configure", "x\n")
+    assert other.list_artifacts("demo", "trace") == [trace, later]
+
+
+def test_an_unknown_artifact_is_an_error_not_an_empty_text(backend: Backend) -> None:
+    store = backend.open()
+    store.create(new_record())
+    store.create(new_record("other"))
+    ref = store.write_artifact("other", "trace", "provision", "theirs\n")
+    with pytest.raises(StateFileError):
+        store.read_artifact("demo", "data/demo/traces/nothing.log")
+    with pytest.raises(StateFileError):
+        store.read_artifact("demo", ref)  # another environment's artifact is not this one's
