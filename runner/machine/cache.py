@@ -3,30 +3,52 @@
 `status`, `list`, `history`, `graph` and `create` need the machine's states and
 phases but not its plugin checks; loading and validating a machine.yaml costs more
 than the rest of such a command (YAML parsing, JSON Schema). The first load of a
-machine file stores the validated definition (a pickle) under
-``data/.cache/machine-<key>.pickle``, where the key hashes the file's bytes, the
-runner version and the machine schema; later loads of the same bytes read it back.
-A changed file has another key, so the cache never returns a stale machine. The
-folder is the data directory's (0700); anything wrong with a cache file just means a
-normal load.
+machine file stores the validated definition as JSON under
+``data/.cache/machine-<key>.json``, where the key hashes the file's bytes, the runner
+version, the machine schema and a fingerprint of the code that loads and checks
+machines (so an edited rule in a checkout never serves an old verdict); later loads
+of the same bytes read it back. The cache is data, never code: reading it cannot run
+anything. A changed file has another key, so the cache never returns a stale machine.
+The folder is the data directory's (0700); anything wrong with a cache file just
+means a normal load.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
-import pickle
+import json
+import os
+from functools import cache
 from pathlib import Path
 
 from runner import __version__, resources
 from runner.files import replace_atomically
-from runner.machine.model import MachineDef
+from runner.machine.model import MachineDef, machine_from_document, machine_to_document
+
+#: The modules whose rules decide what a valid machine is.
+_RULES = ("loader.py", "model.py", "yamlguard.py", "templating.py", "statemachine.py")
+
+
+@cache
+def _code_fingerprint() -> bytes:
+    """Size and modification time of the code that loads machines (a stat each)."""
+    here = Path(__file__).parent
+    parts = [str(here.parent / "minischema.py"), *(str(here / name) for name in _RULES)]
+    fingerprint = []
+    for path in parts:
+        try:
+            info = os.stat(path)
+            fingerprint.append(f"{path}:{info.st_size}:{info.st_mtime_ns}")
+        except OSError:
+            fingerprint.append(f"{path}:-")
+    return "\n".join(fingerprint).encode()
 
 
 def _key(raw: bytes) -> str:
     digest = hashlib.sha256(raw)
     digest.update(__version__.encode())
+    digest.update(_code_fingerprint())
     with contextlib.suppress(OSError):
         digest.update(resources.schema_path("machine").read_bytes())
     return digest.hexdigest()[:40]
@@ -35,24 +57,20 @@ def _key(raw: bytes) -> str:
 def load(path: Path, cache_dir: Path) -> MachineDef:
     """The validated machine in ``path`` (without plugin checks), from the cache when
     it holds these bytes; errors are the loader's own."""
+    from runner.machine.loader import load_machine
+
     try:
         raw = path.read_bytes()
     except OSError:
-        from runner.machine.loader import load_machine
-
         return load_machine(path)  # reports the error in the loader's words
-    entry = cache_dir / f"machine-{_key(raw)}.pickle"
+    entry = cache_dir / f"machine-{_key(raw)}.json"
     try:
         with entry.open("rb") as handle:
-            machine = pickle.load(handle)
-        if isinstance(machine, MachineDef) and machine.digest == (
-            "sha256:" + hashlib.sha256(raw).hexdigest()
-        ):
-            return dataclasses.replace(machine, file=path.resolve())
+            machine = machine_from_document(json.load(handle), path.resolve())
+        if machine.digest == "sha256:" + hashlib.sha256(raw).hexdigest():
+            return machine
     except Exception:  # missing, truncated or foreign: load normally
         pass
-    from runner.machine.loader import load_machine
-
     machine = load_machine(path)
     _store(entry, machine)
     return machine
@@ -63,7 +81,7 @@ def _store(entry: Path, machine: MachineDef) -> None:
         return  # no data directory yet: a read-only command does not create one
     try:
         entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        data = pickle.dumps(machine, protocol=pickle.HIGHEST_PROTOCOL)
+        data = json.dumps(machine_to_document(machine), separators=(",", ":")).encode()
         replace_atomically(entry, data, durable=False)  # a lost cache entry costs a load
-    except OSError:
+    except (OSError, TypeError, ValueError):
         pass  # a read-only or full data directory: no cache, nothing else changes

@@ -166,3 +166,80 @@ class MachineDef:
         if state == self.initial:
             return "initial"
         return "stable"
+
+
+def machine_to_document(machine: MachineDef) -> dict[str, Any]:
+    """``machine`` as plain JSON data (for the machine cache); ``file`` is left out."""
+    return {
+        "name": machine.name,
+        "description": machine.description,
+        "initial": machine.initial,
+        "inputs_schema": machine.inputs_schema,
+        "digest": machine.digest,
+        "states": {
+            n: {"description": s.description, "recovery": s.recovery, "final": s.final}
+            for n, s in machine.states.items()
+        },
+        "phases": [
+            {
+                "name": p.name,
+                "sources": list(p.sources),
+                "via": p.via,
+                "to": p.to,
+                "failed": p.failed,
+                "advance": p.advance,
+                "steps": [
+                    {
+                        "name": st.name,
+                        "uses": st.uses,
+                        "with": st.with_,
+                        "when": st.when,
+                        "timeout_s": st.timeout_s,
+                        "retry": [st.retry.attempts, st.retry.delay_s],
+                        "outputs": st.outputs,
+                    }
+                    for st in p.steps
+                ],
+            }
+            for p in machine.phases
+        ],
+    }
+
+
+def machine_from_document(data: dict[str, Any], file: Path) -> MachineDef:
+    """The machine :func:`machine_to_document` wrote, read from ``file``."""
+    return MachineDef(
+        name=data["name"],
+        description=data["description"],
+        initial=data["initial"],
+        inputs_schema=data["inputs_schema"],
+        states={
+            n: StateDef(n, s["description"], s["recovery"], s["final"])
+            for n, s in data["states"].items()
+        },
+        phases=tuple(
+            PhaseDef(
+                name=p["name"],
+                sources=tuple(p["sources"]),
+                via=p["via"],
+                to=p["to"],
+                failed=p["failed"],
+                advance=p["advance"],
+                steps=tuple(
+                    StepDef(
+                        name=st["name"],
+                        uses=st["uses"],
+                        with_=st["with"],
+                        when=st["when"],
+                        timeout_s=st["timeout_s"],
+                        retry=Retry(*st["retry"]),
+                        outputs=st["outputs"],
+                    )
+                    for st in p["steps"]
+                ),
+            )
+            for p in data["phases"]
+        ),
+        file=file,
+        digest=data["digest"],
+    )
