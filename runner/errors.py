@@ -36,6 +36,7 @@ class ExitCode:
     BAD_INPUT = 2
     LOCKED = 3
     NOT_ALLOWED = 4
+    SIGHUP = 129
     SIGINT = 130
     SIGTERM = 143
     BROKEN_PIPE = 141  # stdout closed by its reader (as if killed by SIGPIPE)

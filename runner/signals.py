@@ -3,12 +3,19 @@
 Three situations, three behaviours:
 
 - **A command outside a phase** (waiting for a lock, loading, rendering): SIGINT is
-  Python's ``KeyboardInterrupt`` and SIGTERM raises :class:`Terminated` (a
-  ``KeyboardInterrupt`` too), so both unwind the command with its ``finally`` blocks;
-  the CLI turns them into exit 130 and 143. :func:`install` sets this up at start.
-- **During a phase** (:func:`phase_interrupts`): SIGINT and SIGTERM raise
-  :class:`~runner.errors.InterruptSignal`, except inside :meth:`Interrupts.critical`
-  blocks (a save, starting a program), where the signal is held until the block ends.
+  Python's ``KeyboardInterrupt``; SIGTERM and SIGHUP raise :class:`Terminated` (a
+  ``KeyboardInterrupt`` too, carrying the signal), so all three unwind the command
+  through its ``finally`` blocks; the CLI turns them into exit 128 + the signal
+  number (130, 143, 129). :func:`install` sets this up at start.
+- **During a phase** (:func:`phase_interrupts`): SIGINT, SIGTERM and SIGHUP are
+  *held* by default and noted; they raise :class:`~runner.errors.InterruptSignal` only
+  while a step's work runs (:meth:`Interrupts.zone`), and even there not inside a
+  :meth:`Interrupts.critical` block (starting a program). Everything else a phase does
+  (saves, the failure record, the trace) runs with signals held, so a signal can never
+  cut the recording of what happened; the engine acts on a held signal at its next
+  safe point (:meth:`Interrupts.check`). A *second* signal never raises: it kills the
+  running step's process group at once (SIGKILL), says so on stderr, and the first
+  signal's exit code stands.
 - **Timers**: ``SIGALRM`` serves one purpose at a time, through :func:`timer`: a
   step's ``timeout`` (a deadline) or a blocking wait for a lock. Whoever asks while
   the timer is taken, or outside the main thread, is told so and must poll instead.
@@ -16,6 +23,8 @@ Three situations, three behaviours:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -32,15 +41,20 @@ __all__ = [
     "TimerExpired",
     "install",
     "phase_interrupts",
+    "settle",
     "timer",
 ]
 
-#: The signals that interrupt a phase.
-INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+#: The signals that interrupt a phase (and end a command).
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM outside a phase: stop like Ctrl+C, exit 143."""
+    """SIGTERM or SIGHUP outside a phase: stop like Ctrl+C, exit 128 + ``signum``."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class TimerExpired(BaseException):
@@ -52,13 +66,52 @@ class StepDeadline(TimerExpired):
     """A step's ``timeout`` was reached."""
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
+#: The phase's interrupts while one is active (the CLI's handlers hand signals to it).
+_active: Interrupts | None = None
+#: The CLI's handlers are installed (:func:`install`).
+_installed = False
+
+
+#: The signal that ended the command outside a phase, if one did.
+received: int | None = None
+
+
+def _dispatch(signum: int, frame: FrameType | None) -> None:
+    global received
+    if _active is not None:
+        _active._handler(signum, frame)
+        return
+    received = signum
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    else:
+        raise Terminated(signum)
 
 
 def install() -> None:
-    """The handlers of a command outside a phase (the CLI calls this at start)."""
-    signal.signal(signal.SIGTERM, _terminate)
+    """The CLI's handlers (called once at start): outside a phase SIGINT raises
+    ``KeyboardInterrupt`` and SIGTERM/SIGHUP :class:`Terminated`; during a phase they go
+    to its :class:`Interrupts`."""
+    global _installed
+    for signum in INTERRUPTS:
+        signal.signal(signum, _dispatch)
+    _installed = True
+
+
+def settle() -> None:
+    """The command's outcome is decided: from here to the exit, signals are ignored
+    (at the OS level, so that the interpreter's shutdown, which puts back the default
+    action of every signal it handled, cannot die of one), and the exit code is the
+    one the command chose."""
+    for signum in INTERRUPTS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def say(text: str) -> None:
+    """A line on stderr from a signal handler (``os.write``: never a reentrant
+    buffered write)."""
+    with contextlib.suppress(OSError):
+        os.write(2, (text + "\n").encode())
 
 
 _timer_busy = False
@@ -91,34 +144,76 @@ def timer(seconds: float, expired: Callable[[], None] | None = None) -> Iterator
 
 
 class Interrupts:
-    """SIGINT/SIGTERM during a phase, held inside critical blocks."""
+    """SIGINT/SIGTERM/SIGHUP during a phase: noted, raised only inside a step's zone."""
 
     def __init__(self) -> None:
-        self._critical = 0
+        self._held_depth = 1  # outside a zone every signal is held
         self._held: BaseException | None = None
+        self.signum: int | None = None
+        """The first interrupting signal received, if any."""
+        self._group: int | None = None
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            self._escalate(signum)
+            return
+        self.signum = signum
         self.raise_or_hold(InterruptSignal(signum))
 
+    def _escalate(self, signum: int) -> None:
+        """A second signal: SIGKILL the running program's group, never raise."""
+        name = signal.Signals(signum).name
+        group = self._group
+        if group is None:
+            say(f"runner: {name} again: already stopping, recording where the phase stopped")
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+        say(f"runner: {name} again: killed the step's processes (group {group}) at once")
+
+    def running(self, group: int | None) -> None:
+        """The process group of the program the step runs now (None: none)."""
+        self._group = group
+
     def raise_or_hold(self, exc: BaseException) -> None:
-        """Raise ``exc`` now, or outside a critical block hold it until the block ends
-        (an interrupt wins over a deadline)."""
-        if not self._critical:
+        """Raise ``exc`` now inside a zone, else hold it (an interrupt wins over a
+        deadline)."""
+        if not self._held_depth:
             raise exc
         if self._held is None or isinstance(exc, InterruptSignal):
             self._held = exc
 
+    def _raise_held(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            raise held
+
+    def check(self) -> None:
+        """At a safe point: raise the interrupt received while signals were held."""
+        if isinstance(self._held, InterruptSignal):
+            self._raise_held()
+
     @contextmanager
-    def critical(self) -> Iterator[None]:
-        """Signals that arrive inside the block are raised when it ends."""
-        self._critical += 1
+    def zone(self) -> Iterator[None]:
+        """A step's work: signals raise inside (a held interrupt is raised on entry)."""
+        self.check()
+        saved, self._held_depth = self._held_depth, 0
         try:
             yield
         finally:
-            self._critical -= 1
-            if not self._critical and self._held is not None:
-                held, self._held = self._held, None
-                raise held
+            self._held_depth = saved
+
+    @contextmanager
+    def critical(self) -> Iterator[None]:
+        """Signals that arrive inside the block are raised when it ends, if that is
+        inside a zone; outside one they stay held."""
+        self._held_depth += 1
+        try:
+            yield
+        finally:
+            self._held_depth -= 1
+            if not self._held_depth:
+                self._raise_held()
 
     @contextmanager
     def deadline(self, seconds: float | None) -> Iterator[None]:
@@ -139,14 +234,29 @@ class Interrupts:
 
 @contextmanager
 def phase_interrupts() -> Iterator[Interrupts]:
-    """SIGINT and SIGTERM raise InterruptSignal for the block's length (see
-    :class:`Interrupts`); the previous handlers come back after it."""
+    """SIGINT, SIGTERM and SIGHUP are the phase's for the block's length (see
+    :class:`Interrupts`); nested blocks share the outer one's. Under the CLI's handlers
+    the command's outcome is decided when the outermost block ends (:func:`settle`);
+    otherwise the previous handlers come back. Outside the main thread no handler can
+    be set: the interrupts are inert."""
+    global _active
+    if _active is not None:
+        yield _active
+        return
     interrupts = Interrupts()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupts
+        return
     previous: dict[signal.Signals, Any] = {}
-    for signum in INTERRUPTS:
-        previous[signum] = signal.signal(signum, interrupts._handler)
+    if not _installed:
+        for signum in INTERRUPTS:
+            previous[signum] = signal.signal(signum, interrupts._handler)
+    _active = interrupts
     try:
         yield interrupts
     finally:
+        _active = None
+        if _installed:
+            settle()
         for signum, handler in previous.items():
             signal.signal(signum, handler)

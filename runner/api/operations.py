@@ -6,6 +6,8 @@ never prints) and raises :class:`~runner.errors.RunnerError` subclasses.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -181,6 +183,7 @@ class StatusResult:
     interrupted: bool
     next_actions: list[str]
     allowed_phases: list[str]
+    leftovers: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         r = self.record
@@ -198,6 +201,7 @@ class StatusResult:
             "created_at": r.created_at,
             "next": self.next_actions,
             "allowed_phases": self.allowed_phases,
+            "leftover_processes": self.leftovers,
         }
 
 
@@ -221,6 +225,19 @@ def status(ws: Workspace, name: str) -> StatusResult:
     holder = ws.repo.lock_holder(name)
     interrupted = kind == "intermediate" and holder is None
     actions: list[str] = []
+    leftovers: list[int] = []
+    if holder is None:
+        stale = ws.repo.last_holder(name)
+        if stale is not None and stale.host == os.uname().nodename:
+            from runner.run.process import live_groups
+
+            leftovers = live_groups(stale.processes)
+    if leftovers:
+        actions.append(
+            f"processes of a run that ended without releasing the lock still run (process "
+            f"group {', '.join(str(g) for g in leftovers)}): the next command that takes "
+            f"the lock stops them (or: kill -- -{leftovers[0]})"
+        )
     if holder is not None:
         actions.append(f"wait: {holder.command} (pid {holder.pid}) is working on it")
     elif interrupted:
@@ -262,7 +279,14 @@ def status(ws: Workspace, name: str) -> StatusResult:
                     )
     allowed = [p.name for p in machine.phases_from(state)]
     return StatusResult(
-        record, machine.states[state].description, kind, holder, interrupted, actions, allowed
+        record,
+        machine.states[state].description,
+        kind,
+        holder,
+        interrupted,
+        actions,
+        allowed,
+        leftovers,
     )
 
 
@@ -343,10 +367,37 @@ def _session(ws: Workspace, name: str) -> Iterator[Any]:
 
     check_name(name)
     machine = ws.machine()
-    with hold(ws.repo, name, ws.command, ws.lock_timeout_s):
+    from runner import signals
+
+    # signals are the phase's from the moment the lock is held (waiting for it, Ctrl+C
+    # stops the command at once): they can never cut a save or a failure record
+    with (
+        hold(ws.repo, name, ws.command, ws.lock_timeout_s) as lease,
+        signals.phase_interrupts(),
+    ):
+        _stop_leftovers(name, lease.previous)
         record = ws.repo.load(name)
         _state_known(machine, record)
-        yield Session(ws.repo, machine, record, ws.command, ws.workdir)
+        yield Session(ws.repo, machine, record, ws.command, ws.workdir, lease)
+
+
+def _stop_leftovers(name: str, previous: LockInfo | None) -> None:
+    """A holder that died without releasing (killed with SIGKILL) may have left its
+    step's programs running: stop them before anything else runs."""
+    if previous is None or not previous.processes or previous.host != os.uname().nodename:
+        return
+    from runner.run.process import stop_leftovers
+
+    stopped = stop_leftovers(previous.processes)
+    if stopped:
+        logging.getLogger("runner").warning(
+            "environment=%s stopped process group %s left running by pid %d (%s), which "
+            "ended without releasing the lock",
+            name,
+            ", ".join(str(g) for g in stopped),
+            previous.pid,
+            previous.command,
+        )
 
 
 def _not_allowed(

@@ -349,12 +349,9 @@ def _render_run(s: Settings, result: Any) -> int:
         for phase in result.phases:
             if phase.status == "failed" and phase.failure:
                 f = phase.failure
-                print(
-                    f"phase '{phase.phase}' failed at step '{f['step']}' ({f['kind']}): "
-                    f"{f['summary']}"
-                )
-                if f.get("trace"):
-                    print(f"trace: {f['trace']}")
+                print(f"phase '{phase.phase}' failed at step '{f.step}' ({f.kind}): {f.summary}")
+                if f.trace:
+                    print(f"trace: {f.trace}")
                 print(f"state: {phase.state}; see `runner status {phase.environment}`")
         if result.phases and not result.failed:
             print(f"environment '{result.environment}' is now in '{result.state}'")

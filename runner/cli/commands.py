@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner import signals
 from runner.errors import ExitCode, RunnerError
+from runner.signals import Terminated
 
 __all__ = [
     "Settings",
-    "Terminated",
     "emit_json",
     "execute",
     "history",
     "list_environments",
-    "on_sigterm",
     "report",
     "status",
     "workspace",
@@ -43,14 +43,6 @@ class Settings:
     @property
     def json(self) -> bool:
         return self.output == "json"
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM outside a phase (waiting for a lock, say): stop like Ctrl+C, exit 143."""
-
-
-def on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated
 
 
 def workspace(settings: Settings, command: str) -> Any:
@@ -94,7 +86,14 @@ def report(settings: Settings | None, exc: RunnerError) -> int:
 
 def execute(settings: Settings, command: str, body: Callable[[Settings], int | None]) -> int:
     """Run ``body`` and return the exit code: errors become one message, never a
-    traceback."""
+    traceback; once the code is known, later signals no longer change it."""
+    try:
+        return _execute(settings, command, body)
+    finally:
+        signals.settle()
+
+
+def _execute(settings: Settings, command: str, body: Callable[[Settings], int | None]) -> int:
     try:
         code = body(settings) or 0
         sys.stdout.flush()
@@ -109,7 +108,7 @@ def execute(settings: Settings, command: str, body: Callable[[Settings], int | N
         return report(settings, exc)
     except KeyboardInterrupt as exc:
         sys.stderr.write("interrupted\n")
-        return int(ExitCode.SIGTERM if isinstance(exc, Terminated) else ExitCode.SIGINT)
+        return 128 + exc.signum if isinstance(exc, Terminated) else int(ExitCode.SIGINT)
     except Exception as exc:
         import logging
 

@@ -12,12 +12,13 @@ and gives its usual help and errors. Both paths run the same code of
 
 from __future__ import annotations
 
+import contextlib
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from runner import signals
 from runner.cli import commands
 
 __all__ = ["fast_path", "main"]
@@ -36,13 +37,43 @@ _GLOBAL_VALUE_OPTIONS = (
 
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    signal.signal(signal.SIGTERM, commands.on_sigterm)
-    command = fast_path(sys.argv[1:])
+    signals.install()
+    try:
+        code = _run(sys.argv[1:])
+    except KeyboardInterrupt as exc:  # before a command's own handling (start-up, parsing)
+        code = _interrupted(exc)
+    signals.settle()
+    if signals.received is not None:
+        # Interrupted outside a phase. CPython 3.11 may then kill itself with SIGINT at
+        # exit whatever code we give it (a KeyboardInterrupt raised inside an `eval()`,
+        # as typing's annotations do while typer starts, marks it "unhandled"): leave
+        # without the interpreter's shutdown, once the output is out.
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _run(argv: list[str]) -> int:
+    command = fast_path(argv)
     if command is not None:
-        sys.exit(command())
+        return command()
     from runner.cli.app import app
 
-    app(prog_name="runner")
+    try:
+        app(args=argv, prog_name="runner")
+    except SystemExit as exit:
+        if signals.received is not None:  # the parser turned an interrupt into its own exit
+            return 128 + signals.received
+        return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    return 0
+
+
+def _interrupted(exc: BaseException | None) -> int:
+    signals.settle()
+    sys.stderr.write("interrupted\n")
+    return 128 + exc.signum if isinstance(exc, signals.Terminated) else 130
 
 
 def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:

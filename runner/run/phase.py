@@ -77,6 +77,42 @@ class NullProgress:
         pass
 
 
+class _GuardedProgress:
+    """A display that can never stop a phase: the first error it raises (a closed
+    standard output, say) is logged and the display is dropped; the phase runs on."""
+
+    def __init__(self, inner: Progress) -> None:
+        self._inner: Progress | None = inner
+
+    def _call(self, method: str, *args: Any) -> None:
+        if self._inner is None:
+            return
+        try:
+            getattr(self._inner, method)(*args)
+        except Exception as exc:
+            self._inner = None
+            log.warning(
+                "progress display stopped (%s: %s); the phase goes on", type(exc).__name__, exc
+            )
+
+    def phase_started(self, env: str, phase: str, total: int) -> None:
+        self._call("phase_started", env, phase, total)
+
+    def step_started(self, index: int, total: int, step: str) -> None:
+        self._call("step_started", index, total, step)
+
+    def step_finished(
+        self, index: int, total: int, step: str, status: str, duration_s: float, detail: str = ""
+    ) -> None:
+        self._call("step_finished", index, total, step, status, duration_s, detail)
+
+    def output_line(self, step: str, line: str) -> None:
+        self._call("output_line", step, line)
+
+    def phase_finished(self, phase: str, status: str, state: str) -> None:
+        self._call("phase_finished", phase, status, state)
+
+
 @dataclass(frozen=True)
 class StepOutcome(Result):
     """One step of a phase run. ``attempts`` counts the attempts made (0: not run)."""
@@ -148,7 +184,7 @@ class PhaseRunner:
     ) -> None:
         self.session = session
         self.registry = registry
-        self.progress = progress or NullProgress()
+        self.progress: Progress = _GuardedProgress(progress) if progress else NullProgress()
         self.grace_s = grace_s
 
     # -- entry points -----------------------------------------------------------------
@@ -225,6 +261,13 @@ class PhaseRunner:
             tail.append(line)
             self.progress.output_line(step, line)
 
+        lease = session.lease
+
+        def on_group(group: int | None) -> None:
+            interrupts.running(group)
+            if lease is not None:
+                lease.note_processes(() if group is None else (group,))
+
         supervisor = ProcessSupervisor(
             run_log,
             on_line=on_line,
@@ -232,6 +275,7 @@ class PhaseRunner:
             grace_s=self.grace_s,
             hold_signals=interrupts.critical,
             mask_result=secrets.mask_value,
+            on_group=on_group,
         )
         return RunContext(phase, from_state, run, run_log, secrets, supervisor, interrupts, tail)
 
@@ -239,37 +283,50 @@ class PhaseRunner:
         session = self.session
         from_state = session.state
         with signals.phase_interrupts() as interrupts:
+            try:
+                interrupts.check()  # a signal before the phase starts: nothing changes
+            except InterruptSignal as sig:
+                name = signal.Signals(sig.signum).name
+                raise InterruptedRunError(
+                    f"environment '{session.name}' interrupted by {name} before phase "
+                    f"'{phase.name}' started; it stays in '{session.state}'",
+                    signum=sig.signum,
+                    state=session.state,
+                    phase=phase.name,
+                ) from None
             ctx = self._open(phase, run, interrupts, from_state)
             total = len(phase.steps)
             self.progress.phase_started(session.name, phase.name, total)
             status = "failed"
+            # Signals are held here, and raise only inside a step's zone: a signal can
+            # never cut a save, the failure record or the trace (see runner.signals).
             try:
-                with interrupts.critical():
+                failure: StepError | None = None
+                try:
                     prelude()
-                for index, step in enumerate(phase.steps, start=1):
-                    self._step(ctx, index, step)
-                run.finished_at = now_iso()
-                run.current_step = None
-                with interrupts.critical():
+                    for index, step in enumerate(phase.steps, start=1):
+                        interrupts.check()
+                        self._step(ctx, index, step)
+                    interrupts.check()
+                    run.finished_at = now_iso()
+                    run.current_step = None
                     session.fire(phase.finish_trigger, phase=phase.name)
-                status = "succeeded"
-            except StepError as exc:
-                self._fail(ctx, exc)
-            except InterruptSignal as sig:
-                self._interrupted(ctx, sig.signum)
-                name = signal.Signals(sig.signum).name
-                step_name = ctx.step.name if ctx.step else None
-                raise InterruptedRunError(
-                    f"environment '{session.name}' interrupted by {name} during phase "
-                    f"'{phase.name}'"
-                    + (f", step '{step_name}'" if step_name else "")
-                    + f"; it stays in '{session.state}'",
-                    signum=sig.signum,
-                    hint=f"runner resume {session.name}  (or: runner destroy {session.name})",
-                    state=session.state,
-                    phase=phase.name,
-                    trace=run.trace,
-                ) from None
+                    status = "succeeded"
+                except StepError as exc:
+                    failure = exc
+                except InterruptSignal as sig:
+                    self._interrupted(ctx, sig.signum)
+                    raise self._interrupted_error(ctx, sig.signum) from None
+                if failure is not None:
+                    self._fail(ctx, failure)
+                    if interrupts.signum is not None:
+                        log.warning(
+                            "environment=%s %s arrived while the failure of step %s was "
+                            "being recorded: the phase is recorded as failed",
+                            session.name,
+                            signal.Signals(interrupts.signum).name,
+                            ctx.step.name if ctx.step else "-",
+                        )
             finally:
                 ctx.run_log.close()
         self.progress.phase_finished(phase.name, status, session.state)
@@ -306,12 +363,12 @@ class PhaseRunner:
             # normally the previous save already named this step (one durable save per
             # step); only the first step after a resume gets here
             run.current_step = step.name
-            with ctx.interrupts.critical():
-                session.save()
+            session.save()
         self.progress.step_started(index, total, step.name)
         ctx.run_log.write(step.name, f"--- step {step.name} ({step.uses}) started")
         ctx.params = self._render(step, context)
-        results = self._attempts(ctx, step, context)
+        with ctx.interrupts.zone():
+            results = self._attempts(ctx, step, context)
         self._merge_outputs(step, results, ctx.secrets)
         self._check_run_log(ctx.run_log)
         duration = ctx.step_duration
@@ -327,16 +384,15 @@ class PhaseRunner:
         """Name the next step as current, persist, and record the step's event: one
         durable save per step."""
         ctx.run.current_step = _pending(ctx.phase, ctx.run)
-        with ctx.interrupts.critical():
-            self.session.save()
-            self.session.event(
-                "step",
-                phase=ctx.phase.name,
-                step=step.name,
-                status=status,
-                duration_s=round(duration, 3),
-                **fields,
-            )
+        self.session.save()
+        self.session.event(
+            "step",
+            phase=ctx.phase.name,
+            step=step.name,
+            status=status,
+            duration_s=round(duration, 3),
+            **fields,
+        )
 
     def _check_run_log(self, run_log: RunLog) -> None:
         """A run log that could not be written fails the run before the step is recorded
@@ -504,18 +560,17 @@ class PhaseRunner:
         session.record.failure = failure
         ctx.run.current_step = None
         ctx.run.finished_at = now_iso()
-        with ctx.interrupts.critical():
-            session.event(
-                "step",
-                phase=phase.name,
-                step=step.name,
-                status="failed",
-                kind=exc.kind,
-                summary=summary,
-                duration_s=round(duration, 3),
-                attempts=ctx.attempts,
-            )
-            session.fire(phase.fail_trigger, phase=phase.name, step=step.name)
+        session.event(
+            "step",
+            phase=phase.name,
+            step=step.name,
+            status="failed",
+            kind=exc.kind,
+            summary=summary,
+            duration_s=round(duration, 3),
+            attempts=ctx.attempts,
+        )
+        session.fire(phase.fail_trigger, phase=phase.name, step=step.name)
         log.error(
             "environment=%s phase=%s step=%s failed (%s): %s",
             session.name,
@@ -531,6 +586,20 @@ class PhaseRunner:
             len(ctx.outcomes), len(phase.steps), step.name, "failed", duration, summary
         )
 
+    def _interrupted_error(self, ctx: RunContext, signum: int) -> InterruptedRunError:
+        session = self.session
+        name = signal.Signals(signum).name
+        step = f", step '{ctx.step.name}'" if ctx.step else ""
+        return InterruptedRunError(
+            f"environment '{session.name}' interrupted by {name} during phase "
+            f"'{ctx.phase.name}'{step}; it stays in '{session.state}'",
+            signum=signum,
+            hint=f"runner resume {session.name}  (or: runner destroy {session.name})",
+            state=session.state,
+            phase=ctx.phase.name,
+            trace=ctx.run.trace,
+        )
+
     def _interrupted(self, ctx: RunContext, signum: int) -> None:
         session, phase, step = self.session, ctx.phase, ctx.step
         name = signal.Signals(signum).name
@@ -541,16 +610,15 @@ class PhaseRunner:
         )
         ctx.run.interrupted = True
         ctx.run.trace = write_trace(session, phase, text)
-        # the state stays at `via`; save even if more signals arrive
-        with ctx.interrupts.critical():
-            session.save()
-            session.event(
-                "interrupted",
-                phase=phase.name,
-                step=step.name if step else None,
-                signal=name,
-                state=session.state,
-            )
+        # the state stays at `via` (signals are held: more of them cannot cut this)
+        session.save()
+        session.event(
+            "interrupted",
+            phase=phase.name,
+            step=step.name if step else None,
+            signal=name,
+            state=session.state,
+        )
         log.warning(
             "environment=%s phase=%s interrupted by %s in state=%s",
             session.name,

@@ -34,7 +34,7 @@ from runner.errors import StepError, StorageError
 from runner.plugin import ProcessResult
 from runner.store.contract import ArtifactWriter
 
-__all__ = ["ProcessSupervisor", "RunLog", "install_hint"]
+__all__ = ["ProcessSupervisor", "RunLog", "install_hint", "live_groups", "stop_leftovers"]
 
 Stream = Literal["out", "err"]
 
@@ -224,6 +224,7 @@ class ProcessSupervisor:
         grace_s: float = 5.0,
         hold_signals: Callable[[], AbstractContextManager[None]] | None = None,
         mask_result: Callable[[str], str] | None = None,
+        on_group: Callable[[int | None], None] | None = None,
     ) -> None:
         self.run_log = run_log
         self.on_line = on_line
@@ -231,6 +232,9 @@ class ProcessSupervisor:
         self.mask_result = mask_result or mask
         self.grace_s = grace_s
         self._hold_signals = hold_signals or contextlib.nullcontext
+        self._on_group = on_group or (lambda group: None)
+        """Told the process group of each program as it starts, and None once it is
+        gone (the interrupt handler and the lock's holder record use it)."""
 
     def __call__(
         self,
@@ -273,6 +277,7 @@ class ProcessSupervisor:
             # is known, so the handler below can still stop the program.
             with self._hold_signals():
                 proc = _spawn(args, cwd, child_env, with_stdin=stdin is not None)
+                self._on_group(proc.pid)
             assert proc.stdout is not None and proc.stderr is not None
             readers = [_Reader(proc.stdout, "out", sink), _Reader(proc.stderr, "err", sink)]
             for reader in readers:
@@ -284,9 +289,11 @@ class ProcessSupervisor:
             # an interrupt (or anything else) while the program runs: stop its group
             if proc is not None:
                 self._stop_group(proc)
+                self._on_group(None)
                 _join(readers, READER_JOIN_S)
                 self.run_log.write(step, f"runner: stopped {program} (interrupted)")
             raise
+        self._on_group(None)
         duration = time.monotonic() - started
         _join(readers, READER_JOIN_S)
         result = ProcessResult(
@@ -368,11 +375,63 @@ def _spawn(
             stderr=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=_die_with_parent,
         )
     except FileNotFoundError as exc:
         raise _tool_missing(args[0], "was not found") from exc
     except PermissionError as exc:
         raise _tool_missing(args[0], "could not be run (permission denied)") from exc
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """On Linux, a function for the child (between fork and exec) that asks the kernel
+    to SIGKILL it when the runner dies, so that a runner killed with SIGKILL does not
+    leave its step running; elsewhere None. Resolved once, before any fork."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
+
+    def arm() -> None:
+        prctl(pr_set_pdeathsig, sigkill, 0, 0, 0)
+
+    return arm
+
+
+_PDEATHSIG = _parent_death_signal()
+
+
+def _die_with_parent() -> None:
+    if _PDEATHSIG is not None:
+        _PDEATHSIG()
+
+
+def stop_leftovers(groups: Sequence[int], grace_s: float = 5.0) -> list[int]:
+    """Stop the process groups among ``groups`` that still run (SIGTERM, up to
+    ``grace_s``, then SIGKILL): what the steps of a runner killed with SIGKILL left.
+    Returns the groups that were still running."""
+    alive = [g for g in groups if g > 1 and _group_alive(g)]
+    for group in alive:
+        _signal_group(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_group_alive(g) for g in alive):
+        time.sleep(0.05)
+    for group in alive:
+        _signal_group(group, signal.SIGKILL)
+    return alive
+
+
+def live_groups(groups: Sequence[int]) -> list[int]:
+    """The process groups among ``groups`` that still have a running process."""
+    return [g for g in groups if g > 1 and _group_alive(g)]
 
 
 def _tool_missing(program: str, what: str) -> StepError:

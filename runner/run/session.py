@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from runner.errors import StorageError
 from runner.machine.model import MachineDef
 from runner.machine.statemachine import build_machine
-from runner.store.contract import Store
+from runner.store.contract import Lease, Store
 from runner.store.record import MachineRef, Record, now_iso
 
 if TYPE_CHECKING:
@@ -37,9 +37,17 @@ class Session:
     """One command's hold on one environment (the caller holds its lock)."""
 
     def __init__(
-        self, store: Store, machine: MachineDef, record: Record, command: str, workdir: Path
+        self,
+        store: Store,
+        machine: MachineDef,
+        record: Record,
+        command: str,
+        workdir: Path,
+        lease: Lease | None = None,
     ) -> None:
         self.store = store
+        self.lease = lease
+        """The environment's lock, held for the command (None in unit tests)."""
         self.machine = machine
         self.record = record
         self.command = command

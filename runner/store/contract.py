@@ -55,6 +55,8 @@ class LockInfo:
     host: str
     command: str
     started_at: str
+    processes: tuple[int, ...] = ()
+    """The process groups of the programs the holder's steps were running."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class LockInfo:
             "host": self.host,
             "command": self.command,
             "started_at": self.started_at,
+            "processes": list(self.processes),
         }
 
 
@@ -104,6 +107,15 @@ class Records(Protocol):
 class Lease(Protocol):
     """A held environment lock; released by :meth:`release` (or the holder's death)."""
 
+    #: Who holds it: this process.
+    holder: LockInfo
+    #: The record a holder that died without releasing left behind, if any.
+    previous: LockInfo | None
+
+    def note_processes(self, groups: tuple[int, ...]) -> None:
+        """Record the process groups the holder's steps run now, for whoever takes the
+        lock after a crash (so that they can be stopped)."""
+
     def release(self) -> None: ...
 
 
@@ -118,7 +130,12 @@ class Locks(Protocol):
         backend can; None when the time ran out."""
 
     def lock_holder(self, name: str) -> LockInfo | None:
-        """Who holds the lock now (without taking it or waiting); None if nobody."""
+        """Who holds the lock now (decided by the lock itself, without taking it or
+        waiting); None if nobody."""
+
+    def last_holder(self, name: str) -> LockInfo | None:
+        """When nobody holds the lock: the record a holder that died without releasing
+        left behind (with the process groups it was running); else None."""
 
 
 class EventLog(Protocol):

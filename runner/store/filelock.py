@@ -3,13 +3,18 @@
 The OS lock (``flock`` through portalocker) is what excludes other processes: it is
 held on an open file description for the whole command and dies with the process, so
 a crashed holder never leaves a lock behind. The file's *content* only says who holds
-it (``{"pid", "host", "command", "started_at"}``), for messages and ``runner status``;
-it is written once the OS lock is held and cleared before it is released. Content that
-is left over (a holder killed with SIGKILL) or unreadable never blocks anybody.
+it (``{"pid", "host", "command", "started_at", "processes"}``), for messages and
+``runner status``; it is written once the OS lock is held, updated with the process
+groups the holder's steps run, and cleared before it is released. Content that is left
+over (a holder killed with SIGKILL) never blocks anybody: whether the lock is held is
+decided by the OS lock itself (:func:`is_locked`), never by the pid it names; the next
+holder finds that content and the process groups it names (see
+:attr:`HeldLock.previous`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,21 +36,6 @@ MAX_POLL_S = 0.05
 _MAX_HOLDER_BYTES = 64 * 1024
 
 
-def pid_alive(pid: int) -> bool:
-    """True when a process with this id exists on this host (it may belong to another user)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def parse_holder(data: bytes) -> LockInfo | None:
     """The holder a lock file names, or None when it is empty or not a holder record."""
     try:
@@ -58,11 +48,17 @@ def parse_holder(data: bytes) -> LockInfo | None:
     command, started_at = raw.get("command"), raw.get("started_at")
     if not isinstance(pid, int) or isinstance(pid, bool) or not isinstance(host, str):
         return None
+    groups = raw.get("processes")
     return LockInfo(
         pid=pid,
         host=host,
         command=command if isinstance(command, str) else "?",
         started_at=started_at if isinstance(started_at, str) else "?",
+        processes=tuple(
+            g for g in groups if isinstance(g, int) and not isinstance(g, bool) and g > 1
+        )
+        if isinstance(groups, list)
+        else (),
     )
 
 
@@ -76,19 +72,60 @@ def read_holder(path: Path) -> LockInfo | None:
     return parse_holder(data) if data.strip() else None
 
 
-def live_holder(path: Path) -> LockInfo | None:
-    """The holder named in ``path`` if it still runs; never locks, never waits.
+def is_locked(path: Path) -> bool:
+    """Whether some process holds the OS lock on ``path``, without taking it: the
+    kernel's table of file locks (``/proc/locks``) where there is one, else one
+    non-blocking shared attempt."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        with open("/proc/locks", "rb") as table:
+            lines = table.read().decode(errors="replace").splitlines()
+    except OSError:
+        return _held_by_attempt(path)
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; blocked waiters are "->"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            return True
+    return False
 
-    A holder on this host is checked with ``kill(pid, 0)``. A holder on another host
-    (a shared data folder) cannot be checked from here; since a holder clears the file
-    when it releases the lock, a record naming another host is taken as held.
-    """
-    info = read_holder(path)
-    if info is None:
+
+def _held_by_attempt(path: Path) -> bool:
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases the shared lock if it was taken
+    return False
+
+
+def live_holder(path: Path) -> LockInfo | None:
+    """Who holds the lock on ``path`` now, or None; never locks, never waits. A held
+    lock whose file does not (yet) name its holder gives a record of pid 0."""
+    if not is_locked(path):
         return None
-    if info.host != os.uname().nodename:
-        return info
-    return info if pid_alive(info.pid) else None
+    return read_holder(path) or LockInfo(0, "?", "?", "?")
+
+
+def stale_holder(path: Path) -> LockInfo | None:
+    """The record a holder that died without releasing left in ``path`` (None when
+    the lock is held, or the file names nobody)."""
+    if is_locked(path):
+        return None
+    return read_holder(path)
 
 
 def _open_lock_file(path: Path, env: str, shown: str) -> int:
@@ -178,9 +215,11 @@ def _wait(fd: int, shown: str, seconds: float) -> bool:
     return True
 
 
-def _take_over(fd: int, env: str, shown: str, me: LockInfo) -> None:
-    """With the OS lock held: warn about a holder that never released, then say it is us."""
+def _take_over(fd: int, env: str, shown: str, me: LockInfo) -> LockInfo | None:
+    """With the OS lock held: warn about a holder that never released, then say it is
+    us. Returns that holder's record (None when the lock was cleanly released)."""
     previous = os.pread(fd, _MAX_HOLDER_BYTES, 0)
+    old: LockInfo | None = None
     if previous.strip():
         old = parse_holder(previous)
         if old is None:
@@ -200,6 +239,11 @@ def _take_over(fd: int, env: str, shown: str, me: LockInfo) -> None:
                 where,
                 old.command,
             )
+    _write_holder(fd, me)
+    return old
+
+
+def _write_holder(fd: int, me: LockInfo) -> None:
     # Write, then cut to length: a reader never sees an empty file while we hold it
     # (the file is empty before, unless a holder died, and then any content is stale).
     data = json.dumps(me.to_json()).encode() + b"\n"
@@ -210,10 +254,21 @@ def _take_over(fd: int, env: str, shown: str, me: LockInfo) -> None:
 class HeldLock:
     """The OS lock on one lock file, held through an open descriptor."""
 
-    def __init__(self, fd: int, env: str, shown: str) -> None:
+    def __init__(self, fd: int, env: str, shown: str, me: LockInfo) -> None:
         self._fd: int | None = fd
         self._env = env
         self._shown = shown
+        self.holder = me
+        self.previous: LockInfo | None = None
+
+    def note_processes(self, groups: tuple[int, ...]) -> None:
+        if self._fd is None:
+            return
+        self.holder = dataclasses.replace(self.holder, processes=groups)
+        try:
+            _write_holder(self._fd, self.holder)
+        except OSError as exc:  # the record is a courtesy to the next holder
+            log.debug("environment '%s': cannot update %s: %s", self._env, self._shown, exc)
 
     def release(self) -> None:
         """Clear the holder record and release the lock (closing the descriptor)."""
@@ -243,12 +298,12 @@ def acquire(path: Path, env: str, shown: str, me: LockInfo, seconds: float) -> H
         if not _wait(fd, shown, seconds):
             os.close(fd)
             return None
-        held = HeldLock(fd, env, shown)
+        held = HeldLock(fd, env, shown, me)
     except BaseException:
         os.close(fd)
         raise
     try:
-        _take_over(fd, env, shown, me)
+        held.previous = _take_over(fd, env, shown, me)
     except OSError as exc:
         held.release()
         raise StorageError(

@@ -425,6 +425,9 @@ class FileStore:
     def lock_holder(self, name: str) -> LockInfo | None:
         return filelock.live_holder(self._env_dir(name) / LOCK_FILE)
 
+    def last_holder(self, name: str) -> LockInfo | None:
+        return filelock.stale_holder(self._env_dir(name) / LOCK_FILE)
+
     # -- events ----------------------------------------------------------------------
 
     def append_event(self, name: str, event: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from runner.errors import LockedError
-from runner.store.contract import LockInfo, Locks
+from runner.store.contract import Lease, LockInfo, Locks
 from runner.store.record import now_iso
 
 __all__ = ["LOCK_HINT", "describe_holder", "hold"]
@@ -40,8 +40,8 @@ def hold(
     timeout_s: float,
     *,
     on_wait: Callable[[LockInfo | None], None] | None = None,
-) -> Iterator[LockInfo]:
-    """Hold ``name``'s lock for the ``with`` block, as ``command``.
+) -> Iterator[Lease]:
+    """Hold ``name``'s lock for the ``with`` block, as ``command``; yields the lease.
 
     Waits up to ``timeout_s`` seconds (0 = one try; ``inf`` = for ever); ``on_wait`` is
     told the holder once, when a wait starts. Raises LockedError naming the holder when
@@ -65,6 +65,6 @@ def hold(
             since=holder.started_at if holder else None,
         )
     try:
-        yield me
+        yield lease
     finally:
         lease.release()

@@ -8,6 +8,7 @@ lock exclusivity, a holder killed with SIGKILL) runs real second processes
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -47,6 +48,8 @@ class Backend:
     """Leave the environment's last event half written (as a crash would)."""
     break_entry: Callable[[str], None]
     """Make one environment's record unreadable."""
+    plant_holder: Callable[[str, LockInfo], None]
+    """Leave a holder record as a holder killed with SIGKILL would (lock not held)."""
 
 
 def file_backend(tmp_path: Path) -> Backend:
@@ -59,7 +62,10 @@ def file_backend(tmp_path: Path) -> Backend:
     def break_entry(name: str) -> None:
         (tmp_path / "data" / name / "state.json").write_bytes(b'{"format": 2, "name": ')
 
-    return Backend(lambda: FileStore(tmp_path), f"file:{tmp_path}", tear, break_entry)
+    def plant(name: str, info: LockInfo) -> None:
+        (tmp_path / "data" / name / "state.lock").write_text(json.dumps(info.to_json()))
+
+    return Backend(lambda: FileStore(tmp_path), f"file:{tmp_path}", tear, break_entry, plant)
 
 
 #: Every backend the contract runs against: (id, builder from a temp folder).
@@ -233,11 +239,19 @@ def test_a_dead_holder_releases_the_lock_at_once(
     proc = holder("demo", 300)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    stale = backend.open().lock_holder("demo")
+    assert stale is None  # decided by the lock, not by what the dead holder wrote
+    left = backend.open().last_holder("demo")
+    assert left is not None and left.pid == proc.pid
     t0 = time.monotonic()
-    with hold(backend.open(), "demo", "after the crash", 0):
+    with hold(backend.open(), "demo", "after the crash", 0) as lease:
         took = time.monotonic() - t0
-        assert backend.open().lock_holder("demo") is not None
+        assert lease.previous is not None and lease.previous.pid == proc.pid
+        now = backend.open().lock_holder("demo")
+        assert now is not None and now.pid == os.getpid()
+        assert backend.open().last_holder("demo") is None
     assert took < 5  # no stale lock to wait out, and no timeout needed (0 = one try)
+    assert backend.open().last_holder("demo") is None  # a clean release leaves nothing
 
 
 def test_a_lock_wait_ends_when_the_holder_releases(
@@ -248,7 +262,8 @@ def test_a_lock_wait_ends_when_the_holder_releases(
     told: list[LockInfo | None] = []
     with hold(backend.open(), "demo", "waiter", 60, on_wait=told.append) as mine:
         assert proc.poll() is not None or proc.wait(timeout=10) == 0
-        assert mine.pid == os.getpid()
+        assert mine.holder.pid == os.getpid()
+        assert mine.previous is None  # the worker released it cleanly
     assert len(told) == 1 and told[0] is not None and told[0].pid == proc.pid
 
 
@@ -263,6 +278,39 @@ def test_a_lock_wait_times_out_naming_the_holder(
     assert time.monotonic() - t0 >= 0.3
     assert str(proc.pid) in caught.value.message
     assert caught.value.fields["pid"] == proc.pid
+
+
+def test_a_holder_records_its_process_groups_for_the_next_one(
+    backend: Backend,
+) -> None:
+    backend.open().create(new_record())
+    store = backend.open()
+    lease = store.try_lock("demo", me())
+    assert lease is not None
+    lease.note_processes((4242, 4343))
+    seen = backend.open().lock_holder("demo")
+    assert seen is not None and seen.processes == (4242, 4343)
+    lease.note_processes(())
+    seen = backend.open().lock_holder("demo")
+    assert seen is not None and seen.processes == ()
+    lease.release()
+
+
+def test_a_live_process_named_by_a_dead_holder_does_not_make_the_lock_held(
+    backend: Backend,
+) -> None:
+    """A crashed holder's pid now used by an unrelated live process (here: pid 1 and
+    this test's own pid): the lock is free, and the record is the last holder's."""
+    store = backend.open()
+    store.create(new_record())
+    for pid in (1, os.getpid()):
+        backend.plant_holder("demo", LockInfo(pid, os.uname().nodename, "runner up", now_iso()))
+        assert store.lock_holder("demo") is None
+        left = store.last_holder("demo")
+        assert left is not None and left.pid == pid
+        lease = store.try_lock("demo", me())
+        assert lease is not None and lease.previous is not None and lease.previous.pid == pid
+        lease.release()
 
 
 def test_the_lock_of_another_environment_is_free(

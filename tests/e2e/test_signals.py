@@ -1,0 +1,346 @@
+"""Signals and kills at every instant of a run, with real processes and real signals.
+
+Every run must end either *failed* (failure record + trace, exit 1) or *interrupted*
+(``run.interrupted`` + trace, exit 128 + the signal), never with a traceback; a second
+signal kills the step's processes at once; SIGHUP is treated like SIGTERM; a runner
+killed with SIGKILL leaves no step running past the next command that takes the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import build_tree, cli_env, run_cli
+
+pytestmark = pytest.mark.e2e
+
+MACHINE = """\
+    version: 1
+    name: signals
+    initial: created
+    states:
+      created: {description: new}
+      working: {description: working}
+      worked: {description: done}
+      work_failed: {description: failed}
+      destroying: {description: going}
+      destroyed: {description: gone, final: true}
+      destroy_failed: {description: destroy failed}
+    phases:
+      - name: work
+        from: created
+        via: working
+        to: worked
+        failed: work_failed
+        steps:
+          - {name: first, uses: shell, with: {argv: ["true"]}}
+          - name: main
+            uses: shell
+            with: {argv: ["sh", "-c", "{{ inputs.script }}"]}
+          - {name: last, uses: shell, with: {argv: ["true"]}}
+      - name: destroy
+        from: any
+        via: destroying
+        to: destroyed
+        failed: destroy_failed
+        advance: false
+        steps:
+          - {name: clean, uses: shell, with: {argv: ["true"]}}
+"""
+
+NOISY_FAIL = "i=0; while [ $i -lt 300 ]; do echo line $i; i=$((i+1)); done; exit 1"
+
+
+def workdir(tmp_path: Path, script: str, name: str = "demo") -> Path:
+    build_tree(tmp_path, {"machine.yaml": MACHINE})
+    created = run_cli("create", name, "--set", f"script={script}", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    return tmp_path
+
+
+def spawn(work: Path, *args: str, marker: str = "") -> subprocess.Popen[str]:
+    env = cli_env({"SIGNALS_TEST_MARK": marker} if marker else None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args],
+        cwd=work, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def state(work: Path, name: str = "demo") -> dict[str, Any]:
+    return dict(json.loads((work / "data" / name / "state.json").read_text()))
+
+
+def events(work: Path, name: str = "demo") -> list[dict[str, Any]]:
+    text = (work / "data" / name / "events.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Live processes whose environment holds ``SIGNALS_TEST_MARK=marker``."""
+    needle = f"SIGNALS_TEST_MARK={marker}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "stat").read_text().split()[2] == "Z":
+                continue
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def handlers_installed(pid: int) -> bool:
+    """Whether ``pid`` catches SIGTERM and SIGHUP (the runner's handlers are set)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True  # it is gone already
+    caught = int(
+        next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt")), 16
+    )
+    wanted = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGHUP - 1))
+    return caught & wanted == wanted
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(predicate: Any, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def step_running(work: Path, step: str = "main") -> bool:
+    try:
+        run = state(work).get("run") or {}
+    except (OSError, ValueError):
+        return False
+    return run.get("current_step") == step
+
+
+def assert_ended_well(work: Path, proc: subprocess.Popen[str], code: int, err: str) -> str:
+    """The run ended failed+trace (exit 1) or interrupted+trace (exit 128+n): which."""
+    assert "Traceback" not in err, err
+    record = state(work)
+    run = record["run"]
+    if code == 1:
+        assert record["state"] == "work_failed", (code, record["state"], err)
+        failure = record["failure"]
+        assert failure and failure["step"] == "main" and failure["trace"], record
+        assert (work / failure["trace"]).is_file()
+        kinds = [(e["type"], e.get("status"), e.get("to")) for e in events(work)]
+        assert ("step", "failed", None) in kinds and ("transition", None, "work_failed") in kinds
+        return "failed"
+    assert code in (129, 130, 143), (code, err)
+    assert record["state"] == "working", (code, record, err)
+    assert run["interrupted"] is True and run["trace"], record
+    assert (work / run["trace"]).is_file()
+    assert events(work)[-1]["type"] == "interrupted"
+    return "interrupted"
+
+
+def test_a_signal_while_a_failing_step_is_recorded_never_breaks_the_record(
+    tmp_path: Path,
+) -> None:
+    """SIGINT or SIGTERM a few ms either side of a noisy step's exit: each run is
+    failed + trace or interrupted + trace; `resume` (after the cause is fixed) ends it."""
+    outcomes: dict[str, int] = {"failed": 0, "interrupted": 0}
+    rng = random.Random(12)
+    for attempt in range(12):
+        work = workdir(tmp_path / f"try{attempt}", NOISY_FAIL)
+        proc = spawn(work, "advance", "demo")
+        assert wait_for(lambda w=work: step_running(w)), "the step never started"
+        time.sleep(rng.uniform(0.0, 0.05))
+        proc.send_signal(rng.choice([signal.SIGINT, signal.SIGTERM]))
+        _out, err = proc.communicate(timeout=60)
+        outcomes[assert_ended_well(work, proc, proc.returncode, err)] += 1
+        fixed = run_cli("resume", "demo", cwd=work, env={"RUNNER_LOG_LEVEL": "ERROR"})
+        # the script still fails: resume gets to it again and records a clean failure
+        assert fixed.returncode == 1 and "Traceback" not in fixed.stderr, fixed.stderr
+        assert state(work)["state"] == "work_failed"
+    assert sum(outcomes.values()) == 12
+
+
+def test_a_second_interrupt_kills_the_step_at_once_without_a_traceback(tmp_path: Path) -> None:
+    # the step ignores SIGTERM, so the graceful stop would last the whole grace period
+    work = workdir(tmp_path, "trap '' TERM; sleep 30 & wait; sleep 30")
+    marker = "second-" + str(os.getpid())
+    proc = spawn(work, "advance", "demo", marker=marker)
+    assert wait_for(lambda: step_running(work))
+    assert wait_for(lambda: len(marked_processes(marker)) >= 3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.055)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 4, "the second interrupt waited for the grace period"
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "killed the step's processes" in err, err
+    assert assert_ended_well(work, proc, proc.returncode, err) == "interrupted"
+    assert wait_for(lambda: not [p for p in marked_processes(marker) if p != proc.pid], 10)
+
+
+def test_sighup_is_treated_like_sigterm(tmp_path: Path) -> None:
+    work = workdir(tmp_path, "sleep 30 & wait")
+    marker = "hup-" + str(os.getpid())
+    proc = spawn(work, "advance", "demo", marker=marker)
+    assert wait_for(lambda: step_running(work))
+    assert wait_for(lambda: len(marked_processes(marker)) >= 3)
+    proc.send_signal(signal.SIGHUP)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 129, err
+    assert assert_ended_well(work, proc, proc.returncode, err) == "interrupted"
+    assert events(work)[-1]["signal"] == "SIGHUP"
+    assert wait_for(lambda: marked_processes(marker) == [], 10), "the step outlived the runner"
+
+
+def test_sighup_outside_a_phase_exits_129(tmp_path: Path) -> None:
+    """Waiting for the lock (no phase running yet), SIGHUP ends the command like SIGTERM."""
+    work = workdir(tmp_path, "sleep 30 & wait")
+    holder = spawn(work, "advance", "demo")
+    try:
+        assert wait_for(lambda: step_running(work))
+        waiter = spawn(work, "--lock-timeout", "60", "destroy", "demo")
+        time.sleep(1.0)
+        waiter.send_signal(signal.SIGHUP)
+        _out, err = waiter.communicate(timeout=30)
+        assert waiter.returncode == 129 and "Traceback" not in err, err
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        holder.communicate(timeout=30)
+
+
+def test_a_killed_runner_leaves_no_step_running_past_the_next_command(tmp_path: Path) -> None:
+    """kill -9 of the runner during a step: its programs die with it or are stopped by
+    the next command that takes the lock (before it runs anything); `status` names
+    what still runs in between; resume never runs a second copy beside the first."""
+    script = f"if [ -f {tmp_path}/fast ]; then exit 0; fi; sleep 8 & echo $! > {tmp_path}/sleep.pid; wait"
+    work = workdir(tmp_path, script)
+    marker = "kill9-" + str(os.getpid())
+    proc = spawn(work, "advance", "demo", marker=marker)
+    assert wait_for(lambda: (work / "sleep.pid").exists() and step_running(work))
+    sleeper = int((work / "sleep.pid").read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert alive(sleeper)  # a grandchild: the kernel stops only the direct child
+    status = run_cli("--output", "json", "status", "demo", cwd=work)
+    document = json.loads(status.stdout)
+    assert document["leftover_processes"], document
+    assert any("still run" in line for line in document["next"]), document
+    (work / "fast").write_text("")
+    resumed = run_cli("resume", "demo", cwd=work)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not marked_processes(marker), "a process of the killed run outlived `resume`"
+    assert not alive(sleeper), "the first copy of the step still runs"
+    assert state(work)["state"] == "worked"
+
+
+@pytest.mark.slow
+def test_kill_loop_leaves_nothing_running(tmp_path: Path) -> None:
+    """kill -9 of the runner at random instants, 15 times; after the next command no
+    process of any killed run is alive, and the state is always readable."""
+    rng = random.Random(7)
+    work = workdir(tmp_path, "sleep 5 & sleep 5 & wait")
+    for attempt in range(15):
+        marker = f"loop-{os.getpid()}-{attempt}"
+        command = "resume" if state(work)["state"] == "working" else "advance"
+        proc = spawn(work, command, "demo", marker=marker)
+        time.sleep(rng.uniform(0.05, 0.6))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        after = run_cli("--output", "json", "status", "demo", cwd=work)
+        assert after.returncode == 0, after.stderr
+        nxt = (
+            run_cli("--lock-timeout", "10", "destroy", "demo", cwd=work) if attempt == 14 else None
+        )
+        if nxt is None:
+            # the next command that takes the lock: resume (it stops the leftovers first)
+            follow = spawn(work, "resume", "demo")
+            time.sleep(0.3)
+            follow.send_signal(signal.SIGINT)
+            follow.communicate(timeout=30)
+        assert wait_for(lambda m=marker: not marked_processes(m), 10), f"attempt {attempt}"
+
+
+STORM_SCRIPT = (
+    "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done; sleep 0.{pause}; "
+    "if [ -f {flag} ]; then exit 0; fi; touch {flag}; exit {code}"
+)
+
+
+def _storm_run(base: Path, index: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    flag = base / f"flag{index}"
+    code = rng.choice([0, 1])
+    script = STORM_SCRIPT.format(pause=rng.randint(0, 3), flag=flag, code=code)
+    work = workdir(base / f"run{index}", script)
+    proc = spawn(work, "advance", "demo")
+    # from the moment the runner's handlers are in place (before, the interpreter is
+    # still starting: its own import machinery is not the runner's to guard)
+    assert wait_for(lambda: handlers_installed(proc.pid))
+    time.sleep(rng.uniform(0.0, 0.8))
+    signums = [rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGHUP])]
+    if rng.random() < 0.4:
+        signums.append(rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGHUP]))
+    for n, signum in enumerate(signums):
+        if n:
+            time.sleep(rng.uniform(0.0, 0.08))
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+    _out, err = proc.communicate(timeout=60)
+    found = {"signals": len(signums), "tracebacks": int("Traceback" in err)}
+    record = state(work)
+    if proc.returncode == 0:
+        assert record["state"] == "worked", (record, err)
+        found["outcome"] = "done"
+    elif record["state"] == "created":  # stopped before the phase began: nothing changed
+        assert proc.returncode in (129, 130, 143), (proc.returncode, err)
+        found["outcome"] = "not started"
+    else:
+        found["outcome"] = assert_ended_well(work, proc, proc.returncode, err)
+    # then the phase is finished: a failing step fails once (its flag then exists)
+    for _ in range(3):
+        now = state(work)["state"]
+        if now == "worked":
+            break
+        again = run_cli("advance" if now == "created" else "resume", "demo", cwd=work)
+        assert again.returncode in (0, 1) and "Traceback" not in again.stderr, again.stderr
+    assert state(work)["state"] == "worked"
+    return found
+
+
+@pytest.mark.slow
+def test_signal_storm(tmp_path: Path) -> None:
+    """Single and double SIGINT/SIGTERM/SIGHUP at random instants, over phases whose
+    step passes or fails: every run ends done, failed + trace or interrupted + trace,
+    with exit 0/1/129/130/143, never a traceback, and resume completes each time."""
+    runs = 90
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda i: _storm_run(tmp_path, i, 1000 + i), range(runs)))
+    assert sum(r["tracebacks"] for r in results) == 0
+    outcomes = {r["outcome"] for r in results}
+    assert {"failed", "interrupted"} <= outcomes, outcomes
+    print(f"signal storm: {runs} runs, {sum(r['signals'] for r in results)} signals, {outcomes}")
