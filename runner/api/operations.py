@@ -378,7 +378,9 @@ def _session(ws: Workspace, name: str) -> Iterator[Any]:
         _stop_leftovers(name, lease.previous)
         record = ws.repo.load(name)
         _state_known(machine, record)
-        yield Session(ws.repo, machine, record, ws.command, ws.workdir, lease)
+        session = Session(ws.repo, machine, record, ws.command, ws.workdir, lease)
+        session.reconcile()
+        yield session
 
 
 def _stop_leftovers(name: str, previous: LockInfo | None) -> None:

@@ -90,6 +90,31 @@ class Session:
         except OSError as exc:  # the event log is history; the state file is the truth
             log.warning("environment=%s could not append to the event log: %s", self.name, exc)
 
+    def reconcile(self) -> None:
+        """Complete the event log after a crash between a save and its event: when the
+        record is ahead of the last event, append a ``recovered`` event saying what the
+        record holds (its state, serial, run) and which serials have no event."""
+        last = self.store.read_events(self.name, limit=1)
+        logged = last[-1].get("serial") if last else 0
+        if not isinstance(logged, int) or logged >= self.record.serial:
+            return
+        run = self.record.run
+        log.warning(
+            "environment=%s the event log ends at serial %d, the state at %d: recording "
+            "what the state says",
+            self.name,
+            logged,
+            self.record.serial,
+        )
+        self.event(
+            "recovered",
+            state=self.record.state,
+            missing=list(range(logged + 1, self.record.serial + 1)),
+            phase=run.phase if run else None,
+            step=run.current_step if run else None,
+            completed_steps=list(run.completed_steps) if run else [],
+        )
+
     def fire(self, trigger: str, *, phase: str, step: str | None = None) -> None:
         """Fire ``trigger``; the callback persists, logs and records the transition."""
         self.model.trigger(trigger, phase=phase, step=step)  # type: ignore[attr-defined]

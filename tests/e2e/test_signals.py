@@ -344,3 +344,27 @@ def test_signal_storm(tmp_path: Path) -> None:
     outcomes = {r["outcome"] for r in results}
     assert {"failed", "interrupted"} <= outcomes, outcomes
     print(f"signal storm: {runs} runs, {sum(r['signals'] for r in results)} signals, {outcomes}")
+
+
+def test_a_crash_between_a_save_and_its_event_is_recorded_by_the_next_command(
+    tmp_path: Path,
+) -> None:
+    """The state was saved but the runner died before appending the event (simulated
+    by a save through the store alone): the next command that takes the lock appends a
+    `recovered` event naming the serials the log missed, before anything else."""
+    from runner.store.files import FileStore
+
+    work = workdir(tmp_path, "exit 0")
+    store = FileStore(work)
+    record = store.load("demo")
+    record.outputs["seen"] = 1
+    store.save(record)  # serial 2, and no event for it
+    done = run_cli("advance", "demo", cwd=work)
+    assert done.returncode == 0, done.stderr
+    log = events(work)
+    assert [e["type"] for e in log[:2]] == ["created", "recovered"]
+    assert log[1]["missing"] == [2] and log[1]["state"] == "created"
+    serials = [e["serial"] for e in log]
+    assert serials == sorted(serials) and serials[-1] == state(work)["serial"]
+    again = run_cli("advance", "demo", cwd=work)  # nothing missing now: nothing added
+    assert [e["type"] for e in events(work)].count("recovered") == 1, again.stderr
