@@ -146,6 +146,14 @@ def test_current_state_is_marked(tmp_path: Path) -> None:
     assert "(current)" not in to_dot(machine)
 
 
+def test_the_graph_of_an_environment_marks_its_state(work: Path) -> None:
+    assert run_cli("create", "demo", cwd=work).returncode == 0
+    proc = run_cli("graph", "--env", "demo", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert "    class new current" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
 def test_graph_json_output(tmp_path: Path) -> None:
     proc = run_cli("--output", "json", "--machine", SHIPPED, "graph", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

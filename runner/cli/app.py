@@ -223,7 +223,7 @@ def graph(
         current = None
         if env is not None:
             check_name(env)
-            current = ws.repo.load(env)["state"]
+            current = ws.repo.load(env).state
         if (
             fmt in (GraphFormat.svg, GraphFormat.png)
             and output_file is None
