@@ -22,8 +22,9 @@ LOCK_HINT = "wait for it to finish, or pass --lock-timeout SECONDS"
 
 
 def describe_holder(env: str, holder: LockInfo | None) -> str:
-    """``environment 'demo' is locked by pid 42 (runner advance, since ...)``."""
-    if holder is None:
+    """``environment 'demo' is locked by pid 42 (runner advance, since ...)``. A holder
+    of pid 0 is a lock held by a process that has not (yet) written who it is."""
+    if holder is None or holder.pid <= 0:
         return f"environment '{env}' is locked by another process (its lock does not say which yet)"
     where = "" if holder.host == os.uname().nodename else f" on host {holder.host}"
     return (
@@ -55,6 +56,8 @@ def hold(
         lease = locks.wait_lock(name, me, timeout_s)
     if lease is None:
         holder = locks.lock_holder(name)
+        if holder is not None and holder.pid <= 0:
+            holder = None  # held, but the lock does not say by whom
         raise LockedError(
             describe_holder(name, holder),
             hint=LOCK_HINT,
