@@ -21,38 +21,44 @@ from typing import Any
 
 import pytest
 
-from runner.store.files import FileStore, record_problem
+from runner.store.files import FileStore
+from runner.store.locking import hold
+from runner.store.record import record_problem
+from tests.conftest import make_record
+from tests.helpers import cli_env
 
-ROOT = Path(__file__).resolve().parent.parent
 KILLS = 150
 
 FORK_SERVER = """
-import json, os, sys
+import dataclasses, json, os, sys
 from pathlib import Path
 import portalocker  # noqa: F401 - imported before forking, so that workers start warm
-from runner.store.files import FileStore, record_problem
+from runner.store.files import FileStore
+from runner.store.locking import hold
+from runner.store.record import record_problem
 
 store = FileStore(Path(sys.argv[1]))
 mode = sys.argv[2]
-record_problem(store.load("demo"))  # loads jsonschema and builds the validator
+record_problem(store.load("demo").to_json())  # builds the validator
 
 
 def save_forever():
-    with store.lock("demo", "runner crash-test", 10):
+    with hold(store, "demo", "runner crash-test", 10):
         record = store.load("demo")
         while True:
-            record["outputs"]["counter"] += 1
-            record["outputs"]["pad"] = "x" * (record["serial"] % 300)  # sizes vary
-            record = store.save(record, record["serial"])
-            store.append_event("demo", {"serial": record["serial"], "pad": "y" * 100})
+            record.outputs["counter"] += 1
+            record.outputs["pad"] = "x" * (record.serial % 300)  # sizes vary
+            store.save(record)
+            store.append_event("demo", {"serial": record.serial, "pad": "y" * 100})
 
 
 def create_forever():
-    base = dict(store.load("demo"), outputs={})
+    base = dataclasses.replace(store.load("demo"), outputs={})
     n = len(os.listdir(sys.argv[1] + "/data"))
     while True:
         n += 1
-        store.create(dict(base, name=f"env-{os.getpid()}-{n}"))
+        name = f"env-{os.getpid()}-{n}"
+        store.create(dataclasses.replace(base, name=name))
 
 
 for line in sys.stdin:
@@ -71,23 +77,6 @@ for line in sys.stdin:
 """
 
 
-def make_record() -> dict[str, Any]:
-    return {
-        "format": 1,
-        "serial": 1,
-        "name": "demo",
-        "state": "created",
-        "machine": {"name": "m", "digest": "sha256:" + "0" * 64},
-        "inputs": {},
-        "outputs": {"counter": 0},
-        "paths": {"data_dir": "data/demo", "build_dir": "build/demo"},
-        "created_at": "2026-11-22T10:30:15.123Z",
-        "updated_at": "2026-11-22T10:30:15.123Z",
-        "run": None,
-        "failure": None,
-    }
-
-
 class ForkServer:
     def __init__(self, workdir: Path, mode: str) -> None:
         self.proc = subprocess.Popen(
@@ -95,7 +84,7 @@ class ForkServer:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=cli_env(),
         )
 
     def run_and_kill(self, after_s: float) -> int:
@@ -133,7 +122,7 @@ def test_killing_a_saving_process_never_corrupts_or_rolls_back_the_state(
     tmp_path: Path, fork_server: Any
 ) -> None:
     store = FileStore(tmp_path)
-    store.create(make_record())
+    store.create(make_record(outputs={"counter": 0}))
     server = fork_server("save")
     state = tmp_path / "data/demo/state.json"
     rng = random.Random(20261122)
@@ -145,7 +134,7 @@ def test_killing_a_saving_process_never_corrupts_or_rolls_back_the_state(
         raw = state.read_bytes()
         record = json.loads(raw)  # always a whole file: the old one or the new one
         assert record_problem(record) is None
-        assert store.load("demo") == record
+        assert store.load("demo").to_json() == record
         assert record["serial"] >= last_serial  # never goes backwards
         assert record["outputs"]["counter"] == record["serial"] - 1  # one write, both
         last_serial = record["serial"]
@@ -163,7 +152,7 @@ def test_killing_a_saving_process_never_corrupts_or_rolls_back_the_state(
     torn = [line for line in lines[:-1] if line and not _is_json(line)]
     assert len(torn) <= KILLS
     # saves cut short leave temp files; the next holder of the lock removes them
-    with store.lock("demo", "runner check", 0):
+    with hold(store, "demo", "runner check", 0):
         assert [p.name for p in state.parent.iterdir() if p.name.startswith(".")] == []
     assert elapsed < 20, elapsed
 
@@ -172,7 +161,7 @@ def test_killing_a_creating_process_leaves_only_whole_environments(
     tmp_path: Path, fork_server: Any
 ) -> None:
     store = FileStore(tmp_path)
-    store.create(make_record())
+    store.create(make_record(outputs={"counter": 0}))
     server = fork_server("create")
     rng = random.Random(7)
     kills = 0

@@ -23,34 +23,12 @@ from runner.errors import (
     StateFileError,
     StorageError,
 )
-from runner.store.files import FileStore, record_problem
-
-ROOT = Path(__file__).resolve().parent.parent
-DIGEST = "sha256:" + "0" * 64
-
-
-def make_record(name: str = "demo", **changes: Any) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "format": 1,
-        "serial": 1,
-        "name": name,
-        "state": "created",
-        "machine": {"name": "tracker-deploy", "digest": DIGEST},
-        "inputs": {"provider": "local"},
-        "outputs": {},
-        "paths": {"data_dir": f"data/{name}", "build_dir": f"build/{name}"},
-        "created_at": "2026-11-22T10:30:15.123Z",
-        "updated_at": "2026-11-22T10:30:15.123Z",
-        "run": None,
-        "failure": None,
-    }
-    record.update(changes)
-    return record
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> FileStore:
-    return FileStore(tmp_path)
+from runner.store.contract import LockInfo
+from runner.store.files import FileStore
+from runner.store.locking import hold
+from runner.store.record import MachineRef, Record, Run, record_problem
+from tests.conftest import STAMP, failed_record, format_1, make_record, state_document
+from tests.helpers import cli_env
 
 
 def mode(path: Path) -> int:
@@ -72,25 +50,35 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def test_create_then_load_round_trips(store: FileStore, tmp_path: Path) -> None:
-    stored = store.create(make_record())
-    assert stored == make_record()
+    record = make_record()
+    assert store.create(record) is None
+    assert record == make_record()  # create changes nothing in the record it was given
     assert store.load("demo") == make_record()
+    assert store.load("demo") is not store.load("demo")  # a fresh copy each time
     assert store.exists("demo") and not store.exists("other")
     text = (tmp_path / "data/demo/state.json").read_text()
-    assert text == json.dumps(make_record(), indent=2) + "\n"
+    assert text == json.dumps(make_record().to_json(), indent=2) + "\n"
+    assert text == json.dumps(state_document(), indent=2) + "\n"
+    assert json.loads(text)["format"] == 2
 
 
 def test_files_are_0600_and_folders_0700(store: FileStore, tmp_path: Path) -> None:
     store.create(make_record())
     store.append_event("demo", {"type": "created"})
-    with store.lock("demo", "runner advance", 0):
-        store.save(store.load("demo"), 1)
+    with hold(store, "demo", "runner advance", 0):
+        store.save(store.load("demo"))
+    trace = store.write_artifact("demo", "trace", "build", "a trace\n")
+    run_log = store.open_artifact("demo", "run", "build")
+    run_log.write("a line\n")
+    run_log.close()
     data = tmp_path / "data"
     assert mode(data) == 0o700
     for folder in ("demo", "demo/traces", "demo/runs"):
         assert mode(data / folder) == 0o700, folder
     for file in ("state.json", "state.lock", "events.jsonl"):
         assert mode(data / "demo" / file) == 0o600, file
+    for ref in (trace, run_log.ref):
+        assert mode(tmp_path / ref) == 0o600, ref
     assert leftovers(data) == [] and leftovers(data / "demo") == []
 
 
@@ -99,14 +87,18 @@ def test_the_data_dir_is_a_constructor_argument(tmp_path: Path) -> None:
     store.create(make_record())
     assert (tmp_path / "elsewhere/state/demo/state.json").is_file()
     assert not (tmp_path / "data").exists()
-    assert store.artifacts_dir("demo") == tmp_path / "elsewhere/state/demo"
-    assert store.relative(store.artifacts_dir("demo")) == "elsewhere/state/demo"
-    assert FileStore(tmp_path, Path("relative")).data_dir == tmp_path / "relative"
+    assert store.root == tmp_path / "elsewhere/state"
+    assert store.data_dir("demo") == "elsewhere/state/demo"
+    assert store.relative(store.root / "demo") == "elsewhere/state/demo"
+    trace = store.write_artifact("demo", "trace", "build", "text")
+    assert trace.startswith("elsewhere/state/demo/traces/") and (tmp_path / trace).is_file()
+    assert FileStore(tmp_path, Path("relative")).root == tmp_path / "relative"
 
 
 def test_paths_are_relative_to_the_workdir(store: FileStore, tmp_path: Path) -> None:
-    assert store.artifacts_dir("demo") == tmp_path / "data" / "demo"
-    assert store.artifacts_dir("demo").is_absolute()
+    assert store.root == tmp_path / "data"
+    assert store.root.is_absolute()
+    assert store.data_dir("demo") == "data/demo"
     assert store.relative(tmp_path / "data/demo/traces/x.log") == "data/demo/traces/x.log"
     assert store.relative(Path("build/demo")) == "build/demo"
     outside = tmp_path.parent / "elsewhere" / "file"
@@ -117,23 +109,26 @@ def test_save_grows_the_serial_and_stamps_updated_at(store: FileStore) -> None:
     store.create(make_record())
     record = store.load("demo")
     for expected in range(2, 6):
-        record["outputs"]["n"] = expected
-        written = store.save(record, record["serial"])
-        assert written["serial"] == expected
-        assert written["updated_at"] != "2026-11-22T10:30:15.123Z"
-        assert store.load("demo") == written
-        record = written
+        record.outputs["n"] = expected
+        assert store.save(record) is None
+        assert record.serial == expected  # set on the record it was given
+        assert record.updated_at != STAMP
+        assert store.load("demo") == record
+        assert json.loads((store.root / "demo/state.json").read_text())["serial"] == expected
 
 
 def test_a_wrong_expected_serial_is_a_conflict_and_writes_nothing(
     store: FileStore, tmp_path: Path
 ) -> None:
     store.create(make_record())
-    store.save(store.load("demo"), 1)
+    store.save(store.load("demo"))
     before = (tmp_path / "data/demo/state.json").read_bytes()
+    stale = make_record(state="provisioning")  # serial 1
     with pytest.raises(ConflictError) as caught:
-        store.save(make_record(state="provisioning"), 1)
+        store.save(stale)
     assert "data/demo/state.json" in str(caught.value) and "serial 2" in str(caught.value)
+    assert "expected 1" in str(caught.value)
+    assert stale == make_record(state="provisioning")  # left unchanged on an error
     assert (tmp_path / "data/demo/state.json").read_bytes() == before
     assert leftovers(tmp_path / "data/demo") == []
 
@@ -142,49 +137,67 @@ def test_a_save_by_another_store_is_seen_as_a_conflict(tmp_path: Path) -> None:
     first, second = FileStore(tmp_path), FileStore(tmp_path)
     first.create(make_record())
     mine = first.load("demo")
-    theirs = second.save(second.load("demo"), 1)
+    theirs = second.load("demo")
+    second.save(theirs)
     with pytest.raises(ConflictError):
-        first.save(mine, mine["serial"])
+        first.save(mine)
     assert first.load("demo") == theirs
     # the same again in a tight loop: every stale save is caught, none is lost
     for _ in range(50):
         stale = first.load("demo")
-        second.save(second.load("demo"), stale["serial"])
+        fresh = second.load("demo")
+        assert fresh.serial == stale.serial
+        second.save(fresh)
         with pytest.raises(ConflictError):
-            first.save(stale, stale["serial"])
-    assert first.load("demo")["serial"] == 52
+            first.save(stale)
+    assert first.load("demo").serial == 52
 
 
 def test_a_hand_edited_serial_is_a_conflict(store: FileStore, tmp_path: Path) -> None:
     store.create(make_record())
     record = store.load("demo")
     path = tmp_path / "data/demo/state.json"
-    path.write_text(json.dumps(make_record(serial=7), indent=2))
+    path.write_text(json.dumps(state_document(serial=7), indent=2))
     with pytest.raises(ConflictError, match="serial 7"):
-        store.save(record, 1)
+        store.save(record)
+    assert record.serial == 1
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"state": "Not A State"},
-        {"outputs": ["x"]},
+# Each invalid record: as the stored form (what the check sees), and as a typed record
+# given to the store (None: a record cannot hold it, only a document can).
+INVALID: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
+    "state": ({"state": "Not A State"}, {"state": "Not A State"}),
+    "outputs": ({"outputs": ["x"]}, {"outputs": ["x"]}),
+    "digest": (
         {"machine": {"name": "x", "digest": "md5:abc"}},
+        {"machine": MachineRef("x", "md5:abc")},
+    ),
+    "run": (
         {"run": {"phase": "provision"}},
-        {"surprise": True},
-    ],
-)
+        {"run": Run(phase="provision", started_at="yesterday", pid=1, host="h")},
+    ),
+    "surprise": ({"surprise": True}, None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
 def test_an_invalid_record_is_refused_before_any_write(
-    store: FileStore, tmp_path: Path, change: dict[str, Any]
+    store: FileStore, tmp_path: Path, case: str
 ) -> None:
+    document_change, record_change = INVALID[case]
+    assert record_problem(state_document(**document_change)) is not None
+    if record_change is None:  # no typed record has an unknown field to store
+        assert "surprise" not in make_record().to_json()
+        return
     store.create(make_record())
     before = (tmp_path / "data/demo/state.json").read_bytes()
-    bad = make_record(**change)
+    bad = make_record(**record_change)
     with pytest.raises(StorageError, match="refusing to store an invalid record"):
-        store.save(bad, 1)
+        store.save(bad)
+    assert bad.serial == 1
     assert (tmp_path / "data/demo/state.json").read_bytes() == before
     assert leftovers(tmp_path / "data/demo") == []
-    bad["name"] = "other"
+    bad.name = "other"
     with pytest.raises(StorageError):
         store.create(bad)
     assert not (tmp_path / "data/other").exists()
@@ -196,7 +209,7 @@ def test_create_of_a_taken_name_says_its_state(store: FileStore) -> None:
     with pytest.raises(EnvironmentExistsError) as caught:
         store.create(make_record())
     assert caught.value.message == "environment 'demo' already exists (state: provisioned)"
-    assert store.load("demo")["state"] == "provisioned"
+    assert store.load("demo").state == "provisioned"
 
 
 def test_a_missing_environment_points_to_list_and_create(store: FileStore) -> None:
@@ -206,66 +219,81 @@ def test_a_missing_environment_points_to_list_and_create(store: FileStore) -> No
     assert "ghost" in text and "runner list" in text and "runner create" in text
     assert caught.value.exit_code == ExitCode.BAD_INPUT
     for call in (
-        lambda: store.save(make_record("ghost"), 1),
+        lambda: store.save(make_record("ghost")),
         lambda: store.append_event("ghost", {}),
         lambda: store.read_events("ghost"),
         lambda: store.delete("ghost"),
+        lambda: store.open_artifact("ghost", "run", "build"),
+        lambda: store.write_artifact("ghost", "trace", "build", "text"),
+        lambda: store.read_artifact("ghost", "data/ghost/traces/x.log"),
+        lambda: store.list_artifacts("ghost", "trace"),
     ):
         with pytest.raises(EnvironmentNotFoundError):
             call()
-    with pytest.raises(EnvironmentNotFoundError), store.lock("ghost", "runner advance", 0):
+    with pytest.raises(EnvironmentNotFoundError), hold(store, "ghost", "runner advance", 0):
         pass
 
 
 @pytest.mark.parametrize("name", ["../x", "demo/../../x", "", "Demo", ".hidden", "a" * 64])
 def test_every_method_checks_the_name(store: FileStore, tmp_path: Path, name: str) -> None:
+    me = LockInfo(os.getpid(), "host", "runner advance", STAMP)
     calls: list[Callable[[], object]] = [
         lambda: store.exists(name),
         lambda: store.load(name),
-        lambda: store.save(make_record(name), 1),
+        lambda: store.save(make_record(name)),
         lambda: store.create(make_record(name)),
+        lambda: store.try_lock(name, me),
+        lambda: store.wait_lock(name, me, 0.1),
         lambda: store.lock_holder(name),
         lambda: store.append_event(name, {}),
         lambda: store.read_events(name),
         lambda: store.delete(name),
-        lambda: store.artifacts_dir(name),
+        lambda: store.data_dir(name),
+        lambda: store.open_artifact(name, "run", "build"),
+        lambda: store.write_artifact(name, "trace", "build", "text"),
+        lambda: store.read_artifact(name, "data/demo/traces/x.log"),
+        lambda: store.list_artifacts(name, "trace"),
     ]
     for call in calls:
         with pytest.raises(InvalidNameError):
             call()
-    with pytest.raises(InvalidNameError), store.lock(name, "runner advance", 0):
+    with pytest.raises(InvalidNameError), hold(store, name, "runner advance", 0):
         pass
     assert list(tmp_path.iterdir()) == []
 
 
 # --- state files this runner cannot read -------------------------------------------------
 
-GOOD = json.dumps(make_record(), indent=2) + "\n"
+GOOD = json.dumps(state_document(), indent=2) + "\n"
 CORRUPT: dict[str, tuple[bytes, str]] = {
     "truncated": (GOOD[: len(GOOD) // 2].encode(), "not valid JSON"),
     "cut-at-the-end": (GOOD.rstrip()[:-1].encode(), "truncated"),
     "empty": (b"", "is empty"),
     "blank": (b"  \n", "is empty"),
     "not-json": (b"state: created\n", "not valid JSON"),
-    "not-utf8": (b'{"format": 1, "name": "\xff\xfe"}', "not"),
+    "not-utf8": (b'{"format": 2, "name": "\xff\xfe"}', "not"),
     "a-list": (b"[1, 2]", "not an object"),
     "wrong-types": (GOOD.replace('"serial": 1', '"serial": "1"').encode(), "serial"),
     "missing-key": (
-        json.dumps({k: v for k, v in make_record().items() if k != "run"}).encode(),
+        json.dumps({k: v for k, v in state_document().items() if k != "run"}).encode(),
         "run",
     ),
     "no-format": (
-        json.dumps({k: v for k, v in make_record().items() if k != "format"}).encode(),
+        json.dumps({k: v for k, v in state_document().items() if k != "format"}).encode(),
         "no 'format'",
     ),
     "format-99": (
-        json.dumps(make_record(format=99)).encode(),
+        json.dumps(state_document(format=99)).encode(),
         "has format 99: it was written by a newer runner; upgrade runner",
     ),
-    "format-2": (json.dumps(make_record(format=2)).encode(), "written by a newer runner"),
-    "format-string": (json.dumps(make_record(format="1.0")).encode(), 'unknown format "1.0"'),
-    "format-true": (json.dumps(make_record(format=True)).encode(), "unknown format true"),
-    "other-name": (json.dumps(make_record("other")).encode(), "'other'"),
+    "format-3": (json.dumps(state_document(format=3)).encode(), "written by a newer runner"),
+    "format-0": (json.dumps(state_document(format=0)).encode(), "unknown format 0"),
+    "format-string": (
+        json.dumps(state_document(format="1.0")).encode(),
+        'unknown format "1.0" (this runner reads formats 1 and 2)',
+    ),
+    "format-true": (json.dumps(state_document(format=True)).encode(), "unknown format true"),
+    "other-name": (json.dumps(state_document("other")).encode(), "'other'"),
 }
 
 
@@ -286,8 +314,8 @@ def test_an_unreadable_state_file_is_reported_and_never_rewritten(
     assert error.to_json()["path"] == "data/demo/state.json"
     # nothing writes over it: not a save, not a lock, not a listing
     with pytest.raises((StateFileError, ConflictError)):
-        store.save(make_record(), 1)
-    with store.lock("demo", "runner advance", 0):
+        store.save(make_record())
+    with hold(store, "demo", "runner advance", 0):
         pass
     [entry] = store.list()
     assert entry.name == "demo" and entry.record is None
@@ -311,32 +339,51 @@ def test_a_folder_without_state_json_is_not_mistaken_for_a_free_name(
 
 
 def test_record_problem_accepts_the_design_example() -> None:
-    record = make_record(
-        serial=9,
-        state="provision_failed",
-        outputs={"instance_ip": "127.0.0.1"},
-        run={
-            "phase": "provision",
-            "started_at": "2026-11-22T10:30:15.123Z",
-            "pid": 4242,
-            "host": "ci-1",
-            "completed_steps": ["render_opentofu_templates", "opentofu_init"],
-            "current_step": "opentofu_apply",
-            "interrupted": False,
-        },
-        failure={
-            "phase": "provision",
-            "step": "opentofu_apply",
-            "kind": "command_failed",
-            "summary": "tofu apply exited with 1",
-            "exit_code": 1,
-            "failed_at": "2026-11-22T10:32:45.678Z",
-            "duration_s": 212.9,
-            "trace": "data/demo/traces/20261122-103245-provision.log",
-        },
-    )
-    assert record_problem(record) is None
-    assert "run" in (record_problem(make_record(run={"phase": 1})) or "")
+    document = failed_record().to_json()
+    assert record_problem(document) is None
+    assert record_problem(format_1(document)) is None  # as a format 1 runner wrote it
+    # the design's own text: only the keys a run and a failure must have
+    minimal = dict(
+        document,
+        run={k: document["run"][k] for k in ("phase", "started_at", "pid", "host",
+                                             "completed_steps", "current_step",
+                                             "interrupted")},
+        failure={k: document["failure"][k] for k in ("phase", "step", "kind", "summary",
+                                                     "exit_code", "failed_at",
+                                                     "duration_s", "trace")},
+    )  # fmt: skip
+    assert record_problem(minimal) is None
+    assert "run" in (record_problem(state_document(run={"phase": 1})) or "")
+    # 0 attempts: the step failed before its plugin ran (in rendering, say)
+    assert record_problem(dict(document, failure=dict(document["failure"], attempts=0))) is None
+    negative = dict(document, failure=dict(document["failure"], attempts=-1))
+    assert "failure" in (record_problem(negative) or "")
+
+
+def test_a_format_1_file_is_read_and_written_back_as_format_2(
+    store: FileStore, tmp_path: Path
+) -> None:
+    store.create(failed_record())
+    path = tmp_path / "data/demo/state.json"
+    old = format_1(failed_record().to_json())
+    assert "attempts" not in old["failure"] and "hint" not in old["failure"]
+    path.write_text(json.dumps(old, indent=2))
+    record = store.load("demo")
+    assert record.format == 2
+    assert record.failure is not None
+    assert (record.failure.attempts, record.failure.hint) == (None, None)
+    expected = failed_record()
+    assert expected.failure is not None
+    expected.failure.attempts = expected.failure.hint = None
+    assert record == expected
+    [entry] = store.list()
+    assert entry.error is None and entry.record == record
+    store.save(record)
+    written = json.loads(path.read_text())
+    assert written["format"] == 2 and written["serial"] == 10
+    assert written["failure"]["attempts"] is None and written["failure"]["hint"] is None
+    assert record_problem(written) is None
+    assert store.load("demo") == record
 
 
 # --- listing and deleting ----------------------------------------------------------------
@@ -356,6 +403,7 @@ def test_list_is_sorted_skips_dot_folders_and_reports_broken_entries(
     entries = store.list()
     assert [e.name for e in entries] == ["alpha", "mid", "zeta"]
     assert entries[0].record == make_record("alpha") and entries[0].error is None
+    assert isinstance(entries[0].record, Record)
     assert entries[1].record is None and "data/mid/state.json" in (entries[1].error or "")
 
 
@@ -363,18 +411,20 @@ def test_delete_removes_everything(store: FileStore, tmp_path: Path) -> None:
     store.create(make_record())
     store.append_event("demo", {"type": "created"})
     (tmp_path / "data/demo/runs/x.log").write_text("output")
+    store.write_artifact("demo", "trace", "build", "a trace")
     store.delete("demo")
     assert not store.exists("demo") and store.list() == []
     assert [p.name for p in (tmp_path / "data").iterdir()] == [".staging"]
     assert leftovers(tmp_path / "data") == []
     store.create(make_record())  # the name is free again
     assert store.read_events("demo") == []
+    assert store.list_artifacts("demo", "trace") == [] == store.list_artifacts("demo", "run")
 
 
 # --- an unwritable data directory ---------------------------------------------------------
 
 WRITE_UNDER_LIMIT = """
-import json, resource, signal, sys
+import dataclasses, json, resource, signal, sys
 from pathlib import Path
 from runner.errors import StorageError
 from runner.store.files import FileStore
@@ -385,9 +435,10 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails wi
 resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
 results = {}
 for what, call in [
-    ("save", lambda: store.save(record, record["serial"])),
+    ("save", lambda: store.save(record)),
     ("event", lambda: store.append_event("demo", {"type": "x" * 200})),
-    ("create", lambda: store.create(dict(record, name="other"))),
+    ("create", lambda: store.create(dataclasses.replace(record, name="other"))),
+    ("trace", lambda: store.write_artifact("demo", "trace", "build", "x" * 200)),
 ]:
     try:
         call()
@@ -408,15 +459,16 @@ def test_a_failing_disk_keeps_the_old_state_and_says_what_to_do(
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=cli_env(),
     )
     results = json.loads(proc.stdout)
     assert "cannot write data/demo/state.json: File too large" in results["save"]
     assert "then run the command again" in results["save"]
     assert "cannot append to data/demo/events.jsonl" in results["event"]
     assert results["create"] and "data" in results["create"]
+    assert "cannot write data/demo/traces/" in results["trace"]
     assert (tmp_path / "data/demo/state.json").read_bytes() == before
-    assert store.load("demo")["serial"] == 1
+    assert store.load("demo").serial == 1
     assert leftovers(tmp_path / "data/demo") == [] and leftovers(tmp_path / "data") == []
     assert not (tmp_path / "data/other").exists()
 
@@ -429,7 +481,7 @@ def test_a_read_only_folder_is_a_persistence_error(store: FileStore, tmp_path: P
     (tmp_path / "data").chmod(0o500)
     try:
         with pytest.raises(StorageError, match=r"cannot write data/demo/state\.json"):
-            store.save(store.load("demo"), 1)
+            store.save(store.load("demo"))
         with pytest.raises(StorageError, match="Permission denied"):
             store.create(make_record("other"))
     finally:

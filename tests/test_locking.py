@@ -24,18 +24,19 @@ from runner.errors import (
     LockedError,
 )
 from runner.store.files import FileStore
-
-ROOT = Path(__file__).resolve().parent.parent
-DIGEST = "sha256:" + "0" * 64
+from runner.store.locking import hold
+from tests.conftest import make_record
+from tests.helpers import cli_env
 
 # Holds the lock of ENV until its stdin closes (or it is killed).
 HOLDER = """
 import sys
 from pathlib import Path
 from runner.store.files import FileStore
+from runner.store.locking import hold
 
 store = FileStore(Path(sys.argv[1]))
-with store.lock(sys.argv[2], sys.argv[3], float(sys.argv[4])):
+with hold(store, sys.argv[2], sys.argv[3], float(sys.argv[4])):
     print("locked", flush=True)
     sys.stdin.read()
 print("released", flush=True)
@@ -47,15 +48,10 @@ import os, sys, time
 from pathlib import Path
 from runner.errors import EnvironmentExistsError
 from runner.store.files import FileStore
+from tests.conftest import make_record
 
 store = FileStore(Path(sys.argv[1]))
-record = {
-    "format": 1, "serial": 1, "name": "race", "state": "created",
-    "machine": {"name": "m", "digest": "sha256:" + "0" * 64}, "inputs": {"n": os.getpid()},
-    "outputs": {}, "paths": {"data_dir": "data/race", "build_dir": "build/race"},
-    "created_at": "2026-11-22T10:30:15.123Z", "updated_at": "2026-11-22T10:30:15.123Z",
-    "run": None, "failure": None,
-}
+record = make_record("race", inputs={"n": os.getpid()})
 print("ready", flush=True)
 while not os.path.exists(sys.argv[2]):
     time.sleep(0.001)
@@ -71,45 +67,26 @@ INCREMENTER = """
 import sys
 from pathlib import Path
 from runner.store.files import FileStore
+from runner.store.locking import hold
 
 store = FileStore(Path(sys.argv[1]))
 for _ in range(int(sys.argv[2])):
-    with store.lock("demo", "runner advance", 30):
+    with hold(store, "demo", "runner advance", 30):
         record = store.load("demo")
-        record["outputs"]["count"] = record["outputs"].get("count", 0) + 1
-        store.save(record, record["serial"])
+        record.outputs["count"] = record.outputs.get("count", 0) + 1
+        store.save(record)
 """
-
-
-def make_record(name: str) -> dict[str, Any]:
-    return {
-        "format": 1,
-        "serial": 1,
-        "name": name,
-        "state": "created",
-        "machine": {"name": "m", "digest": DIGEST},
-        "inputs": {},
-        "outputs": {},
-        "paths": {"data_dir": f"data/{name}", "build_dir": f"build/{name}"},
-        "created_at": "2026-11-22T10:30:15.123Z",
-        "updated_at": "2026-11-22T10:30:15.123Z",
-        "run": None,
-        "failure": None,
-    }
 
 
 def python(script: str, *args: str, **popen: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", script, *args],
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        **popen,
+        [sys.executable, "-c", script, *args], text=True, env=cli_env(), **popen
     )
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> FileStore:
-    store = FileStore(tmp_path)
+def store(store: FileStore) -> FileStore:
+    """The store with environments `demo` and `other`."""
     for name in ("demo", "other"):
         store.create(make_record(name))
     return store
@@ -156,7 +133,7 @@ def holders(tmp_path: Path) -> Iterator[list[Holder]]:
         holder.stop()
 
 
-def hold(tmp_path: Path, holders: list[Holder], env: str = "demo") -> Holder:
+def hold_in_child(tmp_path: Path, holders: list[Holder], env: str = "demo") -> Holder:
     holder = Holder(tmp_path, env)
     holders.append(holder)
     return holder
@@ -165,9 +142,9 @@ def hold(tmp_path: Path, holders: list[Holder], env: str = "demo") -> Holder:
 def test_a_held_lock_fails_after_the_timeout_naming_the_holder(
     store: FileStore, tmp_path: Path, holders: list[Holder]
 ) -> None:
-    holder = hold(tmp_path, holders)
+    holder = hold_in_child(tmp_path, holders)
     started = time.monotonic()
-    with pytest.raises(LockedError) as caught, store.lock("demo", "runner status", 0.3):
+    with pytest.raises(LockedError) as caught, hold(store, "demo", "runner status", 0.3):
         pytest.fail("the lock was taken twice")
     waited = time.monotonic() - started
     assert 0.29 <= waited < 1.0, waited
@@ -183,17 +160,17 @@ def test_a_held_lock_fails_after_the_timeout_naming_the_holder(
 def test_timeout_zero_fails_at_once(
     store: FileStore, tmp_path: Path, holders: list[Holder]
 ) -> None:
-    holder = hold(tmp_path, holders)
+    holder = hold_in_child(tmp_path, holders)
     started = time.monotonic()
-    with pytest.raises(LockedError, match=f"pid {holder.pid}"), store.lock("demo", "x", 0):
+    with pytest.raises(LockedError, match=f"pid {holder.pid}"), hold(store, "demo", "x", 0):
         pass
     assert time.monotonic() - started < 0.25
 
 
 def test_waiting_costs_no_cpu(store: FileStore, tmp_path: Path, holders: list[Holder]) -> None:
-    hold(tmp_path, holders)
+    hold_in_child(tmp_path, holders)
     cpu = time.process_time()
-    with pytest.raises(LockedError), store.lock("demo", "runner advance", 1.0):
+    with pytest.raises(LockedError), hold(store, "demo", "runner advance", 1.0):
         pass
     assert time.process_time() - cpu < 0.2  # it slept between tries; it did not spin
 
@@ -201,14 +178,15 @@ def test_waiting_costs_no_cpu(store: FileStore, tmp_path: Path, holders: list[Ho
 def test_a_waiter_gets_the_lock_as_soon_as_it_is_released(
     store: FileStore, tmp_path: Path, holders: list[Holder]
 ) -> None:
-    holder = hold(tmp_path, holders)
+    holder = hold_in_child(tmp_path, holders)
     assert holder.proc.stdin is not None
     timer = threading.Timer(0.5, holder.proc.stdin.close)  # the holder then finishes
     timer.start()
     started = time.monotonic()
-    with store.lock("demo", "runner advance", 10) as info:
+    with hold(store, "demo", "runner advance", 10) as lease:
         waited = time.monotonic() - started
-        assert info.pid == os.getpid()
+        assert lease.holder.pid == os.getpid()
+        assert lease.previous is None  # the holder released it
     timer.join()
     assert 0.4 < waited < 1.5, waited
     assert holder.proc.wait(timeout=10) == 0
@@ -221,19 +199,20 @@ import signal, sys
 from pathlib import Path
 from runner.errors import LockedError
 from runner.store.files import FileStore
+from runner.store.locking import hold
 
 def state():
     return signal.getsignal(signal.SIGALRM) == signal.SIG_DFL, signal.getitimer(signal.ITIMER_REAL)
 
 store = FileStore(Path(sys.argv[1]))
 try:
-    with store.lock("demo", "runner advance", 0.2):
+    with hold(store, "demo", "runner advance", 0.2):
         print("taken", flush=True)
 except LockedError as exc:
     print("timed out:", exc.message, flush=True)
 print("after timeout:", state(), flush=True)
 sys.stdin.readline()  # the test releases the holder, then says go
-with store.lock("demo", "runner advance", 10):
+with hold(store, "demo", "runner advance", 10):
     print("taken; inside:", state(), flush=True)
 print("after release:", state(), flush=True)
 """
@@ -244,7 +223,7 @@ def test_the_kernel_wait_leaves_no_alarm_behind(
 ) -> None:
     """The main thread waits in the kernel with SIGALRM timing it: afterwards the
     handler and the timer are as they were, whether the wait timed out or not."""
-    holder = hold(tmp_path, holders)
+    holder = hold_in_child(tmp_path, holders)
     child = python(ALARM_CHECK, str(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert child.stdin is not None and child.stdout is not None
     assert child.stdout.readline().startswith(
@@ -266,12 +245,12 @@ def test_a_thread_waits_too_and_times_out_naming_the_holder(
     store: FileStore, tmp_path: Path, holders: list[Holder]
 ) -> None:
     """Outside the main thread (no SIGALRM there) the wait polls; same results."""
-    holder = hold(tmp_path, holders)
+    holder = hold_in_child(tmp_path, holders)
     outcome: list[BaseException | str] = []
 
     def waiter() -> None:
         try:
-            with store.lock("demo", "runner advance", 0.3):
+            with hold(store, "demo", "runner advance", 0.3):
                 outcome.append("taken")
         except BaseException as exc:  # handed to the test thread
             outcome.append(exc)
@@ -293,14 +272,18 @@ def test_a_thread_waits_too_and_times_out_naming_the_holder(
 def test_a_killed_holder_never_blocks_and_is_named_in_a_warning(
     store: FileStore, tmp_path: Path, holders: list[Holder], caplog: pytest.LogCaptureFixture
 ) -> None:
-    holder = hold(tmp_path, holders)
+    holder = hold_in_child(tmp_path, holders)
     holder.kill()
     stale = json.loads((tmp_path / "data/demo/state.lock").read_text())
     assert stale["pid"] == holder.pid  # the dead holder's record is still in the file
     assert store.lock_holder("demo") is None  # but nobody holds the lock
+    left = store.last_holder("demo")
+    assert left is not None and left.pid == holder.pid
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="runner"), store.lock("demo", "runner x", 0):
+    warnings = caplog.at_level(logging.WARNING, logger="runner")
+    with warnings, hold(store, "demo", "runner x", 0) as lease:
         assert time.monotonic() - started < 0.25
+        assert lease.previous is not None and lease.previous.pid == holder.pid
     assert (
         f"previous holder pid {holder.pid} (runner advance) ended without releasing; taking over"
         in caplog.text
@@ -311,7 +294,7 @@ def test_lock_holder_names_the_holder_and_none_after_release(
     store: FileStore, tmp_path: Path, holders: list[Holder]
 ) -> None:
     assert store.lock_holder("demo") is None
-    holder = hold(tmp_path, holders)
+    holder = hold_in_child(tmp_path, holders)
     info = store.lock_holder("demo")
     assert info is not None
     assert (info.pid, info.host, info.command) == (
@@ -327,26 +310,28 @@ def test_lock_holder_names_the_holder_and_none_after_release(
 
 def test_our_own_lock_is_recorded_and_cleared(store: FileStore, tmp_path: Path) -> None:
     path = tmp_path / "data/demo/state.lock"
-    with store.lock("demo", "runner up", 0) as info:
+    with hold(store, "demo", "runner up", 0) as lease:
+        info = lease.holder
         assert info.pid == os.getpid() and info.command == "runner up"
         assert json.loads(path.read_text()) == info.to_json()
         assert store.lock_holder("demo") == info
     assert path.read_bytes() == b"" and store.lock_holder("demo") is None
-    with pytest.raises(RuntimeError), store.lock("demo", "runner up", 0):
+    assert store.last_holder("demo") is None
+    with pytest.raises(RuntimeError), hold(store, "demo", "runner up", 0):
         raise RuntimeError("a failing command")
     assert path.read_bytes() == b""
-    with store.lock("demo", "runner up", 0):  # released despite the error
+    with hold(store, "demo", "runner up", 0):  # released despite the error
         pass
 
 
 def test_different_environments_never_block_each_other(
     store: FileStore, tmp_path: Path, holders: list[Holder]
 ) -> None:
-    hold(tmp_path, holders, "demo")
-    hold(tmp_path, holders, "other")  # a second process holds another one at the same time
+    hold_in_child(tmp_path, holders, "demo")
+    hold_in_child(tmp_path, holders, "other")  # a second process holds another one at the same time
     store.create(make_record("third"))
     started = time.monotonic()
-    with store.lock("third", "runner advance", 0):
+    with hold(store, "third", "runner advance", 0):
         pass
     assert time.monotonic() - started < 0.25
 
@@ -359,14 +344,14 @@ def test_garbage_in_the_lock_file_breaks_nothing(
         path.write_bytes(garbage)
         assert store.lock_holder("demo") is None
         warnings = caplog.at_level(logging.WARNING, logger="runner")
-        with warnings, store.lock("demo", "runner advance", 0) as info:
-            assert json.loads(path.read_text()) == info.to_json()
+        with warnings, hold(store, "demo", "runner advance", 0) as lease:
+            assert json.loads(path.read_text()) == lease.holder.to_json()
         assert path.read_bytes() == b""
     assert "taking over" in caplog.text
     # a holder whose record is garbage is still excluded, and the message says so
-    holder = hold(tmp_path, holders)
+    holder = hold_in_child(tmp_path, holders)
     path.write_bytes(b"garbage")
-    with pytest.raises(LockedError, match="does not say which"), store.lock("demo", "x", 0):
+    with pytest.raises(LockedError, match="does not say which"), hold(store, "demo", "x", 0):
         pass
     holder.release()
 
@@ -375,24 +360,38 @@ def test_a_missing_lock_file_is_created_0600(store: FileStore, tmp_path: Path) -
     path = tmp_path / "data/demo/state.lock"
     path.unlink()
     assert store.lock_holder("demo") is None
-    with store.lock("demo", "runner advance", 0):
+    with hold(store, "demo", "runner advance", 0):
         assert path.stat().st_mode & 0o777 == 0o600
 
 
-def test_a_holder_on_another_host_is_reported(store: FileStore, tmp_path: Path) -> None:
-    # A shared data folder: we cannot check the pid there, and holders clear the file
-    # when they release, so the record is taken at its word.
+def test_a_holder_on_another_host_is_reported(
+    store: FileStore, tmp_path: Path, holders: list[Holder]
+) -> None:
+    # Whether the lock is held is the lock's to say, never the record's: a record that
+    # names another host while nobody holds the lock is what a holder left behind.
     record = {"pid": 1234, "host": "elsewhere", "command": "runner up", "started_at": "t"}
-    (tmp_path / "data/demo/state.lock").write_text(json.dumps(record))
+    path = tmp_path / "data/demo/state.lock"
+    path.write_text(json.dumps(record))
+    assert store.lock_holder("demo") is None
+    left = store.last_holder("demo")
+    assert left is not None and (left.pid, left.host) == (1234, "elsewhere")
+    # held (here by a child, as by a runner on the other host of a shared data folder):
+    # the record names the holder, and the message says where it runs
+    holder = hold_in_child(tmp_path, holders)
+    path.write_text(json.dumps(record))
     info = store.lock_holder("demo")
     assert info is not None and info.host == "elsewhere"
+    refused = pytest.raises(LockedError, match="locked by pid 1234 on host elsewhere")
+    with refused, hold(store, "demo", "runner advance", 0):
+        pass
+    holder.release()
 
 
 def test_locking_checks_the_environment(store: FileStore) -> None:
     missing = pytest.raises(EnvironmentNotFoundError, match="runner list")
-    with missing, store.lock("ghost", "runner advance", 0):
+    with missing, hold(store, "ghost", "runner advance", 0):
         pass
-    with pytest.raises(InvalidNameError), store.lock("../demo", "runner advance", 0):
+    with pytest.raises(InvalidNameError), hold(store, "../demo", "runner advance", 0):
         pass
 
 
@@ -401,8 +400,8 @@ def test_the_lock_serializes_read_modify_write(store: FileStore, tmp_path: Path)
     for proc in procs:
         assert proc.wait(timeout=120) == 0
     record = store.load("demo")
-    assert record["outputs"]["count"] == 100  # no update lost, no conflict raised
-    assert record["serial"] == 101
+    assert record.outputs["count"] == 100  # no update lost, no conflict raised
+    assert record.serial == 101
 
 
 def test_eight_racing_creates_make_exactly_one_environment(tmp_path: Path) -> None:
@@ -417,7 +416,7 @@ def test_eight_racing_creates_make_exactly_one_environment(tmp_path: Path) -> No
     assert results.count(state) == 7, results
     store = FileStore(tmp_path)
     winner = procs[results.index("created")].pid
-    assert store.load("race")["inputs"] == {"n": winner}
+    assert store.load("race").inputs == {"n": winner}
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [".staging", "race"]
     assert list((tmp_path / "data/.staging").iterdir()) == []  # the losers cleaned up
     assert sorted(p.name for p in (tmp_path / "data/race").iterdir()) == [
