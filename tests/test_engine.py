@@ -11,10 +11,9 @@ import pytest
 
 from runner.errors import ConflictError
 from runner.machine.loader import load_machine
-from runner.run.phase import Session
-from runner.store.contract import now_iso
+from runner.run.session import Session
 from runner.store.files import FileStore
-from tests.helpers import build_tree
+from runner.store.record import MachineRef, Record
 
 MACHINE = """\
 version: 1
@@ -35,31 +34,12 @@ phases:
 """
 
 
-def _record(name: str, digest: str) -> dict:
-    stamp = now_iso()
-    return {
-        "format": 1,
-        "serial": 1,
-        "name": name,
-        "state": "created",
-        "machine": {"name": "plumbing", "digest": digest},
-        "inputs": {},
-        "outputs": {},
-        "paths": {"data_dir": f"data/{name}", "build_dir": f"build/{name}"},
-        "created_at": stamp,
-        "updated_at": stamp,
-        "run": None,
-        "failure": None,
-    }
-
-
 @pytest.fixture()
-def session(tmp_path: Path) -> Session:
-    build_tree(tmp_path, {"machine.yaml": MACHINE})
-    machine = load_machine(tmp_path / "machine.yaml")
-    repo = FileStore(tmp_path)
-    repo.create(_record("demo", machine.digest))
-    return Session(repo, machine, repo.load("demo"), "runner test")
+def session(work: Path, store: FileStore) -> Session:
+    machine = load_machine(work / "machine.yaml")
+    ref = MachineRef(machine.name, machine.digest)
+    store.create(Record.new("demo", machine.initial, ref, {}, data_dir=store.data_dir("demo")))
+    return Session(store, machine, store.load("demo"), "runner test", work)
 
 
 def _events(tmp_path: Path) -> list[dict]:
@@ -79,13 +59,16 @@ def test_start_then_finish_or_fail_persists_logs_and_records(
     final_state: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="runner")
-    session.fire("start_provision", "provision")
+    session.fire("start_provision", phase="provision")
     on_disk = json.loads((tmp_path / "data/demo/state.json").read_text())
     assert on_disk["state"] == "provisioning" and on_disk["serial"] == 2
-    session.fire(finish, "provision", "some_step" if finish.startswith("fail") else None)
+    assert (session.record.state, session.record.serial) == ("provisioning", 2)
+    step = "some_step" if finish.startswith("fail") else None
+    session.fire(finish, phase="provision", step=step)
     on_disk = json.loads((tmp_path / "data/demo/state.json").read_text())
     assert on_disk["state"] == final_state and on_disk["serial"] == 3
     assert session.model.state == final_state
+    assert session.record == FileStore(tmp_path).load("demo")
     events = _events(tmp_path)
     assert [(e["from"], e["to"], e["trigger"], e["serial"]) for e in events] == [
         ("created", "provisioning", "start_provision", 2),
@@ -115,7 +98,7 @@ def test_a_trigger_not_allowed_from_the_state_changes_nothing(
 
     before = (tmp_path / "data/demo/state.json").read_bytes()
     with pytest.raises(TransitionError):
-        session.fire("finish_provision", "provision")
+        session.fire("finish_provision", phase="provision")
     assert (tmp_path / "data/demo/state.json").read_bytes() == before
     assert _events(tmp_path) == []
 
@@ -128,9 +111,8 @@ def test_a_changed_state_file_is_a_conflict_not_overwritten(
     session: Session, tmp_path: Path
 ) -> None:
     other = FileStore(tmp_path)
-    record = other.load("demo")
-    other.save(record, record["serial"])  # another writer moved the serial on
+    other.save(other.load("demo"))  # another writer moved the serial on
     before = (tmp_path / "data/demo/state.json").read_bytes()
     with pytest.raises(ConflictError):
-        session.fire("start_provision", "provision")
+        session.fire("start_provision", phase="provision")
     assert (tmp_path / "data/demo/state.json").read_bytes() == before

@@ -19,6 +19,7 @@ import pytest
 from runner.errors import InterruptSignal, StepError
 from runner.run import process
 from runner.run.process import ProcessSupervisor, RunLog, install_hint
+from runner.store.files import FileArtifact
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[(?P<tag>[^\]]+)\] (?P<text>.*)$")
 
@@ -26,16 +27,26 @@ LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[(?P<tag>[^\]]+)\] 
 FAMILY = "sleep 60 & echo grandchild=$!; echo child=$$; wait"
 
 
+def open_run_log(path: Path) -> RunLog:
+    """A run log writing the file ``path`` (its folder made), named by its path."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return RunLog(FileArtifact(path, str(path)))
+
+
+def log_file(log: RunLog) -> Path:
+    return Path(log.ref)
+
+
 @pytest.fixture
 def run_log(tmp_path: Path) -> Iterator[RunLog]:
-    log = RunLog(tmp_path / "runs" / "20260101-000000-provision.log")
+    log = open_run_log(tmp_path / "runs" / "20260101-000000-provision.log")
     yield log
     log.close()
 
 
 def log_lines(log: RunLog) -> list[tuple[str, str]]:
     lines = []
-    for raw in log.path.read_text().splitlines():
+    for raw in log_file(log).read_text().splitlines():
         match = LINE.match(raw)
         assert match, f"badly formed run log line: {raw!r}"
         lines.append((match["tag"], match["text"]))
@@ -102,7 +113,7 @@ def test_lines_are_masked_everywhere(run_log: RunLog) -> None:
     )
     result = supervisor(["sh", "-c", "echo token=s3cret; echo s3cret >&2"], step="s")
     assert "s3cret" not in result.stdout + result.stderr
-    assert "s3cret" not in run_log.path.read_text()
+    assert "s3cret" not in log_file(run_log).read_text()
     assert seen and all("s3cret" not in line for line in seen)
     assert "token=***" in result.stdout
 
@@ -122,7 +133,7 @@ def test_a_long_line_is_masked_and_decoded_whole(run_log: RunLog) -> None:
         mask=lambda text: text.replace(secret, "***"),
     )
     result = supervisor([sys.executable, "-c", script], step="s")
-    log = run_log.path.read_text()
+    log = log_file(run_log).read_text()
     for where in (log, "".join(seen), result.stdout):
         assert secret not in where and secret[:10] + "\n" not in where
         assert "***" in where
@@ -207,7 +218,7 @@ def test_interrupt_from_a_signal_handler_stops_the_group(run_log: RunLog) -> Non
     assert elapsed < 5
     pids = pids_in(seen)
     assert all(wait_gone(pid) for pid in pids.values())
-    assert "stopped sh (interrupted)" in run_log.path.read_text()
+    assert "stopped sh (interrupted)" in log_file(run_log).read_text()
 
 
 def test_a_missing_program_says_what_to_install(run_log: RunLog) -> None:
@@ -282,7 +293,7 @@ def test_memory_keeps_the_tail_and_the_log_keeps_everything(
 
 def test_run_log_is_private_appends_and_is_thread_safe(tmp_path: Path) -> None:
     path = tmp_path / "runs" / "x.log"
-    with RunLog(path) as log:
+    with open_run_log(path) as log:
         log.write("engine", "first\nsecond")
 
         def write_many(tag: str) -> None:
@@ -297,7 +308,7 @@ def test_run_log_is_private_appends_and_is_thread_safe(tmp_path: Path) -> None:
         log.write("s", "an error", stream="err")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     log.write("s", "after close is ignored")
-    with RunLog(path) as again:
+    with open_run_log(path) as again:
         again.write("s", "appended")
     lines = log_lines(again)
     assert lines[:2] == [("engine", "first"), ("engine", "second")]

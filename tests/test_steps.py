@@ -22,12 +22,14 @@ import pytest
 from runner.errors import StepError
 from runner.plugin import Step, StepContext
 from runner.run.process import ProcessSupervisor, RunLog
+from runner.store.files import FileStore
 from steps.ansible import AnsibleStep
 from steps.http_check import HttpCheckStep
 from steps.shell import ShellStep
 from steps.template import TemplateStep
 from steps.tofu import TofuStep
 from steps.wait_ssh import WaitSshStep
+from tests.conftest import make_record
 
 # --- helpers -----------------------------------------------------------------------
 
@@ -52,7 +54,7 @@ class Harness:
         return step.run(self.ctx, params)
 
     def log_text(self) -> str:
-        return self.run_log.path.read_text()
+        return (self.ctx.workdir / self.run_log.ref).read_text()
 
 
 @pytest.fixture
@@ -61,10 +63,12 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     machine_dir = tmp_path / "machine"
     workdir.mkdir()
     machine_dir.mkdir()
-    run_log = RunLog(workdir / "data" / "demo" / "runs" / "20260101-000000-provision.log")
+    store = FileStore(workdir)
+    store.create(make_record(state="provisioning"))
+    run_log = RunLog(store.open_artifact("demo", "run", "provision"))
     ctx = StepContext(
         env_name="demo",
-        environment={"name": "demo", "state": "provisioning"},
+        environment=store.load("demo"),
         template_context={
             "env": {"name": "demo", "state": "provisioning", "build_dir": "build/demo"},
             "inputs": {"provider": "local", "tracker": {"http_port": 7070}},
