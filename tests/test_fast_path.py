@@ -100,7 +100,7 @@ def test_the_fast_path_output_is_what_an_operator_expects(work: Path) -> None:
     assert status["state"] == "built"
     history = json.loads(run_cli("--output", "json", "history", "beta", "-n", "2", cwd=work).stdout)
     assert len(history["events"]) == 2
-    assert FileStore(work).load("beta")["state"] == "built"
+    assert FileStore(work).load("beta").state == "built"
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ import pytest
 from runner.api import operations as ops
 from runner.errors import InterruptedRunError
 from runner.store.files import FileStore
+from runner.store.locking import hold
 from tests.helpers import build_tree, cli_env, run_cli
 
 MACHINE = """\
@@ -516,7 +517,7 @@ def test_signal_while_waiting_for_the_lock_changes_nothing(
     work: Path, sig: signal.Signals, code: int
 ) -> None:
     store = FileStore(work)
-    with store.lock("demo", "runner test-holder", 5):
+    with hold(store, "demo", "runner test-holder", 5):
         before = snapshot(work)
         proc = _spawn(work, "--lock-timeout", "60", "advance", "demo")
         try:
@@ -770,7 +771,7 @@ def test_disk_filling_up_during_a_step_loses_nothing(small_work: Path) -> None:
     proc = run_cli("advance", "demo", cwd=work)
     no_traceback(proc)
     state = FileStore(work).load("demo")  # still a valid record
-    assert state["state"] in ("building", "build_failed")
+    assert state.state in ("building", "build_failed")
     assert proc.returncode == 2, proc.stderr
     assert "data/demo/" in proc.stderr and "No space left on device" in proc.stderr
     assert "internal error" not in proc.stderr
@@ -778,4 +779,4 @@ def test_disk_filling_up_during_a_step_loses_nothing(small_work: Path) -> None:
     (work / "fill-me").unlink()
     resumed = run_cli("resume", "demo", cwd=work)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert FileStore(work).load("demo")["state"] == "built"
+    assert FileStore(work).load("demo").state == "built"

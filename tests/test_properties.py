@@ -723,19 +723,21 @@ class World:
             assert not store.exists("demo")
             return
         record = store.load("demo")
-        assert record["state"] == model.state
-        run = record["run"]
+        assert record.state == model.state
+        run = record.run
         if model.run_of is None:
             assert run is None
         else:
-            assert run["phase"] == model.run_of
-            assert run["completed_steps"] == model.completed
-            assert run["interrupted"] is model.interrupted
+            assert run is not None
+            assert run.phase == model.run_of
+            assert run.completed_steps == model.completed
+            assert run.interrupted is model.interrupted
         if self.spec.kind(model.state) == "failed":
-            assert record["failure"]["step"] == model.failed_step
-            assert record["failure"]["phase"] == model.run_of
+            assert record.failure is not None
+            assert record.failure.step == model.failed_step
+            assert record.failure.phase == model.run_of
         else:
-            assert record["failure"] is None
+            assert record.failure is None
         events = store.read_events("demo")
         assert events[0]["type"] == "created" and events[0]["to"] == INITIAL
         moves = [(e["from"], e["to"], e["trigger"]) for e in events if e["type"] == "transition"]

@@ -29,8 +29,8 @@ def test_soak_leaves_every_environment_whole(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     for name in result.names:
         record = store.load(name)
-        assert record["failure"] is None
-        assert record["run"] is None or record["run"]["interrupted"] is False
+        assert record.failure is None
+        assert record.run is None or record.run.interrupted is False
     # the counting step ran once per phase of each kind and once per resume
     counted = sum(
         int((tmp_path / "build" / name / "count").read_text()) - index % 10

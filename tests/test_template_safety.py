@@ -17,6 +17,7 @@ import pytest
 
 from runner.api import operations as ops
 from runner.store.files import FileStore
+from runner.store.record import Record
 from tests.helpers import build_tree, run_cli
 
 ESCAPES = {
@@ -91,7 +92,7 @@ def workspace(work: Path, machine: Path | None = None) -> ops.Workspace:
     )
 
 
-def advance(work: Path, sets: list[str] | None = None, machine: Path | None = None) -> dict:
+def advance(work: Path, sets: list[str] | None = None, machine: Path | None = None) -> Record:
     """Create `demo` and advance it in-process; the stored record afterwards."""
     ws = workspace(work, machine)
     ops.create(ws, "demo", None, sets or [])
@@ -99,11 +100,11 @@ def advance(work: Path, sets: list[str] | None = None, machine: Path | None = No
     return FileStore(work).load("demo")
 
 
-def assert_refused_by_the_sandbox(record: dict, work: Path) -> None:
-    assert record["state"] == "build_failed"
-    failure = record["failure"]
-    assert failure["kind"] == "template", failure
-    assert "sandbox" in failure["summary"] and "unsafe" in failure["summary"], failure
+def assert_refused_by_the_sandbox(record: Record, work: Path) -> None:
+    assert record.state == "build_failed"
+    failure = record.failure
+    assert failure.kind == "template", failure
+    assert "sandbox" in failure.summary and "unsafe" in failure.summary, failure
     assert not (work / "ran").exists()  # nothing after the refusal ran
     assert not (work / "pwned").exists()
 
@@ -142,7 +143,7 @@ def test_template_files_cannot_reach_python_internals(tmp_path: Path, name: str)
     )
     record = advance(tmp_path)
     assert_refused_by_the_sandbox(record, tmp_path)
-    assert "zz-evil.txt.j2" in record["failure"]["summary"]
+    assert "zz-evil.txt.j2" in record.failure.summary
     assert not (tmp_path / "build/out/zz-evil.txt").exists()
 
 
@@ -172,9 +173,9 @@ def test_template_files_only_see_their_folder(tmp_path: Path, include: str) -> N
         },
     )
     record = advance(work)
-    assert record["state"] == "build_failed"
-    assert record["failure"]["kind"] == "template", record["failure"]
-    assert "not found" in record["failure"]["summary"]
+    assert record.state == "build_failed"
+    assert record.failure.kind == "template", record.failure
+    assert "not found" in record.failure.summary
     assert not (work / "ran").exists()
     for path in (work / "build").rglob("*") if (work / "build").exists() else []:
         assert not path.is_file() or SECRET not in path.read_text()
@@ -203,9 +204,9 @@ def test_an_include_through_a_link_out_of_the_folder_is_refused(
     record = advance(work, sets)
     written = [p.read_text() for p in (work / "build").rglob("*") if p.is_file()]
     assert not any(SECRET in text for text in written), "the file outside was rendered"
-    assert record["state"] == "build_failed"
-    assert record["failure"]["kind"] in ("configuration", "template"), record["failure"]
-    assert "outside" in record["failure"]["summary"], record["failure"]
+    assert record.state == "build_failed"
+    assert record.failure.kind in ("configuration", "template"), record.failure
+    assert "outside" in record.failure.summary, record.failure
 
 
 def _folders(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -261,11 +262,11 @@ def test_sources_and_targets_outside_are_refused(
     before = sorted(p.name for p in outside.iterdir())
     sets = [f"src={src.format(outside=outside)}", f"dst={dst.format(outside=outside)}"]
     record = advance(work, sets, machine_dir / "machine.yaml")
-    assert record["state"] == "build_failed"
-    failure = record["failure"]
-    assert failure["kind"] == "configuration", failure
+    assert record.state == "build_failed"
+    failure = record.failure
+    assert failure.kind == "configuration", failure
     for word in words:
-        assert word in failure["summary"], failure
+        assert word in failure.summary, failure
     assert sorted(p.name for p in outside.iterdir()) == before  # nothing written outside
     assert not (work / "ran").exists()
     assert not any(
@@ -276,11 +277,11 @@ def test_sources_and_targets_outside_are_refused(
 def test_sources_in_the_machine_folder_and_the_workdir_are_fine(tmp_path: Path) -> None:
     machine_dir, work, _outside = _folders(tmp_path)
     record = advance(work, ["src=tpl", "dst=build/a"], machine_dir / "machine.yaml")
-    assert record["state"] == "built", record["failure"]
+    assert record.state == "built", record.failure
     assert (work / "build/a/app.conf").read_text() == "app demo\n"
     (work / "data").rename(work / "data-1")
     record = advance(work, [f"src={work}/local", "dst=build/b"], machine_dir / "machine.yaml")
-    assert record["state"] == "built", record["failure"]
+    assert record.state == "built", record.failure
     assert (work / "build/b/w.conf").read_text() == "work demo\n"
 
 
@@ -289,7 +290,7 @@ def test_a_target_through_a_link_out_of_the_workdir_is_refused(tmp_path: Path) -
     (work / "build").mkdir(parents=True)
     os.symlink(outside, work / "build/escape")
     record = advance(work, ["src=tpl", "dst=build/escape/x"], machine_dir / "machine.yaml")
-    assert record["state"] == "build_failed"
-    assert record["failure"]["kind"] == "configuration"
-    assert "not inside the working directory" in record["failure"]["summary"]
+    assert record.state == "build_failed"
+    assert record.failure.kind == "configuration"
+    assert "not inside the working directory" in record.failure.summary
     assert sorted(p.name for p in outside.iterdir()) == ["evil.conf.j2", "keep.txt"]
