@@ -1,8 +1,8 @@
 """Benchmark: the per-environment lock, alone and under contention.
 
-- Uncontended: ``with FileStore.lock(env)`` entered and left in a loop (open the lock
-  file, flock, write who holds it, clear it, unlock, close), against a bare loop of
-  open + flock + unlock + close of the same file.
+- Uncontended: ``with hold(store, env, ...)`` (runner.store.locking) entered and left
+  in a loop (open the lock file, flock, write who holds it, clear it, unlock, close),
+  against a bare loop of open + flock + unlock + close of the same file.
 - One environment, 8 processes: a machine whose two phases take turns (``flip`` a → b,
   ``flop`` b → a, one ``true`` step each), so `advance` can run forever. 8 worker
   processes (Python API, lock timeout 600 s) each run 25 phases on the SAME
@@ -84,11 +84,11 @@ def _workspace(workdir: Path, command: str) -> Any:
 
 def _instrument_lock() -> dict[str, Any]:
     """Count and time (wall and CPU) the waiting for locks in this process, and note
-    when each hold of a lock began and ended (``holds``: (start, end, pid))."""
-    from contextlib import contextmanager
+    when each hold of a lock began and ended (``holds``: (start, end, pid)).
 
+    The file store takes every lock through ``filelock.acquire`` (one try, or one
+    bounded wait) and releases it through the lease it returns: both are wrapped."""
     from runner.store import filelock as locking
-    from runner.store.files import FileStore
 
     stats: dict[str, Any] = {
         "wait_wall": 0.0,
@@ -97,28 +97,27 @@ def _instrument_lock() -> dict[str, Any]:
         "acquires": 0.0,
         "holds": [],
     }
-    lock = FileStore.lock
+    acquire, try_lock = locking.acquire, locking._try_lock
 
-    @contextmanager
-    def timed_lock(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with lock(self, *args, **kwargs) as info:
-            began = time.monotonic()
-            try:
-                yield info
-            finally:
-                stats["holds"].append((began, time.monotonic(), os.getpid()))
-
-    FileStore.lock = timed_lock  # type: ignore[method-assign,assignment]
-    acquire, try_lock = locking._acquire, locking._try_lock
-
-    def timed_acquire(*args: Any, **kwargs: Any) -> None:
+    def timed_acquire(*args: Any, **kwargs: Any) -> Any:
         wall, cpu = time.monotonic(), time.process_time()
         try:
-            acquire(*args, **kwargs)
+            lease = acquire(*args, **kwargs)
         finally:
             stats["wait_wall"] += time.monotonic() - wall
             stats["wait_cpu"] += time.process_time() - cpu
             stats["acquires"] += 1
+        if lease is not None:
+            began, release = time.monotonic(), lease.release
+
+            def noted_release() -> None:
+                try:
+                    release()
+                finally:
+                    stats["holds"].append((began, time.monotonic(), os.getpid()))
+
+            lease.release = noted_release
+        return lease
 
     def counted_try(*args: Any, **kwargs: Any) -> bool:
         got: bool = try_lock(*args, **kwargs)
@@ -126,7 +125,7 @@ def _instrument_lock() -> dict[str, Any]:
             stats["busy"] += 1
         return got
 
-    locking._acquire = timed_acquire  # type: ignore[assignment]
+    locking.acquire = timed_acquire  # type: ignore[assignment]
     locking._try_lock = counted_try  # type: ignore[assignment]
     return stats
 
@@ -183,12 +182,13 @@ def _waiter(workdir: str, env: str, barrier: Any, results: Any) -> None:
     import portalocker  # noqa: F401  (imported on the first lock: not part of the wait)
 
     from runner.store.files import FileStore
+    from runner.store.locking import hold
 
     store = FileStore(Path(workdir))
     barrier.wait()
     time.sleep(0.05)  # let the holder's sleep start
     wall, cpu = time.monotonic(), time.process_time()
-    with store.lock(env, "bench waiter", LOCK_TIMEOUT_S):
+    with hold(store, env, "bench waiter", LOCK_TIMEOUT_S):
         waited, burned = time.monotonic() - wall, time.process_time() - cpu
     results.put({"wait_wall": waited, "wait_cpu": burned})
 
@@ -260,14 +260,15 @@ def _chain_problems(workdir: Path, env: str, expected: int) -> list[str]:
     if finished != expected:
         problems.append(f"{finished} phases finished, expected {expected}")
     record = store.load(env)
-    if record["state"] != state:
-        problems.append(f"state.json says {record['state']}, the log ends in {state}")
+    if record.state != state:
+        problems.append(f"state.json says {record.state}, the log ends in {state}")
     return problems
 
 
 def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figure], list[str]]:
     from runner.api import operations as ops
     from runner.store.files import LOCK_FILE, FileStore
+    from runner.store.locking import hold
 
     phases = 10 if quick else 25
     hold_s = 1.0 if quick else 2.0
@@ -289,12 +290,12 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
         store = FileStore(work)
 
         # -- uncontended -------------------------------------------------------------
-        lock_path = store.artifacts_dir("solo") / LOCK_FILE
+        lock_path = store.root / "solo" / LOCK_FILE
 
         def locks() -> float:
             start = time.perf_counter()
             for _ in range(batch):
-                with store.lock("solo", "bench", 0):
+                with hold(store, "solo", "bench", 0):
                     pass
             return (time.perf_counter() - start) / batch
 
@@ -313,7 +314,7 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
         figures.append(
             Figure(
                 BENCH,
-                "FileStore.lock acquire+release, uncontended",
+                "store lock (locking.hold) acquire+release, uncontended",
                 median(times["lock"]),
                 baseline=median(times["bare"]),
                 baseline_name="open+flock+unlock+close",
@@ -398,12 +399,12 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
         )
 
         # -- waiters while this process holds the lock -------------------------------
-        def hold(barrier: Any) -> None:
-            with store.lock("waited", "bench holder", 0):
+        def hold_it(barrier: Any) -> None:
+            with hold(store, "waited", "bench holder", 0):
                 barrier.wait()
                 time.sleep(hold_s)
 
-        waiters = _run_workers(ctx, _waiter, [(str(work), "waited")] * (WORKERS - 1), hold)
+        waiters = _run_workers(ctx, _waiter, [(str(work), "waited")] * (WORKERS - 1), hold_it)
         w_wall = sum(r["wait_wall"] for r in waiters)
         w_cpu = sum(r["wait_cpu"] for r in waiters)
         figures.append(
@@ -468,11 +469,12 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
                 f"{gaps['other_total'] * 1000:.0f} ms in all, against "
                 f"{gaps['same_median'] * 1000:.2f} ms when the releasing process takes it "
                 "again.\n"
-                f"A waiter polls with a sleep from {locking.FIRST_POLL_S * 1000:g} ms doubling "
-                f"up to {locking.MAX_POLL_S * 1000:g} ms (runner/locking.py _acquire, "
-                "FIRST_POLL_S/MAX_POLL_S): a release is noticed only at a waiter's next poll, "
-                "and meanwhile the releasing process, if it has more to do, takes the lock "
-                "again at once."
+                "In the main thread a waiter waits in the kernel (woken at the release); "
+                f"elsewhere it polls with a sleep from {locking.FIRST_POLL_S * 1000:g} ms "
+                f"doubling up to {locking.MAX_POLL_S * 1000:g} ms (runner/store/filelock.py "
+                "_wait, FIRST_POLL_S/MAX_POLL_S): a release is then noticed only at a "
+                "waiter's next poll, and meanwhile the releasing process, if it has more to "
+                "do, takes the lock again at once."
             )
     return figures, findings
 

@@ -31,11 +31,11 @@ BENCH = "save"
 TARGET = Target("ratio", 2.0)
 
 
-def realistic_record(store: Any, work: Path) -> dict[str, Any]:
+def realistic_record(store: Any, work: Path) -> Any:
     """The shipped machine's record after a run (see the module docstring), stored."""
     from runner.api import operations as ops
     from runner.machine.loader import load_machine
-    from runner.store.contract import now_iso
+    from runner.store.record import Failure, Run, now_iso
 
     machine = load_machine(ROOT / "machine.yaml")
     ws = ops.Workspace(
@@ -56,40 +56,36 @@ def realistic_record(store: Any, work: Path) -> dict[str, Any]:
         '{"changed": false, "msg": "Could not find the requested service ufw: host", '
         '"rc": 1, "stderr": "Failed to enable unit: Unit file ufw.service does not exist."}'
     )
-    record.update(
-        {
-            "state": "configure_failed",
-            "outputs": {
-                "instance_ip": "10.140.190.23",
-                "instance_dir": "build/demo/instance",
-            },
-            "run": {
-                "phase": "configure",
-                "started_at": stamp,
-                "finished_at": stamp,
-                "pid": 424242,
-                "host": "ci-runner-7",
-                "completed_steps": steps[:-1],
-                "skipped_steps": [],
-                "current_step": None,
-                "interrupted": False,
-                "trace": None,
-                "log": "data/demo/runs/20260101-103000-123-configure.log",
-            },
-            "failure": {
-                "phase": "configure",
-                "step": steps[-1],
-                "kind": "command_failed",
-                "summary": summary,
-                "exit_code": 2,
-                "started_at": stamp,
-                "failed_at": stamp,
-                "duration_s": 41.273,
-                "trace": "data/demo/traces/20260101-103045-456-configure.log",
-            },
-        }
+    record.state = "configure_failed"
+    record.outputs = {"instance_ip": "10.140.190.23", "instance_dir": "build/demo/instance"}
+    record.run = Run(
+        phase="configure",
+        started_at=stamp,
+        finished_at=stamp,
+        pid=424242,
+        host="ci-runner-7",
+        completed_steps=steps[:-1],
+        skipped_steps=[],
+        current_step=None,
+        interrupted=False,
+        trace=None,
+        log="data/demo/runs/20260101-103000-123-configure.log",
     )
-    return store.save(record, record["serial"])
+    record.failure = Failure(
+        phase="configure",
+        step=steps[-1],
+        kind="command_failed",
+        summary=summary,
+        exit_code=2,
+        attempts=1,
+        hint="see the trace for the task's output",
+        started_at=stamp,
+        failed_at=stamp,
+        duration_s=41.273,
+        trace="data/demo/traces/20260101-103045-456-configure.log",
+    )
+    store.save(record)  # sets the new serial on the record
+    return record
 
 
 def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figure], list[str]]:
@@ -103,16 +99,15 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
         work = Path(tmp)
         store = FileStore(work)
         record = realistic_record(store, work)
-        folder = store.artifacts_dir("demo")
+        folder = store.root / "demo"
         size = len((folder / STATE_FILE).read_bytes())
-        data = _serialize(record)
+        data = _serialize(record.to_json())
         per_save: dict[str, list[float]] = {"save": [], "floor": []}
 
         def saves() -> float:
-            nonlocal record
             start = time.perf_counter()
             for _ in range(batch):
-                record = store.save(record, record["serial"])
+                store.save(record)
             return (time.perf_counter() - start) / batch
 
         def floors() -> float:
@@ -122,11 +117,11 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
         per_save.update(times)
 
         # the same save without the disk: what the store itself costs
-        import runner.store.files as fs
+        import runner.files as fs  # the durable-write primitives every save goes through
 
-        real_fsync, real_dir = fs.os.fsync, fs._fsync_dir
+        real_fsync, real_dir = fs.os.fsync, fs.fsync_dir
         fs.os.fsync = lambda fd: None  # type: ignore[assignment]
-        fs._fsync_dir = lambda folder: None  # type: ignore[assignment]
+        fs.fsync_dir = lambda folder: None  # type: ignore[assignment]
         try:
             nosync = interleaved(
                 {
@@ -138,7 +133,7 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
                 rounds,
             )
         finally:
-            fs.os.fsync, fs._fsync_dir = real_fsync, real_dir
+            fs.os.fsync, fs.fsync_dir = real_fsync, real_dir
 
         figures.append(
             Figure(
@@ -167,9 +162,8 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
         if force_profile or any(f.met is False for f in figures):
 
             def many() -> None:
-                nonlocal record
                 for _ in range(200):
-                    record = store.save(record, record["serial"])
+                    store.save(record)
 
             findings.append(profile("200 x FileStore.save", many, top=20, sort="tottime"))
     return figures, findings

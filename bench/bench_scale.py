@@ -49,37 +49,36 @@ PHASES = 1_000
 EVENTS = 100_000
 
 
-def record(name: str) -> dict[str, Any]:
+def record(name: str) -> Any:
+    """A new environment's record, as `runner create` makes it for the shipped machine."""
+    from runner.store.record import MachineRef, Paths, Record
+
     stamp = "2026-01-01T00:00:00.000Z"
-    return {
-        "format": 1,
-        "serial": 1,
-        "name": name,
-        "state": "created",
-        "machine": {"name": "tracker-deploy", "digest": "sha256:" + "0" * 64},
-        "inputs": {"provider": "local", "ssh": {"user": "torrust", "port": 22}},
-        "outputs": {},
-        "paths": {"data_dir": f"data/{name}", "build_dir": f"build/{name}"},
-        "created_at": stamp,
-        "updated_at": stamp,
-        "run": None,
-        "failure": None,
-    }
+    return Record(
+        name=name,
+        state="created",
+        machine=MachineRef("tracker-deploy", "sha256:" + "0" * 64),
+        paths=Paths(data_dir=f"data/{name}", build_dir=f"build/{name}"),
+        created_at=stamp,
+        updated_at=stamp,
+        inputs={"provider": "local", "ssh": {"user": "torrust", "port": 22}},
+    )
 
 
 @contextlib.contextmanager
 def fast_setup() -> Iterator[None]:
     """No fsyncs and no leftover sweep in runner.store.files (setup only)."""
+    import runner.files as durable
     import runner.store.files as fs
 
-    saved = (fs.os.fsync, fs._fsync_dir, fs.FileStore._sweep_leftovers)
-    fs.os.fsync = lambda fd: None  # type: ignore[assignment]
-    fs._fsync_dir = lambda folder: None  # type: ignore[assignment]
+    saved = (durable.os.fsync, fs.fsync_dir, fs.FileStore._sweep_leftovers)
+    durable.os.fsync = lambda fd: None  # type: ignore[assignment]
+    fs.fsync_dir = lambda folder: None  # type: ignore[assignment]  # create's folder syncs
     fs.FileStore._sweep_leftovers = lambda self: None  # type: ignore[method-assign]
     try:
         yield
     finally:
-        fs.os.fsync, fs._fsync_dir, fs.FileStore._sweep_leftovers = saved  # type: ignore[method-assign]
+        durable.os.fsync, fs.fsync_dir, fs.FileStore._sweep_leftovers = saved  # type: ignore[method-assign]
 
 
 def event(i: int) -> dict[str, Any]:
@@ -208,7 +207,7 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
         for i in range(EVENTS):
             hstore.append_event("busy", event(i))
         append_s = time.perf_counter() - started
-        size_mib = (hstore.artifacts_dir("busy") / "events.jsonl").stat().st_size / 2**20
+        size_mib = (hstore.root / "busy" / "events.jsonl").stat().st_size / 2**20
         baseline = Command(python_pass(), hist)
         last = Command(runner_argv("history", "busy", "--limit", "50"), hist)
         times = interleaved({"baseline": baseline, "last": last}, runs)

@@ -233,7 +233,7 @@ def run_soak(
 
     store = FileStore(workdir)
     for name in names:
-        if store.load(name)["state"].endswith("_failed"):
+        if store.load(name).state.endswith("_failed"):
             result = ops.resume(ws, name)
             totals.resumes += 1
             if result.failed:
@@ -273,6 +273,7 @@ def problems(result: SoakResult) -> list[str]:
     """Everything wrong with the environments after a soak (an empty list: all good)."""
     from runner.errors import RunnerError
     from runner.store.files import FileStore
+    from runner.store.locking import hold
 
     store = FileStore(result.workdir)
     found: list[str] = []
@@ -293,20 +294,18 @@ def problems(result: SoakResult) -> list[str]:
             if event["from"] != state:
                 found.append(f"{name}: transition {event['from']} → {event['to']} after {state}")
             state = event["to"]
-        if state != record["state"]:
-            found.append(
-                f"{name}: the event log ends in {state}, state.json says {record['state']}"
-            )
-        if record["state"] not in (INITIAL, "busy"):
-            found.append(f"{name}: left in {record['state']}")
+        if state != record.state:
+            found.append(f"{name}: the event log ends in {state}, state.json says {record.state}")
+        if record.state not in (INITIAL, "busy"):
+            found.append(f"{name}: left in {record.state}")
         if store.lock_holder(name) is not None:
             found.append(f"{name}: lock still held by {store.lock_holder(name)}")
         try:
-            with store.lock(name, "soak check", 0):
+            with hold(store, name, "soak check", 0):
                 pass
         except RunnerError as exc:
             found.append(f"{name}: cannot be locked at once: {exc}")
-        folder = store.artifacts_dir(name)
+        folder = store.root / name
         temps = [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
         if temps:
             found.append(f"{name}: temp files left: {temps}")
