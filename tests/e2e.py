@@ -3,18 +3,31 @@ ports, the embedded engine, and finding processes left behind."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
 
-from tests.helpers import run_cli
+from tests.helpers import ROOT, read_events, read_state, run_cli
 
-REPO = Path(__file__).resolve().parent.parent
+__all__ = [
+    "ENV",
+    "MACHINE",
+    "REPO",
+    "alive",
+    "cleaned_up",
+    "events",
+    "free_port",
+    "processes_mentioning",
+    "runner",
+    "spawn",
+    "state",
+    "tracker_ports",
+]
+
+REPO = ROOT
 MACHINE = REPO / "machine.yaml"
 
 
@@ -50,13 +63,9 @@ def spawn(work: Path, *args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def state(work: Path, name: str) -> dict[str, Any]:
-    return dict(json.loads((work / "data" / name / "state.json").read_text()))
-
-
-def events(work: Path, name: str) -> list[dict[str, Any]]:
-    lines = (work / "data" / name / "events.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+#: The stored form of an environment, and its events (tests.helpers).
+state = read_state
+events = read_events
 
 
 def processes_mentioning(text: str) -> list[int]:

@@ -1,13 +1,16 @@
-"""Small helpers shared by the tests: write a file tree, run the `runner` CLI."""
+"""Small helpers shared by the tests: write a file tree, run the `runner` CLI, read what
+it stored (the raw JSON of a state file, an event log)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 # The checkout's root: a subprocess finds `runner` and `steps` from here even when the
 # package is not installed (entry points still come from the installed metadata).
@@ -63,3 +66,16 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def read_state(work: Path, name: str = "demo") -> dict[str, Any]:
+    """The stored form of environment ``name`` in the working directory ``work``: the
+    JSON of ``data/<name>/state.json``, as any reader of the file sees it."""
+    data: dict[str, Any] = json.loads((work / "data" / name / "state.json").read_text())
+    return data
+
+
+def read_events(work: Path, name: str = "demo") -> list[dict[str, Any]]:
+    """The events of ``data/<name>/events.jsonl``, oldest first (blank lines skipped)."""
+    lines = (work / "data" / name / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import build_tree, run_cli
+from tests.helpers import read_state, run_cli
 
 MACHINE = """\
 version: 1
@@ -53,15 +50,6 @@ phases:
         uses: shell
         with: {argv: ["true"]}
 """
-
-
-@pytest.fixture()
-def work(tmp_path: Path) -> Iterator[Path]:
-    build_tree(tmp_path, {"machine.yaml": MACHINE})
-    yield tmp_path
-    for pid_file in tmp_path.glob("*.pid"):  # never leave a sleeping child behind
-        with contextlib.suppress(ValueError, ProcessLookupError):
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def _spawn(work: Path, *args: str) -> subprocess.Popen[str]:
@@ -125,7 +113,7 @@ def test_a_killed_holder_never_blocks_and_is_named_in_a_warning(work: Path) -> N
     assert proc.returncode == 0, proc.stderr
     assert time.monotonic() - started < 15
     assert str(holder.pid) in proc.stderr and "WARNING" in proc.stderr
-    record = json.loads((work / "data/demo/state.json").read_text())
+    record = read_state(work)
     assert record["state"] == "destroyed"
 
 
@@ -170,7 +158,7 @@ def test_an_endless_lock_timeout_waits_until_the_holder_ends(work: Path, timeout
     out, err = waiter.communicate(timeout=60)
     assert "Traceback" not in err and "internal error" not in err, err
     assert waiter.returncode == 0, out + err
-    assert json.loads((work / "data/demo/state.json").read_text())["state"] == "destroyed"
+    assert read_state(work)["state"] == "destroyed"
 
 
 def test_a_lock_timeout_that_is_not_a_number_is_refused(work: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import build_tree, run_cli
+from tests.helpers import build_tree, read_state, run_cli
 
 MACHINE = """\
 version: 1
@@ -36,21 +36,11 @@ phases:
 """
 
 
-@pytest.fixture()
-def work(tmp_path: Path) -> Path:
-    build_tree(tmp_path, {"machine.yaml": MACHINE})
-    return tmp_path
-
-
-def _state(work: Path, name: str) -> dict:
-    return json.loads((work / "data" / name / "state.json").read_text())
-
-
 def test_create_applies_defaults_sets_and_config(work: Path) -> None:
     build_tree(work, {"cfg.yaml": "provider: cloud\nssh: {user: admin}\n"})
     proc = run_cli("create", "demo", "--config", "cfg.yaml", "--set", "ssh.port=2222", cwd=work)
     assert proc.returncode == 0, proc.stderr
-    record = _state(work, "demo")
+    record = read_state(work, "demo")
     assert record["inputs"] == {"provider": "cloud", "ssh": {"user": "admin", "port": 2222}}
     assert record["state"] == "new" and record["serial"] == 1
     assert record["paths"] == {"data_dir": "data/demo", "build_dir": "build/demo"}

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from runner.machine.loader import load_machine
 from runner.run.session import Session
 from runner.store.files import FileStore
 from runner.store.record import MachineRef, Record
+from tests.helpers import read_events, read_state
 
 MACHINE = """\
 version: 1
@@ -42,11 +42,6 @@ def session(work: Path, store: FileStore) -> Session:
     return Session(store, machine, store.load("demo"), "runner test", work)
 
 
-def _events(tmp_path: Path) -> list[dict]:
-    text = (tmp_path / "data/demo/events.jsonl").read_text()
-    return [json.loads(line) for line in text.splitlines() if line]
-
-
 @pytest.mark.parametrize(
     "finish,final_state",
     [("finish_provision", "provisioned"), ("fail_provision", "provision_failed")],
@@ -60,16 +55,16 @@ def test_start_then_finish_or_fail_persists_logs_and_records(
 ) -> None:
     caplog.set_level(logging.INFO, logger="runner")
     session.fire("start_provision", phase="provision")
-    on_disk = json.loads((tmp_path / "data/demo/state.json").read_text())
+    on_disk = read_state(tmp_path)
     assert on_disk["state"] == "provisioning" and on_disk["serial"] == 2
     assert (session.record.state, session.record.serial) == ("provisioning", 2)
     step = "some_step" if finish.startswith("fail") else None
     session.fire(finish, phase="provision", step=step)
-    on_disk = json.loads((tmp_path / "data/demo/state.json").read_text())
+    on_disk = read_state(tmp_path)
     assert on_disk["state"] == final_state and on_disk["serial"] == 3
     assert session.model.state == final_state
     assert session.record == FileStore(tmp_path).load("demo")
-    events = _events(tmp_path)
+    events = read_events(tmp_path)
     assert [(e["from"], e["to"], e["trigger"], e["serial"]) for e in events] == [
         ("created", "provisioning", "start_provision", 2),
         ("provisioning", final_state, finish, 3),
@@ -100,7 +95,7 @@ def test_a_trigger_not_allowed_from_the_state_changes_nothing(
     with pytest.raises(TransitionError):
         session.fire("finish_provision", phase="provision")
     assert (tmp_path / "data/demo/state.json").read_bytes() == before
-    assert _events(tmp_path) == []
+    assert read_events(tmp_path) == []
 
 
 def test_no_auto_transitions(session: Session) -> None:

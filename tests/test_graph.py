@@ -63,12 +63,6 @@ def shipped() -> MachineDef:
     return load_machine(SHIPPED)
 
 
-@pytest.fixture()
-def demo(tmp_path: Path) -> Path:
-    build_tree(tmp_path, {"machine.yaml": MACHINE})
-    return tmp_path
-
-
 def mermaid_edges(text: str) -> set[tuple[str, str, str]]:
     return {(m[1], m[2], m[3]) for m in re.finditer(r"^\s+(\S+) --> (\S+): (.+)$", text, re.M)}
 
@@ -117,8 +111,8 @@ def test_mermaid_is_the_default_and_goes_to_stdout(tmp_path: Path, shipped: Mach
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_mermaid_of_a_small_machine(demo: Path) -> None:
-    proc = run_cli("graph", cwd=demo)  # machine.yaml of the working directory
+def test_mermaid_of_a_small_machine(work: Path) -> None:
+    proc = run_cli("graph", cwd=work)  # machine.yaml of the working directory
     assert proc.returncode == 0, proc.stderr
     edges = mermaid_edges(proc.stdout)
     assert ("new", "building", "build") in edges
@@ -183,11 +177,11 @@ def test_dot_output_is_accepted_by_graphviz(tmp_path: Path, shipped: MachineDef)
 
 
 @needs_dot
-def test_dot_of_the_small_machine_is_accepted_by_graphviz(demo: Path) -> None:
-    proc = run_cli("graph", "-f", "dot", "-o", "m.dot", cwd=demo)
+def test_dot_of_the_small_machine_is_accepted_by_graphviz(work: Path) -> None:
+    proc = run_cli("graph", "-f", "dot", "-o", "m.dot", cwd=work)
     assert proc.returncode == 0, proc.stderr
     drawn = subprocess.run(
-        ["dot", "-Tsvg", "m.dot"], cwd=demo, capture_output=True, check=False, timeout=60
+        ["dot", "-Tsvg", "m.dot"], cwd=work, capture_output=True, check=False, timeout=60
     )
     assert drawn.returncode == 0, drawn.stderr
 
@@ -247,17 +241,17 @@ def test_svg_without_graphviz_says_how_to_install_it(tmp_path: Path) -> None:
         assert run_cli("--machine", SHIPPED, "graph", "-f", fmt, cwd=work, env=env).returncode == 0
 
 
-def test_broken_machine_makes_graph_fail(demo: Path) -> None:
-    machine = demo / "machine.yaml"
+def test_broken_machine_makes_graph_fail(work: Path) -> None:
+    machine = work / "machine.yaml"
     machine.write_text(MACHINE.replace("to: built", "to: biult"), encoding="utf-8")
-    proc = run_cli("graph", cwd=demo)
+    proc = run_cli("graph", cwd=work)
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert f"{machine}:19:9: state 'biult' is not declared (did you mean 'built'?)" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_unknown_format_is_refused(demo: Path) -> None:
-    proc = run_cli("graph", "--format", "jpeg", cwd=demo)
+def test_unknown_format_is_refused(work: Path) -> None:
+    proc = run_cli("graph", "--format", "jpeg", cwd=work)
     assert proc.returncode == 2
     assert "jpeg" in proc.stderr

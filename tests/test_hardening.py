@@ -32,7 +32,7 @@ from runner.api import operations as ops
 from runner.errors import InterruptedRunError
 from runner.store.files import FileStore
 from runner.store.locking import hold
-from tests.helpers import build_tree, cli_env, run_cli
+from tests.helpers import build_tree, cli_env, read_state, run_cli
 
 MACHINE = """\
 version: 1
@@ -131,17 +131,13 @@ def workspace(work: Path) -> ops.Workspace:
     )
 
 
-def record(work: Path, name: str = "demo") -> dict:
-    return json.loads((work / "data" / name / "state.json").read_text())
-
-
 def ran(work: Path) -> str:
     path = work / "ran.txt"
     return path.read_text() if path.exists() else ""
 
 
 def rewrite_state(work: Path, change: Callable[[dict], None]) -> None:
-    data = record(work)
+    data = read_state(work)
     change(data)
     (work / STATE).write_text(json.dumps(data, indent=2))
 
@@ -308,12 +304,12 @@ def workdir_is_a_file(work: Path) -> None:
 
 def created_other(before: Snapshot, after: Snapshot, work: Path) -> None:
     only_changed(before, after, "data/other")
-    assert record(work, "other")["inputs"]["provider"] == "cloud"
+    assert read_state(work, "other")["inputs"]["provider"] == "cloud"
 
 
 def advanced_despite_the_lock_file(before: Snapshot, after: Snapshot, work: Path) -> None:
     only_changed(before, after, STATE, LOCK, EVENTS, "data/demo/runs")
-    assert record(work)["state"] == "built"
+    assert read_state(work)["state"] == "built"
     assert after[LOCK] == b""  # the holder record is cleared on release
     events = appended(before, after, EVENTS)
     moves = [(e["from"], e["to"]) for e in events if e["type"] == "transition"]
@@ -534,7 +530,7 @@ def test_signal_while_waiting_for_the_lock_changes_nothing(
     assert proc.returncode == code, f"exit {proc.returncode}, stderr: {err!r}"
     assert "interrupted" in err
     assert after == before  # the holder's record in state.lock is ours; nothing else moved
-    assert record(work)["state"] == "created"
+    assert read_state(work)["state"] == "created"
 
 
 @pytest.mark.parametrize(
@@ -596,7 +592,7 @@ def test_signal_while_the_step_program_is_being_started_stops_it(
         with pytest.raises(InterruptedRunError):
             ops.advance(ws, "napper")
         monkeypatch.undo()
-        assert record(work, "napper")["state"] == "building"
+        assert read_state(work, "napper")["state"] == "building"
         assert len(started) == 1
         _wait_until(lambda: not _alive(started[0]), "the step's program to stop", timeout=5)
         time.sleep(0.2)  # had it lived on, it would be writing by now
@@ -631,7 +627,7 @@ def test_a_step_deadline_while_the_program_is_being_started_stops_it(
         result = ops.advance(ws, "napper")
         monkeypatch.undo()
         assert result.failed
-        failed = record(work, "napper")
+        failed = read_state(work, "napper")
         assert failed["state"] == "build_failed", failed
         assert (failed["failure"]["step"], failed["failure"]["kind"]) == ("one", "timeout")
         assert len(started) == 1

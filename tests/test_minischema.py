@@ -13,42 +13,14 @@ from hypothesis import strategies as st
 
 from runner.minischema import UnsupportedSchema, compile_schema
 from runner.resources import schema_path
+from tests.conftest import failed_record, format_1
 
 SCHEMA = json.loads(schema_path("state").read_text())
 CHECK = compile_schema(SCHEMA)
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
-VALID: dict[str, Any] = {
-    "format": 1,
-    "serial": 9,
-    "name": "demo",
-    "state": "provision_failed",
-    "machine": {"name": "tracker-deploy", "digest": "sha256:" + "a" * 64},
-    "inputs": {"provider": "local"},
-    "outputs": {"instance_ip": "127.0.0.1"},
-    "paths": {"data_dir": "data/demo", "build_dir": "build/demo"},
-    "created_at": "2026-11-22T10:30:15.123Z",
-    "updated_at": "2026-11-22T10:32:45.678Z",
-    "run": {
-        "phase": "provision",
-        "started_at": "2026-11-22T10:30:15.123Z",
-        "pid": 4242,
-        "host": "ci-1",
-        "completed_steps": ["a", "b"],
-        "current_step": "c",
-        "interrupted": False,
-    },
-    "failure": {
-        "phase": "provision",
-        "step": "c",
-        "kind": "command_failed",
-        "summary": "tofu apply exited with 1",
-        "exit_code": 1,
-        "failed_at": "2026-11-22T10:32:45.678Z",
-        "duration_s": 212.9,
-        "trace": "data/demo/traces/x.log",
-    },
-}
+#: The design's example record: a failed provision, every optional field set.
+VALID: dict[str, Any] = failed_record().to_json()
 
 JSON = st.recursive(
     st.none()
@@ -78,6 +50,9 @@ def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
 def test_the_valid_record_passes_both() -> None:
     assert VALIDATOR.is_valid(VALID)
     assert CHECK(VALID, "") is None
+    old = format_1(VALID)  # as a format 1 runner wrote it
+    assert VALIDATOR.is_valid(old)
+    assert CHECK(old, "") is None
 
 
 @settings(max_examples=400, deadline=None)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import build_tree, run_cli
+from tests.helpers import build_tree, read_events, read_state, run_cli
 
 MACHINE = """\
 version: 1
@@ -74,21 +74,6 @@ phases:
 """
 
 
-@pytest.fixture()
-def work(tmp_path: Path) -> Path:
-    build_tree(tmp_path, {"machine.yaml": MACHINE})
-    return tmp_path
-
-
-def state_of(work: Path, name: str = "demo") -> dict:
-    return json.loads((work / "data" / name / "state.json").read_text())
-
-
-def events_of(work: Path, name: str = "demo") -> list[dict]:
-    lines = (work / "data" / name / "events.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
 def ran(work: Path) -> list[str]:
     path = work / "ran.txt"
     return path.read_text().split() if path.exists() else []
@@ -99,20 +84,20 @@ def test_phase_success_records_steps_outputs_and_events(work: Path) -> None:
     proc = run_cli("advance", "demo", cwd=work)
     assert proc.returncode == 0, proc.stderr
     assert "now in 'built'" in proc.stdout
-    record = state_of(work)
+    record = read_state(work)
     assert record["state"] == "built"
     assert record["outputs"] == {"ip": "10.1.2.3"}
     assert record["run"]["completed_steps"] == ["one", "two", "three"]
     assert record["failure"] is None
     assert ran(work) == ["one", "two", "three-10.1.2.3"]
     transitions = [
-        (e["from"], e["to"], e["trigger"]) for e in events_of(work) if e["type"] == "transition"
+        (e["from"], e["to"], e["trigger"]) for e in read_events(work) if e["type"] == "transition"
     ]
     assert transitions == [
         ("created", "building", "start_build"),
         ("building", "built", "finish_build"),
     ]
-    steps = [(e["step"], e["status"]) for e in events_of(work) if e["type"] == "step"]
+    steps = [(e["step"], e["status"]) for e in read_events(work) if e["type"] == "step"]
     assert steps == [("one", "done"), ("two", "done"), ("three", "done")]
     log = (work / record["run"]["log"]).read_text()
     assert "[two] about to check" in log
@@ -124,7 +109,7 @@ def test_failure_in_step_two_of_three_lands_in_failed_state(work: Path) -> None:
     proc = run_cli("advance", "demo", cwd=work)
     assert proc.returncode == 1
     assert "failed at step 'two'" in proc.stdout
-    record = state_of(work)
+    record = read_state(work)
     assert record["state"] == "build_failed"
     failure = record["failure"]
     assert failure["phase"] == "build" and failure["step"] == "two"
@@ -146,9 +131,9 @@ def test_resume_after_failure_runs_only_the_remaining_steps(work: Path) -> None:
     (work / "broken").unlink()
     proc = run_cli("resume", "demo", cwd=work)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert state_of(work)["state"] == "built"
+    assert read_state(work)["state"] == "built"
     assert ran(work) == ["one", "two", "two", "three-10.1.2.3"]  # one ran once
-    triggers = [e["trigger"] for e in events_of(work) if e["type"] == "transition"]
+    triggers = [e["trigger"] for e in read_events(work) if e["type"] == "transition"]
     assert triggers == ["start_build", "fail_build", "resume_build", "finish_build"]
 
 
@@ -166,10 +151,10 @@ def test_when_false_skips_and_records_the_step(work: Path) -> None:
     run_cli("create", "demo", "--set", "skip_two=true", cwd=work)
     assert run_cli("advance", "demo", cwd=work).returncode == 0
     assert ran(work) == ["one", "three-10.1.2.3"]
-    record = state_of(work)
+    record = read_state(work)
     assert record["run"]["skipped_steps"] == ["two"]
     assert ("two", "skipped") in [
-        (e["step"], e["status"]) for e in events_of(work) if e["type"] == "step"
+        (e["step"], e["status"]) for e in read_events(work) if e["type"] == "step"
     ]
 
 
@@ -188,9 +173,9 @@ def test_up_to_stops_at_the_state_and_advance_at_the_end_says_so(work: Path) -> 
     run_cli("create", "demo", cwd=work)
     proc = run_cli("up", "demo", "--to", "built", cwd=work)
     assert proc.returncode == 0
-    assert state_of(work)["state"] == "built"
+    assert read_state(work)["state"] == "built"
     assert run_cli("up", "demo", cwd=work).returncode == 0
-    assert state_of(work)["state"] == "deployed"
+    assert read_state(work)["state"] == "deployed"
     proc = run_cli("advance", "demo", cwd=work)
     assert proc.returncode == 0
     assert "nothing to advance" in proc.stdout
@@ -204,7 +189,7 @@ def test_dry_run_renders_and_runs_nothing(work: Path) -> None:
     assert proc.returncode == 0
     assert "echo one" in proc.stdout and "dry run" in proc.stdout
     assert ran(work) == []
-    assert state_of(work)["state"] == "created"
+    assert read_state(work)["state"] == "created"
     proc = run_cli("--output", "json", "advance", "demo", "--dry-run", cwd=work)
     plan = json.loads(proc.stdout)["dry_run"][0]
     assert [s["name"] for s in plan["steps"]] == ["one", "two", "three"]
@@ -217,7 +202,7 @@ def test_destroy_from_a_failed_state(work: Path) -> None:
     run_cli("advance", "demo", cwd=work)
     proc = run_cli("destroy", "demo", cwd=work)
     assert proc.returncode == 0
-    assert state_of(work)["state"] == "destroyed"
+    assert read_state(work)["state"] == "destroyed"
     assert run_cli("destroy", "demo", cwd=work).returncode == 4  # final: nothing allowed
 
 
@@ -264,7 +249,7 @@ def test_signal_during_a_step_leaves_the_via_state_interrupted(
     proc.send_signal(sig)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err
-    record = state_of(work)
+    record = read_state(work)
     assert record["state"] == "deploying"
     assert record["run"]["interrupted"] is True
     assert record["run"]["current_step"] == "nap"
@@ -289,7 +274,7 @@ def test_timeout_stops_the_step_and_its_children(tmp_path: Path) -> None:
     proc = run_cli("advance", "demo", cwd=tmp_path)
     assert proc.returncode == 1
     assert time.monotonic() - started < 20
-    record = state_of(tmp_path)
+    record = read_state(tmp_path)
     assert record["state"] == "deploy_failed"
     assert record["failure"]["kind"] == "timeout"
     nap = int((tmp_path / "nap.pid").read_text())
@@ -329,7 +314,7 @@ def test_retry_succeeds_on_the_third_attempt(tmp_path: Path) -> None:
     result = json.loads(proc.stdout)
     assert result["phases"][0]["steps"][0]["attempts"] == 3
     assert (tmp_path / "count").read_text().strip() == "3"
-    assert state_of(tmp_path, "x")["state"] == "b"
+    assert read_state(tmp_path, "x")["state"] == "b"
 
 
 def test_retry_does_not_repeat_a_failure_another_attempt_cannot_fix(tmp_path: Path) -> None:
@@ -347,7 +332,7 @@ def test_retry_does_not_repeat_a_failure_another_attempt_cannot_fix(tmp_path: Pa
     assert proc.returncode == 1
     (log,) = (tmp_path / "data/x/runs").glob("*-go.log")
     assert "retrying" not in log.read_text()
-    failure = state_of(tmp_path, "x")["failure"]
+    failure = read_state(tmp_path, "x")["failure"]
     assert failure["kind"] == "tool_missing"
     assert "no-such-program-anywhere" in failure["summary"]
     assert "attempts" not in failure["summary"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -12,6 +11,7 @@ from jsonschema import Draft202012Validator
 
 from runner.plugin import Step, StepContext
 from runner.run.registry import ENTRY_POINT_GROUP, PluginError, StepRegistry, default_registry
+from tests.helpers import ROOT
 
 BUILT_INS = {
     "template": "steps.template:TemplateStep",
@@ -21,7 +21,7 @@ BUILT_INS = {
     "wait_ssh": "steps.wait_ssh:WaitSshStep",
     "http_check": "steps.http_check:HttpCheckStep",
 }
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
+DOCS = ROOT / "docs" / "plugins.md"
 
 
 def built_in(name: str) -> type[Step]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import build_tree, run_cli
+from tests.helpers import build_tree, read_state, run_cli
 
 MACHINE = """\
 version: 1
@@ -81,9 +81,10 @@ TOKEN = "s3cr3t-Zq9wVw7Kp-tok3n"
 
 
 @pytest.fixture()
-def work(tmp_path: Path) -> Path:
-    build_tree(tmp_path, {"machine.yaml": MACHINE, "tpl/app.conf.j2": TEMPLATE})
-    return tmp_path
+def work(work: Path) -> Path:
+    """The shared working folder (with MACHINE), and the template the machine renders."""
+    build_tree(work, {"tpl/app.conf.j2": TEMPLATE})
+    return work
 
 
 def everything_written(work: Path) -> dict[str, str]:
@@ -150,7 +151,7 @@ def run_life(
 
 
 def assert_used_where_the_steps_put_it(work: Path, value: str) -> None:
-    state = json.loads((work / "data/demo/state.json").read_text())
+    state = read_state(work)
     assert state["state"] == "built"
     assert (work / "echoed.txt").read_text() == value + "\n"
     conf = (work / "build/demo/conf/app.conf").read_text()
@@ -211,7 +212,7 @@ def test_a_missing_variable_fails_the_step_naming_the_variable(work: Path) -> No
     proc = run_cli("advance", "demo", cwd=work)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
-    state = json.loads((work / "data/demo/state.json").read_text())
+    state = read_state(work)
     failure = state["failure"]
     assert state["state"] == "build_failed"
     assert failure["step"] == "echo" and failure["kind"] in ("configuration", "template")
@@ -224,7 +225,7 @@ def test_a_missing_secret_file_fails_the_step_naming_the_file(work: Path) -> Non
     assert run_cli("create", "demo", "--set", "token.file=nope.txt", cwd=work).returncode == 0
     proc = run_cli("advance", "demo", cwd=work)
     assert proc.returncode == 1
-    failure = json.loads((work / "data/demo/state.json").read_text())["failure"]
+    failure = read_state(work)["failure"]
     assert failure["kind"] in ("configuration", "template")
     assert "nope.txt" in failure["summary"]
 
@@ -308,7 +309,7 @@ def test_escaped_copies_are_hidden_and_parsed_output_is_left_whole(tmp_path: Pat
     assert run_cli("create", "b", "--set", "creds.file=key.json", cwd=tmp_path).returncode == 0
     proc = run_cli("advance", "b", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    state = json.loads((tmp_path / "data/b/state.json").read_text())
+    state = read_state(tmp_path, "b")
     assert state["outputs"]["project"] == "my-project"
     log = "".join((tmp_path / "data/b/runs").glob("*.log").__next__().read_text())
     assert '"project_id": "my-project"' not in log  # the run log hides the key's lines
@@ -359,7 +360,7 @@ def test_a_secret_in_parsed_output_is_never_stored(tmp_path: Path) -> None:
     )
     proc = run_cli("advance", "p", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    state = json.loads((tmp_path / "data/p/state.json").read_text())
+    state = read_state(tmp_path, "p")
     assert state["outputs"] == {"a": "***", "b": "***", "c": "plain"}
     status = run_cli("status", "p", cwd=tmp_path)
     assert value not in status.stdout and "c=plain" in status.stdout

@@ -32,8 +32,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from runner.machine.templating import file_environment, render_value
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
 PROVIDERS = ("local", "lxd", "hetzner")
 PLAYBOOKS = (
