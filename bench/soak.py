@@ -13,7 +13,7 @@ once, and no step's program is left running.
 
     python bench/soak.py [--phases 1000] [--workers 4] [--envs 20] [--seed N]
 
-The test suite runs the same soak smaller (tests/test_soak.py, `RUNNER_SOAK_PHASES`).
+The test suite runs the same soak smaller (tests/api/test_soak.py, `RUNNER_SOAK_PHASES`).
 """
 
 from __future__ import annotations

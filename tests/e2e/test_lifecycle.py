@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import alive, cleaned_up, events, processes_mentioning, runner, state, tracker_ports
+from tests.e2e.harness import (
+    alive,
+    cleaned_up,
+    events,
+    processes_mentioning,
+    runner,
+    state,
+    tracker_ports,
+)
 
 HAPPY = ["created", "provisioning", "provisioned", "configuring", "configured", "releasing",
          "released", "starting", "running"]  # fmt: skip

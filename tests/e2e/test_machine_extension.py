@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import REPO, cleaned_up, events, processes_mentioning, state, tracker_ports
+from tests.e2e.harness import REPO, cleaned_up, events, processes_mentioning, state, tracker_ports
 from tests.helpers import run_cli
 
 NEW_STATES = """\

@@ -1,4 +1,4 @@
-"""End to end over real SSH: a real sshd on 127.0.0.1 (tests/sshd.py) is the instance
+"""End to end over real SSH: a real sshd on 127.0.0.1 (tests/e2e/sshd.py) is the instance
 of provider `local`. `wait_ssh_connectivity` and every Ansible step go through it; a
 key the server does not know fails provisioning with `key_rejected`."""
 
@@ -13,8 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import alive, cleaned_up, events, processes_mentioning, runner, state, tracker_ports
-from tests.sshd import SshServer, ssh_server
+from tests.e2e.harness import (
+    alive,
+    cleaned_up,
+    events,
+    processes_mentioning,
+    runner,
+    state,
+    tracker_ports,
+)
+from tests.e2e.sshd import SshServer, ssh_server
 
 __all__ = ["ssh_server"]  # the fixture
 

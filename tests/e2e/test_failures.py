@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import ENV, MACHINE, runner, state, tracker_ports
+from tests.e2e.harness import ENV, MACHINE, runner, state, tracker_ports
 from tests.helpers import cli_env
 
 # ---------------------------------------------------------------------------- helpers

@@ -1,0 +1,1 @@
+"""Tests of runner.cli: the `runner` command line, run as a subprocess."""

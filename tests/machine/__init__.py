@@ -1,0 +1,1 @@
+"""Tests of runner.machine: loading and checking machine.yaml, templating, graphs, cache."""

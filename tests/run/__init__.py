@@ -1,0 +1,1 @@
+"""Tests of runner.run: sessions, phases, processes, inputs and secrets, the plugin registry."""

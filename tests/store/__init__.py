@@ -1,0 +1,1 @@
+"""Tests of runner.store: the storage contract, the file store, its lock, crash safety."""
