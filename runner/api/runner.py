@@ -11,11 +11,12 @@ loader, the store and the engine are imported when a method needs them.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from runner.api.results import (
     CreateResult,
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
     from runner.store.contract import Repository
 
 __all__ = ["GRAPH_FORMATS", "Runner"]
+
+# a library's records go where its user configures logging, and nowhere by default
+logging.getLogger("runner").addHandler(logging.NullHandler())
 
 #: The formats :meth:`Runner.graph` draws (svg and png need Graphviz's `dot`).
 GRAPH_FORMATS = ("mermaid", "dot", "svg", "png")
@@ -149,7 +153,7 @@ class Runner:
         if env is not None:
             with _about(env):
                 state = _state_of(self._load(env))
-        data = graphs.render(machine, format, state)  # type: ignore[arg-type]
+        data = graphs.render(machine, cast("graphs.GraphFormat", format), state)
         return GraphResult.from_data(format, data, env, state)
 
     # -- environments -------------------------------------------------------------------
@@ -349,7 +353,6 @@ class Runner:
         }
 
     def _created_event(self, machine: MachineDef, record: Any) -> None:
-        import logging
         import socket
 
         name = record["name"]
