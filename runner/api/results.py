@@ -8,6 +8,7 @@ holds the stored record: each one is built from it by one small constructor
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -344,7 +345,7 @@ class CreateResult(Result):
         return cls(
             environment=record["name"],
             state=record["state"],
-            inputs=record["inputs"],
+            inputs=copy.deepcopy(record["inputs"]),
             paths=Paths.from_record_paths(record["paths"]),
         )
 
@@ -389,7 +390,7 @@ class StatusResult(Result):
             locked_by=holder,
             failure=FailureView.from_record_failure(failure) if failure else None,
             run=RunView.from_record_run(run) if run else None,
-            outputs=record.get("outputs") or {},
+            outputs=copy.deepcopy(record.get("outputs") or {}),
             updated_at=record["updated_at"],
             created_at=record["created_at"],
             next=tuple(next_actions),
