@@ -221,6 +221,11 @@ class Failure:
     started_at: str | None = None
     duration_s: float | None = None
 
+    @property
+    def headline(self) -> str:
+        """One line: where it failed, how, and why."""
+        return f"phase '{self.phase}' failed at step '{self.step}' ({self.kind}): {self.summary}"
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Failure:
         return cls(
