@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 from runner import Runner
 from runner.api.results import RunResult, StatusResult
+from runner.errors import LockedError, RunnerError
 from runner.run.phase import PhaseResult
 from runner.store.record import Failure
-from runner.errors import LockedError, RunnerError
 
 
 class Quiet:
