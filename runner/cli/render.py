@@ -11,6 +11,7 @@ document, besides its ``failure``.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -55,8 +56,20 @@ def error_document(exc: RunnerError) -> dict[str, Any]:
     return exc.to_json()
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and the infinities (which strict JSON has not) as strings: a
+    document on stdout is always strict JSON, whatever a step produced."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(_finite(data), indent=2, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 

@@ -143,6 +143,5 @@ def write(data: bytes, output: Path | None) -> None:
 
         raise InputError(
             f"cannot write the graph to {output}: {exc.strerror or exc}",
-            hint="choose a file in a folder you can write (-o FILE), or leave -o out to "
-            "print it",
+            hint="choose a file in a folder you can write (-o FILE), or leave -o out to print it",
         ) from exc

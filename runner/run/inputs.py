@@ -9,6 +9,7 @@ read only when a step needs it (``secret('path.to.input')`` in a template).
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -139,12 +140,25 @@ def validate(schema: Mapping[str, Any], data: dict[str, Any]) -> None:
                 )
             continue
         messages.append(f"{where}: {err.message}")
+    messages.extend(_not_finite(data))
     messages.extend(_secret_problems(schema, data))
     if messages:
         raise InvalidInputsError(
             "the inputs do not match the machine's inputs schema:\n  " + "\n  ".join(messages),
             hint="fix the values with --set KEY=VALUE or in the --config file",
         )
+
+
+def _not_finite(data: Any, path: tuple[str, ...] = ()) -> Iterator[str]:
+    """NaN and the infinities: JSON has no such numbers, so no input may hold one."""
+    if isinstance(data, float) and not math.isfinite(data):
+        yield f"{_path_text(path) or '(inputs)'}: {data!r} is not a number JSON can hold"
+    elif isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from _not_finite(value, (*path, str(key)))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from _not_finite(value, (*path, str(index)))
 
 
 def secret_paths(

@@ -68,7 +68,27 @@ _EVENT_BLOCK = 64 * 1024
 
 
 def _serialize(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8")
+    """The bytes of a record: strict JSON (no NaN or infinity, which JSON has not)."""
+    return (json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (the last of two would win silently)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"the key {key!r} appears twice in one object")
+        seen[key] = value
+    return seen
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def strict_loads(data: bytes) -> Any:
+    """Parse ``data`` as strict JSON: no duplicate keys, no NaN or Infinity."""
+    return json.loads(data, object_pairs_hook=_strict_object, parse_constant=_no_constant)
 
 
 # --- the store --------------------------------------------------------------------------
@@ -151,7 +171,7 @@ class FileStore:
         if not data.strip():
             self._state_error(name, "is empty (a write was cut short?)")
         try:
-            return json.loads(data)
+            return strict_loads(data)
         except UnicodeDecodeError:
             self._state_error(name, "is not UTF-8 text")
         except json.JSONDecodeError as exc:
@@ -161,6 +181,8 @@ class FileStore:
                 f"is not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno})"
                 + ("; it looks truncated" if cut else ""),
             )
+        except ValueError as exc:  # a duplicate key, NaN or Infinity
+            self._state_error(name, f"is not valid JSON: {exc}")
 
     def _validated(self, name: str, data: bytes) -> Record:
         """The record in ``data`` (the bytes of ``name``'s state.json), fully checked."""
@@ -242,6 +264,11 @@ class FileStore:
     def _checked(self, document: dict[str, Any]) -> None:
         check_name(document.get("name", ""))
         problem = record_problem(document)
+        if problem is None:
+            try:
+                _serialize(document)
+            except ValueError as exc:  # NaN or infinity in inputs or outputs
+                problem = f"holds a value JSON cannot: {exc}"
         if problem:
             name = document["name"]
             raise StorageError(
