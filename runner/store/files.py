@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +55,8 @@ EVENTS_FILE = "events.jsonl"
 ENV_FOLDERS = ("traces", "runs")
 
 DIR_MODE = 0o700
+#: How every file inside an environment's folder is opened for reading.
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 #: The folder of each kind of artifact.
 ARTIFACT_FOLDERS: dict[str, str] = {"trace": "traces", "run": "runs"}
 
@@ -110,6 +113,28 @@ class FileStore:
     def _env_dir(self, name: str) -> Path:
         return self.root / check_name(name)
 
+    def _no_link(self, name: str, path: Path) -> None:
+        """Refuse ``path`` when it is a symbolic link: inside ``data/<env>`` the runner
+        never follows a link it did not make (it could lead a write, an append or a
+        delete anywhere)."""
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return
+        if stat.S_ISLNK(info.st_mode):
+            self._link_error(name, path)
+
+    def _link_error(self, name: str, path: Path) -> NoReturn:
+        shown = self.relative(path)
+        raise StateFileError(
+            f"{shown} is a symbolic link: the runner never follows a link inside an "
+            "environment's folder",
+            hint=f"replace {shown} by the real file or folder (or remove the link), then run "
+            "the command again",
+            environment=name,
+            path=shown,
+        )
+
     def data_dir(self, name: str) -> str:
         return self.relative(self._env_dir(name))
 
@@ -132,8 +157,10 @@ class FileStore:
 
     def _read_state(self, name: str) -> bytes:
         path = self._env_dir(name) / STATE_FILE
+        self._no_link(name, path.parent)
         try:
-            with open(path, "rb") as file:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as file:
                 return file.read()
         except FileNotFoundError:
             if path.parent.is_dir():
@@ -150,6 +177,8 @@ class FileStore:
                 environment=name,
             ) from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                self._link_error(name, path)
             self._state_error(
                 name,
                 f"cannot be read: {exc.strerror or exc}",
@@ -205,9 +234,9 @@ class FileStore:
         try:
             with os.scandir(self.root) as scan:
                 folders = sorted(
-                    (entry.name, entry.path)
+                    (entry.name, entry.path, entry.is_symlink())
                     for entry in scan
-                    if not entry.name.startswith(".") and entry.is_dir()
+                    if not entry.name.startswith(".") and (entry.is_dir() or entry.is_symlink())
                 )
         except FileNotFoundError:
             return []
@@ -217,14 +246,17 @@ class FileStore:
                 hint="make it readable for this user",
             ) from exc
         result: list[ListEntry] = []
-        for name, folder in folders:
+        for name, folder, linked in folders:
             try:
                 check_name(name)
             except InvalidNameError:  # a folder that is no environment (e.g. lost+found)
                 continue
             try:
+                if linked:
+                    self._link_error(name, Path(folder))
                 try:  # plain os calls: with 10,000 environments pathlib costs a third
-                    with open(os.path.join(folder, STATE_FILE), "rb") as file:
+                    fd = os.open(os.path.join(folder, STATE_FILE), _READ_FLAGS)
+                    with os.fdopen(fd, "rb") as file:
                         data = file.read()
                 except OSError:
                     data = self._read_state(name)  # raises the error that says why
@@ -431,9 +463,11 @@ class FileStore:
 
     def _lock_file(self, name: str) -> tuple[Path, str]:
         folder = self._env_dir(name)
+        self._no_link(name, folder)
         if not (folder / STATE_FILE).is_file():
             self._read_state(name)  # raises EnvironmentNotFoundError or StateFileError
         path = folder / LOCK_FILE
+        self._no_link(name, path)
         return path, self.relative(path)
 
     def _leased(self, name: str, held: filelock.HeldLock | None) -> filelock.HeldLock | None:
@@ -460,8 +494,10 @@ class FileStore:
     def append_event(self, name: str, event: dict[str, Any]) -> None:
         line = (json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8")
         path = self._env_dir(name) / EVENTS_FILE
+        self._no_link(name, path.parent)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            fd = os.open(path, flags, FILE_MODE)
         except FileNotFoundError:
             self._read_state(name)  # says which: no environment, or a broken folder
             raise
@@ -485,8 +521,10 @@ class FileStore:
         if not folder.is_dir():
             self._read_state(name)  # raises EnvironmentNotFoundError
         path = folder / EVENTS_FILE
+        self._no_link(name, folder)
         try:
-            with open(path, "rb") as file:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as file:
                 if limit is None:
                     return _parse_lines(file.read().split(b"\n"))
                 if limit <= 0:
@@ -495,6 +533,8 @@ class FileStore:
         except FileNotFoundError:
             return []
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                self._link_error(name, path)
             raise StateFileError(
                 f"cannot read {self.relative(path)}: {exc.strerror or exc}",
                 hint="make it readable for this user",
@@ -506,12 +546,13 @@ class FileStore:
 
     def _artifact_path(self, name: str, kind: ArtifactKind, label: str) -> Path:
         folder = self._env_dir(name) / ARTIFACT_FOLDERS[kind]
+        self._no_link(name, folder.parent)
         if not self._env_dir(name).is_dir():
             self._read_state(name)  # raises EnvironmentNotFoundError
         try:
             os.mkdir(folder, DIR_MODE)
         except FileExistsError:
-            pass
+            self._no_link(name, folder)
         except OSError as exc:
             self._storage_error("create", folder, exc, environment=name)
         # names sort as they were made: never two with one stamp from this store
@@ -548,7 +589,10 @@ class FileStore:
         try:
             if path is None:
                 raise FileNotFoundError(ref)
-            return path.read_text(encoding="utf-8", errors="replace")
+            self._no_link(name, path.parent)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as file:
+                return file.read().decode("utf-8", errors="replace")
         except FileNotFoundError:
             if not self._env_dir(name).is_dir():
                 self._read_state(name)  # raises EnvironmentNotFoundError
@@ -585,7 +629,8 @@ class FileArtifact:
     def __init__(self, path: Path, ref: str) -> None:
         self.path = path
         self.ref = ref
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(path, flags, FILE_MODE)
         self._file = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
 
     def write(self, text: str) -> None:
