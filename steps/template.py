@@ -19,7 +19,7 @@ import jinja2
 
 from runner.errors import StepError
 from runner.files import replace_atomically
-from runner.machine.templating import file_environment
+from runner.machine.templating import file_environment, render_bounded
 from runner.plugin import Step, StepContext
 
 SUFFIX = ".j2"
@@ -166,7 +166,7 @@ class _Renderer:
     def _render(self, env: jinja2.Environment, name: str, path: Path) -> str:
         shown = _shown(path, self._shown_from)
         try:
-            return env.get_template(name).render(**self._context)
+            return render_bounded(env.get_template(name), self._context)
         except jinja2.TemplateSyntaxError as exc:
             where = _shown(Path(exc.filename), self._shown_from) if exc.filename else shown
             raise StepError(

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from runner import resources
 from runner.errors import MachineError, Problem
+from runner.files import TooLarge, read_limited
 from runner.machine.model import ANY, MachineDef, PhaseDef, Retry, StateDef, StepDef, parse_duration
 from runner.machine.templating import check_syntax, has_template, template_strings
 
@@ -59,7 +60,9 @@ def load_machine(path: str | Path, registry: PluginCatalog | None = None) -> Mac
     file = Path(path)
     shown = str(path)
     try:
-        raw = file.read_bytes()
+        raw = read_limited(file, "machine")
+    except TooLarge as exc:
+        raise MachineError(shown, [Problem(shown, f"the file {exc}")]) from None
     except FileNotFoundError:
         raise MachineError(
             shown,

@@ -22,8 +22,14 @@ def load_config_file(path: Path) -> dict[str, Any]:
     """Inputs from a YAML or JSON file (a mapping)."""
     from ruamel.yaml.error import YAMLError
 
+    from runner.files import TooLarge, read_limited
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_limited(path, "config").decode("utf-8")
+    except TooLarge as exc:
+        raise InvalidInputsError(
+            f"config file {path} {exc}", hint="inputs are small: pass a file of inputs only"
+        ) from None
     except OSError as exc:
         raise InvalidInputsError(
             f"cannot read config file {path}: {exc.strerror}", hint="check the --config path"
@@ -248,8 +254,15 @@ class SecretResolver:
         else:
             path = Path(str(ref["file"]))
             path = path if path.is_absolute() else self._workdir / path
+            from runner.files import TooLarge, read_limited
+
             try:
-                value = path.read_text(encoding="utf-8").strip()
+                value = read_limited(path, "secret").decode("utf-8", errors="replace").strip()
+            except TooLarge as exc:
+                raise InvalidInputsError(
+                    f"secret input '{dotted}' is read from {path}, which {exc}",
+                    hint="point the secret at a file holding only the secret",
+                ) from None
             except OSError as exc:
                 raise InvalidInputsError(
                     f"secret input '{dotted}' is read from {path}: {exc.strerror}",

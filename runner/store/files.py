@@ -37,7 +37,16 @@ from runner.errors import (
     StateFileError,
     StorageError,
 )
-from runner.files import FILE_MODE, fsync_dir, replace_atomically, temp_prefix, write_new
+from runner.files import (
+    FILE_MODE,
+    LIMITS,
+    TooLarge,
+    fsync_dir,
+    read_limited,
+    replace_atomically,
+    temp_prefix,
+    write_new,
+)
 from runner.store import filelock
 from runner.store.contract import ArtifactKind, Events, ListEntry, LockInfo
 from runner.store.record import (
@@ -159,9 +168,9 @@ class FileStore:
         path = self._env_dir(name) / STATE_FILE
         self._no_link(name, path.parent)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as file:
-                return file.read()
+            return read_limited(path, "state", follow=False)
+        except TooLarge as exc:
+            self._state_error(name, str(exc))
         except FileNotFoundError:
             if path.parent.is_dir():
                 self._state_error(
@@ -255,10 +264,8 @@ class FileStore:
                 if linked:
                     self._link_error(name, Path(folder))
                 try:  # plain os calls: with 10,000 environments pathlib costs a third
-                    fd = os.open(os.path.join(folder, STATE_FILE), _READ_FLAGS)
-                    with os.fdopen(fd, "rb") as file:
-                        data = file.read()
-                except OSError:
+                    data = read_limited(os.path.join(folder, STATE_FILE), "state", follow=False)
+                except (OSError, TooLarge):
                     data = self._read_state(name)  # raises the error that says why
                 document = self._parse(name, data)
                 problem = light_problem(document)  # not the full schema: see light_problem
@@ -523,10 +530,17 @@ class FileStore:
         path = folder / EVENTS_FILE
         self._no_link(name, folder)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(path, _READ_FLAGS)
             with os.fdopen(fd, "rb") as file:
                 if limit is None:
-                    return _parse_lines(file.read().split(b"\n"))
+                    data = file.read(LIMITS["events"] + 1)
+                    if len(data) > LIMITS["events"]:
+                        raise StateFileError(
+                            f"{self.relative(path)} is larger than the runner reads at once",
+                            hint=f"read its end with `runner history {name} --limit N`",
+                            environment=name,
+                        )
+                    return _parse_lines(data.split(b"\n"))
                 if limit <= 0:
                     return []
                 return _tail_events(file.fileno(), limit)
@@ -590,9 +604,9 @@ class FileStore:
             if path is None:
                 raise FileNotFoundError(ref)
             self._no_link(name, path.parent)
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as file:
-                return file.read().decode("utf-8", errors="replace")
+            return read_limited(path, "artifact", follow=False).decode("utf-8", errors="replace")
+        except TooLarge as exc:
+            raise StateFileError(f"{ref} {exc}", environment=name) from None
         except FileNotFoundError:
             if not self._env_dir(name).is_dir():
                 self._read_state(name)  # raises EnvironmentNotFoundError
