@@ -620,16 +620,20 @@ def _planned(session: Session, phase: PhaseDef) -> RunResult:
 
     secrets = SecretResolver(session.machine.inputs_schema, session.record.inputs, session.workdir)
     steps = []
-    for step in phase.steps:
-        context = session.template_context(phase.name, step.name, secrets)
-        when: bool | None = None
-        try:
-            when = evaluate_condition(step.when, context)
-            params = mask_params(render_value(step.with_, context), secrets.mask) if when else None
-        except (TemplateFailure, InputError) as exc:
-            steps.append(StepPlan(step.name, step.uses, when, None, str(exc)))
-        else:
-            steps.append(StepPlan(step.name, step.uses, when, params))
+    try:
+        for step in phase.steps:
+            context = session.template_context(phase.name, step.name, secrets)
+            when: bool | None = None
+            try:
+                when = evaluate_condition(step.when, context)
+                rendered = render_value(step.with_, context) if when else None
+                params = mask_params(rendered, secrets.mask) if when else None
+            except (TemplateFailure, InputError) as exc:
+                steps.append(StepPlan(step.name, step.uses, when, None, str(exc)))
+            else:
+                steps.append(StepPlan(step.name, step.uses, when, params))
+    finally:
+        secrets.close()  # what secret_file() wrote while planning
     plan = PhasePlan(phase.name, session.state, phase.via, phase.to, tuple(steps))
     return RunResult(
         session.name,

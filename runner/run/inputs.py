@@ -230,6 +230,59 @@ class SecretResolver:
         self.values: dict[str, str] = {}
         self._needles: list[str] = []
         self._wholes: list[str] = []
+        self._files: Path | None = None
+
+    def references(self) -> dict[str, Mapping[str, Any]]:
+        """Each secret input the environment gives, and where its value is."""
+        found = {}
+        for dotted in sorted(self._paths):
+            ref = _get(self._inputs, tuple(dotted.split(".")))
+            if isinstance(ref, Mapping):
+                found[dotted] = ref
+        return found
+
+    def env_names(self) -> frozenset[str]:
+        """The environment variables secret inputs are read from: programs a step runs
+        do not inherit them (a step that needs one passes it on purpose)."""
+        return frozenset(str(ref["env"]) for ref in self.references().values() if "env" in ref)
+
+    def preload(self) -> list[str]:
+        """Read every secret the environment names, so that it is masked from the start
+        of a phase whatever prints it (a program echoing an inherited variable, say);
+        returns the problems of those that cannot be read (a step that uses one fails
+        with that message)."""
+        problems = []
+        for dotted in self.references():
+            try:
+                self(dotted)
+            except InvalidInputsError as exc:
+                problems.append(exc.message)
+        return problems
+
+    def secret_file(self, dotted: str) -> str:
+        """The path of a file holding the secret ``dotted`` (mode 0600, in a folder of
+        mode 0700 removed when the phase ends): the way to hand a secret to a program
+        without putting it in its argv, which every local user can read."""
+        import tempfile
+
+        value = self(dotted)
+        if self._files is None:
+            shm = Path("/dev/shm")
+            base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+            self._files = Path(tempfile.mkdtemp(prefix="runner-secrets-", dir=base))
+        path = self._files / dotted
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(value)
+        return str(path)
+
+    def close(self) -> None:
+        """Remove the files :meth:`secret_file` wrote."""
+        if self._files is not None:
+            import shutil
+
+            shutil.rmtree(self._files, ignore_errors=True)
+            self._files = None
 
     def __call__(self, dotted: str) -> str:
         if dotted not in self._paths:
