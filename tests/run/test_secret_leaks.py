@@ -165,17 +165,22 @@ def test_a_secret_that_cannot_be_honoured_is_refused(tmp_path: Path, schema: str
     assert "cannot be honoured" in done.stderr and "machine.yaml:" in done.stderr, done.stderr
 
 
-def test_the_shipped_machine_keeps_its_secret_out_of_argv_and_private(tmp_path: Path) -> None:
+@pytest.mark.parametrize("given_as", ["env", "file"])
+def test_the_shipped_machine_keeps_its_secret_out_of_argv_and_private(
+    tmp_path: Path, given_as: str
+) -> None:
     """The shipped lifecycle on the local provider, with the tracker's admin token given
-    as an environment variable: no warning about argv, the token nowhere under data/,
-    only in the rendered files under build/ and those private."""
+    as an environment variable or a file: no warning about argv, the token nowhere under
+    data/, only in the rendered files under build/ and those private."""
     ports = []
     for _ in range(3):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             ports.append(sock.getsockname()[1])
     env = {"TRACKER_TOKEN": TOKEN, "RUNNER_TOFU": "runner-tofu"}
-    sets = ["--set", "tracker.admin_token.env=TRACKER_TOKEN",
+    (tmp_path / "token").write_text(TOKEN)
+    ref = "env=TRACKER_TOKEN" if given_as == "env" else f"file={tmp_path / 'token'}"
+    sets = ["--set", f"tracker.admin_token.{ref}",
             "--set", f"tracker.api_port={ports[0]}", "--set", f"tracker.http_port={ports[1]}",
             "--set", f"tracker.udp_port={ports[2]}"]  # fmt: skip
     try:
@@ -188,6 +193,9 @@ def test_the_shipped_machine_keeps_its_secret_out_of_argv_and_private(tmp_path: 
         assert TOKEN not in terminal and "in the arguments of" not in terminal
         for path, data in _all_text(tmp_path / "data").items():
             assert TOKEN.encode() not in data, path
+        for path, data in _all_text(tmp_path / "build").items():
+            if TOKEN.encode() in data:
+                assert not _readable_by_others(path, tmp_path), path
         holders = [p for p, data in _all_text(tmp_path / "build").items() if TOKEN.encode() in data]
         assert holders, "the release renders the token into the tracker's files"
         for path in holders:
