@@ -70,16 +70,9 @@ phases:
 
 
 def _workspace(workdir: Path, command: str) -> Any:
-    from runner.api.operations import Workspace
-    from runner.store.files import FileStore
+    from runner import Runner
 
-    return Workspace(
-        workdir=workdir,
-        repo_factory=lambda: FileStore(workdir),
-        machine_file=workdir / "machine.yaml",
-        lock_timeout_s=LOCK_TIMEOUT_S,
-        command=command,
-    )
+    return Runner(workdir, workdir / "machine.yaml", lock_timeout=LOCK_TIMEOUT_S, command=command)
 
 
 def _instrument_lock() -> dict[str, Any]:
@@ -137,13 +130,12 @@ def _phase_worker(
     Two phases on ``warm_env`` first, so that every import and cache is warm."""
     import logging
 
-    from runner.api import operations as ops
     from runner.errors import RunnerError
 
     logging.getLogger("runner").setLevel(logging.CRITICAL)
     ws = _workspace(Path(workdir), f"bench worker {os.getpid()}")
     for _ in range(2):
-        ops.advance(ws, warm_env)
+        ws.advance(warm_env)
     stats = _instrument_lock()
     barrier.wait()
     start, cpu = time.monotonic(), time.process_time()
@@ -151,7 +143,7 @@ def _phase_worker(
     for _ in range(phases):
         began = time.monotonic()
         try:
-            result = ops.advance(ws, env)
+            result = ws.advance(env)
             if result.phases and result.phases[0].status == "succeeded":
                 succeeded += 1
             else:
@@ -266,7 +258,6 @@ def _chain_problems(workdir: Path, env: str, expected: int) -> list[str]:
 
 
 def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figure], list[str]]:
-    from runner.api import operations as ops
     from runner.store.files import LOCK_FILE, FileStore
     from runner.store.locking import hold
 
@@ -286,7 +277,7 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
         names = ["shared", "solo", "waited"]
         names += [f"{kind}-{i}" for kind in ("own", "warm") for i in range(WORKERS)]
         for name in names:
-            ops.create(ws, name, None, [])
+            ws.create(name)
         store = FileStore(work)
 
         # -- uncontended -------------------------------------------------------------

@@ -33,19 +33,14 @@ TARGET = Target("ratio", 2.0)
 
 def realistic_record(store: Any, work: Path) -> Any:
     """The shipped machine's record after a run (see the module docstring), stored."""
-    from runner.api import operations as ops
+    from runner import Runner
     from runner.machine.loader import load_machine
     from runner.store.record import Failure, Run, now_iso
 
     machine = load_machine(ROOT / "machine.yaml")
-    ws = ops.Workspace(
-        workdir=work,
-        repo_factory=lambda: store,
-        machine_file=ROOT / "machine.yaml",
-        command="bench",
-    )
-    ws._machine = machine  # no plugin checks needed to make a record
-    record = ops.create(ws, "demo", None, ["ssh.private_key=keys/demo_ed25519"]).record
+    runner = Runner(work, ROOT / "machine.yaml", command="bench", store=store)
+    runner.create("demo", sets=["ssh.private_key=keys/demo_ed25519"])
+    record: dict[str, Any] = store.load("demo")
     configure = machine.phase("configure")
     assert configure is not None
     steps = [s.name for s in configure.steps]

@@ -7,7 +7,7 @@ are spawned by a plain Python loop (``subprocess.run``) in the same round:
 - `runner advance NAME` as a subprocess, against ``python -c "<the loop>"`` (both pay
   one interpreter start, so the difference is the runner's; its own start-up and
   machine loading are spread over the 100 steps);
-- ``runner.api.operations.advance`` in-process (a Workspace over a FileStore, machine
+- ``Runner.advance`` in-process (a ``runner.Runner`` over a FileStore, machine
   loaded once), against the loop in-process.
 
 Per-step figures are the run's median divided by 100; the target is under 5 ms added
@@ -124,8 +124,7 @@ def fsync_floor(folder: Path, data: bytes, *, sync: bool = True) -> float:
 def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figure], list[str]]:
     import logging
 
-    from runner.api import operations as ops
-    from runner.api.operations import Workspace
+    from runner import Runner
     from runner.run import process
     from runner.store.files import FileStore
 
@@ -143,13 +142,7 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
             append_event = tally.wrap("event", FileStore.append_event)
 
         store = TimedStore(work)
-        ws = Workspace(
-            workdir=work,
-            repo_factory=lambda: store,
-            machine_file=work / "machine.yaml",
-            lock_timeout_s=30.0,
-            command="bench advance",
-        )
+        ws = Runner(work, work / "machine.yaml", command="bench advance", store=store)
         ws.machine()  # loaded and checked once, outside the timings
         counter = itertools.count()
         original_call = process.ProcessSupervisor.__call__
@@ -159,14 +152,14 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
 
         def fresh() -> str:
             name = f"env-{next(counter):03d}"
-            ops.create(ws, name, None, [])
+            ws.create(name)
             return name
 
         def api() -> float:
             name = fresh()
             tally.reset()
             start = time.perf_counter()
-            result = ops.advance(ws, name)
+            result = ws.advance(name)
             elapsed = time.perf_counter() - start
             assert result.state == "done", result
             breakdown.append({**tally.seconds, "saves": tally.calls.get("save", 0)})
@@ -261,8 +254,8 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
             name = fresh()
             findings.append(
                 profile(
-                    f"operations.advance, {STEPS} steps, in-process",
-                    lambda: ops.advance(ws, name),
+                    f"Runner.advance, {STEPS} steps, in-process",
+                    lambda: ws.advance(name),
                     top=25,
                     sort="tottime",
                 )
@@ -270,8 +263,8 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
             name2 = fresh()
             findings.append(
                 profile(
-                    f"operations.advance, {STEPS} steps, in-process",
-                    lambda: ops.advance(ws, name2),
+                    f"Runner.advance, {STEPS} steps, in-process",
+                    lambda: ws.advance(name2),
                     top=25,
                 )
             )

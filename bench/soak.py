@@ -98,16 +98,9 @@ class WorkerStats:
 
 
 def _workspace(workdir: Path, command: str) -> Any:
-    from runner.api.operations import Workspace
-    from runner.store.files import FileStore
+    from runner import Runner
 
-    return Workspace(
-        workdir=workdir,
-        repo_factory=lambda: FileStore(workdir),
-        machine_file=workdir / "machine.yaml",
-        lock_timeout_s=LOCK_TIMEOUT_S,
-        command=command,
-    )
+    return Runner(workdir, workdir / "machine.yaml", lock_timeout=LOCK_TIMEOUT_S, command=command)
 
 
 def _worker(
@@ -122,14 +115,13 @@ def _worker(
     """Run phases on random environments until ``left`` (a shared counter) is used up."""
     import logging
 
-    from runner.api import operations as ops
     from runner.errors import PhaseNotAllowedError, RunnerError
 
     logging.getLogger("runner").setLevel(logging.CRITICAL)
     ws = _workspace(Path(workdir), f"soak worker {number}")
     rng = random.Random(seed)
     stats = WorkerStats()
-    store = ws.repo
+    store = ws.store
     ws.machine()  # loaded before the start, so that all workers start together
     start.wait()
     while True:
@@ -143,10 +135,10 @@ def _worker(
         try:
             for _attempt in range(3):
                 try:
-                    result = ops.advance(ws, name)
+                    result = ws.advance(name)
                 except PhaseNotAllowedError:  # failed earlier (by anyone): resume it first
                     try:
-                        resumed = ops.resume(ws, name)
+                        resumed = ws.resume(name)
                     except PhaseNotAllowedError:
                         continue  # another worker resumed it between the two commands
                     stats.resumes += 1
@@ -181,14 +173,12 @@ def run_soak(
     workdir: Path, phases: int, *, workers: int = 4, envs: int = 20, seed: int = 0
 ) -> SoakResult:
     """Create ``envs`` environments in ``workdir`` and run ``phases`` phases on them."""
-    from runner.api import operations as ops
-
     marker = f"soak-{secrets.token_hex(6)}"
     (workdir / "machine.yaml").write_text(machine_yaml(marker))
     ws = _workspace(workdir, "soak setup")
     names = [f"env-{i:02d}" for i in range(envs)]
     for index, name in enumerate(names):
-        ops.create(ws, name, None, [])
+        ws.create(name)
         # counts start at different places, so that every tenth phase fails overall
         build = workdir / "build" / name
         build.mkdir(parents=True)
@@ -234,7 +224,7 @@ def run_soak(
     store = FileStore(workdir)
     for name in names:
         if store.load(name).state.endswith("_failed"):
-            result = ops.resume(ws, name)
+            result = ws.resume(name)
             totals.resumes += 1
             if result.failed:
                 totals.failures += 1

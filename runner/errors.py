@@ -58,16 +58,33 @@ class RunnerError(Exception):
             return f"{self.message}\n  hint: {self.hint}"
         return self.message
 
+    @property
+    def environment(self) -> str | None:
+        """The environment the error concerns, when it concerns one."""
+        value = self.fields.get("environment")
+        return None if value is None else str(value)
+
+    def about(self, environment: str) -> RunnerError:
+        """Name the environment this error concerns, unless it names one already."""
+        self.fields.setdefault("environment", environment)
+        return self
+
     def to_json(self) -> dict[str, Any]:
+        """The error document of ``--output json`` (``schemas/output.schema.json``)."""
+        from runner.result import API_VERSION
+
         data: dict[str, Any] = {
+            "api_version": API_VERSION,
             "error": type(self).__name__,
             "message": self.message,
             "exit_code": self.exit_code,
         }
+        if self.environment is not None:
+            data["environment"] = self.environment
         if self.hint:
             data["hint"] = self.hint
         for key, value in self.fields.items():
-            if value is not None:
+            if value is not None and key not in data:
                 data[key] = value
         return data
 

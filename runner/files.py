@@ -11,9 +11,56 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
-__all__ = ["FILE_MODE", "fsync_dir", "replace_atomically", "write_all", "write_new"]
+__all__ = [
+    "FILE_MODE",
+    "LIMITS",
+    "TooLarge",
+    "fsync_dir",
+    "read_limited",
+    "replace_atomically",
+    "write_all",
+    "write_new",
+]
+
+#: The most the runner reads of each kind of file (bytes): anything longer is refused
+#: with a message, never read whole (``--machine /dev/zero`` must not fill the memory).
+LIMITS = {
+    "machine": 16 * 1024 * 1024,
+    "config": 4 * 1024 * 1024,
+    "secret": 1024 * 1024,
+    "state": 64 * 1024 * 1024,
+    "events": 512 * 1024 * 1024,
+    "artifact": 256 * 1024 * 1024,
+    "cache": 64 * 1024 * 1024,
+}
+
+
+class TooLarge(ValueError):
+    """A file is longer than the runner reads of its kind, or is not a regular file."""
+
+
+def _size_text(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MiB" if size >= 1024 * 1024 else f"{size} bytes"
+
+
+def read_limited(path: str | os.PathLike[str], kind: str, *, follow: bool = True) -> bytes:
+    """The bytes of ``path``, a regular file no longer than ``LIMITS[kind]``; TooLarge
+    (saying which) otherwise. Without ``follow`` a symbolic link is not followed (ELOOP)."""
+    limit = LIMITS[kind]
+    flags = os.O_RDONLY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise TooLarge("is not a regular file (a device, a pipe or a folder)")
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"is larger than the {_size_text(limit)} the runner reads of a {kind} file")
+    return data
+
 
 #: Files the runner writes are its user's only.
 FILE_MODE = 0o600

@@ -13,7 +13,11 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["INTERNAL", "JSON_KEY", "Result", "as_json", "key"]
+__all__ = ["API_VERSION", "INTERNAL", "JSON_KEY", "Result", "as_json", "key"]
+
+#: The version of the JSON documents of ``--output json`` (``schemas/output.schema.json``);
+#: it grows when a key is removed, renamed or changes its meaning.
+API_VERSION = 1
 
 #: The metadata name under which a field gives its JSON key.
 JSON_KEY = "json"

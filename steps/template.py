@@ -19,7 +19,7 @@ import jinja2
 
 from runner.errors import StepError
 from runner.files import replace_atomically
-from runner.machine.templating import file_environment
+from runner.machine.templating import file_environment, render_bounded
 from runner.plugin import Step, StepContext
 
 SUFFIX = ".j2"
@@ -127,7 +127,7 @@ class _Renderer:
                 raise StepError(
                     "configuration", f"refusing to write {out_dir}: it leads outside {target}"
                 )
-            out_dir.mkdir(parents=True, exist_ok=True)
+            out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             for name in sorted(filenames):
                 path = base / name
                 self._check_inside(path)
@@ -146,7 +146,7 @@ class _Renderer:
         if target.is_dir():
             name = source.name[: -len(SUFFIX)] if rendered else source.name
             target = target / name
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if rendered:
             text = self._render(
                 file_environment(str(source.parent), self._roots), source.name, source
@@ -166,7 +166,7 @@ class _Renderer:
     def _render(self, env: jinja2.Environment, name: str, path: Path) -> str:
         shown = _shown(path, self._shown_from)
         try:
-            return env.get_template(name).render(**self._context)
+            return render_bounded(env.get_template(name), self._context)
         except jinja2.TemplateSyntaxError as exc:
             where = _shown(Path(exc.filename), self._shown_from) if exc.filename else shown
             raise StepError(
@@ -212,7 +212,8 @@ def _write(out: Path, data: bytes, source: Path, within: Path) -> Path:
         raise StepError("configuration", f"refusing to write {out}: it leads outside {within}")
     if out.is_dir() and not out.is_symlink():
         raise StepError("configuration", f"cannot write {out}: a folder of that name exists")
-    mode = stat.S_IMODE(source.stat().st_mode)
+    # the source's owner bits only: what the runner writes under build/ is private
+    mode = stat.S_IMODE(source.stat().st_mode) & 0o700 | 0o600
     replace_atomically(parent / out.name, data, mode=mode, durable=False)
     return parent / out.name
 

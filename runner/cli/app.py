@@ -1,25 +1,26 @@
-"""The `runner` command line: a thin shell over :mod:`runner.api.operations`.
+"""The `runner` command line (typer): a client of :class:`runner.Runner`.
 
-It parses arguments, calls one operation, renders the result as text or one JSON
-document, and is the only place that turns errors into messages and exit codes.
-Modules are imported inside the commands so that each command loads only what it
-needs (`status` and `list` must start fast).
+Each command parses its arguments, calls one method of the Runner and shows the
+result with :mod:`runner.cli.render` (text, or one JSON document); errors become
+messages and exit codes in :func:`runner.cli.commands.execute`. Modules are imported
+inside the commands so that each command loads only what it needs.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from runner.cli import commands
-from runner.cli.commands import Settings, emit_json, execute, workspace
-from runner.errors import ExitCode
+from runner.cli import commands, render
+from runner.cli.commands import Settings, execute, runner_for
+
+if TYPE_CHECKING:
+    from runner.run.phase import Progress
 
 app = typer.Typer(
     name="runner",
@@ -143,11 +144,10 @@ def _run(ctx: typer.Context, command: str, body: Callable[[Settings], int | None
     raise typer.Exit(execute(_settings(ctx), command, body))
 
 
-def _progress(settings: Settings) -> Any:
+def _progress(settings: Settings) -> Progress | None:
+    """The progress display of a run: none for --output json (only the document)."""
     if settings.json:
-        from runner.run.phase import NullProgress
-
-        return NullProgress()
+        return None
     from runner.cli.progress import LiveProgress, PlainProgress
 
     if sys.stdout.isatty():
@@ -163,31 +163,7 @@ def validate(ctx: typer.Context) -> None:
     """Check machine.yaml (syntax, schema, states, phases, plugins, templates)."""
 
     def body(s: Settings) -> int:
-        from runner.api.operations import validate as do_validate
-
-        result = do_validate(workspace(s, "runner validate"))
-        if s.json:
-            emit_json(result.to_json())
-            return 0
-        m = result.machine
-        kinds = result.to_json()["states"]
-        print(f"{m.file}: valid machine '{m.name}'")
-        print(
-            f"  states ({len(m.states)}): "
-            + ", ".join(
-                f"{n}{'' if k in ('stable', 'initial') else f' ({k})'}" for n, k in kinds.items()
-            )
-        )
-        print(
-            f"  phases ({len(m.phases)}): "
-            + ", ".join(
-                f"{p.name}{'' if p.advance else ' (manual)'} "
-                f"[{len(p.steps)} step{'' if len(p.steps) == 1 else 's'}]"
-                for p in m.phases
-            )
-        )
-        print("  happy path: " + " → ".join(m.happy_path()))
-        return 0
+        return render.show(runner_for(s, "runner validate").validate(), as_json=s.json)
 
     _run(ctx, "validate", body)
 
@@ -215,15 +191,6 @@ def graph(
     """Draw the state machine (states, phases, failure and resume edges)."""
 
     def body(s: Settings) -> int:
-        from runner.machine import graph as graphs
-        from runner.store.contract import check_name
-
-        ws = workspace(s, "runner graph")
-        machine = ws.machine(plugins=False)
-        current = None
-        if env is not None:
-            check_name(env)
-            current = ws.repo.load(env).state
         if (
             fmt in (GraphFormat.svg, GraphFormat.png)
             and output_file is None
@@ -235,23 +202,16 @@ def graph(
                 f"--format {fmt.value} is binary; write it to a file",
                 hint=f"runner graph --format {fmt.value} -o machine.{fmt.value}",
             )
-        data = graphs.render(machine, fmt.value, current)
-        target = (
-            output_file
-            if output_file is None or output_file.is_absolute()
-            else (Path.cwd() / output_file)
-        )
-        if s.json:
-            if target is not None:
-                graphs.write(data, target)
-                emit_json({"format": fmt.value, "file": str(target), "bytes": len(data)})
-            else:
-                emit_json({"format": fmt.value, "graph": data.decode(errors="replace")})
-            return 0
-        graphs.write(data, target)
-        if target is not None:
-            print(f"wrote {target} ({fmt.value}, {len(data)} bytes)")
-        return 0
+        result = runner_for(s, "runner graph").graph(fmt.value, env)
+        if output_file is None:
+            return render.show(result, as_json=s.json)
+        from runner.api.results import GraphFileResult
+        from runner.machine import graph as graphs
+
+        target = output_file if output_file.is_absolute() else Path.cwd() / output_file
+        graphs.write(result.data, target)
+        written = GraphFileResult(result.format, result.environment, str(target), len(result.data))
+        return render.show(written, as_json=s.json)
 
     _run(ctx, "graph", body)
 
@@ -281,16 +241,9 @@ def create(
     """Create an environment in the machine's initial state."""
 
     def body(s: Settings) -> int:
-        from runner.api.operations import create as do_create
-
         cfg = None if config is None else (config if config.is_absolute() else Path.cwd() / config)
-        result = do_create(workspace(s, "runner create"), name, cfg, list(sets or []))
-        if s.json:
-            emit_json(result.to_json())
-        else:
-            print(f"created environment '{name}' in state '{result.record.state}'")
-            print(f"next: runner advance {name}   (or runner up {name})")
-        return 0
+        result = runner_for(s, "runner create").create(name, config=cfg, sets=list(sets or []))
+        return render.show(result, as_json=s.json)
 
     _run(ctx, "create", body)
 
@@ -323,41 +276,6 @@ def history(
     _run(ctx, "history", lambda s: commands.history(s, name, limit))
 
 
-def _render_run(s: Settings, result: Any) -> int:
-    if s.json:
-        emit_json(result.to_json())
-    else:
-        if result.dry_run:
-            for plan in result.dry_run:
-                print(f"phase {plan['phase']}: {plan['from']} → {plan['via']} → {plan['to']}")
-                for i, step in enumerate(plan["steps"], start=1):
-                    if "error" in step:
-                        print(
-                            f"  [{i}] {step['name']} ({step['uses']}): cannot render: "
-                            f"{step['error']}"
-                        )
-                    elif not step["when"]:
-                        print(f"  [{i}] {step['name']} ({step['uses']}): skipped (when is false)")
-                    else:
-                        print(
-                            f"  [{i}] {step['name']} ({step['uses']}): "
-                            f"{json.dumps(step['params'], default=str)}"
-                        )
-            print("dry run: nothing was run")
-        elif result.message:
-            print(result.message)
-        for phase in result.phases:
-            if phase.status == "failed" and phase.failure:
-                f = phase.failure
-                print(f"phase '{phase.phase}' failed at step '{f.step}' ({f.kind}): {f.summary}")
-                if f.trace:
-                    print(f"trace: {f.trace}")
-                print(f"state: {phase.state}; see `runner status {phase.environment}`")
-        if result.phases and not result.failed:
-            print(f"environment '{result.environment}' is now in '{result.state}'")
-    return ExitCode.STEP_FAILED if result.failed else 0
-
-
 @app.command()
 def advance(
     ctx: typer.Context,
@@ -369,10 +287,8 @@ def advance(
     """Run the next phase on the happy path."""
 
     def body(s: Settings) -> int:
-        from runner.api.operations import advance as do_advance
-
-        ws = workspace(s, "runner advance")
-        return _render_run(s, do_advance(ws, name, _progress(s), dry_run=dry_run))
+        result = runner_for(s, "runner advance", _progress(s)).advance(name, dry_run=dry_run)
+        return render.show(result, as_json=s.json)
 
     _run(ctx, "advance", body)
 
@@ -389,9 +305,8 @@ def up(
     """Advance until --to STATE or the end of the happy path."""
 
     def body(s: Settings) -> int:
-        from runner.api.operations import up as do_up
-
-        return _render_run(s, do_up(workspace(s, "runner up"), name, to, _progress(s)))
+        result = runner_for(s, "runner up", _progress(s)).up(name, to)
+        return render.show(result, as_json=s.json)
 
     _run(ctx, "up", body)
 
@@ -412,11 +327,8 @@ def resume(
     """Continue an interrupted or failed phase from its first unfinished step."""
 
     def body(s: Settings) -> int:
-        from runner.api.operations import resume as do_resume
-
-        return _render_run(
-            s, do_resume(workspace(s, "runner resume"), name, from_step, _progress(s))
-        )
+        result = runner_for(s, "runner resume", _progress(s)).resume(name, from_step)
+        return render.show(result, as_json=s.json)
 
     _run(ctx, "resume", body)
 
@@ -431,10 +343,8 @@ def phase(
     """Run a named phase allowed from the current state."""
 
     def body(s: Settings) -> int:
-        from runner.api.operations import run_phase
-
-        ws = workspace(s, "runner phase")
-        return _render_run(s, run_phase(ws, name, phase_name, _progress(s), dry_run=dry_run))
+        runner = runner_for(s, "runner phase", _progress(s))
+        return render.show(runner.run_phase(name, phase_name, dry_run), as_json=s.json)
 
     _run(ctx, "phase", body)
 
@@ -448,10 +358,7 @@ def destroy(
     """Run the destroy phase (allowed from any non-final state)."""
 
     def body(s: Settings) -> int:
-        from runner.api.operations import destroy_phase_name, run_phase
-
-        ws = workspace(s, "runner destroy")
-        phase_name = destroy_phase_name(ws.machine())
-        return _render_run(s, run_phase(ws, name, phase_name, _progress(s), dry_run=dry_run))
+        result = runner_for(s, "runner destroy", _progress(s)).destroy(name, dry_run)
+        return render.show(result, as_json=s.json)
 
     _run(ctx, "destroy", body)

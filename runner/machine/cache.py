@@ -23,7 +23,7 @@ from functools import cache
 from pathlib import Path
 
 from runner import __version__, resources
-from runner.files import replace_atomically
+from runner.files import TooLarge, read_limited, replace_atomically
 from runner.machine.model import MachineDef, machine_from_document, machine_to_document
 
 #: The modules whose rules decide what a valid machine is.
@@ -60,13 +60,13 @@ def load(path: Path, cache_dir: Path) -> MachineDef:
     from runner.machine.loader import load_machine
 
     try:
-        raw = path.read_bytes()
-    except OSError:
+        raw = read_limited(path, "machine")
+    except (OSError, TooLarge):
         return load_machine(path)  # reports the error in the loader's words
     entry = cache_dir / f"machine-{_key(raw)}.json"
     try:
-        with entry.open("rb") as handle:
-            machine = machine_from_document(json.load(handle), path.resolve())
+        document = json.loads(read_limited(entry, "cache", follow=False))
+        machine = machine_from_document(document, path.resolve())
         if machine.digest == "sha256:" + hashlib.sha256(raw).hexdigest():
             return machine
     except Exception:  # missing, truncated or foreign: load normally

@@ -135,5 +135,13 @@ def write(data: bytes, output: Path | None) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(data)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(data)
+    except OSError as exc:
+        from runner.errors import InputError
+
+        raise InputError(
+            f"cannot write the graph to {output}: {exc.strerror or exc}",
+            hint="choose a file in a folder you can write (-o FILE), or leave -o out to print it",
+        ) from exc

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from runner import resources
 from runner.errors import MachineError, Problem
+from runner.files import TooLarge, read_limited
 from runner.machine.model import ANY, MachineDef, PhaseDef, Retry, StateDef, StepDef, parse_duration
 from runner.machine.templating import check_syntax, has_template, template_strings
 
@@ -59,7 +60,9 @@ def load_machine(path: str | Path, registry: PluginCatalog | None = None) -> Mac
     file = Path(path)
     shown = str(path)
     try:
-        raw = file.read_bytes()
+        raw = read_limited(file, "machine")
+    except TooLarge as exc:
+        raise MachineError(shown, [Problem(shown, f"the file {exc}")]) from None
     except FileNotFoundError:
         raise MachineError(
             shown,
@@ -280,6 +283,30 @@ def _sources(phase: dict[str, Any]) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+def _misplaced_secrets(schema: Any, path: tuple[str, ...] = (), chain: bool = True) -> list[str]:
+    """Where ``secret`` is set in the inputs schema but cannot be honoured: anywhere but
+    a property reached through ``properties`` only (items, additionalProperties, allOf,
+    $ref, ...), or set to something other than a boolean."""
+    found: list[str] = []
+    if isinstance(schema, dict):
+        if "secret" in schema:
+            value = schema["secret"]
+            if not isinstance(value, bool):
+                found.append("/".join(path) + " (true or false)")
+            elif value and not (chain and path):
+                found.append("/".join(path) or "(top)")
+        for key, sub in schema.items():
+            if key == "properties" and isinstance(sub, dict) and chain:
+                for name, prop in sub.items():
+                    found += _misplaced_secrets(prop, (*path, "properties", str(name)), True)
+            elif key != "secret":
+                found += _misplaced_secrets(sub, (*path, str(key)), False)
+    elif isinstance(schema, list):
+        for index, sub in enumerate(schema):
+            found += _misplaced_secrets(sub, (*path, str(index)), False)
+    return found
+
+
 def _semantic_problems(doc: dict[str, Any], registry: PluginCatalog | None) -> list[_Found]:
     found: list[_Found] = []
     states: dict[str, dict[str, Any]] = {k: (v or {}) for k, v in doc["states"].items()}
@@ -327,6 +354,17 @@ def _semantic_problems(doc: dict[str, Any], registry: PluginCatalog | None) -> l
                     ("inputs", *exc.path),
                     f"'inputs' is not a valid JSON Schema: {exc.message}",
                     hint="see https://json-schema.org",
+                )
+            )
+        for misplaced in _misplaced_secrets(inputs):
+            found.append(
+                _Found(
+                    ("inputs", *misplaced.split(" ")[0].split("/")),
+                    f"`secret` at inputs/{misplaced} cannot be honoured: a secret is a property "
+                    "reached from the top through `properties` only",
+                    hint="mark the property itself `secret: true` (not items, "
+                    "additionalProperties, allOf or a $ref), or split the value into "
+                    "named properties",
                 )
             )
 

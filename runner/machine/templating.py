@@ -27,9 +27,121 @@ def is_template(value: str) -> bool:
     return "{{" in value or "{%" in value or "{#" in value
 
 
+#: The longest text (characters) or collection one template may make: a rendered
+#: value, a file, or any string, list or repetition built on the way.
+MAX_OUTPUT = 16 * 1024 * 1024
+#: The largest power a template may compute (``10 ** 10 ** 10`` would never end).
+_MAX_POWER_BITS = 4096
+#: String methods whose first argument is a width the result grows to.
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+class BoundedSandbox(jinja2.sandbox.SandboxedEnvironment):
+    """The sandbox, and no template that makes a value too large to hold: repetition
+    (``'a' * 10**10``), huge powers, padding to a huge width, ``%`` formats and the
+    rendered output are all capped at :data:`MAX_OUTPUT` (a SecurityError says so)."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.filters = _bounded_filters(self.filters)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                if sized and len(seq) * times > MAX_OUTPUT:
+                    raise jinja2.exceptions.SecurityError(
+                        f"a repetition would make {len(seq) * times:,} items; templates "
+                        f"are limited to {MAX_OUTPUT:,}"
+                    )
+        elif operator == "**" and isinstance(left, int) and isinstance(right, int):
+            if right > 0 and abs(left) > 1 and right * abs(left).bit_length() > _MAX_POWER_BITS:
+                raise jinja2.exceptions.SecurityError(
+                    f"{left} ** {right} is too large a number for a template"
+                )
+        elif operator == "%" and isinstance(left, str):
+            _check_widths(left)
+            result = super().call_binop(context, operator, left, right)
+            _check_size(result)
+            return result
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        method = getattr(__obj, "__wrapped__", __obj)  # the sandbox wraps str.format
+        name = getattr(method, "__name__", "")
+        owner = getattr(method, "__self__", None)
+        if name in ("format", "format_map") and isinstance(owner, str):
+            _check_widths(owner)
+        if name in _WIDTH_METHODS and isinstance(owner, str):
+            width = args[0] if args else next(iter(kwargs.values()), 0)
+            if isinstance(width, int) and width > MAX_OUTPUT:
+                raise jinja2.exceptions.SecurityError(
+                    f"{name}({width}) would make a string longer than templates may"
+                )
+        result = super().call(__context, __obj, *args, **kwargs)
+        _check_size(result)
+        return result
+
+
+_NUMBER = re.compile(r"\d+")
+
+
+def _check_widths(fmt: str) -> None:
+    """A format (``%5s``, ``{:>5}``) whose width or precision would make a huge string."""
+    if any(len(n) > 8 and int(n) > MAX_OUTPUT for n in _NUMBER.findall(fmt)):
+        raise jinja2.exceptions.SecurityError(
+            "a format width or precision larger than templates may make"
+        )
+
+
+def _bounded_filters(filters: dict[str, Any]) -> dict[str, Any]:
+    """The built-in filters, with those that pad to a width or format checked first."""
+    center, indent, format_ = filters["center"], filters["indent"], filters["format"]
+
+    def checked_center(value: Any, width: int = 80) -> Any:
+        if isinstance(width, int) and width > MAX_OUTPUT:
+            raise jinja2.exceptions.SecurityError("center() to a width larger than templates may")
+        return center(value, width)
+
+    def checked_indent(value: Any, width: Any = 4, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(width, int) and width > MAX_OUTPUT // 64:
+            raise jinja2.exceptions.SecurityError("indent() wider than templates may")
+        return indent(value, width, *args, **kwargs)
+
+    def checked_format(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str):
+            _check_widths(value)
+        return format_(value, *args, **kwargs)
+
+    return {**filters, "center": checked_center, "indent": checked_indent, "format": checked_format}
+
+
+def _check_size(value: Any) -> None:
+    if isinstance(value, str | list | tuple | dict) and len(value) > MAX_OUTPUT:
+        raise jinja2.exceptions.SecurityError(
+            f"a value of {len(value):,} items; templates are limited to {MAX_OUTPUT:,}"
+        )
+
+
+def render_bounded(template: jinja2.Template, context: Mapping[str, Any]) -> str:
+    """``template`` rendered, stopped as soon as its text passes :data:`MAX_OUTPUT`."""
+    parts: list[str] = []
+    size = 0
+    for part in template.generate(**context):
+        size += len(part)
+        if size > MAX_OUTPUT:
+            raise jinja2.exceptions.SecurityError(
+                f"the rendered text passes {MAX_OUTPUT:,} characters, the most a template may make"
+            )
+        parts.append(part)
+    return "".join(parts)
+
+
 @lru_cache(maxsize=1)
 def environment() -> jinja2.sandbox.SandboxedEnvironment:
-    return jinja2.sandbox.SandboxedEnvironment(
+    return BoundedSandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -62,7 +174,7 @@ def file_environment(
 ) -> jinja2.sandbox.SandboxedEnvironment:
     """A sandboxed environment whose `include`/`import` only see ``searchpath``, and of
     it only files whose real path is under one of ``roots`` (default: ``searchpath``)."""
-    return jinja2.sandbox.SandboxedEnvironment(
+    return BoundedSandbox(
         loader=_ConfinedLoader(searchpath, roots or (Path(searchpath),)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -119,7 +231,7 @@ def render_string(source: str, context: Mapping[str, Any]) -> Any:
             if isinstance(value, jinja2.Undefined):
                 str(value)  # raises UndefinedError naming the variable
             return value
-        return _compiled(source).render(**context)
+        return render_bounded(_compiled(source), context)
     except jinja2.TemplateError as exc:
         raise TemplateFailure(_describe(exc)) from exc
     except Exception as exc:  # errors raised inside filters or tests

@@ -9,6 +9,7 @@ read only when a step needs it (``secret('path.to.input')`` in a template).
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -21,8 +22,14 @@ def load_config_file(path: Path) -> dict[str, Any]:
     """Inputs from a YAML or JSON file (a mapping)."""
     from ruamel.yaml.error import YAMLError
 
+    from runner.files import TooLarge, read_limited
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_limited(path, "config").decode("utf-8")
+    except TooLarge as exc:
+        raise InvalidInputsError(
+            f"config file {path} {exc}", hint="inputs are small: pass a file of inputs only"
+        ) from None
     except OSError as exc:
         raise InvalidInputsError(
             f"cannot read config file {path}: {exc.strerror}", hint="check the --config path"
@@ -139,12 +146,25 @@ def validate(schema: Mapping[str, Any], data: dict[str, Any]) -> None:
                 )
             continue
         messages.append(f"{where}: {err.message}")
+    messages.extend(_not_finite(data))
     messages.extend(_secret_problems(schema, data))
     if messages:
         raise InvalidInputsError(
             "the inputs do not match the machine's inputs schema:\n  " + "\n  ".join(messages),
             hint="fix the values with --set KEY=VALUE or in the --config file",
         )
+
+
+def _not_finite(data: Any, path: tuple[str, ...] = ()) -> Iterator[str]:
+    """NaN and the infinities: JSON has no such numbers, so no input may hold one."""
+    if isinstance(data, float) and not math.isfinite(data):
+        yield f"{_path_text(path) or '(inputs)'}: {data!r} is not a number JSON can hold"
+    elif isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from _not_finite(value, (*path, str(key)))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from _not_finite(value, (*path, str(index)))
 
 
 def secret_paths(
@@ -210,6 +230,59 @@ class SecretResolver:
         self.values: dict[str, str] = {}
         self._needles: list[str] = []
         self._wholes: list[str] = []
+        self._files: Path | None = None
+
+    def references(self) -> dict[str, Mapping[str, Any]]:
+        """Each secret input the environment gives, and where its value is."""
+        found = {}
+        for dotted in sorted(self._paths):
+            ref = _get(self._inputs, tuple(dotted.split(".")))
+            if isinstance(ref, Mapping):
+                found[dotted] = ref
+        return found
+
+    def env_names(self) -> frozenset[str]:
+        """The environment variables secret inputs are read from: programs a step runs
+        do not inherit them (a step that needs one passes it on purpose)."""
+        return frozenset(str(ref["env"]) for ref in self.references().values() if "env" in ref)
+
+    def preload(self) -> list[str]:
+        """Read every secret the environment names, so that it is masked from the start
+        of a phase whatever prints it (a program echoing an inherited variable, say);
+        returns the problems of those that cannot be read (a step that uses one fails
+        with that message)."""
+        problems = []
+        for dotted in self.references():
+            try:
+                self(dotted)
+            except InvalidInputsError as exc:
+                problems.append(exc.message)
+        return problems
+
+    def secret_file(self, dotted: str) -> str:
+        """The path of a file holding the secret ``dotted`` (mode 0600, in a folder of
+        mode 0700 removed when the phase ends): the way to hand a secret to a program
+        without putting it in its argv, which every local user can read."""
+        import tempfile
+
+        value = self(dotted)
+        if self._files is None:
+            shm = Path("/dev/shm")
+            base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+            self._files = Path(tempfile.mkdtemp(prefix="runner-secrets-", dir=base))
+        path = self._files / dotted
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(value)
+        return str(path)
+
+    def close(self) -> None:
+        """Remove the files :meth:`secret_file` wrote."""
+        if self._files is not None:
+            import shutil
+
+            shutil.rmtree(self._files, ignore_errors=True)
+            self._files = None
 
     def __call__(self, dotted: str) -> str:
         if dotted not in self._paths:
@@ -234,8 +307,15 @@ class SecretResolver:
         else:
             path = Path(str(ref["file"]))
             path = path if path.is_absolute() else self._workdir / path
+            from runner.files import TooLarge, read_limited
+
             try:
-                value = path.read_text(encoding="utf-8").strip()
+                value = read_limited(path, "secret").decode("utf-8", errors="replace").strip()
+            except TooLarge as exc:
+                raise InvalidInputsError(
+                    f"secret input '{dotted}' is read from {path}, which {exc}",
+                    hint="point the secret at a file holding only the secret",
+                ) from None
             except OSError as exc:
                 raise InvalidInputsError(
                     f"secret input '{dotted}' is read from {path}: {exc.strerror}",

@@ -252,6 +252,7 @@ class PhaseRunner:
         secrets = SecretResolver(
             session.machine.inputs_schema, session.record.inputs, session.workdir
         )
+        secrets.preload()  # masked from the start, whatever prints them
         writer = session.store.open_artifact(session.name, "run", phase.name)
         run.log = writer.ref
         run_log = RunLog(writer)
@@ -276,6 +277,7 @@ class PhaseRunner:
             hold_signals=interrupts.critical,
             mask_result=secrets.mask_value,
             on_group=on_group,
+            withheld=secrets.env_names(),
         )
         return RunContext(phase, from_state, run, run_log, secrets, supervisor, interrupts, tail)
 
@@ -294,7 +296,14 @@ class PhaseRunner:
                     state=session.state,
                     phase=phase.name,
                 ) from None
-            ctx = self._open(phase, run, interrupts, from_state)
+            # what a phase writes (rendered files, the engine's state, logs) is private
+            # like data/: folders 0700, files 0600, for the runner and its programs
+            umask = os.umask(0o077)
+            try:
+                ctx = self._open(phase, run, interrupts, from_state)
+            except BaseException:
+                os.umask(umask)
+                raise
             total = len(phase.steps)
             self.progress.phase_started(session.name, phase.name, total)
             status = "failed"
@@ -329,6 +338,8 @@ class PhaseRunner:
                         )
             finally:
                 ctx.run_log.close()
+                ctx.secrets.close()
+                os.umask(umask)
         self.progress.phase_finished(phase.name, status, session.state)
         return PhaseResult(
             environment=session.name,

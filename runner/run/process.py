@@ -16,6 +16,7 @@ a word of a secret wherever it appears would corrupt, say, JSON the step parses)
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
 import shutil
@@ -24,7 +25,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -225,6 +226,7 @@ class ProcessSupervisor:
         hold_signals: Callable[[], AbstractContextManager[None]] | None = None,
         mask_result: Callable[[str], str] | None = None,
         on_group: Callable[[int | None], None] | None = None,
+        withheld: Collection[str] = (),
     ) -> None:
         self.run_log = run_log
         self.on_line = on_line
@@ -232,6 +234,9 @@ class ProcessSupervisor:
         self.mask_result = mask_result or mask
         self.grace_s = grace_s
         self._hold_signals = hold_signals or contextlib.nullcontext
+        self._withheld = frozenset(withheld)
+        """Variables of the runner's environment that programs do not inherit (those
+        secret inputs are read from); a step passes one on purpose with ``env``."""
         self._on_group = on_group or (lambda group: None)
         """Told the process group of each program as it starts, and None once it is
         gone (the interrupt handler and the lock's holder record use it)."""
@@ -249,14 +254,23 @@ class ProcessSupervisor:
         if isinstance(argv, str) or not argv:
             raise StepError("configuration", "a program must be given as a non-empty argv list")
         args = tuple(str(arg) for arg in argv)
-        child_env = dict(os.environ)
+        child_env = {k: v for k, v in os.environ.items() if k not in self._withheld}
         child_env.update({key: str(value) for key, value in (env or {}).items()})
         if cwd is not None and not Path(cwd).is_dir():
             raise StepError("configuration", f"working directory {cwd} does not exist")
         self._check_program(args[0], child_env.get("PATH", os.defpath))
 
         # each argument is masked before quoting: a quoted secret no longer matches
-        self.run_log.write(step, "$ " + shlex.join(self._masked(arg) for arg in args))
+        shown = [self._masked(arg) for arg in args]
+        self.run_log.write(step, "$ " + shlex.join(shown))
+        if shown != list(args):
+            warning = (
+                f"step {step}: a secret is in the arguments of {Path(args[0]).name}, where any "
+                "local user can read it (/proc/PID/cmdline); hand it over with the step's "
+                "`env` or a file from secret_file()"
+            )
+            self.run_log.write(step, f"runner: warning: {warning}")
+            logging.getLogger("runner").warning("%s", warning)
         kept: dict[Stream, _Tail] = {"out": _Tail(MAX_KEPT_BYTES), "err": _Tail(MAX_KEPT_BYTES)}
 
         def sink(stream: Stream, raw: str) -> None:

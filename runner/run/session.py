@@ -173,4 +173,5 @@ def template_context(
         context["step"] = step
     if secrets is not None:
         context["secret"] = secrets
+        context["secret_file"] = secrets.secret_file
     return context

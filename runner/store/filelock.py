@@ -65,7 +65,8 @@ def parse_holder(data: bytes) -> LockInfo | None:
 def read_holder(path: Path) -> LockInfo | None:
     """Who ``path`` says holds the lock (without locking); None when it names nobody."""
     try:
-        with open(path, "rb") as file:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as file:
             data = file.read(_MAX_HOLDER_BYTES)
     except OSError:
         return None
@@ -131,7 +132,7 @@ def stale_holder(path: Path) -> LockInfo | None:
 def _open_lock_file(path: Path, env: str, shown: str) -> int:
     """Open (creating 0600 if missing, never truncating) the lock file for read/write."""
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except FileNotFoundError as exc:
         raise EnvironmentNotFoundError(
             f"no environment '{env}'",

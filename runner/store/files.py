@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +37,16 @@ from runner.errors import (
     StateFileError,
     StorageError,
 )
-from runner.files import FILE_MODE, fsync_dir, replace_atomically, temp_prefix, write_new
+from runner.files import (
+    FILE_MODE,
+    LIMITS,
+    TooLarge,
+    fsync_dir,
+    read_limited,
+    replace_atomically,
+    temp_prefix,
+    write_new,
+)
 from runner.store import filelock
 from runner.store.contract import ArtifactKind, Events, ListEntry, LockInfo
 from runner.store.record import (
@@ -54,6 +64,8 @@ EVENTS_FILE = "events.jsonl"
 ENV_FOLDERS = ("traces", "runs")
 
 DIR_MODE = 0o700
+#: How every file inside an environment's folder is opened for reading.
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 #: The folder of each kind of artifact.
 ARTIFACT_FOLDERS: dict[str, str] = {"trace": "traces", "run": "runs"}
 
@@ -68,7 +80,27 @@ _EVENT_BLOCK = 64 * 1024
 
 
 def _serialize(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8")
+    """The bytes of a record: strict JSON (no NaN or infinity, which JSON has not)."""
+    return (json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (the last of two would win silently)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"the key {key!r} appears twice in one object")
+        seen[key] = value
+    return seen
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def strict_loads(data: bytes) -> Any:
+    """Parse ``data`` as strict JSON: no duplicate keys, no NaN or Infinity."""
+    return json.loads(data, object_pairs_hook=_strict_object, parse_constant=_no_constant)
 
 
 # --- the store --------------------------------------------------------------------------
@@ -89,6 +121,28 @@ class FileStore:
 
     def _env_dir(self, name: str) -> Path:
         return self.root / check_name(name)
+
+    def _no_link(self, name: str, path: Path) -> None:
+        """Refuse ``path`` when it is a symbolic link: inside ``data/<env>`` the runner
+        never follows a link it did not make (it could lead a write, an append or a
+        delete anywhere)."""
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return
+        if stat.S_ISLNK(info.st_mode):
+            self._link_error(name, path)
+
+    def _link_error(self, name: str, path: Path) -> NoReturn:
+        shown = self.relative(path)
+        raise StateFileError(
+            f"{shown} is a symbolic link: the runner never follows a link inside an "
+            "environment's folder",
+            hint=f"replace {shown} by the real file or folder (or remove the link), then run "
+            "the command again",
+            environment=name,
+            path=shown,
+        )
 
     def data_dir(self, name: str) -> str:
         return self.relative(self._env_dir(name))
@@ -112,9 +166,11 @@ class FileStore:
 
     def _read_state(self, name: str) -> bytes:
         path = self._env_dir(name) / STATE_FILE
+        self._no_link(name, path.parent)
         try:
-            with open(path, "rb") as file:
-                return file.read()
+            return read_limited(path, "state", follow=False)
+        except TooLarge as exc:
+            self._state_error(name, str(exc))
         except FileNotFoundError:
             if path.parent.is_dir():
                 self._state_error(
@@ -130,6 +186,8 @@ class FileStore:
                 environment=name,
             ) from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                self._link_error(name, path)
             self._state_error(
                 name,
                 f"cannot be read: {exc.strerror or exc}",
@@ -151,7 +209,7 @@ class FileStore:
         if not data.strip():
             self._state_error(name, "is empty (a write was cut short?)")
         try:
-            return json.loads(data)
+            return strict_loads(data)
         except UnicodeDecodeError:
             self._state_error(name, "is not UTF-8 text")
         except json.JSONDecodeError as exc:
@@ -161,6 +219,8 @@ class FileStore:
                 f"is not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno})"
                 + ("; it looks truncated" if cut else ""),
             )
+        except ValueError as exc:  # a duplicate key, NaN or Infinity
+            self._state_error(name, f"is not valid JSON: {exc}")
 
     def _validated(self, name: str, data: bytes) -> Record:
         """The record in ``data`` (the bytes of ``name``'s state.json), fully checked."""
@@ -183,9 +243,9 @@ class FileStore:
         try:
             with os.scandir(self.root) as scan:
                 folders = sorted(
-                    (entry.name, entry.path)
+                    (entry.name, entry.path, entry.is_symlink())
                     for entry in scan
-                    if not entry.name.startswith(".") and entry.is_dir()
+                    if not entry.name.startswith(".") and (entry.is_dir() or entry.is_symlink())
                 )
         except FileNotFoundError:
             return []
@@ -195,16 +255,17 @@ class FileStore:
                 hint="make it readable for this user",
             ) from exc
         result: list[ListEntry] = []
-        for name, folder in folders:
+        for name, folder, linked in folders:
             try:
                 check_name(name)
             except InvalidNameError:  # a folder that is no environment (e.g. lost+found)
                 continue
             try:
+                if linked:
+                    self._link_error(name, Path(folder))
                 try:  # plain os calls: with 10,000 environments pathlib costs a third
-                    with open(os.path.join(folder, STATE_FILE), "rb") as file:
-                        data = file.read()
-                except OSError:
+                    data = read_limited(os.path.join(folder, STATE_FILE), "state", follow=False)
+                except (OSError, TooLarge):
                     data = self._read_state(name)  # raises the error that says why
                 document = self._parse(name, data)
                 problem = light_problem(document)  # not the full schema: see light_problem
@@ -242,6 +303,11 @@ class FileStore:
     def _checked(self, document: dict[str, Any]) -> None:
         check_name(document.get("name", ""))
         problem = record_problem(document)
+        if problem is None:
+            try:
+                _serialize(document)
+            except ValueError as exc:  # NaN or infinity in inputs or outputs
+                problem = f"holds a value JSON cannot: {exc}"
         if problem:
             name = document["name"]
             raise StorageError(
@@ -404,9 +470,11 @@ class FileStore:
 
     def _lock_file(self, name: str) -> tuple[Path, str]:
         folder = self._env_dir(name)
+        self._no_link(name, folder)
         if not (folder / STATE_FILE).is_file():
             self._read_state(name)  # raises EnvironmentNotFoundError or StateFileError
         path = folder / LOCK_FILE
+        self._no_link(name, path)
         return path, self.relative(path)
 
     def _leased(self, name: str, held: filelock.HeldLock | None) -> filelock.HeldLock | None:
@@ -433,8 +501,10 @@ class FileStore:
     def append_event(self, name: str, event: dict[str, Any]) -> None:
         line = (json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8")
         path = self._env_dir(name) / EVENTS_FILE
+        self._no_link(name, path.parent)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            fd = os.open(path, flags, FILE_MODE)
         except FileNotFoundError:
             self._read_state(name)  # says which: no environment, or a broken folder
             raise
@@ -458,16 +528,27 @@ class FileStore:
         if not folder.is_dir():
             self._read_state(name)  # raises EnvironmentNotFoundError
         path = folder / EVENTS_FILE
+        self._no_link(name, folder)
         try:
-            with open(path, "rb") as file:
+            fd = os.open(path, _READ_FLAGS)
+            with os.fdopen(fd, "rb") as file:
                 if limit is None:
-                    return _parse_lines(file.read().split(b"\n"))
+                    data = file.read(LIMITS["events"] + 1)
+                    if len(data) > LIMITS["events"]:
+                        raise StateFileError(
+                            f"{self.relative(path)} is larger than the runner reads at once",
+                            hint=f"read its end with `runner history {name} --limit N`",
+                            environment=name,
+                        )
+                    return _parse_lines(data.split(b"\n"))
                 if limit <= 0:
                     return []
                 return _tail_events(file.fileno(), limit)
         except FileNotFoundError:
             return []
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                self._link_error(name, path)
             raise StateFileError(
                 f"cannot read {self.relative(path)}: {exc.strerror or exc}",
                 hint="make it readable for this user",
@@ -479,12 +560,13 @@ class FileStore:
 
     def _artifact_path(self, name: str, kind: ArtifactKind, label: str) -> Path:
         folder = self._env_dir(name) / ARTIFACT_FOLDERS[kind]
+        self._no_link(name, folder.parent)
         if not self._env_dir(name).is_dir():
             self._read_state(name)  # raises EnvironmentNotFoundError
         try:
             os.mkdir(folder, DIR_MODE)
         except FileExistsError:
-            pass
+            self._no_link(name, folder)
         except OSError as exc:
             self._storage_error("create", folder, exc, environment=name)
         # names sort as they were made: never two with one stamp from this store
@@ -521,7 +603,10 @@ class FileStore:
         try:
             if path is None:
                 raise FileNotFoundError(ref)
-            return path.read_text(encoding="utf-8", errors="replace")
+            self._no_link(name, path.parent)
+            return read_limited(path, "artifact", follow=False).decode("utf-8", errors="replace")
+        except TooLarge as exc:
+            raise StateFileError(f"{ref} {exc}", environment=name) from None
         except FileNotFoundError:
             if not self._env_dir(name).is_dir():
                 self._read_state(name)  # raises EnvironmentNotFoundError
@@ -558,7 +643,8 @@ class FileArtifact:
     def __init__(self, path: Path, ref: str) -> None:
         self.path = path
         self.ref = ref
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(path, flags, FILE_MODE)
         self._file = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
 
     def write(self, text: str) -> None:

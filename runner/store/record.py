@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
+from pathlib import PurePosixPath
 from typing import Any
 
 from runner.errors import InvalidNameError
@@ -114,9 +115,36 @@ def record_problem(data: object) -> str | None:
     if problem:
         return problem
     error = _schema_check()(data, "")
-    if error is None:
-        return None
-    return f"does not match the state file format: {error}"
+    if error is not None:
+        return f"does not match the state file format: {error}"
+    return _path_problem(data)
+
+
+#: Where a record keeps paths: each must stay inside the working directory.
+_PATH_FIELDS = (
+    ("paths", "data_dir"),
+    ("paths", "build_dir"),
+    ("run", "log"),
+    ("run", "trace"),
+    ("failure", "trace"),
+)
+
+
+def _path_problem(data: Any) -> str | None:
+    """A path of the record that leads out of the working directory (absolute, or
+    through ``..``): the runner would write or delete there, so the record is refused."""
+    for part, field_name in _PATH_FIELDS:
+        section = data.get(part)
+        value = section.get(field_name) if isinstance(section, dict) else None
+        if value is None:
+            continue
+        pure = PurePosixPath(value)
+        if not value or pure.is_absolute() or ".." in pure.parts or "\\" in value:
+            return (
+                f"has {part}.{field_name} = {json.dumps(value)}, which leads outside the "
+                "working directory (paths in a state file are relative and stay inside it)"
+            )
+    return None
 
 
 def light_problem(data: object) -> str | None:
@@ -220,6 +248,11 @@ class Failure:
     hint: str | None = None
     started_at: str | None = None
     duration_s: float | None = None
+
+    @property
+    def headline(self) -> str:
+        """One line: where it failed, how, and why."""
+        return f"phase '{self.phase}' failed at step '{self.step}' ({self.kind}): {self.summary}"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Failure:

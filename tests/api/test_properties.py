@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from ruamel.yaml import YAML
 
-from runner.api import operations as ops
+from runner import Runner
 from runner.errors import MachineError, RunnerError
 from runner.machine.loader import load_machine
 from runner.machine.statemachine import build_machine
@@ -641,12 +641,8 @@ class World:
         self.model = Model(self.spec)
         self.dir = Path(tempfile.mkdtemp(prefix="runner-prop-"))
         build_tree(self.dir, {"machine.yaml": self.spec.yaml()})
-        self.ws = ops.Workspace(
-            workdir=self.dir,
-            repo_factory=lambda: FileStore(self.dir),
-            machine_file=self.dir / "machine.yaml",
-            lock_timeout_s=10,
-            command="runner property-test",
+        self.ws = Runner(
+            self.dir, self.dir / "machine.yaml", lock_timeout=10, command="runner property-test"
         )
 
     def close(self) -> None:
@@ -654,11 +650,11 @@ class World:
 
     def call(self, expected: str | None, action: str, *args: Any) -> None:
         operation = {
-            "create": lambda: ops.create(self.ws, "demo", None, []),
-            "advance": lambda: ops.advance(self.ws, "demo"),
-            "up": lambda: ops.up(self.ws, "demo", None),
-            "resume": lambda: ops.resume(self.ws, "demo", *args),
-            "phase": lambda: ops.run_phase(self.ws, "demo", *args),
+            "create": lambda: self.ws.create("demo"),
+            "advance": lambda: self.ws.advance("demo"),
+            "up": lambda: self.ws.up("demo"),
+            "resume": lambda: self.ws.resume("demo", *args),
+            "phase": lambda: self.ws.run_phase("demo", *args),
         }[action]
         try:
             operation()

@@ -140,7 +140,7 @@ def test_eight_racing_creates_give_exactly_one_environment(work: Path) -> None:
     assert codes == [0] + [2] * 7
     assert all("already exists" in err for code, err in results if code == 2)
     listing = json.loads(run_cli("--output", "json", "list", cwd=work).stdout)
-    assert [e["name"] for e in listing["environments"]] == ["same"]
+    assert [e["environment"] for e in listing["environments"]] == ["same"]
 
 
 @pytest.mark.parametrize("timeout", ["inf", "1e12"])

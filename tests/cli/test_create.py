@@ -107,7 +107,7 @@ def test_status_list_history_of_a_new_environment(work: Path) -> None:
     assert status["state"] == "new" and status["locked_by"] is None
     assert any("runner advance demo" in step for step in status["next"])
     listing = json.loads(run_cli("--output", "json", "list", cwd=work).stdout)
-    assert [e["name"] for e in listing["environments"]] == ["alpha", "demo"]
+    assert [e["environment"] for e in listing["environments"]] == ["alpha", "demo"]
     history = json.loads(run_cli("--output", "json", "history", "demo", cwd=work).stdout)
     assert [e["type"] for e in history["events"]] == ["created"]
     missing = run_cli("status", "nope", cwd=work)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.api import operations as ops
+from runner import Runner
 from runner.errors import InterruptedRunError
 from runner.store.files import FileStore
 from runner.store.locking import hold
@@ -122,13 +122,8 @@ def snapshot(work: Path) -> Snapshot:
     return result
 
 
-def workspace(work: Path) -> ops.Workspace:
-    return ops.Workspace(
-        workdir=work,
-        repo_factory=lambda: FileStore(work),
-        machine_file=work / "machine.yaml",
-        command="test setup",
-    )
+def workspace(work: Path) -> Runner:
+    return Runner(work, work / "machine.yaml", command="test setup")
 
 
 def ran(work: Path) -> str:
@@ -178,13 +173,13 @@ def in_state(*path: str) -> Callable[[Path], None]:
         ws = workspace(work)
         for action in path:
             if action == "advance":
-                ops.advance(ws, "demo")
+                ws.advance("demo")
             elif action == "fail":
                 (work / "broken").write_text("")
-                ops.advance(ws, "demo")
+                ws.advance("demo")
                 (work / "broken").unlink()
             elif action == "destroy":
-                ops.run_phase(ws, "demo", "destroy")
+                ws.run_phase("demo", "destroy")
             else:
                 raise AssertionError(action)
 
@@ -424,7 +419,7 @@ CASES = [
 def work(tmp_path: Path) -> Iterator[Path]:
     work = tmp_path / "work"
     build_tree(work, {"machine.yaml": MACHINE})
-    ops.create(workspace(work), "demo", None, [])
+    workspace(work).create("demo")
     yield work
     pid_file = work / "one.pid"  # never leave a sleeping step behind, even when failing
     if pid_file.exists():
@@ -537,7 +532,7 @@ def test_signal_while_waiting_for_the_lock_changes_nothing(
     "sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
 )
 def test_signal_right_after_the_phase_starts(work: Path, sig: signal.Signals, code: int) -> None:
-    ops.create(workspace(work), "napper", None, ["nap=30"])
+    workspace(work).create("napper", sets=["nap=30"])
     state_file, events = work / "data/napper/state.json", "data/napper/events.jsonl"
     before = snapshot(work)
     proc = _spawn(work, "advance", "napper")
@@ -578,7 +573,7 @@ def test_signal_while_the_step_program_is_being_started_stops_it(
     has forked and exec'd, Popen has not returned yet) must still stop that program: it
     may not live on and do its work after the run was reported interrupted."""
     ws = workspace(work)
-    ops.create(ws, "napper", None, ["nap=30"])
+    ws.create("napper", sets=["nap=30"])
     real = subprocess.Popen._execute_child  # type: ignore[attr-defined]
     started: list[int] = []
 
@@ -590,7 +585,7 @@ def test_signal_while_the_step_program_is_being_started_stops_it(
     monkeypatch.setattr(subprocess.Popen, "_execute_child", execute_then_interrupt)
     try:
         with pytest.raises(InterruptedRunError):
-            ops.advance(ws, "napper")
+            ws.advance("napper")
         monkeypatch.undo()
         assert read_state(work, "napper")["state"] == "building"
         assert len(started) == 1
@@ -613,7 +608,7 @@ def test_a_step_deadline_while_the_program_is_being_started_stops_it(
     )
     (work / "machine.yaml").write_text(timed)
     ws = workspace(work)
-    ops.create(ws, "napper", None, ["nap=30"])
+    ws.create("napper", sets=["nap=30"])
     real = subprocess.Popen._execute_child  # type: ignore[attr-defined]
     started: list[int] = []
 
@@ -624,7 +619,7 @@ def test_a_step_deadline_while_the_program_is_being_started_stops_it(
 
     monkeypatch.setattr(subprocess.Popen, "_execute_child", execute_then_expire)
     try:
-        result = ops.advance(ws, "napper")
+        result = ws.advance("napper")
         monkeypatch.undo()
         assert result.failed
         failed = read_state(work, "napper")
@@ -706,7 +701,7 @@ def small_work(tmp_path: Path) -> Iterator[Path]:
     work = tmp_path / "work"
     build_tree(work, {"machine.yaml": MACHINE})
     with small_fs(work / "data"):
-        ops.create(workspace(work), "demo", None, [])
+        workspace(work).create("demo")
         yield work
 
 

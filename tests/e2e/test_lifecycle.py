@@ -63,14 +63,14 @@ def test_whole_local_lifecycle(work: Path) -> None:
     assert "running - Tracker running and healthy" in status
     assert "runner destroy demo" in status
     data = json.loads(ok(work, "--output", "json", "status", "demo"))
-    assert (data["name"], data["state"], data["kind"]) == ("demo", "running", "stable")
+    assert (data["environment"], data["state"], data["kind"]) == ("demo", "running", "stable")
     assert data["failure"] is None and data["interrupted"] is False
     assert data["allowed_phases"] == ["destroy"]
 
     # list, text and JSON
     assert ["demo", "running"] in [line.split()[:2] for line in ok(work, "list").splitlines()]
     listing = json.loads(ok(work, "--output", "json", "list"))
-    assert [(e["name"], e["state"]) for e in listing["environments"]] == [("demo", "running")]
+    assert [(e["environment"], e["state"]) for e in listing["environments"]] == [("demo", "running")]
 
     # history: every transition of the happy path, in order, and every step's result
     history = json.loads(ok(work, "--output", "json", "history", "demo"))["events"]

@@ -216,7 +216,13 @@ def test_png_is_written_to_a_file(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     png = tmp_path / "machine.png"
-    assert data == {"format": "png", "file": str(png), "bytes": png.stat().st_size}
+    assert data == {
+        "api_version": 1,
+        "format": "png",
+        "environment": None,
+        "file": str(png),
+        "bytes": png.stat().st_size,
+    }
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 

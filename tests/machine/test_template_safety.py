@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.api import operations as ops
+from runner import Runner
 from runner.store.files import FileStore
 from runner.store.record import Record
 from tests.helpers import build_tree, run_cli
@@ -83,20 +83,15 @@ TEMPLATE_STEP = (
 )
 
 
-def workspace(work: Path, machine: Path | None = None) -> ops.Workspace:
-    return ops.Workspace(
-        workdir=work,
-        repo_factory=lambda: FileStore(work),
-        machine_file=machine or work / "machine.yaml",
-        command="test",
-    )
+def workspace(work: Path, machine: Path | None = None) -> Runner:
+    return Runner(work, machine or work / "machine.yaml", command="test")
 
 
 def advance(work: Path, sets: list[str] | None = None, machine: Path | None = None) -> Record:
     """Create `demo` and advance it in-process; the stored record afterwards."""
     ws = workspace(work, machine)
-    ops.create(ws, "demo", None, sets or [])
-    ops.advance(ws, "demo")
+    ws.create("demo", sets=sets or [])
+    ws.advance("demo")
     return FileStore(work).load("demo")
 
 

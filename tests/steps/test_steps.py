@@ -128,7 +128,10 @@ def test_template_renders_a_folder_and_keeps_modes(harness: Harness) -> None:
     assert (out / "README.txt").read_text() == "copied {{ as is }}\n"
     assert (out / "conf" / "app.toml").read_text() == 'name = "demo"\nport = 7070\n'
     assert (out / "bin" / "start.sh").read_text() == "#!/bin/sh\necho hi\n"
-    assert stat.S_IMODE((out / "bin" / "start.sh").stat().st_mode) == 0o750
+    # the owner's bits of the source (executable stays executable), never group or
+    # other: what the runner writes under build/ is private
+    assert stat.S_IMODE((out / "bin" / "start.sh").stat().st_mode) == 0o700
+    assert stat.S_IMODE((out / "conf" / "app.toml").stat().st_mode) == 0o600
     assert not list(out.rglob("*.j2"))
     assert sorted(result["files"]) == [
         "build/demo/app/README.txt",

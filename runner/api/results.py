@@ -1,0 +1,322 @@
+"""What the methods of :class:`runner.Runner` return: typed, frozen results.
+
+Every result is a :class:`~runner.result.Result`, so its JSON form (``to_json()``) is
+derived from its fields; ``schemas/output.schema.json`` describes it. A result never
+holds the stored record: each one is built from it by one small constructor
+(``from_record`` and the like), the only code here that reads a record.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runner.result import INTERNAL, Result, key
+from runner.store.record import Failure, Paths, Record, Run
+
+if TYPE_CHECKING:
+    from runner.machine.model import MachineDef
+    from runner.run.phase import PhaseResult
+    from runner.store.contract import ListEntry, LockInfo
+
+__all__ = [
+    "CreateResult",
+    "EnvironmentSummary",
+    "GraphFileResult",
+    "GraphResult",
+    "HistoryResult",
+    "ListResult",
+    "PhasePlan",
+    "PhaseSummary",
+    "RunResult",
+    "StatusResult",
+    "StepPlan",
+    "Unreadable",
+    "ValidateResult",
+]
+
+
+# --- the parts -----------------------------------------------------------------------
+#
+# A failure, a run and the folders are the store's own types (Failure, Run, Paths of
+# runner.store.record), copied from the record; a phase run is the engine's
+# PhaseResult with its StepOutcomes. They render through the same as_json.
+
+
+@dataclass(frozen=True)
+class StepPlan(Result):
+    """One step of a dry run: whether it would run, and with what (secrets masked).
+
+    ``when`` and ``params`` are None when the step could not be rendered (``error``
+    says why); ``params`` is None too when ``when`` is false."""
+
+    name: str
+    uses: str
+    when: bool | None = None
+    params: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PhasePlan(Result):
+    """The phase a dry run would run, and its steps as they would be rendered."""
+
+    phase: str
+    from_state: str = field(metadata=key("from"))
+    via: str
+    to: str
+    steps: tuple[StepPlan, ...]
+
+
+@dataclass(frozen=True)
+class PhaseSummary(Result):
+    """A phase of a validated machine."""
+
+    name: str
+    sources: tuple[str, ...] = field(metadata=key("from"))
+    via: str
+    to: str
+    failed: str
+    advance: bool
+    steps: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EnvironmentSummary(Result):
+    """One readable environment of a listing."""
+
+    environment: str
+    state: str
+    updated_at: str
+    failed_step: str | None
+
+    @classmethod
+    def from_record(cls, record: Record) -> EnvironmentSummary:
+        return cls(
+            environment=record.name,
+            state=record.state,
+            updated_at=record.updated_at,
+            failed_step=record.failure.step if record.failure else None,
+        )
+
+
+@dataclass(frozen=True)
+class Unreadable(Result):
+    """An environment of a listing whose record could not be read, and why."""
+
+    environment: str
+    error: str
+
+
+# --- one result per command -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValidateResult(Result):
+    """`validate`: the machine is valid; what it declares."""
+
+    valid: bool
+    file: str
+    name: str
+    digest: str
+    initial: str
+    states: Mapping[str, str]  # state -> kind
+    phases: tuple[PhaseSummary, ...]
+    happy_path: tuple[str, ...]
+    machine: MachineDef = field(metadata=INTERNAL, repr=False, compare=False)
+
+    @classmethod
+    def from_machine(cls, machine: MachineDef) -> ValidateResult:
+        return cls(
+            valid=True,
+            file=str(machine.file),
+            name=machine.name,
+            digest=machine.digest,
+            initial=machine.initial,
+            states={name: machine.state_kind(name) for name in machine.states},
+            phases=tuple(
+                PhaseSummary(
+                    name=p.name,
+                    sources=p.sources,
+                    via=p.via,
+                    to=p.to,
+                    failed=p.failed,
+                    advance=p.advance,
+                    steps=tuple(s.name for s in p.steps),
+                )
+                for p in machine.phases
+            ),
+            happy_path=tuple(machine.happy_path()),
+            machine=machine,
+        )
+
+
+@dataclass(frozen=True)
+class GraphResult(Result):
+    """`graph`: the drawing of the machine (``data``, bytes: text for mermaid, dot and
+    svg, binary for png), marking ``environment``'s current ``state`` when asked."""
+
+    format: str
+    environment: str | None
+    state: str | None
+    graph: str
+    data: bytes = field(metadata=INTERNAL, repr=False)
+
+    @classmethod
+    def from_data(
+        cls, fmt: str, data: bytes, environment: str | None = None, state: str | None = None
+    ) -> GraphResult:
+        return cls(fmt, environment, state, data.decode(errors="replace"), data)
+
+
+@dataclass(frozen=True)
+class GraphFileResult(Result):
+    """`graph --out FILE`: where the drawing was written."""
+
+    format: str
+    environment: str | None
+    file: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class CreateResult(Result):
+    """`create`: the new environment, its initial state, inputs and folders."""
+
+    environment: str
+    state: str
+    inputs: Mapping[str, Any]
+    paths: Paths
+
+    @classmethod
+    def from_record(cls, record: Record) -> CreateResult:
+        return cls(
+            environment=record.name,
+            state=record.state,
+            inputs=copy.deepcopy(record.inputs),
+            paths=copy.copy(record.paths),
+        )
+
+
+@dataclass(frozen=True)
+class StatusResult(Result):
+    """`status`: where an environment is, what failed, who holds it, what to do next."""
+
+    environment: str
+    state: str
+    description: str
+    kind: str  # initial | stable | intermediate | failed | final
+    interrupted: bool
+    locked_by: LockInfo | None
+    failure: Failure | None
+    run: Run | None
+    outputs: Mapping[str, Any]
+    updated_at: str
+    created_at: str
+    next: tuple[str, ...]
+    allowed_phases: tuple[str, ...]
+    leftover_processes: tuple[int, ...]
+    """Process groups a runner that died without releasing the lock left running."""
+
+    @classmethod
+    def from_record(
+        cls,
+        record: Record,
+        *,
+        description: str,
+        kind: str,
+        holder: LockInfo | None,
+        interrupted: bool,
+        next_actions: Sequence[str],
+        allowed_phases: Sequence[str],
+        leftovers: Sequence[int] = (),
+    ) -> StatusResult:
+        return cls(
+            environment=record.name,
+            state=record.state,
+            description=description,
+            kind=kind,
+            interrupted=interrupted,
+            locked_by=holder,
+            failure=copy.deepcopy(record.failure),
+            run=copy.deepcopy(record.run),
+            outputs=copy.deepcopy(record.outputs),
+            updated_at=record.updated_at,
+            created_at=record.created_at,
+            next=tuple(next_actions),
+            allowed_phases=tuple(allowed_phases),
+            leftover_processes=tuple(leftovers),
+        )
+
+
+@dataclass(frozen=True)
+class ListResult(Result):
+    """`list`: every environment, sorted by name; unreadable ones apart, with why."""
+
+    environments: tuple[EnvironmentSummary, ...]
+    unreadable: tuple[Unreadable, ...]
+
+    @classmethod
+    def from_entries(cls, entries: Sequence[ListEntry]) -> ListResult:
+        return cls(
+            environments=tuple(
+                EnvironmentSummary.from_record(e.record) for e in entries if e.record is not None
+            ),
+            unreadable=tuple(
+                Unreadable(e.name, e.error or "unreadable") for e in entries if e.record is None
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class HistoryResult(Result):
+    """`history`: the environment's events, oldest first."""
+
+    environment: str
+    events: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class RunResult(Result):
+    """What `advance`, `up`, `resume`, `run_phase` and `destroy` did.
+
+    ``phases`` are the phases run, in order; ``failure`` is the failure of the last one
+    when it failed; ``message`` says why nothing ran (nothing to advance, already
+    there, a dry run); ``dry_run`` is the plan of a dry run."""
+
+    environment: str
+    state: str
+    status: str  # ok | failed
+    phases: tuple[PhaseResult, ...] = ()
+    failure: Failure | None = None
+    message: str | None = None
+    dry_run: tuple[PhasePlan, ...] | None = None
+
+    @classmethod
+    def from_phase_results(
+        cls, environment: str, state: str, results: Sequence[PhaseResult], message: str = ""
+    ) -> RunResult:
+        phases = tuple(results)
+        failed = [p for p in phases if p.status == "failed"]
+        return cls(
+            environment=environment,
+            state=state,
+            status="failed" if failed else "ok",
+            phases=phases,
+            failure=failed[-1].failure if failed else None,
+            message=message or None,
+        )
+
+    @property
+    def failed(self) -> bool:
+        """Whether a phase failed (a step failed: the CLI exits 1)."""
+        return self.status == "failed"
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's exit code for this result: 1 when a step failed, else 0."""
+        from runner.errors import ExitCode
+
+        return ExitCode.STEP_FAILED if self.failed else ExitCode.OK

@@ -1,0 +1,644 @@
+"""The public Python API: :class:`Runner`, one method per command.
+
+Every method returns a typed, frozen result of :mod:`runner.api.results` and raises a
+:class:`~runner.errors.RunnerError` subclass (naming the environment it concerns); none
+prints, exits or installs anything but the signal handlers a running phase needs. The
+command line is one client of this class.
+
+Importing this module is cheap (the fast path of `runner status` does): the machine
+loader, the store and the engine are imported when a method needs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from runner.api.results import (
+    CreateResult,
+    GraphResult,
+    HistoryResult,
+    ListResult,
+    PhasePlan,
+    RunResult,
+    StatusResult,
+    StepPlan,
+    ValidateResult,
+)
+from runner.errors import InputError, InvalidInputsError, PhaseNotAllowedError, RunnerError
+
+if TYPE_CHECKING:
+    from runner.machine.model import MachineDef, PhaseDef
+    from runner.run.phase import PhaseResult, Progress
+    from runner.run.registry import StepRegistry
+    from runner.run.session import Session
+    from runner.store.contract import LockInfo, Store
+    from runner.store.record import Record
+
+__all__ = ["GRAPH_FORMATS", "Runner"]
+
+# a library's records go where its user configures logging, and nowhere by default
+logging.getLogger("runner").addHandler(logging.NullHandler())
+
+#: The formats :meth:`Runner.graph` draws (svg and png need Graphviz's `dot`).
+GRAPH_FORMATS = ("mermaid", "dot", "svg", "png")
+
+
+class Runner:
+    """Environments of one working directory, moved through one machine.
+
+    ``workdir`` holds ``data/`` (the environments) and ``build/``. ``machine`` is the
+    machine file (relative to ``workdir``); by default ``machine.yaml`` in ``workdir``,
+    else the machine shipped with the runner. ``lock_timeout`` is how long a command
+    that changes an environment waits for another process holding it (0: fail at
+    once). ``progress`` receives the progress of running phases (an object with the
+    methods of :class:`runner.run.phase.Progress`). ``command`` is how a lock holder
+    is described to whoever waits for it. ``store`` replaces the files under
+    ``workdir/data`` with another backend of :class:`~runner.store.contract.Store`.
+    """
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str] = ".",
+        machine: str | os.PathLike[str] | None = None,
+        *,
+        lock_timeout: float = 30.0,
+        progress: Progress | None = None,
+        command: str = "runner",
+        store: Store | None = None,
+    ) -> None:
+        self.workdir = Path(workdir).absolute()
+        if not self.workdir.is_dir():
+            problem = "is not a directory" if self.workdir.exists() else "does not exist"
+            raise InputError(
+                f"working directory {self.workdir} {problem}",
+                hint="pass --workdir DIR (or set RUNNER_WORKDIR) to an existing folder",
+            )
+        self.machine_file = _machine_file(self.workdir, machine)
+        if not lock_timeout >= 0:  # negative or NaN
+            raise InputError(f"lock_timeout must be a number of seconds >= 0, not {lock_timeout}")
+        self.lock_timeout = float(lock_timeout)
+        self.progress = progress
+        self.command = command
+        self._store = store
+        self._machine: MachineDef | None = None
+        self._plugins_checked = False
+        self._registry: StepRegistry | None = None
+
+    def __repr__(self) -> str:
+        return f"Runner(workdir={str(self.workdir)!r}, machine={str(self.machine_file)!r})"
+
+    # -- the world ----------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        """Where the environments are kept (made on first use)."""
+        if self._store is None:
+            from runner.store.files import FileStore
+
+            self._store = FileStore(self.workdir)
+        return self._store
+
+    def registry(self) -> StepRegistry:
+        """The installed step plugins (loaded on first use)."""
+        if self._registry is None:
+            from runner.run.registry import default_registry
+
+            self._registry = default_registry()
+        return self._registry
+
+    def machine(self, *, plugins: bool = True) -> MachineDef:
+        """The validated machine. With ``plugins`` every `uses`/`with` is checked against
+        the installed plugins; without, a cached validation of the same bytes may serve."""
+        if self._machine is None or (plugins and not self._plugins_checked):
+            if plugins:
+                from runner.machine.loader import load_machine
+
+                self._machine = load_machine(self.machine_file, self.registry())
+                self._plugins_checked = True
+            else:
+                from runner.machine import cache as machinecache
+
+                self._machine = machinecache.load(
+                    self.machine_file, self.workdir / "data" / ".cache"
+                )
+        return self._machine
+
+    # -- the machine --------------------------------------------------------------------
+
+    def validate(self) -> ValidateResult:
+        """Check the machine file: syntax, schema, states, phases, plugins, templates.
+        Raises :class:`~runner.errors.MachineError` listing every problem."""
+        machine = self.machine()
+        from runner.machine.statemachine import build_machine
+
+        # the last stage of loading: `transitions` accepts every state and trigger (no
+        # model is attached: that is the engine's job, and would only add its methods)
+        build_machine(machine, [])
+        return ValidateResult.from_machine(machine)
+
+    def graph(self, format: str = "mermaid", env: str | None = None) -> GraphResult:
+        """The machine drawn as ``format`` (mermaid, dot, svg or png; svg and png need
+        Graphviz), marking ``env``'s current state when given. Writes nothing."""
+        from runner.machine import graph as graphs
+
+        if format not in GRAPH_FORMATS:
+            raise InputError(
+                f"unknown graph format {format!r}", hint=f"one of: {', '.join(GRAPH_FORMATS)}"
+            )
+        machine = self.machine(plugins=False)
+        state = None
+        if env is not None:
+            with _about(env):
+                state = _state_of(self._load(env))
+        data = graphs.render(machine, cast("graphs.GraphFormat", format), state)
+        return GraphResult.from_data(format, data, env, state)
+
+    # -- environments -------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        inputs: Mapping[str, Any] | None = None,
+        config: str | os.PathLike[str] | None = None,
+        sets: Iterable[str] = (),
+    ) -> CreateResult:
+        """Create environment ``name`` in the machine's initial state.
+
+        Its inputs: the YAML or JSON file ``config`` (relative to the current
+        directory), then the mapping ``inputs`` merged into it, then ``sets``
+        (``KEY=VALUE`` with dotted keys, as `--set`), then the schema's defaults;
+        they must satisfy the machine's inputs schema."""
+        with _about(name):
+            from runner.store.contract import check_name
+
+            check_name(name)
+            machine = self.machine(plugins=False)
+            values = _inputs(machine, inputs, config, sets)
+            record = self._new_record(machine, name, values)
+            self.store.create(record)
+            self._created_event(machine, record)
+            return CreateResult.from_record(record)
+
+    def status(self, name: str) -> StatusResult:
+        """Where ``name`` is, what failed, who holds it, and what to do next. Never
+        waits for the lock."""
+        with _about(name):
+            return self._status(name)
+
+    def history(self, name: str, limit: int | None = None) -> HistoryResult:
+        """``name``'s events (transitions, steps, interruptions), oldest first; with
+        ``limit``, only the last ``limit``."""
+        with _about(name):
+            from runner.store.contract import check_name
+
+            check_name(name)
+            if not self.store.exists(name):
+                self.store.load(name)  # says why: no such environment, or no state file
+            return HistoryResult(name, tuple(self.store.read_events(name, limit)))
+
+    # -- running phases -----------------------------------------------------------------
+
+    def advance(self, name: str, dry_run: bool = False) -> RunResult:
+        """Run the next phase on the happy path (none: nothing to advance). With
+        ``dry_run``, only say what it would run."""
+        with _about(name), self._session(name) as session:
+            machine, state = session.machine, session.state
+            _refuse_unfinished(machine, name, state, "advance")
+            phase = machine.advancing_phase(state)
+            if phase is None:
+                return RunResult(
+                    name,
+                    state,
+                    "ok",
+                    message=f"environment '{name}' is in '{state}', the end "
+                    "of the happy path: nothing to advance",
+                )
+            if dry_run:
+                return _planned(session, phase)
+            result = self._start(session, phase)
+            return RunResult.from_phase_results(name, session.state, [result])
+
+    def up(self, name: str, to: str | None = None) -> RunResult:
+        """Advance until the environment reaches state ``to`` (default: the end of the
+        happy path), or a phase fails."""
+        with _about(name), self._session(name) as session:
+            machine = session.machine
+            if to is not None and to not in machine.states:
+                raise InputError(
+                    f"--to {to!r} is not a state of {machine.file.name}",
+                    hint=f"the happy path: {' → '.join(machine.happy_path())}",
+                )
+            _refuse_unfinished(machine, name, session.state, "go up")
+            # the states `advance` would visit from here
+            path = [session.state]
+            while (nxt := machine.advancing_phase(path[-1])) is not None and nxt.to not in path:
+                path.append(nxt.to)
+            if to is not None and to not in path:
+                raise InputError(
+                    f"state '{to}' is not ahead of '{session.state}' on the happy path",
+                    hint=f"from here `advance` visits: {' → '.join(path)}",
+                )
+            results: list[PhaseResult] = []
+            while session.state != to:
+                phase = machine.advancing_phase(session.state)
+                if phase is None:
+                    break
+                result = self._start(session, phase)
+                results.append(result)
+                if result.status != "succeeded":
+                    break
+            message = "" if results else f"environment '{name}' is already in '{session.state}'"
+            return RunResult.from_phase_results(name, session.state, results, message)
+
+    def resume(self, name: str, from_step: str | None = None) -> RunResult:
+        """Continue the interrupted or failed phase from its first unfinished step, or
+        re-run it from ``from_step``."""
+        from runner.run.phase import PhaseRunner
+
+        with _about(name), self._session(name) as session:
+            machine, state = session.machine, session.state
+            phase = machine.phase_by_failed(state) or machine.phase_by_via(state)
+            if phase is None:
+                raise PhaseNotAllowedError(
+                    f"environment '{name}' is in '{state}': nothing was interrupted or failed, "
+                    "so there is nothing to resume",
+                    hint=f"runner advance {name}",
+                    state=state,
+                )
+            if from_step is not None and phase.step(from_step) is None:
+                raise InputError(
+                    f"phase '{phase.name}' has no step '{from_step}'",
+                    hint=f"its steps: {', '.join(s.name for s in phase.steps)}",
+                )
+            result = PhaseRunner(session, self.registry(), self.progress).resume(phase, from_step)
+            return RunResult.from_phase_results(name, session.state, [result])
+
+    def run_phase(self, name: str, phase: str, dry_run: bool = False) -> RunResult:
+        """Run the named phase, which must be allowed from the current state. With
+        ``dry_run``, only say what it would run."""
+        with _about(name), self._session(name) as session:
+            machine = session.machine
+            found = machine.phase(phase)
+            if found is None:
+                raise InputError(
+                    f"{machine.file.name} has no phase '{phase}'",
+                    hint=f"phases: {', '.join(p.name for p in machine.phases)}",
+                )
+            if session.state not in found.sources:
+                raise _not_allowed(machine, name, session.state, phase)
+            if dry_run:
+                return _planned(session, found)
+            result = self._start(session, found)
+            return RunResult.from_phase_results(name, session.state, [result])
+
+    def destroy(self, name: str, dry_run: bool = False) -> RunResult:
+        """Run the machine's `destroy` phase (see :meth:`run_phase`)."""
+        with _about(name):
+            machine = self.machine()
+            if machine.phase("destroy") is None:
+                raise InputError(
+                    f"{machine.file.name} has no phase named 'destroy'",
+                    hint="use `runner phase NAME PHASE` with one of its phases",
+                )
+        return self.run_phase(name, "destroy", dry_run)
+
+    # -- inside -------------------------------------------------------------------------
+
+    def _load(self, name: str) -> Record:
+        from runner.store.contract import check_name
+
+        check_name(name)
+        return self.store.load(name)
+
+    @contextmanager
+    def _session(self, name: str) -> Iterator[Session]:
+        """The environment under its lock: leftovers of a crashed holder stopped, the
+        event log completed, and signals the phase's from the moment the lock is held
+        (while waiting for it, Ctrl+C stops the command at once)."""
+        from runner import signals
+        from runner.run.session import Session
+        from runner.store.contract import check_name
+        from runner.store.locking import hold
+
+        check_name(name)
+        machine = self.machine()
+        with (
+            hold(self.store, name, self.command, self.lock_timeout) as lease,
+            signals.phase_interrupts(),
+        ):
+            _stop_leftovers(name, lease.previous)
+            record = self.store.load(name)
+            _state_known(machine, record)
+            session = Session(self.store, machine, record, self.command, self.workdir, lease)
+            session.reconcile()
+            yield session
+
+    def _start(self, session: Session, phase: PhaseDef) -> PhaseResult:
+        from runner.run.phase import PhaseRunner
+
+        return PhaseRunner(session, self.registry(), self.progress).start(phase)
+
+    def _new_record(self, machine: MachineDef, name: str, inputs: dict[str, Any]) -> Record:
+        """The record of a new environment (not stored yet)."""
+        from runner.store.record import MachineRef, Record
+
+        return Record.new(
+            name,
+            machine.initial,
+            MachineRef(machine.name, machine.digest),
+            inputs,
+            data_dir=self.store.data_dir(name),
+        )
+
+    def _created_event(self, machine: MachineDef, record: Record) -> None:
+        import socket
+
+        name = record.name
+        self.store.append_event(
+            name,
+            {
+                "timestamp": record.created_at,
+                "serial": record.serial,
+                "type": "created",
+                "from": None,
+                "to": machine.initial,
+                "trigger": "create",
+                "phase": None,
+                "step": None,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+            },
+        )
+        logging.getLogger("runner").info(
+            "environment=%s created in state=%s", name, machine.initial
+        )
+
+    def _status(self, name: str) -> StatusResult:
+        record = self._load(name)
+        machine = self.machine(plugins=False)
+        _state_known(machine, record)
+        state = _state_of(record)
+        kind = machine.state_kind(state)
+        holder = self.store.lock_holder(name)
+        interrupted = kind == "intermediate" and holder is None
+        actions: list[str] = []
+        leftovers = [] if holder is not None else _leftovers(self.store.last_holder(name))
+        if leftovers:
+            actions.append(
+                "processes of a run that ended without releasing the lock still run "
+                f"(process group {', '.join(str(g) for g in leftovers)}): the next command "
+                f"that takes the lock stops them (or: kill -- -{leftovers[0]})"
+            )
+        if holder is not None:
+            actions.append(f"wait: {holder.command} (pid {holder.pid}) is working on it")
+        elif interrupted:
+            phase = machine.phase_by_via(state)
+            assert phase is not None
+            actions.append(
+                f"runner resume {name}   (continue phase '{phase.name}' where it stopped)"
+            )
+            destroy = machine.phase("destroy")
+            if destroy is not None and state in destroy.sources:
+                actions.append(f"runner destroy {name}")
+        else:
+            recovery = machine.states[state].recovery
+            if recovery:
+                actions.append(self._recovery_text(machine, record, recovery))
+            if kind == "failed":
+                actions.append(f"runner resume {name}")
+            advancing = machine.advancing_phase(state)
+            if advancing is not None and kind != "failed":
+                actions.append(
+                    f"runner advance {name}   (runs phase '{advancing.name}' → {advancing.to})"
+                )
+            elif kind == "final":
+                actions.append("nothing: this is a final state")
+            elif kind != "failed":
+                actions.append(f"nothing to advance: '{state}' is the end of the happy path")
+            if kind != "final":
+                for other in machine.phases_from(state):
+                    if not other.advance:
+                        if other.name == "destroy":
+                            command = f"runner destroy {name}"
+                        else:
+                            command = f"runner phase {name} {other.name}"
+                        actions.append(f"{command}   (phase '{other.name}' → {other.to})")
+        return StatusResult.from_record(
+            record,
+            description=machine.states[state].description,
+            kind=kind,
+            holder=holder,
+            interrupted=interrupted,
+            next_actions=actions,
+            allowed_phases=[p.name for p in machine.phases_from(state)],
+            leftovers=leftovers,
+        )
+
+    def _recovery_text(self, machine: MachineDef, record: Record, recovery: str) -> str:
+        """The state's recovery text rendered for this environment (or why it did not)."""
+        from runner.machine.templating import TemplateFailure, render_string
+        from runner.run.session import template_context
+
+        context = template_context(record, machine, self.workdir)
+        try:
+            return str(render_string(recovery, context)).strip()
+        except TemplateFailure as exc:
+            return f"{recovery.strip()}  (recovery text did not render: {exc})"
+
+    # `list` last: below it, the name means this method in annotations, not the type
+
+    def list(self) -> ListResult:
+        """Every environment, sorted by name; the ones that cannot be read apart, with
+        the reason. Never waits for a lock."""
+        return ListResult.from_entries(self.store.list())
+
+
+# --- the rules of the commands ----------------------------------------------------------
+
+
+@contextmanager
+def _about(name: str) -> Iterator[None]:
+    """Any RunnerError raised inside names environment ``name``."""
+    try:
+        yield
+    except RunnerError as exc:
+        exc.about(name)
+        raise
+
+
+def _machine_file(workdir: Path, given: str | os.PathLike[str] | None) -> Path:
+    """``given`` (relative to ``workdir``), else machine.yaml in ``workdir``, else the
+    shipped machine."""
+    from runner import resources
+
+    if given is not None:
+        path = Path(given)
+        return path if path.is_absolute() else workdir / path
+    local = workdir / "machine.yaml"
+    return local if local.exists() else resources.shipped_machine()
+
+
+def _state_of(record: Record) -> str:
+    return record.state
+
+
+def _state_known(machine: MachineDef, record: Record) -> None:
+    state = _state_of(record)
+    if state not in machine.states:
+        from runner.errors import StateFileError
+
+        raise StateFileError(
+            f"environment '{record.name}' is in state '{state}', which "
+            f"{machine.file.name} does not declare",
+            hint="restore the state in machine.yaml (or use the machine the environment was "
+            "created with: --machine FILE)",
+        )
+
+
+def _inputs(
+    machine: MachineDef,
+    inputs: Mapping[str, Any] | None,
+    config: str | os.PathLike[str] | None,
+    sets: Iterable[str],
+) -> dict[str, Any]:
+    """The config file, ``inputs`` merged into it, then ``sets``, then the defaults;
+    validated against the machine's inputs schema."""
+    from runner.run import inputs as environment_inputs
+
+    if isinstance(sets, str):
+        raise InvalidInputsError("sets must be a list of KEY=VALUE strings, not one string")
+    data: dict[str, Any] = {}
+    if config is not None:
+        data = environment_inputs.load_config_file(Path(config).absolute())
+    if inputs is not None:
+        data = _merged(data, _plain(inputs))
+    data = environment_inputs.apply_sets(data, sets)
+    filled: dict[str, Any] = environment_inputs.apply_defaults(machine.inputs_schema, data)
+    environment_inputs.validate(machine.inputs_schema, filled)
+    return filled
+
+
+def _plain(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``inputs`` as plain JSON data (a copy), or InvalidInputsError."""
+    import json
+
+    if not isinstance(inputs, Mapping):
+        raise InvalidInputsError(f"inputs must be a mapping of inputs, not {type(inputs).__name__}")
+    try:
+        data = json.loads(json.dumps(inputs))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputsError(f"inputs must be JSON data: {exc}") from None
+    assert isinstance(data, dict)
+    return data
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base``: mappings key by key, anything else replaced."""
+    result = dict(base)
+    for name, value in over.items():
+        if isinstance(value, dict) and isinstance(result.get(name), dict):
+            result[name] = _merged(result[name], value)
+        else:
+            result[name] = value
+    return result
+
+
+def _leftovers(stale: LockInfo | None) -> list[int]:
+    """The process groups a holder that died without releasing left running here."""
+    if stale is None or not stale.processes or stale.host != os.uname().nodename:
+        return []
+    from runner.run.process import live_groups
+
+    return live_groups(stale.processes)
+
+
+def _stop_leftovers(name: str, previous: LockInfo | None) -> None:
+    """A holder that died without releasing (killed with SIGKILL) may have left its
+    step's programs running: stop them before anything else runs."""
+    if not _leftovers(previous):
+        return
+    assert previous is not None
+    from runner.run.process import stop_leftovers
+
+    stopped = stop_leftovers(previous.processes)
+    if stopped:
+        logging.getLogger("runner").warning(
+            "environment=%s stopped process group %s left running by pid %d (%s), which "
+            "ended without releasing the lock",
+            name,
+            ", ".join(str(g) for g in stopped),
+            previous.pid,
+            previous.command,
+        )
+
+
+def _not_allowed(
+    machine: MachineDef, name: str, state: str, wanted: str, why: str = ""
+) -> PhaseNotAllowedError:
+    allowed = [p.name for p in machine.phases_from(state)]
+    return PhaseNotAllowedError(
+        f"phase '{wanted}' is not allowed for environment '{name}' in state '{state}'"
+        + (f": {why}" if why else ""),
+        hint=f"phases allowed from '{state}': {', '.join(allowed) or 'none'}",
+        state=state,
+        allowed=allowed,
+    )
+
+
+def _refuse_unfinished(machine: MachineDef, name: str, state: str, action: str) -> None:
+    kind = machine.state_kind(state)
+    if kind == "intermediate":
+        phase = machine.phase_by_via(state)
+        assert phase is not None
+        raise PhaseNotAllowedError(
+            f"environment '{name}' is in '{state}': phase '{phase.name}' was interrupted, "
+            f"so it cannot {action}",
+            hint=f"runner resume {name}   (or: runner destroy {name})",
+            state=state,
+        )
+    if kind == "failed":
+        phase = machine.phase_by_failed(state)
+        assert phase is not None
+        raise PhaseNotAllowedError(
+            f"environment '{name}' is in '{state}': phase '{phase.name}' failed, so it cannot "
+            f"{action}",
+            hint=f"fix the cause, then runner resume {name}   (or: runner destroy "
+            f"{name}); `runner status {name}` shows the failure",
+            state=state,
+        )
+
+
+def _planned(session: Session, phase: PhaseDef) -> RunResult:
+    """The dry run of ``phase``: each step rendered (secrets masked), nothing run."""
+    from runner.machine.templating import TemplateFailure, evaluate_condition, render_value
+    from runner.run.inputs import SecretResolver, mask_params
+
+    secrets = SecretResolver(session.machine.inputs_schema, session.record.inputs, session.workdir)
+    steps = []
+    try:
+        for step in phase.steps:
+            context = session.template_context(phase.name, step.name, secrets)
+            when: bool | None = None
+            try:
+                when = evaluate_condition(step.when, context)
+                rendered = render_value(step.with_, context) if when else None
+                params = mask_params(rendered, secrets.mask) if when else None
+            except (TemplateFailure, InputError) as exc:
+                steps.append(StepPlan(step.name, step.uses, when, None, str(exc)))
+            else:
+                steps.append(StepPlan(step.name, step.uses, when, params))
+    finally:
+        secrets.close()  # what secret_file() wrote while planning
+    plan = PhasePlan(phase.name, session.state, phase.via, phase.to, tuple(steps))
+    return RunResult(
+        session.name,
+        session.state,
+        "ok",
+        dry_run=(plan,),
+        message=f"dry run: phase '{phase.name}' would run",
+    )

@@ -1,0 +1,248 @@
+"""How results look: text for people, one JSON document for scripts.
+
+Every command's result (a :class:`~runner.result.Result` of :mod:`runner.api.results`)
+and every error is shown here, by the typer commands and by the fast path alike. A
+JSON document is the result's ``to_json()`` under ``"api_version"``
+(``schemas/output.schema.json`` describes them all); a run that ended in a failed
+step also carries the error keys (``error``, ``message``, ``exit_code``) of an error
+document, besides its ``failure``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from runner.api.results import (
+    CreateResult,
+    GraphFileResult,
+    GraphResult,
+    HistoryResult,
+    ListResult,
+    RunResult,
+    StatusResult,
+    ValidateResult,
+)
+from runner.errors import RunnerError, StepError
+from runner.result import API_VERSION, Result
+
+__all__ = ["document", "emit_json", "error_document", "show", "text"]
+
+
+# --- JSON --------------------------------------------------------------------------------
+
+
+def document(result: Result) -> dict[str, Any]:
+    """The ``--output json`` document of ``result``."""
+    data: dict[str, Any] = {"api_version": API_VERSION}
+    if isinstance(result, RunResult) and result.failure is not None:
+        data.update(
+            {
+                "error": StepError.__name__,
+                "message": result.failure.headline,
+                "exit_code": result.exit_code,
+            }
+        )
+    for name, value in result.to_json().items():
+        data.setdefault(name, value)
+    return data
+
+
+def error_document(exc: RunnerError) -> dict[str, Any]:
+    """The ``--output json`` document of an error."""
+    return exc.to_json()
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and the infinities (which strict JSON has not) as strings: a
+    document on stdout is always strict JSON, whatever a step produced."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(_finite(data), indent=2, default=str, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def show(result: Result, *, as_json: bool) -> int:
+    """Print ``result`` (text, or its JSON document) and return the exit code."""
+    if as_json:
+        emit_json(document(result))
+    elif isinstance(result, GraphResult):
+        sys.stdout.buffer.write(result.data)  # as drawn: png is binary
+        sys.stdout.flush()
+    else:
+        body = text(result)
+        if body:
+            print(body)
+    return result.exit_code if isinstance(result, RunResult) else 0
+
+
+# --- text --------------------------------------------------------------------------------
+
+R = TypeVar("R", bound=Result)
+_TEXT: dict[type[Result], Callable[[Any], str]] = {}
+
+
+def _renders(kind: type[R]) -> Callable[[Callable[[R], str]], Callable[[R], str]]:
+    def register(function: Callable[[R], str]) -> Callable[[R], str]:
+        _TEXT[kind] = function
+        return function
+
+    return register
+
+
+def text(result: Result) -> str:
+    """``result`` as text for people (no final newline; empty: nothing to print)."""
+    return _TEXT[type(result)](result)
+
+
+@_renders(ValidateResult)
+def _validate(result: ValidateResult) -> str:
+    states = ", ".join(
+        f"{name}{'' if kind in ('stable', 'initial') else f' ({kind})'}"
+        for name, kind in result.states.items()
+    )
+    phases = ", ".join(
+        f"{p.name}{'' if p.advance else ' (manual)'} "
+        f"[{len(p.steps)} step{'' if len(p.steps) == 1 else 's'}]"
+        for p in result.phases
+    )
+    return "\n".join(
+        [
+            f"{result.file}: valid machine '{result.name}'",
+            f"  states ({len(result.states)}): {states}",
+            f"  phases ({len(result.phases)}): {phases}",
+            "  happy path: " + " → ".join(result.happy_path),
+        ]
+    )
+
+
+@_renders(GraphResult)
+def _graph(result: GraphResult) -> str:
+    return result.graph  # `show` writes its bytes as they are
+
+
+@_renders(GraphFileResult)
+def _graph_file(result: GraphFileResult) -> str:
+    return f"wrote {result.file} ({result.format}, {result.bytes} bytes)"
+
+
+@_renders(CreateResult)
+def _create(result: CreateResult) -> str:
+    name = result.environment
+    return (
+        f"created environment '{name}' in state '{result.state}'\n"
+        f"next: runner advance {name}   (or runner up {name})"
+    )
+
+
+@_renders(StatusResult)
+def _status(result: StatusResult) -> str:
+    lines = [f"environment: {result.environment}"]
+    flag = " (interrupted)" if result.interrupted else ""
+    lines.append(f"state:       {result.state}{flag} - {result.description}")
+    lines.append(f"updated:     {result.updated_at}")
+    if result.locked_by:
+        h = result.locked_by
+        lines.append(f"locked by:   pid {h.pid} on {h.host} ({h.command}, since {h.started_at})")
+    run = result.run
+    if result.interrupted and run is not None:
+        lines.append(
+            f"interrupted: phase '{run.phase}' at step '{run.current_step}'"
+            f" (completed: {', '.join(run.completed_steps) or 'none'})"
+        )
+        if run.trace:
+            lines.append(f"trace:       {run.trace}")
+    failure = result.failure
+    if failure is not None and result.kind == "failed":
+        lines.append(
+            f"failed:      phase '{failure.phase}', step '{failure.step}' "
+            f"({failure.kind}) at {failure.failed_at}"
+        )
+        lines.append(f"             {failure.summary}")
+        if failure.trace:
+            lines.append(f"trace:       {failure.trace}")
+    if result.outputs:
+        lines.append(
+            "outputs:     " + ", ".join(f"{k}={v}" for k, v in sorted(result.outputs.items()))
+        )
+    lines.append("next:")
+    lines.extend(f"  {action}" for action in result.next)
+    return "\n".join(lines)
+
+
+@_renders(ListResult)
+def _list(result: ListResult) -> str:
+    good, bad = result.environments, result.unreadable
+    if not good and not bad:
+        return "no environments (create one with `runner create NAME`)"
+    lines = []
+    if good:
+        width = max(len("NAME"), *(len(e.environment) for e in good))
+        swidth = max(len("STATE"), *(len(e.state) for e in good))
+        lines.append(f"{'NAME':<{width}}  {'STATE':<{swidth}}  UPDATED")
+        lines.extend(f"{e.environment:<{width}}  {e.state:<{swidth}}  {e.updated_at}" for e in good)
+    if bad:
+        lines.append("\nunreadable:")
+        lines.extend(f"  {e.environment}: {e.error}" for e in bad)
+    return "\n".join(lines)
+
+
+@_renders(HistoryResult)
+def _history(result: HistoryResult) -> str:
+    lines = [f"{'TIME':<24}  {'TYPE':<12}  {'PHASE':<12}  {'STEP':<28}  DETAIL"]
+    for ev in result.events:
+        kind = str(ev.get("type", "transition"))
+        if kind in ("transition", "created"):
+            detail = f"{ev.get('from') or '-'} → {ev.get('to')} ({ev.get('trigger')})"
+        elif kind == "step":
+            detail = str(ev.get("status", ""))
+            if ev.get("duration_s") is not None:
+                detail += f" {ev['duration_s']}s"
+            if ev.get("summary"):
+                detail += f": {ev['summary']}"
+        else:
+            detail = " ".join(f"{k}={ev[k]}" for k in ("signal", "state") if ev.get(k))
+        lines.append(
+            f"{ev.get('timestamp', ''):<24}  {kind:<12}  {ev.get('phase') or '-':<12}  "
+            f"{ev.get('step') or '-':<28}  {detail}"
+        )
+    return "\n".join(lines)
+
+
+@_renders(RunResult)
+def _run(result: RunResult) -> str:
+    lines: list[str] = []
+    if result.dry_run:
+        for plan in result.dry_run:
+            lines.append(f"phase {plan.phase}: {plan.from_state} → {plan.via} → {plan.to}")
+            for i, step in enumerate(plan.steps, start=1):
+                head = f"  [{i}] {step.name} ({step.uses}): "
+                if step.error is not None:
+                    lines.append(f"{head}cannot render: {step.error}")
+                elif not step.when:
+                    lines.append(f"{head}skipped (when is false)")
+                else:
+                    lines.append(head + json.dumps(step.params, default=str))
+        lines.append("dry run: nothing was run")
+    elif result.message:
+        lines.append(result.message)
+    for phase in result.phases:
+        if phase.status == "failed" and phase.failure:
+            lines.append(phase.failure.headline)
+            if phase.failure.trace:
+                lines.append(f"trace: {phase.failure.trace}")
+            lines.append(f"state: {phase.state}; see `runner status {phase.environment}`")
+    if result.phases and not result.failed:
+        lines.append(f"environment '{result.environment}' is now in '{result.state}'")
+    return "\n".join(lines)
