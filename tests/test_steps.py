@@ -358,7 +358,7 @@ def pipx_like(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path
 
 
 def fake_engine(folder: Path, name: str) -> None:
-    (folder / name).write_text(f"#!/bin/sh\necho {name} \"$@\"\n")
+    (folder / name).write_text(f'#!/bin/sh\necho {name} "$@"\n')
     (folder / name).chmod(0o755)
 
 
