@@ -2,21 +2,22 @@
 
 The engine is, in order: ``with.binary``, ``$RUNNER_TOFU``, ``tofu`` then
 ``terraform`` on PATH, then ``runner-tofu`` (the embedded engine of the ``embedded``
-extra). Commands never prompt (``-input=false``) and never colour their output.
+extra). Each name is looked up as the process helper does (``find_program``): beside
+the runner's interpreter first, where the engines installed with the runner are, then
+on PATH. Commands never prompt (``-input=false``) and never colour their output.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from runner.errors import StepError
 from runner.files import replace_atomically
 from runner.plugin import ProcessResult, Step, StepContext
-from runner.run.process import install_hint
+from runner.run.process import find_program, install_hint
 
 COMMANDS = ("init", "validate", "plan", "apply", "output", "destroy")
 VARS_FILE = "runner.auto.tfvars.json"
@@ -132,7 +133,7 @@ class TofuStep(Step):
 def find_engine(binary: str | None) -> str:
     """The engine to run; a ``tool_missing`` failure when there is none."""
     if binary:
-        if shutil.which(binary) is None:
+        if find_program(binary) is None:
             raise StepError(
                 "tool_missing",
                 f"OpenTofu engine {binary!r} (with.binary) was not found",
@@ -141,7 +142,7 @@ def find_engine(binary: str | None) -> str:
         return binary
     configured = os.environ.get("RUNNER_TOFU")
     if configured:
-        if shutil.which(configured) is None:
+        if find_program(configured) is None:
             raise StepError(
                 "tool_missing",
                 f"OpenTofu engine {configured!r} (from $RUNNER_TOFU) was not found",
@@ -149,11 +150,12 @@ def find_engine(binary: str | None) -> str:
             )
         return configured
     for name in ENGINES:
-        if shutil.which(name):
+        if find_program(name):
             return name
     raise StepError(
         "tool_missing",
-        "no OpenTofu engine found: none of tofu, terraform, runner-tofu is on PATH",
+        "no OpenTofu engine found: none of tofu, terraform, runner-tofu is on PATH "
+        "or beside the runner's Python",
         hint=INSTALL_HINT,
     )
 

@@ -18,10 +18,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
 import subprocess
+import sys
+import sysconfig
 import threading
 import time
 from collections import deque
@@ -35,7 +38,14 @@ from runner.errors import StepError, StorageError
 from runner.plugin import ProcessResult
 from runner.store.contract import ArtifactWriter
 
-__all__ = ["ProcessSupervisor", "RunLog", "install_hint", "live_groups", "stop_leftovers"]
+__all__ = [
+    "ProcessSupervisor",
+    "RunLog",
+    "find_program",
+    "install_hint",
+    "live_groups",
+    "stop_leftovers",
+]
 
 Stream = Literal["out", "err"]
 
@@ -71,6 +81,40 @@ def install_hint(program: str) -> str:
     if known:
         return known
     return f"install '{name}' or add the folder that holds it to PATH"
+
+
+_INTERPRETER_NAME = re.compile(r"python(\d+(\.\d+)?)?")
+
+
+def installation_dirs() -> list[str]:
+    """The folders of the runner's own installation's programs: the folder of the
+    interpreter running the runner (a virtual environment's ``bin``, which pipx and
+    ``uv tool`` do not put on PATH) and the scripts folder of its installation scheme."""
+    dirs = [str(Path(sys.executable).parent)] if sys.executable else []
+    scripts = sysconfig.get_path("scripts")
+    if scripts:
+        dirs.append(os.path.realpath(scripts))
+    return list(dict.fromkeys(dirs))
+
+
+def find_program(program: str, path: str | None = None) -> str | None:
+    """The program ``program`` names, or None when there is none.
+
+    A path (with a ``/``) is itself when it is an executable file. A bare name is looked
+    for first in :func:`installation_dirs`, so the tools installed with the runner
+    (``ansible-playbook``, ``runner-tofu``) are found even when their folder is not on
+    PATH, then on ``path`` (default: ``$PATH``). The interpreter's own names (``python``,
+    ``python3``, ``python3.11``) are only looked for on ``path``: a step that runs
+    ``python3`` gets the machine's Python, not the runner's.
+    """
+    search = os.environ.get("PATH", os.defpath) if path is None else path
+    if os.sep in program or (os.altsep and os.altsep in program):
+        return shutil.which(program)
+    if not _INTERPRETER_NAME.fullmatch(program):
+        found = shutil.which(program, path=os.pathsep.join(installation_dirs()))
+        if found:
+            return found
+    return shutil.which(program, path=search)
 
 
 def _timestamp() -> str:
@@ -258,7 +302,7 @@ class ProcessSupervisor:
         child_env.update({key: str(value) for key, value in (env or {}).items()})
         if cwd is not None and not Path(cwd).is_dir():
             raise StepError("configuration", f"working directory {cwd} does not exist")
-        self._check_program(args[0], child_env.get("PATH", os.defpath))
+        args = self._located(args, child_env.get("PATH", os.defpath))
 
         # each argument is masked before quoting: a quoted secret no longer matches
         shown = [self._masked(arg) for arg in args]
@@ -338,11 +382,18 @@ class ProcessSupervisor:
             return "[runner: line hidden, masking failed]"
 
     @staticmethod
-    def _check_program(program: str, path: str) -> None:
+    def _located(args: tuple[str, ...], path: str) -> tuple[str, ...]:
+        """``args`` with the program found by :func:`find_program`: its full path when
+        it is one of the runner's own tools (Popen would only search ``path``)."""
+        program = args[0]
         if os.sep in program or (os.altsep and os.altsep in program):
-            return  # a path: Popen says whether it exists
-        if shutil.which(program, path=path) is None:
-            raise _tool_missing(program, "was not found on PATH")
+            return args  # a path: Popen says whether it exists
+        found = find_program(program, path)
+        if found is None:
+            raise _tool_missing(program, "was not found on PATH or beside the runner's Python")
+        if shutil.which(program, path=path) == found:
+            return args
+        return (found, *args[1:])
 
     def _wait(self, proc: subprocess.Popen[bytes], timeout_s: float | None) -> bool:
         """Wait for ``proc``; True when it overran ``timeout_s`` and was stopped.

@@ -112,3 +112,17 @@ def test_status_list_history_of_a_new_environment(work: Path) -> None:
     assert [e["type"] for e in history["events"]] == ["created"]
     missing = run_cli("status", "nope", cwd=work)
     assert missing.returncode == 2 and "nope" in missing.stderr
+
+
+def test_the_initial_state_is_of_kind_initial(work: Path) -> None:
+    # docs/machine-yaml.md, states: what validate and status call each kind
+    summary = json.loads(run_cli("--output", "json", "validate", cwd=work).stdout)
+    assert summary["states"] == {
+        "new": "initial",
+        "going": "intermediate",
+        "gone": "final",
+        "go_failed": "failed",
+    }
+    assert run_cli("create", "demo", cwd=work).returncode == 0
+    status = json.loads(run_cli("--output", "json", "status", "demo", cwd=work).stdout)
+    assert (status["state"], status["kind"]) == ("new", "initial")

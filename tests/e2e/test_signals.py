@@ -173,7 +173,7 @@ def test_a_signal_while_a_failing_step_is_recorded_never_breaks_the_record(
         work = workdir(tmp_path / f"try{attempt}", NOISY_FAIL)
         proc = spawn(work, "advance", "demo")
         # the noisy step lasts a few ms: from the moment it is current (or already over)
-        started = wait_for(lambda w=work: step_running(w) or proc.poll() is not None)
+        started = wait_for(lambda w=work, p=proc: step_running(w) or p.poll() is not None)
         assert started, "the step never started"
         time.sleep(rng.uniform(0.0, 0.05))
         proc.send_signal(rng.choice([signal.SIGINT, signal.SIGTERM]))

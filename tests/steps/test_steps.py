@@ -21,13 +21,14 @@ import pytest
 
 from runner.errors import StepError
 from runner.plugin import Step, StepContext
+from runner.run import process
 from runner.run.process import ProcessSupervisor, RunLog
 from runner.store.files import FileStore
 from steps.ansible import AnsibleStep
 from steps.http_check import HttpCheckStep
 from steps.shell import ShellStep
 from steps.template import TemplateStep
-from steps.tofu import TofuStep
+from steps.tofu import TofuStep, find_engine
 from steps.wait_ssh import WaitSshStep
 from tests.conftest import make_record
 
@@ -349,13 +350,50 @@ def test_tofu_missing_engine_says_what_to_install(harness: Harness) -> None:
     assert "runner[embedded]" in (error.hint or "")
 
 
-def test_tofu_no_engine_on_path(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    (harness.ctx.workdir / "tf").mkdir()
+@pytest.fixture
+def pipx_like(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """The runner's interpreter in ``venv/bin``, its scripts folder the same, and PATH
+    holding only ``path``: how pipx and `uv tool` install it."""
+    dirs = {name: tmp_path / name for name in ("venv/bin", "path")}
+    for folder in dirs.values():
+        folder.mkdir(parents=True)
+    monkeypatch.setattr(sys, "executable", str(dirs["venv/bin"] / "python"))
+    monkeypatch.setattr(process.sysconfig, "get_path", lambda name: str(dirs["venv/bin"]))
     monkeypatch.delenv("RUNNER_TOFU", raising=False)
-    monkeypatch.setenv("PATH", str(harness.ctx.workdir))
+    monkeypatch.setenv("PATH", str(dirs["path"]))
+    return dirs
+
+
+def fake_engine(folder: Path, name: str) -> None:
+    (folder / name).write_text(f'#!/bin/sh\necho {name} "$@"\n')
+    (folder / name).chmod(0o755)
+
+
+def test_tofu_no_engine_on_path(harness: Harness, pipx_like: dict[str, Path]) -> None:
+    (harness.ctx.workdir / "tf").mkdir()
     error = failure(TofuStep(), harness, {"command": "init", "dir": "tf"})
     assert error.kind == "tool_missing"
     assert "OpenTofu" in (error.hint or "")
+    assert "beside the runner's Python" in error.summary
+
+
+def test_tofu_embedded_engine_beside_the_interpreter(
+    harness: Harness, pipx_like: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (harness.ctx.workdir / "tf").mkdir()
+    fake_engine(pipx_like["venv/bin"], "runner-tofu")
+    assert find_engine(None) == "runner-tofu"
+    harness.run(TofuStep(), {"command": "init", "dir": "tf"})
+    assert f"$ {pipx_like['venv/bin']}/runner-tofu init -input=false" in harness.log_text()
+    # the documented order stands: an engine on PATH comes before runner-tofu
+    fake_engine(pipx_like["path"], "terraform")
+    assert find_engine(None) == "terraform"
+    fake_engine(pipx_like["path"], "tofu")
+    assert find_engine(None) == "tofu"
+    # with.binary and $RUNNER_TOFU are looked up the same way
+    assert find_engine("runner-tofu") == "runner-tofu"
+    monkeypatch.setenv("RUNNER_TOFU", "runner-tofu")
+    assert find_engine(None) == "runner-tofu"
 
 
 # --- ansible -------------------------------------------------------------------------
