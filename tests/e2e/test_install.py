@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import cleaned_up, tracker_ports
+from tests.e2e.harness import cleaned_up, tracker_ports
 from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
