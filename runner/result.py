@@ -10,6 +10,7 @@ with ``metadata=INTERNAL`` are left out.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,18 +33,28 @@ def key(name: str) -> dict[str, str]:
     return {JSON_KEY: name}
 
 
+@functools.cache
+def _keys(cls: type) -> tuple[tuple[str, str], ...]:
+    """(field name, JSON key) of a dataclass's fields in the JSON form, once per class."""
+    return tuple(
+        (f.name, f.metadata.get(JSON_KEY, f.name))
+        for f in dataclasses.fields(cls)
+        if not f.metadata.get("internal")
+    )
+
+
 def as_json(value: Any) -> Any:
     """``value`` as plain JSON data: dataclasses by their fields, recursively."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.metadata.get(JSON_KEY, f.name): as_json(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if not f.metadata.get("internal")
-        }
-    if isinstance(value, Mapping):
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, dict):
         return {str(k): as_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [as_json(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {key: as_json(getattr(value, name)) for name, key in _keys(type(value))}
+    if isinstance(value, Mapping):
+        return {str(k): as_json(v) for k, v in value.items()}
     return value
 
 

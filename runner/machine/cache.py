@@ -57,11 +57,11 @@ def _key(raw: bytes) -> str:
 def load(path: Path, cache_dir: Path) -> MachineDef:
     """The validated machine in ``path`` (without plugin checks), from the cache when
     it holds these bytes; errors are the loader's own."""
-    from runner.machine.loader import load_machine
-
     try:
         raw = read_limited(path, "machine")
     except (OSError, TooLarge):
+        from runner.machine.loader import load_machine
+
         return load_machine(path)  # reports the error in the loader's words
     entry = cache_dir / f"machine-{_key(raw)}.json"
     try:
@@ -71,6 +71,8 @@ def load(path: Path, cache_dir: Path) -> MachineDef:
             return machine
     except Exception:  # missing, truncated or foreign: load normally
         pass
+    from runner.machine.loader import load_machine  # only on a miss: it costs its imports
+
     machine = load_machine(path)
     _store(entry, machine)
     return machine

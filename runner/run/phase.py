@@ -35,7 +35,7 @@ from runner.machine.templating import TemplateFailure, evaluate_condition, rende
 from runner.plugin import StepContext
 from runner.result import Result, key
 from runner.run.inputs import SecretResolver, mask_params
-from runner.run.process import ProcessSupervisor, RunLog
+from runner.run.process import ProcessSupervisor, RunLog, Watchdog
 from runner.run.registry import StepRegistry
 from runner.run.session import Session
 from runner.run.traces import TAIL_LINES, trace_text, write_trace
@@ -152,6 +152,8 @@ class RunContext:
     interrupts: signals.Interrupts
     #: The last lines of the running step's output (for its trace).
     tail: collections.deque[str]
+    #: Stops the running program's group if the runner dies without doing so.
+    watchdog: Watchdog
     started: float = field(default_factory=time.monotonic)
     outcomes: list[StepOutcome] = field(default_factory=list)
     #: The step being run, its rendered parameters, when it started, attempts made.
@@ -264,8 +266,11 @@ class PhaseRunner:
 
         lease = session.lease
 
+        watchdog = Watchdog()
+
         def on_group(group: int | None) -> None:
             interrupts.running(group)
+            watchdog.running(group)
             if lease is not None:
                 lease.note_processes(() if group is None else (group,))
 
@@ -279,7 +284,9 @@ class PhaseRunner:
             on_group=on_group,
             withheld=secrets.env_names(),
         )
-        return RunContext(phase, from_state, run, run_log, secrets, supervisor, interrupts, tail)
+        return RunContext(
+            phase, from_state, run, run_log, secrets, supervisor, interrupts, tail, watchdog
+        )
 
     def _run(self, phase: PhaseDef, run: Run, prelude: Callable[[], None]) -> PhaseResult:
         session = self.session
@@ -339,6 +346,7 @@ class PhaseRunner:
             finally:
                 ctx.run_log.close()
                 ctx.secrets.close()
+                ctx.watchdog.close()
                 os.umask(umask)
         self.progress.phase_finished(phase.name, status, session.state)
         return PhaseResult(

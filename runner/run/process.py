@@ -16,6 +16,7 @@ a word of a secret wherever it appears would corrupt, say, JSON the step parses)
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -86,6 +87,7 @@ def install_hint(program: str) -> str:
 _INTERPRETER_NAME = re.compile(r"python(\d+(\.\d+)?)?")
 
 
+@functools.cache
 def installation_dirs() -> list[str]:
     """The folders of the runner's own installation's programs: the folder of the
     interpreter running the runner (a virtual environment's ``bin``, which pipx and
@@ -440,7 +442,6 @@ def _spawn(
             stderr=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=_die_with_parent,
         )
     except FileNotFoundError as exc:
         raise _tool_missing(args[0], "was not found") from exc
@@ -448,35 +449,72 @@ def _spawn(
         raise _tool_missing(args[0], "could not be run (permission denied)") from exc
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """On Linux, a function for the child (between fork and exec) that asks the kernel
-    to SIGKILL it when the runner dies, so that a runner killed with SIGKILL does not
-    leave its step running; elsewhere None. Resolved once, before any fork."""
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
-
-    def arm() -> None:
-        prctl(pr_set_pdeathsig, sigkill, 0, 0, 0)
-
-    return arm
+#: The watchdog: a small shell that outlives nothing. It reads, one line each, the
+#: process group of the program a step runs now (0: none); at end of input (the runner
+#: is gone: killed, even with SIGKILL) it stops the last group it was told of, unless
+#: the runner said "done" first. One per phase run; it costs a write per program.
+_WATCHDOG = r"""
+group=0
+while IFS= read -r line; do
+  case "$line" in
+    done) exit 0 ;;
+    *[!0-9]*|'') ;;
+    *) group=$line ;;
+  esac
+done
+if [ "$group" -gt 1 ]; then
+  kill -TERM -- "-$group" 2>/dev/null
+  sleep 2
+  kill -KILL -- "-$group" 2>/dev/null
+fi
+"""
 
 
-_PDEATHSIG = _parent_death_signal()
+class Watchdog:
+    """Stops the running step's process group when the runner dies without doing so
+    (SIGKILL, a crash): step processes never outlive the runner. It runs in a session
+    of its own (a Ctrl+C of the terminal's process group does not reach it)."""
 
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
 
-def _die_with_parent() -> None:
-    if _PDEATHSIG is not None:
-        _PDEATHSIG()
+    def running(self, group: int | None) -> None:
+        """The process group of the program a step runs now (None: none)."""
+        if self._proc is None:
+            if group is None:
+                return
+            try:
+                self._proc = subprocess.Popen(
+                    ["/bin/sh", "-c", _WATCHDOG],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError:
+                return  # no watchdog: the next command that takes the lock still stops it
+        self._send(f"{group or 0}\n")
+
+    def _send(self, line: str) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(line.encode())
+            self._proc.stdin.flush()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """The run is over: the watchdog leaves without stopping anything."""
+        if self._proc is None:
+            return
+        self._send("done\n")
+        with contextlib.suppress(OSError):
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=5)
+        self._proc = None
 
 
 def stop_leftovers(groups: Sequence[int], grace_s: float = 5.0) -> list[int]:

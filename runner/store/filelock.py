@@ -74,28 +74,10 @@ def read_holder(path: Path) -> LockInfo | None:
 
 
 def is_locked(path: Path) -> bool:
-    """Whether some process holds the OS lock on ``path``, without taking it: the
-    kernel's table of file locks (``/proc/locks``) where there is one, else one
-    non-blocking shared attempt."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return False
-    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
-    try:
-        with open("/proc/locks", "rb") as table:
-            lines = table.read().decode(errors="replace").splitlines()
-    except OSError:
-        return _held_by_attempt(path)
-    for line in lines:
-        fields = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; blocked waiters are "->"
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
-            return True
-    return False
-
-
-def _held_by_attempt(path: Path) -> bool:
+    """Whether some process holds the OS lock on ``path``, decided by the lock itself
+    (never by the pid its file names): one non-blocking *shared* attempt on a read-only
+    descriptor, released at once. It cannot take the lock from anybody; a command trying
+    to take it in the same microseconds waits for it like for any holder."""
     import fcntl
 
     try:

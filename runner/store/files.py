@@ -300,12 +300,14 @@ class FileStore:
             **fields,
         ) from exc
 
-    def _checked(self, document: dict[str, Any]) -> None:
+    def _checked(self, document: dict[str, Any]) -> bytes:
+        """The bytes of ``document`` once it is known to be a valid record."""
         check_name(document.get("name", ""))
         problem = record_problem(document)
+        data = b""
         if problem is None:
             try:
-                _serialize(document)
+                data = _serialize(document)
             except ValueError as exc:  # NaN or infinity in inputs or outputs
                 problem = f"holds a value JSON cannot: {exc}"
         if problem:
@@ -315,6 +317,7 @@ class FileStore:
                 hint="this is a bug in runner or a step plugin; the stored state is unchanged",
                 environment=name,
             )
+        return data
 
     def _ensure_root(self) -> None:
         if self.root.is_dir():
@@ -359,14 +362,12 @@ class FileStore:
             pass
 
     def create(self, record: Record) -> None:
-        document = record.to_json()
-        self._checked(document)
+        data = self._checked(record.to_json())
         name = record.name
         target = self._env_dir(name)
         if target.exists():
             self._exists_error(name)
         staging = self._ensure_staging_dir() / f"create-{name}-{os.urandom(6).hex()}"
-        data = _serialize(document)
         try:
             try:
                 for folder in (staging, *(staging / sub for sub in ARTIFACT_FOLDERS.values())):
@@ -425,7 +426,7 @@ class FileStore:
         document = record.to_json()
         document["serial"] = expected + 1
         document["updated_at"] = now_iso()
-        self._checked(document)
+        data = self._checked(document)
         stored = self._stored_serial(name)
         if stored != expected:
             shown = self.relative(self.root / name / STATE_FILE)
@@ -437,7 +438,6 @@ class FileStore:
                 environment=name,
                 path=shown,
             )
-        data = _serialize(document)
         folder = self._env_dir(name)
         try:
             replace_atomically(folder / STATE_FILE, data)

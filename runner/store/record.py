@@ -314,7 +314,8 @@ class Record:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
         """The record in ``data``, a document the store has already checked against the
-        state schema (any readable format)."""
+        state schema (any readable format) and hands over (its inputs and outputs are
+        taken, not copied)."""
         run, failure = data.get("run"), data.get("failure")
         return cls(
             name=data["name"],
@@ -324,8 +325,8 @@ class Record:
             created_at=data["created_at"],
             updated_at=data["updated_at"],
             serial=data["serial"],
-            inputs=copy.deepcopy(data["inputs"]),
-            outputs=copy.deepcopy(data["outputs"]),
+            inputs=data["inputs"],  # the document is the caller's, freshly parsed
+            outputs=data["outputs"],
             run=None if run is None else Run.from_json(run),
             failure=None if failure is None else Failure.from_json(failure),
             format=STATE_FORMAT,

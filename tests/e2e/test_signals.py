@@ -235,26 +235,62 @@ def test_sighup_outside_a_phase_exits_129(tmp_path: Path) -> None:
         holder.communicate(timeout=30)
 
 
-def test_a_killed_runner_leaves_no_step_running_past_the_next_command(tmp_path: Path) -> None:
-    """kill -9 of the runner during a step: its programs die with it or are stopped by
-    the next command that takes the lock (before it runs anything); `status` names
-    what still runs in between; resume never runs a second copy beside the first."""
-    script = f"if [ -f {tmp_path}/fast ]; then exit 0; fi; sleep 8 & echo $! > {tmp_path}/sleep.pid; wait"
-    work = workdir(tmp_path, script)
-    marker = "kill9-" + str(os.getpid())
+SLEEPER = "if [ -f {base}/fast ]; then exit 0; fi; sleep 8 & echo $! > {base}/sleep.pid; wait"
+
+
+def _started_sleeper(tmp_path: Path, marker: str) -> tuple[Path, subprocess.Popen[str], int]:
+    work = workdir(tmp_path, SLEEPER.format(base=tmp_path))
     proc = spawn(work, "advance", "demo", marker=marker)
-    assert wait_for(lambda: (work / "sleep.pid").exists() and step_running(work))
-    sleeper = int((work / "sleep.pid").read_text())
+    assert wait_for(lambda: (tmp_path / "sleep.pid").exists() and step_running(work))
+    return work, proc, int((tmp_path / "sleep.pid").read_text())
+
+
+def _watchdogs(marker: str) -> list[int]:
+    return [
+        pid
+        for pid in marked_processes(marker)
+        if b"IFS= read" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+def test_a_killed_runner_takes_its_step_with_it(tmp_path: Path) -> None:
+    """kill -9 of the runner during a step: the step's programs, grandchildren
+    included, are stopped within seconds (the run's watchdog sees the runner go), and
+    resume then runs the step once."""
+    marker = "kill9-" + str(os.getpid())
+    work, proc, sleeper = _started_sleeper(tmp_path, marker)
+    assert _watchdogs(marker), "the run has a watchdog"
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
-    assert alive(sleeper)  # a grandchild: the kernel stops only the direct child
+    assert wait_for(lambda: not alive(sleeper), 10), "the step outlived the runner"
+    assert wait_for(lambda: not marked_processes(marker), 10), marked_processes(marker)
+    (tmp_path / "fast").write_text("")
+    resumed = run_cli("resume", "demo", cwd=work)
+    assert resumed.returncode == 0, resumed.stderr
+    assert state(work)["state"] == "worked"
+
+
+def test_leftovers_of_a_killed_run_are_stopped_by_the_next_command(tmp_path: Path) -> None:
+    """The second line of defence: the runner and its watchdog both killed with SIGKILL
+    (as by `kill -9 -1` of a user's processes). `status` names what still runs; the next
+    command that takes the lock stops it before it runs anything, so resume never runs a
+    second copy beside the first."""
+    marker = "leftover-" + str(os.getpid())
+    work, proc, sleeper = _started_sleeper(tmp_path, marker)
+    for pid in _watchdogs(marker):
+        os.kill(pid, signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    time.sleep(0.5)
+    assert alive(sleeper)  # nobody left to stop it yet
     status = run_cli("--output", "json", "status", "demo", cwd=work)
     document = json.loads(status.stdout)
     assert document["leftover_processes"], document
     assert any("still run" in line for line in document["next"]), document
-    (work / "fast").write_text("")
+    (tmp_path / "fast").write_text("")
     resumed = run_cli("resume", "demo", cwd=work)
     assert resumed.returncode == 0, resumed.stderr
+    assert "stopped process group" in resumed.stderr, resumed.stderr
     assert not marked_processes(marker), "a process of the killed run outlived `resume`"
     assert not alive(sleeper), "the first copy of the step still runs"
     assert state(work)["state"] == "worked"
