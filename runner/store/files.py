@@ -205,11 +205,13 @@ class FileStore:
             path=shown,
         )
 
-    def _parse(self, name: str, data: bytes) -> Any:
+    def _parse(self, name: str, data: bytes, *, strict: bool = True) -> Any:
+        """The JSON document in ``data``; ``strict`` also refuses a key twice in one
+        object and NaN or Infinity (a listing skips that: ``load`` checks it)."""
         if not data.strip():
             self._state_error(name, "is empty (a write was cut short?)")
         try:
-            return strict_loads(data)
+            return strict_loads(data) if strict else json.loads(data)
         except UnicodeDecodeError:
             self._state_error(name, "is not UTF-8 text")
         except json.JSONDecodeError as exc:
@@ -267,7 +269,7 @@ class FileStore:
                     data = read_limited(os.path.join(folder, STATE_FILE), "state", follow=False)
                 except (OSError, TooLarge):
                     data = self._read_state(name)  # raises the error that says why
-                document = self._parse(name, data)
+                document = self._parse(name, data, strict=False)
                 problem = light_problem(document)  # not the full schema: see light_problem
                 if problem is None and document["name"] != name:
                     problem = f"names environment '{document['name']}'"
