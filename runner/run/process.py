@@ -87,12 +87,17 @@ def install_hint(program: str) -> str:
 _INTERPRETER_NAME = re.compile(r"python(\d+(\.\d+)?)?")
 
 
-@functools.cache
 def installation_dirs() -> list[str]:
     """The folders of the runner's own installation's programs: the folder of the
     interpreter running the runner (a virtual environment's ``bin``, which pipx and
     ``uv tool`` do not put on PATH) and the scripts folder of its installation scheme."""
-    dirs = [str(Path(sys.executable).parent)] if sys.executable else []
+    return _installation_dirs(sys.executable)
+
+
+@functools.cache
+def _installation_dirs(executable: str) -> list[str]:
+    """:func:`installation_dirs` of one interpreter (computed once: sysconfig is slow)."""
+    dirs = [str(Path(executable).parent)] if executable else []
     scripts = sysconfig.get_path("scripts")
     if scripts:
         dirs.append(os.path.realpath(scripts))
