@@ -10,6 +10,7 @@ fsynced when the write must survive a power loss.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from pathlib import Path
@@ -54,8 +55,10 @@ def read_limited(path: str | os.PathLike[str], kind: str, *, follow: bool = True
     fd = os.open(path, flags)
     try:
         info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         if not stat.S_ISREG(info.st_mode):
-            raise TooLarge("is not a regular file (a device, a pipe or a folder)")
+            raise TooLarge("is not a regular file (a device or a pipe)")
         if info.st_size > limit:
             raise TooLarge(
                 f"is larger than the {_size_text(limit)} the runner reads of a {kind} file"

@@ -478,48 +478,61 @@ fi
 class Watchdog:
     """Stops the running step's process group when the runner dies without doing so
     (SIGKILL, a crash): step processes never outlive the runner. It runs in a session
-    of its own (a Ctrl+C of the terminal's process group does not reach it)."""
+    of its own (a Ctrl+C of the terminal's process group does not reach it), started
+    with ``posix_spawn`` (no fork of the runner) on the first program of a run."""
 
     def __init__(self) -> None:
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
+        self._pipe: int | None = None
 
     def running(self, group: int | None) -> None:
         """The process group of the program a step runs now (None: none)."""
-        if self._proc is None:
-            if group is None:
-                return
-            try:
-                self._proc = subprocess.Popen(
-                    ["/bin/sh", "-c", _WATCHDOG],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError:
-                return  # no watchdog: the next command that takes the lock still stops it
+        if self._pipe is None and (group is None or not self._start()):
+            return
         self._send(f"{group or 0}\n")
 
-    def _send(self, line: str) -> None:
-        assert self._proc is not None and self._proc.stdin is not None
+    def _start(self) -> bool:
+        read, write = os.pipe()  # both ends close on exec; the child's stdin is a dup
         try:
-            self._proc.stdin.write(line.encode())
-            self._proc.stdin.flush()
+            self._pid = os.posix_spawn(
+                "/bin/sh",
+                ["sh", "-c", _WATCHDOG],
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, read, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                ],
+                setsid=True,
+            )
         except OSError:
-            pass
+            os.close(write)
+            return False  # no watchdog: the next command that takes the lock stops it
+        finally:
+            os.close(read)
+        self._pipe = write
+        return True
+
+    def _send(self, line: str) -> None:
+        if self._pipe is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._pipe, line.encode())
 
     def close(self) -> None:
         """The run is over: the watchdog leaves without stopping anything."""
-        if self._proc is None:
+        if self._pipe is None:
             return
         self._send("done\n")
-        with contextlib.suppress(OSError):
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._proc.wait(timeout=5)
-        self._proc = None
+        os.close(self._pipe)
+        self._pipe = None
+        deadline = time.monotonic() + 5
+        while self._pid is not None and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                pid, _status = os.waitpid(self._pid, os.WNOHANG)
+                if pid == 0:
+                    time.sleep(0.002)
+                    continue
+            self._pid = None
 
 
 def stop_leftovers(groups: Sequence[int], grace_s: float = 5.0) -> list[int]:
