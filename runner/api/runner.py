@@ -53,12 +53,15 @@ class Runner:
 
     ``workdir`` holds ``data/`` (the environments) and ``build/``. ``machine`` is the
     machine file (relative to ``workdir``); by default ``machine.yaml`` in ``workdir``,
-    else the machine shipped with the runner. ``lock_timeout`` is how long a command
-    that changes an environment waits for another process holding it (0: fail at
-    once). ``progress`` receives the progress of running phases (an object with the
-    methods of :class:`runner.run.phase.Progress`). ``command`` is how a lock holder
-    is described to whoever waits for it. ``store`` replaces the files under
-    ``workdir/data`` with another backend of :class:`~runner.store.contract.Store`.
+    else, for an environment, the file recorded when it was created (while it exists),
+    else the machine shipped with the runner (:attr:`machine_source` says which). An
+    environment is only ever moved by a machine of the name it was created with.
+    ``lock_timeout`` is how long a command that changes an environment waits for
+    another process holding it (0: fail at once). ``progress`` receives the progress
+    of running phases (an object with the methods of
+    :class:`runner.run.phase.Progress`). ``command`` is how a lock holder is described
+    to whoever waits for it. ``store`` replaces the files under ``workdir/data`` with
+    another backend of :class:`~runner.store.contract.Store`.
     """
 
     def __init__(
@@ -79,6 +82,14 @@ class Runner:
                 hint="pass --workdir DIR (or set RUNNER_WORKDIR) to an existing folder",
             )
         self.machine_file = _machine_file(self.workdir, machine)
+        #: Where :attr:`machine_file` comes from: "given", "workdir" (machine.yaml there),
+        #: "recorded" (the file an environment was created with) or "shipped".
+        self.machine_source = (
+            "given"
+            if machine is not None
+            else ("workdir" if self.machine_file == self.workdir / "machine.yaml" else "shipped")
+        )
+        self._default_machine_file = self.machine_file
         if not lock_timeout >= 0:  # negative or NaN
             raise InputError(f"lock_timeout must be a number of seconds >= 0, not {lock_timeout}")
         self.lock_timeout = float(lock_timeout)
@@ -150,11 +161,16 @@ class Runner:
             raise InputError(
                 f"unknown graph format {format!r}", hint=f"one of: {', '.join(GRAPH_FORMATS)}"
             )
-        machine = self.machine(plugins=False)
         state = None
         if env is not None:
             with _about(env):
-                state = _state_of(self._load(env))
+                record = self._load(env)
+                self._follow(record)
+                machine = self.machine(plugins=False)
+                self._same_machine(machine, record)
+                state = _state_of(record)
+        else:
+            machine = self.machine(plugins=False)
         data = graphs.render(machine, cast("graphs.GraphFormat", format), state)
         return GraphResult.from_data(format, data, env, state)
 
@@ -299,6 +315,7 @@ class Runner:
     def destroy(self, name: str, dry_run: bool = False) -> RunResult:
         """Run the machine's `destroy` phase (see :meth:`run_phase`)."""
         with _about(name):
+            self._follow_environment(name)
             machine = self.machine()
             if machine.phase("destroy") is None:
                 raise InputError(
@@ -326,6 +343,7 @@ class Runner:
         from runner.store.locking import hold
 
         check_name(name)
+        self._follow_environment(name)
         machine = self.machine()
         with (
             hold(self.store, name, self.command, self.lock_timeout) as lease,
@@ -333,6 +351,7 @@ class Runner:
         ):
             _stop_leftovers(name, lease.previous)
             record = self.store.load(name)
+            self._same_machine(machine, record)
             _state_known(machine, record)
             session = Session(self.store, machine, record, self.command, self.workdir, lease)
             session.reconcile()
@@ -350,7 +369,7 @@ class Runner:
         return Record.new(
             name,
             machine.initial,
-            MachineRef(machine.name, machine.digest),
+            MachineRef.at(machine.name, machine.digest, self.machine_file, self.workdir),
             inputs,
             data_dir=self.store.data_dir(name),
         )
@@ -378,9 +397,54 @@ class Runner:
             "environment=%s created in state=%s", name, machine.initial
         )
 
+    def _follow(self, record: Record) -> None:
+        """Use the machine file ``record`` names when no machine was given and the
+        working directory has no machine.yaml (and the file still exists)."""
+        if self.machine_source in ("given", "workdir"):
+            return
+        target, source = self._default_machine_file, "shipped"
+        if record.machine.file:
+            recorded = Path(record.machine.file)
+            recorded = recorded if recorded.is_absolute() else self.workdir / recorded
+            if recorded.is_file():
+                target, source = recorded, "recorded"
+        self.machine_source = source
+        if target != self.machine_file:
+            self.machine_file = target
+            self._machine = None
+            self._plugins_checked = False
+
+    def _follow_environment(self, name: str) -> None:
+        """:meth:`_follow` for environment ``name``, if its record can be read (if not,
+        the command says why once it loads it)."""
+        if self.machine_source in ("given", "workdir"):
+            return
+        try:
+            record = self.store.load(name)
+        except RunnerError:
+            return
+        self._follow(record)
+
+    def _same_machine(self, machine: MachineDef, record: Record) -> None:
+        """Refuse a machine of another name than the one ``record`` was created with."""
+        if record.machine.name == machine.name:
+            return
+        where = f" ({record.machine.file})" if record.machine.file else ""
+        from runner.errors import MachineMismatchError
+
+        raise MachineMismatchError(
+            f"environment '{record.name}' was created with machine '{record.machine.name}', "
+            f"not '{machine.name}' ({self.machine_file})",
+            hint=f"pass --machine FILE of machine '{record.machine.name}'{where}",
+            machine=machine.name,
+            recorded_machine=record.machine.name,
+        )
+
     def _status(self, name: str) -> StatusResult:
         record = self._load(name)
+        self._follow(record)
         machine = self.machine(plugins=False)
+        self._same_machine(machine, record)
         _state_known(machine, record)
         state = _state_of(record)
         kind = machine.state_kind(state)

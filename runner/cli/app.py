@@ -242,7 +242,14 @@ def create(
 
     def body(s: Settings) -> int:
         cfg = None if config is None else (config if config.is_absolute() else Path.cwd() / config)
-        result = runner_for(s, "runner create").create(name, config=cfg, sets=list(sets or []))
+        runner = runner_for(s, "runner create")
+        if runner.machine_source == "shipped":
+            sys.stderr.write(
+                f"using the shipped machine {runner.machine(plugins=False).name} "
+                f"({runner.machine_file}); pass --machine FILE or add machine.yaml to use "
+                "another\n"
+            )
+        result = runner.create(name, config=cfg, sets=list(sets or []))
         return render.show(result, as_json=s.json)
 
     _run(ctx, "create", body)
