@@ -195,6 +195,7 @@ class Runner:
             check_name(name)
             machine = self.machine(plugins=False)
             values = _inputs(machine, inputs, config, sets)
+            self._secrets_readable(machine, values)
             record = self._new_record(machine, name, values)
             self.store.create(record)
             self._created_event(machine, record)
@@ -259,6 +260,13 @@ class Runner:
                     f"state '{to}' is not ahead of '{session.state}' on the happy path",
                     hint=f"from here `advance` visits: {' → '.join(path)}",
                 )
+            # every phase of the way checked before the first step runs
+            from runner.run.phase import refuse_unreadable_secrets
+
+            for state in path[: path.index(to) if to is not None else -1]:
+                ahead = machine.advancing_phase(state)
+                assert ahead is not None
+                refuse_unreadable_secrets(session, ahead, list(ahead.steps))
             results: list[PhaseResult] = []
             while session.state != to:
                 phase = machine.advancing_phase(session.state)
@@ -373,6 +381,23 @@ class Runner:
             inputs,
             data_dir=self.store.data_dir(name),
         )
+
+    def _secrets_readable(self, machine: MachineDef, inputs: dict[str, Any]) -> None:
+        """InvalidInputsError when a secret input names a variable that is not set or
+        a file that cannot be read."""
+        from runner.run.inputs import SecretResolver
+
+        resolver = SecretResolver(machine.inputs_schema, inputs, self.workdir)
+        try:
+            problems = resolver.unreadable()
+        finally:
+            resolver.close()
+        if problems:
+            raise InvalidInputsError(
+                "secret inputs that cannot be read:\n  " + "\n  ".join(problems),
+                hint="set the variable (export NAME=...) or create the file, then create the "
+                "environment again; nothing was created",
+            )
 
     def _created_event(self, machine: MachineDef, record: Record) -> None:
         import socket
