@@ -44,6 +44,9 @@ __all__ = ["GRAPH_FORMATS", "Runner"]
 # a library's records go where its user configures logging, and nowhere by default
 logging.getLogger("runner").addHandler(logging.NullHandler())
 
+#: How many of the last events `status` reads to find when the state was entered.
+_ENTERED_EVENTS = 200
+
 #: The formats :meth:`Runner.graph` draws (svg and png need Graphviz's `dot`).
 GRAPH_FORMATS = ("mermaid", "dot", "svg", "png")
 
@@ -519,6 +522,7 @@ class Runner:
                         actions.append(f"{command}   (phase '{other.name}' → {other.to})")
         return StatusResult.from_record(
             record,
+            entered_at=self._entered_at(record),
             description=machine.states[state].description,
             kind=kind,
             holder=holder,
@@ -527,6 +531,25 @@ class Runner:
             allowed_phases=[p.name for p in machine.phases_from(state)],
             leftovers=leftovers,
         )
+
+    def _entered_at(self, record: Record) -> str:
+        """When ``record`` entered its state: the time of the last event that moved it
+        there (among the last ones of its log), else its last change."""
+        try:
+            events = self.store.read_events(record.name, _ENTERED_EVENTS)
+        except RunnerError:
+            events = []
+        for event in reversed(events):
+            kind = event.get("type")
+            arrived = event.get("to") if kind in ("transition", "created") else None
+            if arrived is None and kind == "recovered":
+                arrived = event.get("state")
+            if arrived is not None:
+                stamp = event.get("timestamp")
+                if arrived == record.state and isinstance(stamp, str):
+                    return stamp
+                break  # the last move went elsewhere: the log is behind the record
+        return record.updated_at
 
     def _recovery_text(self, machine: MachineDef, record: Record, recovery: str) -> str:
         """The state's recovery text rendered for this environment (or why it did not)."""
