@@ -197,7 +197,9 @@ class Runner:
 
             check_name(name)
             machine = self.machine(plugins=False)
-            values = _inputs(machine, inputs, config, sets)
+            given = _given_inputs(inputs, config, sets)
+            values = _inputs(machine, given)
+            self._free_ports(machine, name, given, values)
             self._secrets_readable(machine, values)
             record = self._new_record(machine, name, values)
             self.store.create(record)
@@ -384,6 +386,29 @@ class Runner:
             inputs,
             data_dir=self.store.data_dir(name),
         )
+
+    def _free_ports(
+        self, machine: MachineDef, name: str, given: dict[str, Any], inputs: dict[str, Any]
+    ) -> None:
+        """The ports of this machine ``inputs`` name (``free_port``): the ones given must
+        be free (InvalidInputsError), the others get a free one (the default if free)."""
+        from runner.run import ports
+
+        marked = list(ports.port_inputs(machine.inputs_schema))
+        if not marked:
+            return
+        others = ports.taken(self.store, machine, name)
+        problems = ports.problems([p for p in marked if p.value(given) is not None], inputs, others)
+        if problems:
+            raise InvalidInputsError(
+                "ports that cannot be used:\n  " + "\n  ".join(problems),
+                hint="give another port with --set, or leave it out: create then picks a free "
+                "one; nothing was created",
+            )
+        for dotted, default, port in ports.allocate(marked, given, inputs, others):
+            logging.getLogger("runner").info(
+                "environment=%s %s: %d is taken, using %d", name, dotted, default, port
+            )
 
     def _secrets_readable(self, machine: MachineDef, inputs: dict[str, Any]) -> None:
         """InvalidInputsError when a secret input names a variable that is not set or
@@ -612,14 +637,12 @@ def _state_known(machine: MachineDef, record: Record) -> None:
         )
 
 
-def _inputs(
-    machine: MachineDef,
+def _given_inputs(
     inputs: Mapping[str, Any] | None,
     config: str | os.PathLike[str] | None,
     sets: Iterable[str],
 ) -> dict[str, Any]:
-    """The config file, ``inputs`` merged into it, then ``sets``, then the defaults;
-    validated against the machine's inputs schema."""
+    """The config file, ``inputs`` merged into it, then ``sets``: what was given."""
     from runner.run import inputs as environment_inputs
 
     if isinstance(sets, str):
@@ -629,7 +652,17 @@ def _inputs(
         data = environment_inputs.load_config_file(Path(config).absolute())
     if inputs is not None:
         data = _merged(data, _plain(inputs))
-    data = environment_inputs.apply_sets(data, sets)
+    return environment_inputs.apply_sets(data, sets)
+
+
+def _inputs(machine: MachineDef, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` (a copy) with the defaults, validated against the machine's inputs
+    schema."""
+    import copy
+
+    from runner.run import inputs as environment_inputs
+
+    data = copy.deepcopy(given)
     filled: dict[str, Any] = environment_inputs.apply_defaults(machine.inputs_schema, data)
     environment_inputs.validate(machine.inputs_schema, filled)
     return filled

@@ -223,6 +223,29 @@ def refuse_unreadable_secrets(session: Session, phase: PhaseDef, steps: list[Ste
         )
 
 
+def refuse_taken_ports(session: Session, phase: PhaseDef) -> None:
+    """InvalidInputsError (nothing run, nothing changed) when a port of this machine
+    the environment names (``free_port`` inputs) is another environment's or in use:
+    checked before the phase that leaves the initial state (the one that makes the
+    instance)."""
+    from runner.run import ports
+
+    marked = list(ports.port_inputs(session.machine.inputs_schema))
+    if not marked:
+        return
+    others = ports.taken(session.store, session.machine, session.name)
+    problems = ports.problems(marked, session.record.inputs, others)
+    if problems:
+        raise InvalidInputsError(
+            f"phase '{phase.name}' of environment '{session.name}' would use ports that are "
+            "taken:\n  " + "\n  ".join(problems),
+            hint="stop what uses them, or destroy this environment and create it again "
+            f"without those ports (create picks free ones); '{session.name}' stays in "
+            f"'{session.state}'",
+            state=session.state,
+        )
+
+
 class PhaseRunner:
     """Runs one phase of one environment, step by step."""
 
@@ -338,6 +361,9 @@ class PhaseRunner:
         from_state = session.state
         pending = [s for s in phase.steps if s.name not in run.completed_steps]
         refuse_unreadable_secrets(session, phase, pending)
+        first = session.machine.advancing_phase(session.machine.initial)
+        if first is not None and first.name == phase.name:
+            refuse_taken_ports(session, phase)
         with signals.phase_interrupts() as interrupts:
             try:
                 interrupts.check()  # a signal before the phase starts: nothing changes
