@@ -93,6 +93,11 @@ class InputError(RunnerError):
     exit_code = ExitCode.BAD_INPUT
 
 
+class MachineMismatchError(InputError):
+    """The machine of a command is not the one the environment was created with (its
+    name differs): fields ``machine`` and ``recorded_machine``."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a file: where, what, and what to change."""

@@ -101,8 +101,9 @@ def state_document(name: str = "demo", **changes: Any) -> dict[str, Any]:
 
 def format_1(document: dict[str, Any]) -> dict[str, Any]:
     """``document`` as a format 1 runner wrote it: no ``failure.attempts``, no
-    ``failure.hint``."""
+    ``failure.hint``, no ``machine.file``."""
     old = dict(document, format=1)
+    old["machine"] = {k: v for k, v in old["machine"].items() if k != "file"}
     if old.get("failure") is not None:
         old["failure"] = {k: v for k, v in old["failure"].items() if k not in ("attempts", "hint")}
     return old

@@ -219,12 +219,16 @@ class StatusResult(Result):
     allowed_phases: tuple[str, ...]
     leftover_processes: tuple[int, ...]
     """Process groups a runner that died without releasing the lock left running."""
+    entered_at: str
+    """When the environment entered its current state (the last transition into it):
+    what the state's description says was true then (e.g. "healthy"), not now."""
 
     @classmethod
     def from_record(
         cls,
         record: Record,
         *,
+        entered_at: str,
         description: str,
         kind: str,
         holder: LockInfo | None,
@@ -248,6 +252,7 @@ class StatusResult(Result):
             next=tuple(next_actions),
             allowed_phases=tuple(allowed_phases),
             leftover_processes=tuple(leftovers),
+            entered_at=entered_at,
         )
 
 

@@ -44,6 +44,9 @@ __all__ = ["GRAPH_FORMATS", "Runner"]
 # a library's records go where its user configures logging, and nowhere by default
 logging.getLogger("runner").addHandler(logging.NullHandler())
 
+#: How many of the last events `status` reads to find when the state was entered.
+_ENTERED_EVENTS = 200
+
 #: The formats :meth:`Runner.graph` draws (svg and png need Graphviz's `dot`).
 GRAPH_FORMATS = ("mermaid", "dot", "svg", "png")
 
@@ -53,12 +56,15 @@ class Runner:
 
     ``workdir`` holds ``data/`` (the environments) and ``build/``. ``machine`` is the
     machine file (relative to ``workdir``); by default ``machine.yaml`` in ``workdir``,
-    else the machine shipped with the runner. ``lock_timeout`` is how long a command
-    that changes an environment waits for another process holding it (0: fail at
-    once). ``progress`` receives the progress of running phases (an object with the
-    methods of :class:`runner.run.phase.Progress`). ``command`` is how a lock holder
-    is described to whoever waits for it. ``store`` replaces the files under
-    ``workdir/data`` with another backend of :class:`~runner.store.contract.Store`.
+    else, for an environment, the file recorded when it was created (while it exists),
+    else the machine shipped with the runner (:attr:`machine_source` says which). An
+    environment is only ever moved by a machine of the name it was created with.
+    ``lock_timeout`` is how long a command that changes an environment waits for
+    another process holding it (0: fail at once). ``progress`` receives the progress
+    of running phases (an object with the methods of
+    :class:`runner.run.phase.Progress`). ``command`` is how a lock holder is described
+    to whoever waits for it. ``store`` replaces the files under ``workdir/data`` with
+    another backend of :class:`~runner.store.contract.Store`.
     """
 
     def __init__(
@@ -79,6 +85,14 @@ class Runner:
                 hint="pass --workdir DIR (or set RUNNER_WORKDIR) to an existing folder",
             )
         self.machine_file = _machine_file(self.workdir, machine)
+        #: Where :attr:`machine_file` comes from: "given", "workdir" (machine.yaml there),
+        #: "recorded" (the file an environment was created with) or "shipped".
+        self.machine_source = (
+            "given"
+            if machine is not None
+            else ("workdir" if self.machine_file == self.workdir / "machine.yaml" else "shipped")
+        )
+        self._default_machine_file = self.machine_file
         if not lock_timeout >= 0:  # negative or NaN
             raise InputError(f"lock_timeout must be a number of seconds >= 0, not {lock_timeout}")
         self.lock_timeout = float(lock_timeout)
@@ -150,11 +164,16 @@ class Runner:
             raise InputError(
                 f"unknown graph format {format!r}", hint=f"one of: {', '.join(GRAPH_FORMATS)}"
             )
-        machine = self.machine(plugins=False)
         state = None
         if env is not None:
             with _about(env):
-                state = _state_of(self._load(env))
+                record = self._load(env)
+                self._follow(record)
+                machine = self.machine(plugins=False)
+                self._same_machine(machine, record)
+                state = _state_of(record)
+        else:
+            machine = self.machine(plugins=False)
         data = graphs.render(machine, cast("graphs.GraphFormat", format), state)
         return GraphResult.from_data(format, data, env, state)
 
@@ -178,7 +197,10 @@ class Runner:
 
             check_name(name)
             machine = self.machine(plugins=False)
-            values = _inputs(machine, inputs, config, sets)
+            given = _given_inputs(inputs, config, sets)
+            values = _inputs(machine, given)
+            self._free_ports(machine, name, given, values)
+            self._secrets_readable(machine, values)
             record = self._new_record(machine, name, values)
             self.store.create(record)
             self._created_event(machine, record)
@@ -243,6 +265,13 @@ class Runner:
                     f"state '{to}' is not ahead of '{session.state}' on the happy path",
                     hint=f"from here `advance` visits: {' → '.join(path)}",
                 )
+            # every phase of the way checked before the first step runs
+            from runner.run.phase import refuse_unreadable_secrets
+
+            for state in path[: path.index(to) if to is not None else -1]:
+                ahead = machine.advancing_phase(state)
+                assert ahead is not None
+                refuse_unreadable_secrets(session, ahead, list(ahead.steps))
             results: list[PhaseResult] = []
             while session.state != to:
                 phase = machine.advancing_phase(session.state)
@@ -299,6 +328,7 @@ class Runner:
     def destroy(self, name: str, dry_run: bool = False) -> RunResult:
         """Run the machine's `destroy` phase (see :meth:`run_phase`)."""
         with _about(name):
+            self._follow_environment(name)
             machine = self.machine()
             if machine.phase("destroy") is None:
                 raise InputError(
@@ -326,6 +356,7 @@ class Runner:
         from runner.store.locking import hold
 
         check_name(name)
+        self._follow_environment(name)
         machine = self.machine()
         with (
             hold(self.store, name, self.command, self.lock_timeout) as lease,
@@ -333,6 +364,7 @@ class Runner:
         ):
             _stop_leftovers(name, lease.previous)
             record = self.store.load(name)
+            self._same_machine(machine, record)
             _state_known(machine, record)
             session = Session(self.store, machine, record, self.command, self.workdir, lease)
             session.reconcile()
@@ -350,10 +382,50 @@ class Runner:
         return Record.new(
             name,
             machine.initial,
-            MachineRef(machine.name, machine.digest),
+            MachineRef.at(machine.name, machine.digest, self.machine_file, self.workdir),
             inputs,
             data_dir=self.store.data_dir(name),
         )
+
+    def _free_ports(
+        self, machine: MachineDef, name: str, given: dict[str, Any], inputs: dict[str, Any]
+    ) -> None:
+        """The ports of this machine ``inputs`` name (``free_port``): the ones given must
+        be free (InvalidInputsError), the others get a free one (the default if free)."""
+        from runner.run import ports
+
+        marked = list(ports.port_inputs(machine.inputs_schema))
+        if not marked:
+            return
+        others = ports.taken(self.store, machine, name)
+        problems = ports.problems([p for p in marked if p.value(given) is not None], inputs, others)
+        if problems:
+            raise InvalidInputsError(
+                "ports that cannot be used:\n  " + "\n  ".join(problems),
+                hint="give another port with --set, or leave it out: create then picks a free "
+                "one; nothing was created",
+            )
+        for dotted, default, port in ports.allocate(marked, given, inputs, others):
+            logging.getLogger("runner").info(
+                "environment=%s %s: %d is taken, using %d", name, dotted, default, port
+            )
+
+    def _secrets_readable(self, machine: MachineDef, inputs: dict[str, Any]) -> None:
+        """InvalidInputsError when a secret input names a variable that is not set or
+        a file that cannot be read."""
+        from runner.run.inputs import SecretResolver
+
+        resolver = SecretResolver(machine.inputs_schema, inputs, self.workdir)
+        try:
+            problems = resolver.unreadable()
+        finally:
+            resolver.close()
+        if problems:
+            raise InvalidInputsError(
+                "secret inputs that cannot be read:\n  " + "\n  ".join(problems),
+                hint="set the variable (export NAME=...) or create the file, then create the "
+                "environment again; nothing was created",
+            )
 
     def _created_event(self, machine: MachineDef, record: Record) -> None:
         import socket
@@ -378,9 +450,54 @@ class Runner:
             "environment=%s created in state=%s", name, machine.initial
         )
 
+    def _follow(self, record: Record) -> None:
+        """Use the machine file ``record`` names when no machine was given and the
+        working directory has no machine.yaml (and the file still exists)."""
+        if self.machine_source in ("given", "workdir"):
+            return
+        target, source = self._default_machine_file, "shipped"
+        if record.machine.file:
+            recorded = Path(record.machine.file)
+            recorded = recorded if recorded.is_absolute() else self.workdir / recorded
+            if recorded.is_file():
+                target, source = recorded, "recorded"
+        self.machine_source = source
+        if target != self.machine_file:
+            self.machine_file = target
+            self._machine = None
+            self._plugins_checked = False
+
+    def _follow_environment(self, name: str) -> None:
+        """:meth:`_follow` for environment ``name``, if its record can be read (if not,
+        the command says why once it loads it)."""
+        if self.machine_source in ("given", "workdir"):
+            return
+        try:
+            record = self.store.load(name)
+        except RunnerError:
+            return
+        self._follow(record)
+
+    def _same_machine(self, machine: MachineDef, record: Record) -> None:
+        """Refuse a machine of another name than the one ``record`` was created with."""
+        if record.machine.name == machine.name:
+            return
+        where = f" ({record.machine.file})" if record.machine.file else ""
+        from runner.errors import MachineMismatchError
+
+        raise MachineMismatchError(
+            f"environment '{record.name}' was created with machine '{record.machine.name}', "
+            f"not '{machine.name}' ({self.machine_file})",
+            hint=f"pass --machine FILE of machine '{record.machine.name}'{where}",
+            machine=machine.name,
+            recorded_machine=record.machine.name,
+        )
+
     def _status(self, name: str) -> StatusResult:
         record = self._load(name)
+        self._follow(record)
         machine = self.machine(plugins=False)
+        self._same_machine(machine, record)
         _state_known(machine, record)
         state = _state_of(record)
         kind = machine.state_kind(state)
@@ -430,6 +547,7 @@ class Runner:
                         actions.append(f"{command}   (phase '{other.name}' → {other.to})")
         return StatusResult.from_record(
             record,
+            entered_at=self._entered_at(record),
             description=machine.states[state].description,
             kind=kind,
             holder=holder,
@@ -438,6 +556,25 @@ class Runner:
             allowed_phases=[p.name for p in machine.phases_from(state)],
             leftovers=leftovers,
         )
+
+    def _entered_at(self, record: Record) -> str:
+        """When ``record`` entered its state: the time of the last event that moved it
+        there (among the last ones of its log), else its last change."""
+        try:
+            events = self.store.read_events(record.name, _ENTERED_EVENTS)
+        except RunnerError:
+            events = []
+        for event in reversed(events):
+            kind = event.get("type")
+            arrived = event.get("to") if kind in ("transition", "created") else None
+            if arrived is None and kind == "recovered":
+                arrived = event.get("state")
+            if arrived is not None:
+                stamp = event.get("timestamp")
+                if arrived == record.state and isinstance(stamp, str):
+                    return stamp
+                break  # the last move went elsewhere: the log is behind the record
+        return record.updated_at
 
     def _recovery_text(self, machine: MachineDef, record: Record, recovery: str) -> str:
         """The state's recovery text rendered for this environment (or why it did not)."""
@@ -500,14 +637,12 @@ def _state_known(machine: MachineDef, record: Record) -> None:
         )
 
 
-def _inputs(
-    machine: MachineDef,
+def _given_inputs(
     inputs: Mapping[str, Any] | None,
     config: str | os.PathLike[str] | None,
     sets: Iterable[str],
 ) -> dict[str, Any]:
-    """The config file, ``inputs`` merged into it, then ``sets``, then the defaults;
-    validated against the machine's inputs schema."""
+    """The config file, ``inputs`` merged into it, then ``sets``: what was given."""
     from runner.run import inputs as environment_inputs
 
     if isinstance(sets, str):
@@ -517,7 +652,17 @@ def _inputs(
         data = environment_inputs.load_config_file(Path(config).absolute())
     if inputs is not None:
         data = _merged(data, _plain(inputs))
-    data = environment_inputs.apply_sets(data, sets)
+    return environment_inputs.apply_sets(data, sets)
+
+
+def _inputs(machine: MachineDef, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` (a copy) with the defaults, validated against the machine's inputs
+    schema."""
+    import copy
+
+    from runner.run import inputs as environment_inputs
+
+    data = copy.deepcopy(given)
     filled: dict[str, Any] = environment_inputs.apply_defaults(machine.inputs_schema, data)
     environment_inputs.validate(machine.inputs_schema, filled)
     return filled

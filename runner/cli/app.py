@@ -8,19 +8,29 @@ inside the commands so that each command loads only what it needs.
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from runner.cli import commands, render
 from runner.cli.commands import Settings, execute, runner_for
+from runner.errors import RunnerError
 
 if TYPE_CHECKING:
+    from runner.api.runner import Runner
+    from runner.machine.model import MachineDef
     from runner.run.phase import Progress
+
+if os.environ.get("_RUNNER_COMPLETE"):  # a shell asks for completions (see main.fast_path)
+    from typer._completion_classes import completion_init
+
+    completion_init()  # typer's answers for bash, zsh, fish, powershell, not click's
 
 app = typer.Typer(
     name="runner",
@@ -28,6 +38,9 @@ app = typer.Typer(
     "Exit codes: 0 done (or nothing to do), 1 a step failed, 2 bad input, 3 environment "
     "locked, 4 phase not allowed from the current state, 130/143 interrupted, 141 output "
     "pipe closed.",
+    # typer's own completion options detect the shell and take no SHELL argument when
+    # shellingham is installed: `--install-completion`/`--show-completion [SHELL]`
+    # below take either (completion requests are answered by typer all the same)
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -50,6 +63,85 @@ class GraphFormat(StrEnum):
     dot = "dot"
     svg = "svg"
     png = "png"
+
+
+# --- shell completion (`runner --install-completion`) ------------------------------
+# Each function gets the words typed so far (the global options among them) and what
+# is being completed; it never fails (a completion that cannot be made offers nothing).
+
+
+def _completion_runner(ctx: typer.Context) -> Runner:
+    from runner.api.runner import Runner
+
+    params = ctx.find_root().params
+    workdir = params.get("workdir") or Path.cwd()
+    return Runner(workdir, params.get("machine"))
+
+
+def _complete_environments(ctx: typer.Context, incomplete: str) -> list[str]:
+    """The environments under data/ of the working directory."""
+    from runner.store.record import NAME_RULE
+
+    try:
+        data = _completion_runner(ctx).workdir / "data"
+        names = sorted(
+            entry.name
+            for entry in os.scandir(data)
+            if entry.is_dir(follow_symlinks=False) and (Path(entry.path) / "state.json").is_file()
+        )
+    except (OSError, RunnerError):
+        return []
+    rule = re.compile(NAME_RULE)
+    return [n for n in names if rule.fullmatch(n) and n.startswith(incomplete)]
+
+
+def _completion_machine(ctx: typer.Context) -> MachineDef | None:
+    """The machine of the command being completed: of its environment when it names one."""
+    try:
+        runner = _completion_runner(ctx)
+        name = ctx.params.get("name") or ctx.params.get("env")
+        if isinstance(name, str):
+            runner._follow_environment(name)
+        return runner.machine(plugins=False)
+    except (OSError, RunnerError):
+        return None
+
+
+def _complete_phases(ctx: typer.Context, incomplete: str) -> list[str]:
+    """The machine's phases."""
+    machine = _completion_machine(ctx)
+    names = [p.name for p in machine.phases] if machine else []
+    return [n for n in names if n.startswith(incomplete)]
+
+
+def _complete_states(ctx: typer.Context, incomplete: str) -> list[str]:
+    """The machine's states."""
+    machine = _completion_machine(ctx)
+    return [n for n in (machine.states if machine else ()) if n.startswith(incomplete)]
+
+
+def _environment(help: str = "Environment name.") -> Any:
+    return typer.Argument(metavar="NAME", help=help, autocompletion=_complete_environments)
+
+
+_SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def _completion_option(action: str) -> Callable[[typer.Context, typer.CallbackParam, Any], None]:
+    def callback(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> None:
+        if value is None or ctx.resilient_parsing:
+            return
+        if value not in (*_SHELLS, "auto"):
+            raise typer.BadParameter(
+                f"unknown shell {value!r} (one of: {', '.join(_SHELLS)}, auto)",
+                param_hint=f"--{action}-completion",
+            )
+        from typer import completion
+
+        done = completion.install_callback if action == "install" else completion.show_callback
+        done(ctx, param, True if value == "auto" else value)  # True: the shell this runs in
+
+    return callback
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -85,7 +177,7 @@ def _global(
             envvar="RUNNER_MACHINE",
             metavar="FILE",
             help="machine.yaml to use (default: machine.yaml in the working directory, else the "
-            "shipped Torrust Tracker machine).",
+            "file the environment was created with, else the shipped Torrust Tracker machine).",
         ),
     ] = None,
     output: Annotated[
@@ -122,6 +214,29 @@ def _global(
             "--version", is_eager=True, callback=_show_version, help="Print the version and exit."
         ),
     ] = False,
+    install_completion: Annotated[
+        str | None,
+        typer.Option(
+            "--install-completion",
+            metavar="[SHELL]",
+            is_eager=True,
+            expose_value=False,
+            callback=_completion_option("install"),
+            help="Install completion for SHELL (bash, zsh, fish; default: auto, the current "
+            "shell).",
+        ),
+    ] = None,
+    show_completion: Annotated[
+        str | None,
+        typer.Option(
+            "--show-completion",
+            metavar="[SHELL]",
+            is_eager=True,
+            expose_value=False,
+            callback=_completion_option("show"),
+            help="Print the completion script for SHELL (default: auto), to copy or customise.",
+        ),
+    ] = None,
 ) -> None:
     from runner.cli import logs
 
@@ -185,7 +300,12 @@ def graph(
     ] = None,
     env: Annotated[
         str | None,
-        typer.Option("--env", metavar="NAME", help="Mark this environment's current state."),
+        typer.Option(
+            "--env",
+            metavar="NAME",
+            help="Mark this environment's current state.",
+            autocompletion=_complete_environments,
+        ),
     ] = None,
 ) -> None:
     """Draw the state machine (states, phases, failure and resume edges)."""
@@ -242,7 +362,14 @@ def create(
 
     def body(s: Settings) -> int:
         cfg = None if config is None else (config if config.is_absolute() else Path.cwd() / config)
-        result = runner_for(s, "runner create").create(name, config=cfg, sets=list(sets or []))
+        runner = runner_for(s, "runner create")
+        if runner.machine_source == "shipped":
+            sys.stderr.write(
+                f"using the shipped machine {runner.machine(plugins=False).name} "
+                f"({runner.machine_file}); pass --machine FILE or add machine.yaml to use "
+                "another\n"
+            )
+        result = runner.create(name, config=cfg, sets=list(sets or []))
         return render.show(result, as_json=s.json)
 
     _run(ctx, "create", body)
@@ -251,7 +378,7 @@ def create(
 @app.command()
 def status(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
+    name: Annotated[str, _environment()],
 ) -> None:
     """Where an environment is, what failed, who holds it, and what to do next."""
     _run(ctx, "status", lambda s: commands.status(s, name))
@@ -266,7 +393,7 @@ def list_(ctx: typer.Context) -> None:
 @app.command()
 def history(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
+    name: Annotated[str, _environment()],
     limit: Annotated[
         int | None,
         typer.Option("--limit", "-n", min=1, metavar="N", help="Only the last N events."),
@@ -279,7 +406,7 @@ def history(
 @app.command()
 def advance(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
+    name: Annotated[str, _environment()],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the phase and its rendered steps; run nothing.")
     ] = False,
@@ -296,10 +423,15 @@ def advance(
 @app.command()
 def up(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
+    name: Annotated[str, _environment()],
     to: Annotated[
         str | None,
-        typer.Option("--to", metavar="STATE", help="Stop once the environment reaches this state."),
+        typer.Option(
+            "--to",
+            metavar="STATE",
+            help="Stop once the environment reaches this state.",
+            autocompletion=_complete_states,
+        ),
     ] = None,
 ) -> None:
     """Advance until --to STATE or the end of the happy path."""
@@ -314,7 +446,7 @@ def up(
 @app.command()
 def resume(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
+    name: Annotated[str, _environment()],
     from_step: Annotated[
         str | None,
         typer.Option(
@@ -336,8 +468,10 @@ def resume(
 @app.command()
 def phase(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
-    phase_name: Annotated[str, typer.Argument(metavar="PHASE", help="Phase to run.")],
+    name: Annotated[str, _environment()],
+    phase_name: Annotated[
+        str, typer.Argument(metavar="PHASE", help="Phase to run.", autocompletion=_complete_phases)
+    ],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, run nothing.")] = False,
 ) -> None:
     """Run a named phase allowed from the current state."""
@@ -352,7 +486,7 @@ def phase(
 @app.command()
 def destroy(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Environment name.")],
+    name: Annotated[str, _environment()],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, run nothing.")] = False,
 ) -> None:
     """Run the destroy phase (allowed from any non-final state)."""

@@ -116,7 +116,14 @@ def _execute(settings: Settings, command: str, body: Callable[[Settings], int | 
 
 
 def status(s: Settings, name: str) -> int:
-    return render.show(runner_for(s, "runner status").status(name), as_json=s.json)
+    result = runner_for(s, "runner status").status(name)
+    if not s.json:
+        # what the description says was true when the state was entered, not now
+        import dataclasses
+
+        shown = f"{result.description} (at {result.entered_at})".lstrip()
+        result = dataclasses.replace(result, description=shown)
+    return render.show(result, as_json=s.json)
 
 
 def list_environments(s: Settings) -> int:

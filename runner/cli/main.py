@@ -62,12 +62,29 @@ def _run(argv: list[str]) -> int:
     from runner.cli.app import app
 
     try:
-        app(args=argv, prog_name="runner")
+        app(args=_completion_shell(argv), prog_name="runner")
     except SystemExit as exit:
         if signals.received is not None:  # the parser turned an interrupt into its own exit
             return 128 + signals.received
         return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
     return 0
+
+
+_COMPLETION_OPTIONS = ("--install-completion", "--show-completion")
+
+
+def _completion_shell(argv: list[str]) -> list[str]:
+    """``argv`` with ``auto`` after a bare ``--install-completion``/``--show-completion``
+    (the parser has no options with an optional value): the SHELL may be left out."""
+    result = list(argv)
+    for index, word in enumerate(argv):
+        if not word.startswith("-"):
+            break  # the command: its own options are its own
+        if word in _COMPLETION_OPTIONS:
+            following = argv[index + 1] if index + 1 < len(argv) else None
+            if following is None or following.startswith("-"):
+                result.insert(result.index(word) + 1, "auto")
+    return result
 
 
 def _interrupted(exc: BaseException | None) -> int:
@@ -79,6 +96,8 @@ def _interrupted(exc: BaseException | None) -> int:
 def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
     """The command to run for ``argv`` if it is a plain `status`, `list` or `history`
     (returning the exit code), else None: typer handles it."""
+    if os.environ.get("_RUNNER_COMPLETE"):
+        return None  # a shell asks for completions: typer answers (`--install-completion`)
     options: dict[str, str] = {}
     verbose = False
     rest = list(argv)

@@ -623,6 +623,16 @@ def _plugin_problems(
     step: dict[str, Any], where: tuple[str | int, ...], registry: PluginCatalog
 ) -> list[_Found]:
     uses = step["uses"]
+    broken = getattr(registry, "load_problem", None)
+    problem = broken(uses) if broken is not None and registry.get(uses) is None else None
+    if problem:
+        return [
+            _Found(
+                (*where, "uses"),
+                f"step '{step['name']}' uses plugin '{uses}', which is broken: {problem}",
+                hint="reinstall the package that provides it, or uninstall it",
+            )
+        ]
     if registry.get(uses) is None:
         return [
             _Found(

@@ -220,6 +220,59 @@ def build_inputs(
     return filled
 
 
+#: ``secret('a.b')`` / ``secret_file("a.b")`` in a template: the input it reads.
+_SECRET_CALL = r"""\bsecret(?:_file)?\s*\(\s*(['"])([^'"]+)\1\s*\)"""
+#: ``secret(`` or ``secret_file(`` called any other way (a computed name): any secret.
+_SECRET_NAME = r"\bsecret(?:_file)?\s*\("
+#: The template files of one source read to find the secrets it uses, at most.
+_SCAN_FILES = 1000
+_SCAN_BYTES = 1 << 20
+
+
+def secrets_in(texts: Iterable[str]) -> set[str] | None:
+    """The secret inputs ``texts`` (templates) read with ``secret('...')`` or
+    ``secret_file('...')``; None when one reads a secret whose name is computed (it may
+    be any of them)."""
+    import re
+
+    found: set[str] = set()
+    for text in texts:
+        if "secret" not in text:
+            continue
+        # only what Jinja evaluates: `{{ ... }}` and `{% ... %}`, not the text around
+        code = " ".join(re.findall(r"\{\{.*?\}\}|\{%.*?%\}", text, re.DOTALL))
+        found.update(match.group(2) for match in re.finditer(_SECRET_CALL, code))
+        if len(re.findall(_SECRET_NAME, code)) > len(re.findall(_SECRET_CALL, code)):
+            return None
+    return found
+
+
+def template_texts(source: Path) -> Iterator[str]:
+    """The ``*.j2`` files of the template source ``source`` (a file or a folder), for
+    :func:`secrets_in`; what cannot be read is left out."""
+    files = [source] if source.is_file() else sorted(source.rglob("*.j2"))[:_SCAN_FILES]
+    for path in files:
+        if path.suffix != ".j2" or path.is_symlink():
+            continue
+        try:
+            with path.open("rb") as handle:
+                yield handle.read(_SCAN_BYTES).decode("utf-8", errors="replace")
+        except OSError:
+            continue
+
+
+def strings_in(value: Any) -> Iterator[str]:
+    """Every string in ``value`` (a step's `with`, say), recursively."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from strings_in(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from strings_in(item)
+
+
 class SecretResolver:
     """Reads secret values when a step needs them and remembers them for masking."""
 
@@ -253,6 +306,20 @@ class SecretResolver:
         with that message)."""
         problems = []
         for dotted in self.references():
+            try:
+                self(dotted)
+            except InvalidInputsError as exc:
+                problems.append(exc.message)
+        return problems
+
+    def unreadable(self, names: set[str] | None = None) -> list[str]:
+        """The problems of the secrets the environment names (of ``names`` only, when
+        given) that cannot be read now: one line each, naming the input and where it
+        is read from."""
+        problems = []
+        for dotted in self.references():
+            if names is not None and dotted not in names:
+                continue
             try:
                 self(dotted)
             except InvalidInputsError as exc:

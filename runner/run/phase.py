@@ -20,10 +20,12 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from runner import signals
 from runner.errors import (
+    InputError,
     InterruptedRunError,
     InterruptSignal,
     InvalidInputsError,
@@ -173,6 +175,79 @@ class RunContext:
         return time.monotonic() - self.step_t0
 
 
+def secrets_used(session: Session, phase: PhaseDef, steps: list[StepDef]) -> set[str] | None:
+    """The secret inputs ``steps`` of ``phase`` read (``secret('...')`` and
+    ``secret_file('...')`` in `with` and `when`, and in the ``*.j2`` files of a
+    `template` step's source); None when one computes the name (any of them)."""
+    from runner.run.inputs import secrets_in, strings_in, template_texts
+
+    used: set[str] = set()
+    for step in steps:
+        texts = list(strings_in(step.with_))
+        if isinstance(step.when, str):
+            texts.append("{{ " + step.when + " }}")  # an expression, as `when` is read
+        source = step.with_.get("source") if step.uses == "template" else None
+        if isinstance(source, str):
+            try:
+                rendered = render_value(source, session.template_context(phase.name, step.name))
+            except (TemplateFailure, InputError):
+                rendered = None
+            if isinstance(rendered, str) and rendered:
+                path = Path(rendered)
+                path = path if path.is_absolute() else session.machine.dir / path
+                texts.extend(template_texts(path))
+        found = secrets_in(texts)
+        if found is None:
+            return None
+        used |= found
+    return used
+
+
+def refuse_unreadable_secrets(session: Session, phase: PhaseDef, steps: list[StepDef]) -> None:
+    """InvalidInputsError (nothing run, nothing changed) when ``steps`` of ``phase`` read
+    a secret input the environment names but which cannot be read now (its variable
+    not set, its file missing)."""
+    used = secrets_used(session, phase, steps)
+    if used is not None and not used:
+        return
+    resolver = SecretResolver(session.machine.inputs_schema, session.record.inputs, session.workdir)
+    try:
+        problems = resolver.unreadable(used)
+    finally:
+        resolver.close()
+    if problems:
+        raise InvalidInputsError(
+            f"phase '{phase.name}' of environment '{session.name}' reads secret inputs that "
+            "cannot be read now:\n  " + "\n  ".join(problems),
+            hint="set them (export VARIABLE=..., or create the file), then run the command "
+            f"again; nothing was run and '{session.name}' stays in '{session.state}'",
+            state=session.state,
+        )
+
+
+def refuse_taken_ports(session: Session, phase: PhaseDef) -> None:
+    """InvalidInputsError (nothing run, nothing changed) when a port of this machine
+    the environment names (``free_port`` inputs) is another environment's or in use:
+    checked before the phase that leaves the initial state (the one that makes the
+    instance)."""
+    from runner.run import ports
+
+    marked = list(ports.port_inputs(session.machine.inputs_schema))
+    if not marked:
+        return
+    others = ports.taken(session.store, session.machine, session.name)
+    problems = ports.problems(marked, session.record.inputs, others)
+    if problems:
+        raise InvalidInputsError(
+            f"phase '{phase.name}' of environment '{session.name}' would use ports that are "
+            "taken:\n  " + "\n  ".join(problems),
+            hint="stop what uses them, or destroy this environment and create it again "
+            f"without those ports (create picks free ones); '{session.name}' stays in "
+            f"'{session.state}'",
+            state=session.state,
+        )
+
+
 class PhaseRunner:
     """Runs one phase of one environment, step by step."""
 
@@ -291,6 +366,11 @@ class PhaseRunner:
     def _run(self, phase: PhaseDef, run: Run, prelude: Callable[[], None]) -> PhaseResult:
         session = self.session
         from_state = session.state
+        pending = [s for s in phase.steps if s.name not in run.completed_steps]
+        refuse_unreadable_secrets(session, phase, pending)
+        first = session.machine.advancing_phase(session.machine.initial)
+        if first is not None and first.name == phase.name:
+            refuse_taken_ports(session, phase)
         with signals.phase_interrupts() as interrupts:
             try:
                 interrupts.check()  # a signal before the phase starts: nothing changes

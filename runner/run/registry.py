@@ -1,11 +1,14 @@
 """The step plugin registry: an object, filled from the ``runner.steps`` entry points.
 
 Built-in steps are registered through the same entry point group as third-party
-ones (see pyproject.toml). Each plugin is checked when it registers.
+ones (see pyproject.toml). Each plugin is checked when it registers. A plugin that
+cannot be loaded (its import fails, or it is not a valid Step) is set aside with a
+warning: it breaks only the machines that use it (:meth:`StepRegistry.load_problem`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -14,6 +17,7 @@ from runner.plugin import Step
 
 ENTRY_POINT_GROUP = "runner.steps"
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
+log = logging.getLogger("runner")
 
 
 class PluginError(InputError):
@@ -25,6 +29,8 @@ class StepRegistry:
         self._plugins: dict[str, type[Step]] = {}
         self._validators: dict[str, Any] = {}
         self._fast_checks: dict[str, Any] = {}
+        #: Entry points that could not be loaded: their name, and why.
+        self.broken: dict[str, str] = {}
 
     def register(self, plugin: Any, *, source: str = "") -> None:
         where = f" (from {source})" if source else ""
@@ -60,12 +66,31 @@ class StepRegistry:
         for ep in entry_points(group=group):
             try:
                 plugin = ep.load()
+                self.register(plugin, source=ep.value)
+            except PluginError as exc:
+                self._set_aside(ep.name, exc.message)
             except Exception as exc:
-                raise PluginError(
-                    f"step plugin '{ep.name}' ({ep.value}) failed to load: {exc}",
-                    hint="reinstall the package that provides it, or uninstall it",
-                ) from exc
-            self.register(plugin, source=ep.value)
+                self._set_aside(
+                    ep.name,
+                    f"step plugin '{ep.name}' ({ep.value}) failed to load: "
+                    f"{type(exc).__name__}: {exc}",
+                )
+
+    def _set_aside(self, name: str, problem: str) -> None:
+        """A broken plugin: machines that do not use it go on (one warning says so);
+        the ones that do fail with ``problem`` (:meth:`load_problem`)."""
+        if name in self.broken:
+            return
+        self.broken[name] = problem
+        log.warning(
+            "%s; machines that use it fail, others go on (reinstall the package that "
+            "provides it, or uninstall it)",
+            problem,
+        )
+
+    def load_problem(self, name: str) -> str | None:
+        """Why the plugin ``name`` is not available although installed, if it is broken."""
+        return None if name in self._plugins else self.broken.get(name)
 
     def names(self) -> list[str]:
         return sorted(self._plugins)
@@ -75,6 +100,10 @@ class StepRegistry:
 
     def create(self, name: str) -> Step:
         plugin = self._plugins.get(name)
+        if plugin is None and name in self.broken:
+            raise PluginError(
+                self.broken[name], hint="reinstall the package that provides it, or uninstall it"
+            )
         if plugin is None:
             raise PluginError(
                 f"no step plugin named '{name}'",

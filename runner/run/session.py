@@ -70,7 +70,9 @@ class Session:
 
     def save(self) -> None:
         """Persist the record (serial + 1), naming the machine that moved it."""
-        self.record.machine = MachineRef(self.machine.name, self.machine.digest)
+        self.record.machine = MachineRef.at(
+            self.machine.name, self.machine.digest, self.machine.file, self.workdir
+        )
         self.store.save(self.record)
 
     def event(self, event_type: str, **fields: Any) -> None:

@@ -7,9 +7,10 @@ derived from the fields), which is what every backend stores and what
 its record as a phase runs, and a store's ``save`` sets the new ``serial`` and
 ``updated_at`` on the record it was given once the write has landed.
 
-Formats: the JSON form carries ``format``. Format 2 added ``failure.attempts`` and
-``failure.hint``; format 1 files are read (those fields absent) and written back as
-format 2 on their next save. A newer format is refused by the store, never rewritten.
+Formats: the JSON form carries ``format``. Format 2 added ``failure.attempts``,
+``failure.hint`` and ``machine.file``; format 1 files are read (those fields absent)
+and written back as format 2 on their next save. A newer format is refused by the
+store, never rewritten.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from runner.errors import InvalidNameError
@@ -186,10 +187,22 @@ _ORDER = (
 
 @dataclass
 class MachineRef:
-    """The machine an environment was created with (or last moved by)."""
+    """The machine an environment was created with (or last moved by): its name, the
+    digest of its file, and the file (relative to the working directory when inside
+    it; None in records written before it was kept)."""
 
     name: str
     digest: str
+    file: str | None = None
+
+    @classmethod
+    def at(cls, name: str, digest: str, file: Path, workdir: Path) -> MachineRef:
+        """The reference to machine ``name`` read from ``file``."""
+        try:
+            shown = str(file.relative_to(workdir))
+        except ValueError:
+            shown = str(file)
+        return cls(name, digest, shown)
 
 
 @dataclass

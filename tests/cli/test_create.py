@@ -52,7 +52,10 @@ def test_create_applies_defaults_sets_and_config(work: Path) -> None:
 
 def test_json_config_and_secret_reference(work: Path) -> None:
     build_tree(work, {"cfg.json": json.dumps({"token": {"env": "MY_TOKEN"}})})
-    proc = run_cli("--output", "json", "create", "demo", "--config", "cfg.json", cwd=work)
+    proc = run_cli(
+        "--output", "json", "create", "demo", "--config", "cfg.json", cwd=work,
+        env={"MY_TOKEN": "t0ken-value"},
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout
     assert json.loads(proc.stdout)["inputs"]["token"] == {"env": "MY_TOKEN"}
 

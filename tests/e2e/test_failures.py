@@ -167,6 +167,13 @@ def test_configure_fails_when_a_tracker_port_is_in_use(work: Path) -> None:
     ok(work, "create", "demo", *tracker_ports())
     port = api_port(work)
     with listening(port):
+        # taken before provision: refused at once, before any step (docs/machine-yaml.md)
+        refused = runner(work, "up", "demo")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"TCP port {port} is in use" in refused.stderr
+        assert state(work, "demo")["state"] == "created"
+    ok(work, "up", "demo", "--to", "provisioned")
+    with listening(port):  # taken after provision: the configuration finds it
         failed(work, "up", "demo")
     assert_failed(work, "configure_failed", "prepare_instance", "the playbooks are idempotent",
                   f"tracker port {port}", "already in use")  # fmt: skip

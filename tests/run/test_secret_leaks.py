@@ -137,8 +137,10 @@ def test_a_secret_in_argv_is_warned_about(tmp_path: Path) -> None:
         """with: {argv: ["echo", "{{ secret('token') }}"]}""",
     )
     build_tree(tmp_path, {"machine.yaml": machine, "files/x.j2": "x\n"})
-    assert run_cli("create", "demo", "--set", "token.env=LEAKY_TOKEN", cwd=tmp_path).returncode == 0
-    done = run_cli("advance", "demo", cwd=tmp_path, env={"LEAKY_TOKEN": TOKEN})
+    env = {"LEAKY_TOKEN": TOKEN}
+    created = run_cli("create", "demo", "--set", "token.env=LEAKY_TOKEN", cwd=tmp_path, env=env)
+    assert created.returncode == 0, created.stderr
+    done = run_cli("advance", "demo", cwd=tmp_path, env=env)
     assert "a secret is in the arguments of echo" in done.stderr, done.stderr
     assert TOKEN not in done.stdout + done.stderr
     log = next((tmp_path / "data" / "demo" / "runs").iterdir()).read_text()

@@ -117,23 +117,23 @@ def run_life(
     """create, dry run, advance (fails), status, history, resume (succeeds), in text and
     JSON, verbose and at DEBUG; every output checked; returns the outputs by command.
 
-    The value only exists after `create` (the variable is not given to it, the file is
-    written after it): it is read when a step needs it, not when the environment is made.
+    `create` checks that the value can be read (the variable is given to it, the file
+    written before it) and shows nothing of it; a step reads it when it needs it.
     """
     loud = ["-v", "--log-level", "DEBUG"]
     outputs: dict[str, str] = {}
 
     def run(label: str, *args: str, code: int = 0) -> None:
-        proc = run_cli(*args, cwd=work, env=env if label != "create" else {})
+        proc = run_cli(*args, cwd=work, env=env)
         assert proc.returncode == code, f"{label}: {proc.stdout}{proc.stderr}"
         assert "Traceback" not in proc.stderr
         outputs[label] = proc.stdout + proc.stderr
         outputs[label + ":stdout"] = proc.stdout
         assert_hidden(value, f"the output of `runner {' '.join(args)}`", outputs[label])
 
-    run("create", *loud, "create", "demo", *ref)
     if secret_file:
         build_tree(work, {"token.txt": secret_file}, dedent=False)
+    run("create", *loud, "create", "demo", *ref)
     run("dry-run", *loud, "advance", "demo", "--dry-run")
     run("dry-run-json", *loud, "--output", "json", "advance", "demo", "--dry-run")
     (work / "broken").write_text("")
@@ -205,29 +205,57 @@ def test_a_multi_line_secret_is_hidden_line_by_line(work: Path) -> None:
     assert (work / "echoed.txt").read_text() == key + "\n"
 
 
-def test_a_missing_variable_fails_the_step_naming_the_variable(work: Path) -> None:
-    assert (
-        run_cli("create", "demo", "--set", "token.env=RUNNER_TEST_UNSET", cwd=work).returncode == 0
-    )
-    proc = run_cli("advance", "demo", cwd=work)
-    assert proc.returncode == 1
+def test_create_refuses_a_variable_that_is_not_set(work: Path) -> None:
+    proc = run_cli("create", "demo", "--set", "token.env=RUNNER_TEST_UNSET", cwd=work)
+    assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    state = read_state(work)
-    failure = state["failure"]
-    assert state["state"] == "build_failed"
-    assert failure["step"] == "echo" and failure["kind"] in ("configuration", "template")
-    assert "RUNNER_TEST_UNSET" in failure["summary"] and "not set" in failure["summary"]
-    assert "RUNNER_TEST_UNSET" in proc.stdout
-    assert not (work / "echoed.txt").exists()  # the step never ran
+    assert (
+        "secret input 'token' is read from the environment variable RUNNER_TEST_UNSET, which "
+        "is not set" in proc.stderr
+    )
+    assert "nothing was created" in proc.stderr
+    assert not (work / "data/demo").exists()
 
 
-def test_a_missing_secret_file_fails_the_step_naming_the_file(work: Path) -> None:
-    assert run_cli("create", "demo", "--set", "token.file=nope.txt", cwd=work).returncode == 0
+def test_create_refuses_a_secret_file_that_cannot_be_read(work: Path) -> None:
+    proc = run_cli("create", "demo", "--set", "token.file=nope.txt", cwd=work)
+    assert proc.returncode == 2
+    assert "secret input 'token' is read from" in proc.stderr and "nope.txt" in proc.stderr
+    assert not (work / "data/demo").exists()
+
+
+def test_a_variable_unset_since_create_refuses_the_phase_before_any_step(work: Path) -> None:
+    env = {"RUNNER_TEST_TOKEN": TOKEN}
+    assert (
+        run_cli(
+            "create", "demo", "--set", "token.env=RUNNER_TEST_TOKEN", cwd=work, env=env
+        ).returncode
+        == 0
+    )
+    before = read_state(work)
+    for command in (["advance", "demo"], ["up", "demo"], ["phase", "demo", "build"]):
+        proc = run_cli(*command, cwd=work)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert "phase 'build' of environment 'demo' reads secret inputs" in proc.stderr
+        assert "RUNNER_TEST_TOKEN, which is not set" in proc.stderr
+        assert "stays in 'created'" in proc.stderr
+    assert read_state(work) == before  # nothing saved
+    assert not (work / "echoed.txt").exists()  # no step ran
+    assert not (work / "data/demo/runs").exists() or not any((work / "data/demo/runs").iterdir())
+    # a phase that reads no secret is not blocked
+    proc = run_cli("destroy", "demo", cwd=work)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert read_state(work)["state"] == "destroyed"
+
+
+def test_a_secret_file_removed_since_create_refuses_the_phase(work: Path) -> None:
+    build_tree(work, {"token.txt": TOKEN})
+    assert run_cli("create", "demo", "--set", "token.file=token.txt", cwd=work).returncode == 0
+    (work / "token.txt").unlink()
     proc = run_cli("advance", "demo", cwd=work)
-    assert proc.returncode == 1
-    failure = read_state(work)["failure"]
-    assert failure["kind"] in ("configuration", "template")
-    assert "nope.txt" in failure["summary"]
+    assert proc.returncode == 2
+    assert "token.txt" in proc.stderr and read_state(work)["state"] == "created"
 
 
 @pytest.mark.parametrize(
@@ -297,7 +325,10 @@ def test_escaped_copies_are_hidden_and_parsed_output_is_left_whole(tmp_path: Pat
     build_tree(tmp_path, {"machine.yaml": ESCAPES_MACHINE, "key.json": key_file})
     env = {"RUNNER_TEST_CREDS": value}
     assert (
-        run_cli("create", "a", "--set", "creds.env=RUNNER_TEST_CREDS", cwd=tmp_path).returncode == 0
+        run_cli(
+            "create", "a", "--set", "creds.env=RUNNER_TEST_CREDS", cwd=tmp_path, env=env
+        ).returncode
+        == 0
     )
     proc = run_cli("-v", "--log-level", "DEBUG", "advance", "a", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -356,7 +387,10 @@ def test_a_secret_in_parsed_output_is_never_stored(tmp_path: Path) -> None:
     build_tree(tmp_path, {"machine.yaml": PARSED_MACHINE})
     env = {"RUNNER_TEST_CREDS": value}
     assert (
-        run_cli("create", "p", "--set", "creds.env=RUNNER_TEST_CREDS", cwd=tmp_path).returncode == 0
+        run_cli(
+            "create", "p", "--set", "creds.env=RUNNER_TEST_CREDS", cwd=tmp_path, env=env
+        ).returncode
+        == 0
     )
     proc = run_cli("advance", "p", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -364,3 +398,49 @@ def test_a_secret_in_parsed_output_is_never_stored(tmp_path: Path) -> None:
     assert state["outputs"] == {"a": "***", "b": "***", "c": "plain"}
     status = run_cli("status", "p", cwd=tmp_path)
     assert value not in status.stdout and "c=plain" in status.stdout
+
+
+def test_the_shipped_machine_reads_its_secret_in_the_release_only(tmp_path: Path) -> None:
+    """The tracker's admin token is read by the release's templates (their files, not
+    the machine's `with`), and by no other phase: only the release is checked."""
+    from runner import Runner
+    from runner.run.phase import secrets_used
+
+    runner = Runner(tmp_path)
+    runner.create("demo", {"tracker": {"admin_token": {"env": "HOME"}}})
+    with runner._session("demo") as session:
+        used = {p.name: secrets_used(session, p, list(p.steps)) for p in session.machine.phases}
+    assert used == {
+        "provision": set(),
+        "configure": set(),
+        "release": {"tracker.admin_token"},
+        "run": set(),
+        "destroy": set(),
+    }
+
+
+def test_up_checks_every_phase_of_the_way_before_running_any(tmp_path: Path) -> None:
+    env = {"RUNNER_TEST_TOKEN": TOKEN}
+    token = ["--set", "tracker.admin_token.env=RUNNER_TEST_TOKEN"]
+    assert run_cli("create", "demo", *token, cwd=tmp_path, env=env).returncode == 0
+    proc = run_cli("up", "demo", "--to", "released", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "phase 'release' of environment 'demo' reads secret inputs" in proc.stderr
+    assert "RUNNER_TEST_TOKEN, which is not set" in proc.stderr
+    assert read_state(tmp_path)["state"] == "created" and read_state(tmp_path)["serial"] == 1
+
+
+@pytest.mark.parametrize(
+    ("texts", "used"),
+    [
+        (["{{ secret('a.b') }} and {{ secret_file(\"c\") | tojson }}"], {"a.b", "c"}),
+        (["# a secret (not code) {# secret('x') #}", "plain"], set()),
+        (["{% set t = secret('a') %}{{ t }}"], {"a"}),
+        (["{{ secret(name) }}"], None),
+        (["{{ secret('a') }}", "{{ secret_file(inputs.which) }}"], None),
+    ],
+)
+def test_the_secrets_a_template_reads(texts: list[str], used: set[str] | None) -> None:
+    from runner.run.inputs import secrets_in
+
+    assert secrets_in(texts) == used
