@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     name="runner",
     help="Move deployment environments through the lifecycle declared in machine.yaml.\n\n"
+    "Global options may also follow the command (runner status demo --output json).\n\n"
     "Exit codes: 0 done (or nothing to do), 1 a step failed, 2 bad input, 3 environment "
     "locked, 4 phase not allowed from the current state, 130/143 interrupted, 141 output "
     "pipe closed.",
@@ -116,6 +117,10 @@ def _global(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Stream the tools' output while steps run.")
     ] = False,
+    no_color: Annotated[
+        bool,
+        typer.Option("--no-color", help="No colour on a terminal (also when NO_COLOR is set)."),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -137,6 +142,7 @@ def _global(
         output=output.value,
         lock_timeout=lock_timeout,
         verbose=verbose,
+        color=commands.color_wanted(no_color),
     )
 
 

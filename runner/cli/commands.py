@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Settings",
+    "color_wanted",
     "execute",
     "history",
     "list_environments",
@@ -44,10 +45,25 @@ class Settings:
     output: str  # "text" or "json"
     lock_timeout: float
     verbose: bool
+    #: Colour on standard output: a terminal, and neither NO_COLOR nor --no-color.
+    color: bool = False
 
     @property
     def json(self) -> bool:
         return self.output == "json"
+
+
+def color_wanted(no_color: bool = False) -> bool:
+    """Whether standard output gets colour: only on a terminal, never with ``--no-color``
+    or with ``NO_COLOR`` set in the environment (to any value)."""
+    import os
+
+    if no_color or "NO_COLOR" in os.environ:
+        return False
+    try:
+        return sys.stdout.isatty()
+    except (OSError, ValueError):
+        return False
 
 
 def runner_for(settings: Settings, command: str, progress: Progress | None = None) -> Runner:
