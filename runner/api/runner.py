@@ -409,7 +409,7 @@ class Runner:
             recovery = machine.states[state].recovery
             if recovery:
                 actions.append(self._recovery_text(machine, record, recovery))
-            if kind == "failed":
+            if kind == "failed" and not _mentions(actions, f"runner resume {name}"):
                 actions.append(f"runner resume {name}")
             advancing = machine.advancing_phase(state)
             if advancing is not None and kind != "failed":
@@ -481,6 +481,14 @@ def _machine_file(workdir: Path, given: str | os.PathLike[str] | None) -> Path:
         return path if path.is_absolute() else workdir / path
     local = workdir / "machine.yaml"
     return local if local.exists() else resources.shipped_machine()
+
+
+def _mentions(actions: Iterable[str], command: str) -> bool:
+    """Whether one of ``actions`` (a recovery text, say) already gives ``command``."""
+    import re
+
+    pattern = re.compile(re.escape(command) + r"(?![\w-])")
+    return any(pattern.search(action) for action in actions)
 
 
 def _state_of(record: Record) -> str:

@@ -28,7 +28,7 @@ class PlainProgress:
             self.stream.flush()
 
     def phase_started(self, env: str, phase: str, total: int) -> None:
-        self._print(f"{env}: phase {phase} ({total} steps)")
+        self._print(f"{env}: phase {phase} ({total} step{'' if total == 1 else 's'})")
 
     def step_started(self, index: int, total: int, step: str) -> None:
         if self.verbose:

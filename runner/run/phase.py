@@ -358,8 +358,13 @@ class PhaseRunner:
         session, run, phase = self.session, ctx.run, ctx.phase
         total = len(phase.steps)
         if step.name in run.completed_steps:
-            ctx.outcomes.append(StepOutcome(step.name, "already_done"))
-            self.progress.step_finished(index, total, step.name, "already done", 0.0)
+            # done by an earlier run of this phase; skipped ones (`when` false) stay skipped
+            if step.name in run.skipped_steps:
+                ctx.outcomes.append(StepOutcome(step.name, "skipped"))
+                self.progress.step_finished(index, total, step.name, "skipped", 0.0)
+            else:
+                ctx.outcomes.append(StepOutcome(step.name, "already_done"))
+                self.progress.step_finished(index, total, step.name, "already done", 0.0)
             return
         ctx.begin_step(step)
         context = session.template_context(phase.name, step.name, ctx.secrets)

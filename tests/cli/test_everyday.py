@@ -17,7 +17,8 @@ MACHINE = """\
       created: {}
       building: {}
       built: {}
-      build_failed: {}
+      build_failed:
+        recovery: "Remove the file `fail`, then `runner resume {{ env.name }}`."
       running: {}
       smoking: {}
       smoke_failed: {}
@@ -80,3 +81,43 @@ def test_global_options_are_accepted_after_the_command(work: Path) -> None:
     # an unknown option after the command is still typer's error
     bad = run_cli("status", "demo", "--output", "yaml", cwd=work)
     assert bad.returncode == 2 and "--output" in bad.stderr
+
+
+# --- 8. counts, next actions and resume reports that read right ---------------------------
+
+
+def test_one_step_is_one_step(work: Path) -> None:
+    assert run_cli("create", "demo", cwd=work).returncode == 0
+    assert run_cli("advance", "demo", cwd=work).returncode == 0
+    done = run_cli("phase", "demo", "smoke_test", cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert "demo: phase smoke_test (1 step)\n" in done.stdout
+    assert "(1 steps)" not in done.stdout
+    destroyed = run_cli("destroy", "demo", cwd=work)
+    assert "demo: phase destroy (1 step)\n" in destroyed.stdout
+
+
+def test_status_gives_resume_once_and_resume_reports_skipped_steps_as_skipped(work: Path) -> None:
+    assert run_cli("create", "demo", cwd=work).returncode == 0
+    (work / "fail").write_text("")
+    failed = run_cli("advance", "demo", cwd=work)
+    assert failed.returncode == 1
+    assert "[2/3] optional skipped" in failed.stdout
+    status = run_cli("status", "demo", cwd=work)
+    assert status.stdout.count("runner resume demo") == 1, status.stdout
+    document = json.loads(run_cli("--output", "json", "status", "demo", cwd=work).stdout)
+    assert sum("runner resume demo" in action for action in document["next"]) == 1
+    (work / "fail").unlink()
+    resumed = run_cli("resume", "demo", cwd=work)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "[1/3] first already done" in resumed.stdout
+    assert "[2/3] optional skipped" in resumed.stdout
+    assert "optional already done" not in resumed.stdout
+    (work / "fail").write_text("")
+    assert run_cli("destroy", "demo", cwd=work).returncode == 0
+    assert run_cli("create", "again", cwd=work).returncode == 0
+    assert run_cli("advance", "again", cwd=work).returncode == 1
+    (work / "fail").unlink()
+    document = json.loads(run_cli("--output", "json", "resume", "again", cwd=work).stdout)
+    steps = [(s["name"], s["status"]) for s in document["phases"][0]["steps"]]
+    assert steps == [("first", "already_done"), ("optional", "skipped"), ("last", "done")]
