@@ -29,7 +29,13 @@ from runner.api.results import (
     StepPlan,
     ValidateResult,
 )
-from runner.errors import InputError, InvalidInputsError, PhaseNotAllowedError, RunnerError
+from runner.errors import (
+    InputError,
+    InvalidInputsError,
+    PhaseNotAllowedError,
+    RunnerError,
+    did_you_mean,
+)
 
 if TYPE_CHECKING:
     from runner.machine.model import MachineDef, PhaseDef
@@ -230,7 +236,8 @@ class Runner:
             machine = session.machine
             if to is not None and to not in machine.states:
                 raise InputError(
-                    f"--to {to!r} is not a state of {machine.file.name}",
+                    f"--to {to!r} is not a state of {machine.file.name}"
+                    + did_you_mean(to, machine.states),
                     hint=f"the happy path: {' → '.join(machine.happy_path())}",
                 )
             _refuse_unfinished(machine, name, session.state, "go up")
@@ -272,7 +279,8 @@ class Runner:
                 )
             if from_step is not None and phase.step(from_step) is None:
                 raise InputError(
-                    f"phase '{phase.name}' has no step '{from_step}'",
+                    f"phase '{phase.name}' has no step '{from_step}'"
+                    + did_you_mean(from_step, [s.name for s in phase.steps]),
                     hint=f"its steps: {', '.join(s.name for s in phase.steps)}",
                 )
             result = PhaseRunner(session, self.registry(), self.progress).resume(phase, from_step)
@@ -286,7 +294,8 @@ class Runner:
             found = machine.phase(phase)
             if found is None:
                 raise InputError(
-                    f"{machine.file.name} has no phase '{phase}'",
+                    f"{machine.file.name} has no phase '{phase}'"
+                    + did_you_mean(phase, [p.name for p in machine.phases]),
                     hint=f"phases: {', '.join(p.name for p in machine.phases)}",
                 )
             if session.state not in found.sources:

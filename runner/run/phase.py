@@ -29,6 +29,7 @@ from runner.errors import (
     InvalidInputsError,
     StepError,
     StorageError,
+    did_you_mean,
 )
 from runner.machine.model import PhaseDef, StepDef
 from runner.machine.templating import TemplateFailure, evaluate_condition, render_value
@@ -444,7 +445,8 @@ class PhaseRunner:
         if self.registry.get(step.uses) is None:
             raise StepError(
                 "configuration",
-                f"no step plugin named '{step.uses}' is installed",
+                f"no step plugin named '{step.uses}' is installed"
+                + did_you_mean(step.uses, self.registry.names()),
                 hint=f"installed plugins: {', '.join(self.registry.names())}",
             )
         errors = self.registry.param_errors(step.uses, params)

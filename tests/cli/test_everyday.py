@@ -121,3 +121,29 @@ def test_status_gives_resume_once_and_resume_reports_skipped_steps_as_skipped(wo
     document = json.loads(run_cli("--output", "json", "resume", "again", cwd=work).stdout)
     steps = [(s["name"], s["status"]) for s in document["phases"][0]["steps"]]
     assert steps == [("first", "already_done"), ("optional", "skipped"), ("last", "done")]
+
+
+# --- 7. did you mean ----------------------------------------------------------------------
+
+
+def test_a_misspelt_phase_state_step_or_plugin_gets_a_suggestion(work: Path) -> None:
+    assert run_cli("create", "demo", cwd=work).returncode == 0
+    phase = run_cli("phase", "demo", "destory", cwd=work)
+    assert phase.returncode == 2
+    assert "no phase 'destory'; did you mean 'destroy'?" in phase.stderr
+    up = run_cli("up", "demo", "--to", "runing", cwd=work)
+    assert up.returncode == 2
+    assert "--to 'runing' is not a state of machine.yaml; did you mean 'running'?" in up.stderr
+    nothing_close = run_cli("up", "demo", "--to", "zzz", cwd=work)
+    assert nothing_close.returncode == 2 and "did you mean" not in nothing_close.stderr
+    (work / "fail").write_text("")
+    assert run_cli("advance", "demo", cwd=work).returncode == 1
+    step = run_cli("resume", "demo", "--from-step", "frist", cwd=work)
+    assert step.returncode == 2
+    assert "has no step 'frist'; did you mean 'first'?" in step.stderr
+    (work / "typo.yaml").write_text(
+        (work / "machine.yaml").read_text().replace("uses: shell", "uses: shel", 1)
+    )
+    machine = run_cli("--machine", "typo.yaml", "validate", cwd=work)
+    assert machine.returncode == 2
+    assert "uses unknown plugin 'shel'; did you mean 'shell'?" in machine.stderr
