@@ -178,13 +178,14 @@ def validate(ctx: typer.Context) -> None:
 def graph(
     ctx: typer.Context,
     fmt: Annotated[
-        GraphFormat,
+        GraphFormat | None,
         typer.Option(
             "--format",
             "-f",
-            help="mermaid (default, to stdout), dot, svg or png (svg/png need Graphviz).",
+            help="mermaid, dot, svg or png (svg/png need Graphviz). Default: from the "
+            "extension of --out (.mmd .mermaid .dot .gv .svg .png), else mermaid.",
         ),
-    ] = GraphFormat.mermaid,
+    ] = None,
     output_file: Annotated[
         Path | None,
         typer.Option("--out", "-o", metavar="FILE", help="Write to FILE instead of stdout."),
@@ -197,18 +198,19 @@ def graph(
     """Draw the state machine (states, phases, failure and resume edges)."""
 
     def body(s: Settings) -> int:
+        chosen = fmt if fmt is not None else _graph_format(output_file)
         if (
-            fmt in (GraphFormat.svg, GraphFormat.png)
+            chosen in (GraphFormat.svg, GraphFormat.png)
             and output_file is None
             and sys.stdout.isatty()
         ):
             from runner.errors import InputError
 
             raise InputError(
-                f"--format {fmt.value} is binary; write it to a file",
-                hint=f"runner graph --format {fmt.value} -o machine.{fmt.value}",
+                f"--format {chosen.value} is binary; write it to a file",
+                hint=f"runner graph --format {chosen.value} -o machine.{chosen.value}",
             )
-        result = runner_for(s, "runner graph").graph(fmt.value, env)
+        result = runner_for(s, "runner graph").graph(chosen.value, env)
         if output_file is None:
             return render.show(result, as_json=s.json)
         from runner.api.results import GraphFileResult
@@ -220,6 +222,34 @@ def graph(
         return render.show(written, as_json=s.json)
 
     _run(ctx, "graph", body)
+
+
+#: The format of a graph written to a file with this extension (without --format).
+GRAPH_EXTENSIONS = {
+    ".mmd": GraphFormat.mermaid,
+    ".mermaid": GraphFormat.mermaid,
+    ".dot": GraphFormat.dot,
+    ".gv": GraphFormat.dot,
+    ".svg": GraphFormat.svg,
+    ".png": GraphFormat.png,
+}
+
+
+def _graph_format(output_file: Path | None) -> GraphFormat:
+    """The format ``--out FILE`` asks for by its extension: mermaid for stdout or a file
+    without one; an extension the runner does not draw is bad input."""
+    if output_file is None or not output_file.suffix:
+        return GraphFormat.mermaid
+    found = GRAPH_EXTENSIONS.get(output_file.suffix.lower())
+    if found is None:
+        from runner.errors import InputError
+
+        raise InputError(
+            f"cannot tell the graph format from the extension of {output_file.name}",
+            hint="give --format mermaid|dot|svg|png, or name the file "
+            + " ".join(f"*{ext}" for ext in GRAPH_EXTENSIONS),
+        )
+    return found
 
 
 # --- environment commands ----------------------------------------------------------

@@ -5,6 +5,7 @@ mean", counts and resume reports that read right. Every test runs the real CLI."
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from tests.helpers import run_cli
@@ -147,3 +148,32 @@ def test_a_misspelt_phase_state_step_or_plugin_gets_a_suggestion(work: Path) -> 
     machine = run_cli("--machine", "typo.yaml", "validate", cwd=work)
     assert machine.returncode == 2
     assert "uses unknown plugin 'shel'; did you mean 'shell'?" in machine.stderr
+
+
+# --- 6. the graph format from the file's extension ----------------------------------------
+
+
+def test_graph_takes_its_format_from_the_file_extension(work: Path) -> None:
+    for name, fmt, start in (
+        ("m.mmd", "mermaid", b"stateDiagram"),
+        ("m.mermaid", "mermaid", b"stateDiagram"),
+        ("m.dot", "dot", b"digraph"),
+        ("m.GV", "dot", b"digraph"),
+        ("m.svg", "svg", b"<?xml"),
+        ("m.png", "png", b"\x89PNG"),
+    ):
+        done = run_cli("--output", "json", "graph", "-o", name, cwd=work)
+        if fmt in ("svg", "png") and shutil.which("dot") is None:  # drawn by Graphviz
+            assert done.returncode == 2 and "dot" in done.stdout, done.stdout
+            continue
+        assert done.returncode == 0, (name, done.stderr)
+        assert json.loads(done.stdout)["format"] == fmt
+        assert (work / name).read_bytes().lstrip().startswith(start), name
+    # --format wins over the extension
+    forced = run_cli("graph", "--format", "dot", "-o", "forced.png", cwd=work)
+    assert forced.returncode == 0 and (work / "forced.png").read_bytes().startswith(b"digraph")
+    unknown = run_cli("graph", "-o", "m.jpg", cwd=work)
+    assert unknown.returncode == 2
+    assert "cannot tell the graph format from the extension of m.jpg" in unknown.stderr
+    assert "--format" in unknown.stderr and not (work / "m.jpg").exists()
+    assert run_cli("graph", "--format", "mermaid", "-o", "m.jpg", cwd=work).returncode == 0
