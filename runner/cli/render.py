@@ -170,6 +170,8 @@ def _status(result: StatusResult) -> str:
             f"({failure.kind}) at {failure.failed_at}"
         )
         lines.append(f"             {failure.summary}")
+        if failure.hint:
+            lines.append(f"hint:        {failure.hint}")
         if failure.trace:
             lines.append(f"trace:       {failure.trace}")
     if result.outputs:
@@ -240,6 +242,8 @@ def _run(result: RunResult) -> str:
     for phase in result.phases:
         if phase.status == "failed" and phase.failure:
             lines.append(phase.failure.headline)
+            if phase.failure.hint:
+                lines.append(f"hint: {phase.failure.hint}")
             if phase.failure.trace:
                 lines.append(f"trace: {phase.failure.trace}")
             lines.append(f"state: {phase.state}; see `runner status {phase.environment}`")

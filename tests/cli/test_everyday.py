@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.helpers import run_cli
+from tests.helpers import build_tree, run_cli
 
 MACHINE = """\
     version: 1
@@ -177,3 +177,54 @@ def test_graph_takes_its_format_from_the_file_extension(work: Path) -> None:
     assert "cannot tell the graph format from the extension of m.jpg" in unknown.stderr
     assert "--format" in unknown.stderr and not (work / "m.jpg").exists()
     assert run_cli("graph", "--format", "mermaid", "-o", "m.jpg", cwd=work).returncode == 0
+
+
+# --- 5. a failure's hint is shown -------------------------------------------------------
+
+HINTED = """\
+    version: 1
+    name: hinted
+    initial: created
+    states:
+      created: {}
+      building: {}
+      built: {}
+      build_failed: {}
+      fixing: {}
+      fix_failed: {}
+    phases:
+      - name: build
+        from: created
+        via: building
+        to: built
+        failed: build_failed
+        steps:
+          - {name: slow, uses: shell, timeout: 1s, with: {argv: ["sleep", "30"]}}
+      - name: fix
+        advance: false
+        from: [build_failed]
+        via: fixing
+        to: built
+        failed: fix_failed
+        steps:
+          - {name: tool, uses: shell, with: {argv: ["no-such-tool-anywhere"]}}
+"""
+
+
+def test_the_hint_of_a_failure_is_shown_in_the_summary_and_in_status(work: Path) -> None:
+    build_tree(work, {"machine.yaml": HINTED})
+    assert run_cli("create", "demo", cwd=work).returncode == 0
+    timed_out = run_cli("advance", "demo", cwd=work)
+    assert timed_out.returncode == 1
+    hint = "raise the step's `timeout` in machine.yaml if it needs longer"
+    assert f"\nhint: {hint}\n" in timed_out.stdout
+    status = run_cli("status", "demo", cwd=work)
+    assert f"hint:        {hint}" in status.stdout
+    document = json.loads(run_cli("--output", "json", "status", "demo", cwd=work).stdout)
+    assert document["failure"]["hint"] == hint
+    missing = run_cli("phase", "demo", "fix", cwd=work)
+    assert missing.returncode == 1
+    failure = json.loads(run_cli("--output", "json", "status", "demo", cwd=work).stdout)["failure"]
+    assert failure["kind"] == "tool_missing" and failure["hint"]
+    assert f"hint: {failure['hint']}" in missing.stdout
+    assert f"hint:        {failure['hint']}" in run_cli("status", "demo", cwd=work).stdout
