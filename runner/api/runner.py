@@ -11,9 +11,10 @@ loader, the store and the engine are imported when a method needs them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -65,6 +66,8 @@ class Runner:
     methods of :class:`runner.run.phase.Progress`). ``command`` is how a lock holder
     is described to whoever waits for it. ``store`` replaces the files under
     ``workdir/data`` with another backend of :class:`~runner.store.contract.Store`.
+    ``on_lock_wait(name, holder)`` is called once when a command starts waiting for
+    environment ``name``'s lock, with who holds it (None when the lock does not say).
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class Runner:
         progress: Progress | None = None,
         command: str = "runner",
         store: Store | None = None,
+        on_lock_wait: Callable[[str, LockInfo | None], None] | None = None,
     ) -> None:
         self.workdir = Path(workdir).absolute()
         if not self.workdir.is_dir():
@@ -90,6 +94,7 @@ class Runner:
         self.lock_timeout = float(lock_timeout)
         self.progress = progress
         self.command = command
+        self.on_lock_wait = on_lock_wait
         self._store = store
         self._machine: MachineDef | None = None
         self._plugins_checked = False
@@ -336,8 +341,10 @@ class Runner:
 
         check_name(name)
         machine = self.machine()
+        tell = self.on_lock_wait
+        on_wait = None if tell is None else functools.partial(tell, name)
         with (
-            hold(self.store, name, self.command, self.lock_timeout) as lease,
+            hold(self.store, name, self.command, self.lock_timeout, on_wait=on_wait) as lease,
             signals.phase_interrupts(),
         ):
             _stop_leftovers(name, lease.previous)

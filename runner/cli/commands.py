@@ -23,6 +23,7 @@ from runner.signals import Terminated
 if TYPE_CHECKING:
     from runner.api.runner import Runner
     from runner.run.phase import Progress
+    from runner.store.contract import LockInfo
 
 __all__ = [
     "Settings",
@@ -77,7 +78,21 @@ def runner_for(settings: Settings, command: str, progress: Progress | None = Non
         lock_timeout=settings.lock_timeout,
         progress=progress,
         command=command,
+        on_lock_wait=_say_lock_wait,
     )
+
+
+def _say_lock_wait(name: str, holder: LockInfo | None) -> None:
+    """Said once on stderr when a command starts waiting for an environment's lock."""
+    import os
+
+    if holder is None or holder.pid <= 0:
+        who = "held by another process"
+    else:
+        where = "" if holder.host == os.uname().nodename else f" on host {holder.host}"
+        who = f"held by pid {holder.pid}{where} ({holder.command}, since {holder.started_at})"
+    sys.stderr.write(f"waiting for the lock of '{name}' {who}…\n")
+    sys.stderr.flush()
 
 
 def report(settings: Settings | None, exc: RunnerError) -> int:
