@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from runner.cli import commands, render
+from runner.cli import commands
 from runner.cli.commands import Settings, execute, runner_for
 
 if TYPE_CHECKING:
-    from runner.run.phase import Progress
+    from runner.api.runner import Runner
+    from runner.cli.progress import PlainProgress
 
 app = typer.Typer(
     name="runner",
@@ -146,19 +147,42 @@ def _global(
     )
 
 
+_DISPLAYS: list[PlainProgress] = []
+
+
 def _run(ctx: typer.Context, command: str, body: Callable[[Settings], int | None]) -> None:
-    raise typer.Exit(execute(_settings(ctx), command, body))
+    try:
+        code = execute(_settings(ctx), command, body)
+    finally:
+        while _DISPLAYS:  # a phase that ended by an error of the store leaves one running
+            _DISPLAYS.pop().close()
+    raise typer.Exit(code)
 
 
-def _progress(settings: Settings) -> Progress | None:
+def _progress(settings: Settings) -> PlainProgress | None:
     """The progress display of a run: none for --output json (only the document)."""
     if settings.json:
         return None
     from runner.cli.progress import LiveProgress, PlainProgress
 
-    if sys.stdout.isatty():
-        return LiveProgress(verbose=settings.verbose)
-    return PlainProgress(verbose=settings.verbose)
+    display = (
+        LiveProgress(verbose=settings.verbose, color=settings.color)
+        if sys.stdout.isatty()
+        else PlainProgress(verbose=settings.verbose)
+    )
+    _DISPLAYS.append(display)
+    return display
+
+
+def _running(settings: Settings, command: str) -> Runner:
+    """The Runner of a command that runs phases, with its progress display."""
+    from runner.cli.progress import LiveProgress
+
+    display = _progress(settings)
+    runner = runner_for(settings, command, display)
+    if isinstance(display, LiveProgress):
+        display.kind_of = commands.kinds(runner)
+    return runner
 
 
 # --- machine commands --------------------------------------------------------------
@@ -169,7 +193,7 @@ def validate(ctx: typer.Context) -> None:
     """Check machine.yaml (syntax, schema, states, phases, plugins, templates)."""
 
     def body(s: Settings) -> int:
-        return render.show(runner_for(s, "runner validate").validate(), as_json=s.json)
+        return commands.show(s, runner_for(s, "runner validate").validate())
 
     _run(ctx, "validate", body)
 
@@ -212,14 +236,14 @@ def graph(
             )
         result = runner_for(s, "runner graph").graph(chosen.value, env)
         if output_file is None:
-            return render.show(result, as_json=s.json)
+            return commands.show(s, result)
         from runner.api.results import GraphFileResult
         from runner.machine import graph as graphs
 
         target = output_file if output_file.is_absolute() else Path.cwd() / output_file
         graphs.write(result.data, target)
         written = GraphFileResult(result.format, result.environment, str(target), len(result.data))
-        return render.show(written, as_json=s.json)
+        return commands.show(s, written)
 
     _run(ctx, "graph", body)
 
@@ -279,7 +303,7 @@ def create(
     def body(s: Settings) -> int:
         cfg = None if config is None else (config if config.is_absolute() else Path.cwd() / config)
         result = runner_for(s, "runner create").create(name, config=cfg, sets=list(sets or []))
-        return render.show(result, as_json=s.json)
+        return commands.show(s, result)
 
     _run(ctx, "create", body)
 
@@ -323,8 +347,8 @@ def advance(
     """Run the next phase on the happy path."""
 
     def body(s: Settings) -> int:
-        result = runner_for(s, "runner advance", _progress(s)).advance(name, dry_run=dry_run)
-        return render.show(result, as_json=s.json)
+        runner = _running(s, "runner advance")
+        return commands.show(s, runner.advance(name, dry_run=dry_run), runner)
 
     _run(ctx, "advance", body)
 
@@ -341,8 +365,8 @@ def up(
     """Advance until --to STATE or the end of the happy path."""
 
     def body(s: Settings) -> int:
-        result = runner_for(s, "runner up", _progress(s)).up(name, to)
-        return render.show(result, as_json=s.json)
+        runner = _running(s, "runner up")
+        return commands.show(s, runner.up(name, to), runner)
 
     _run(ctx, "up", body)
 
@@ -363,8 +387,8 @@ def resume(
     """Continue an interrupted or failed phase from its first unfinished step."""
 
     def body(s: Settings) -> int:
-        result = runner_for(s, "runner resume", _progress(s)).resume(name, from_step)
-        return render.show(result, as_json=s.json)
+        runner = _running(s, "runner resume")
+        return commands.show(s, runner.resume(name, from_step), runner)
 
     _run(ctx, "resume", body)
 
@@ -379,8 +403,8 @@ def phase(
     """Run a named phase allowed from the current state."""
 
     def body(s: Settings) -> int:
-        runner = runner_for(s, "runner phase", _progress(s))
-        return render.show(runner.run_phase(name, phase_name, dry_run), as_json=s.json)
+        runner = _running(s, "runner phase")
+        return commands.show(s, runner.run_phase(name, phase_name, dry_run), runner)
 
     _run(ctx, "phase", body)
 
@@ -394,7 +418,7 @@ def destroy(
     """Run the destroy phase (allowed from any non-final state)."""
 
     def body(s: Settings) -> int:
-        result = runner_for(s, "runner destroy", _progress(s)).destroy(name, dry_run)
-        return render.show(result, as_json=s.json)
+        runner = _running(s, "runner destroy")
+        return commands.show(s, runner.destroy(name, dry_run), runner)
 
     _run(ctx, "destroy", body)

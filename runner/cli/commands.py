@@ -22,6 +22,7 @@ from runner.signals import Terminated
 
 if TYPE_CHECKING:
     from runner.api.runner import Runner
+    from runner.result import Result
     from runner.run.phase import Progress
     from runner.store.contract import LockInfo
 
@@ -30,9 +31,11 @@ __all__ = [
     "color_wanted",
     "execute",
     "history",
+    "kinds",
     "list_environments",
     "report",
     "runner_for",
+    "show",
     "status",
 ]
 
@@ -143,16 +146,39 @@ def _execute(settings: Settings, command: str, body: Callable[[Settings], int | 
         )
 
 
+def kinds(runner: Runner) -> Callable[[str], str | None]:
+    """``kind(state)``: the kind of a state of ``runner``'s machine (its colour), None when
+    the machine cannot say (it does not load, or has no such state)."""
+    known: dict[str, str | None] = {}
+
+    def kind(state: str) -> str | None:
+        if state not in known:
+            try:
+                known[state] = runner.machine(plugins=False).state_kind(state)
+            except Exception:  # only a colour is at stake
+                known[state] = None
+        return known[state]
+
+    return kind
+
+
+def show(s: Settings, result: Result, runner: Runner | None = None) -> int:
+    """Show ``result`` as the settings ask (JSON, colour on a terminal, plain text)."""
+    kind_of = kinds(runner) if runner is not None and s.color else None
+    return render.show(result, as_json=s.json, color=s.color, kind_of=kind_of)
+
+
 # --- the read-only commands (the fast path runs them without typer) ------------------
 
 
 def status(s: Settings, name: str) -> int:
-    return render.show(runner_for(s, "runner status").status(name), as_json=s.json)
+    return show(s, runner_for(s, "runner status").status(name))
 
 
 def list_environments(s: Settings) -> int:
-    return render.show(runner_for(s, "runner list").list(), as_json=s.json)
+    runner = runner_for(s, "runner list")
+    return show(s, runner.list(), runner)
 
 
 def history(s: Settings, name: str, limit: int | None) -> int:
-    return render.show(runner_for(s, "runner history").history(name, limit), as_json=s.json)
+    return show(s, runner_for(s, "runner history").history(name, limit))

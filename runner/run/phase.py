@@ -589,7 +589,8 @@ class PhaseRunner:
             attempts=ctx.attempts,
         )
         session.fire(phase.fail_trigger, phase=phase.name, step=step.name)
-        log.error(
+        # INFO, not ERROR: the caller shows the failure (the CLI's summary), once
+        log.info(
             "environment=%s phase=%s step=%s failed (%s): %s",
             session.name,
             phase.name,

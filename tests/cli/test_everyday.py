@@ -5,10 +5,13 @@ mean", counts and resume reports that read right. Every test runs the real CLI."
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.helpers import build_tree, run_cli
+from tests.helpers import build_tree, cli_env, run_cli
 
 MACHINE = """\
     version: 1
@@ -228,3 +231,67 @@ def test_the_hint_of_a_failure_is_shown_in_the_summary_and_in_status(work: Path)
     assert failure["kind"] == "tool_missing" and failure["hint"]
     assert f"hint: {failure['hint']}" in missing.stdout
     assert f"hint:        {failure['hint']}" in run_cli("status", "demo", cwd=work).stdout
+
+
+# --- 2. without a terminal: a line when a step starts, a heartbeat, a failure said once ---
+
+SLOW = """\
+    version: 1
+    name: slow
+    initial: created
+    states:
+      created: {}
+      building: {}
+      built: {}
+      build_failed: {}
+    phases:
+      - name: build
+        from: created
+        via: building
+        to: built
+        failed: build_failed
+        steps:
+          - {name: opentofu_apply, uses: shell, with: {argv: ["sleep", "1.6"]}}
+          - {name: breaks, uses: shell, with: {argv: ["false"]}}
+"""
+
+
+def test_without_a_terminal_steps_say_when_they_start_and_that_they_still_run(
+    work: Path,
+) -> None:
+    build_tree(work, {"machine.yaml": SLOW})
+    assert run_cli("create", "demo", cwd=work).returncode == 0
+    done = run_cli("advance", "demo", cwd=work, env={"RUNNER_HEARTBEAT_S": "0.5"})
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["demo: phase build (2 steps)", "[1/2] opentofu_apply ..."]
+    beats = [line for line in lines if "still running" in line]
+    assert 2 <= len(beats) <= 4, done.stdout
+    assert all(re.fullmatch(r"\[1/2\] opentofu_apply still running \(\ds\)", b) for b in beats)
+    finished = lines.index(
+        next(line for line in lines if line.startswith("[1/2] opentofu_apply ok"))
+    )
+    assert lines.index(beats[-1]) < finished  # no heartbeat once the step is over
+    assert "[2/2] breaks ..." in lines
+    # the failure is said once: in the summary on stdout, not again as an ERROR log line
+    assert done.stdout.count("false exited with 1") == 2  # the step's line and the summary
+    assert "phase 'build' failed at step 'breaks' (command_failed)" in done.stdout
+    assert done.stderr == ""
+    # a louder log level may log it
+    (work / "data").rename(work / "old")
+    assert run_cli("create", "demo", cwd=work).returncode == 0
+    logged = run_cli("advance", "demo", "--log-level", "INFO", cwd=work)
+    assert "step=breaks failed (command_failed): false exited with 1" in logged.stderr
+
+
+def test_the_heartbeat_is_a_minute_unless_runner_heartbeat_s_says_otherwise() -> None:
+    from runner.cli.progress import elapsed
+
+    code = "from runner.cli.progress import HEARTBEAT_S; print(HEARTBEAT_S)"
+    for given, seconds in ((None, "60.0"), ("2.5", "2.5"), ("soon", "60.0"), ("-1", "60.0")):
+        extra = {} if given is None else {"RUNNER_HEARTBEAT_S": given}
+        said = subprocess.run(
+            [sys.executable, "-c", code], env=cli_env(extra), capture_output=True, text=True
+        )
+        assert said.stdout.strip() == seconds, (given, said.stderr)
+    assert (elapsed(42.9), elapsed(300), elapsed(3723)) == ("42s", "5m00s", "1h02m03s")
