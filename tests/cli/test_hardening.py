@@ -603,7 +603,9 @@ def test_a_step_deadline_while_the_program_is_being_started_stops_it(
 ) -> None:
     """The same for a step's `timeout` (SIGALRM) firing while Popen starts the program:
     the step fails with kind `timeout` and the program does not live on."""
-    timed = MACHINE.replace("      - name: two\n", "        timeout: 60s\n      - name: two\n", 1)
+    timed = MACHINE.replace(
+        '      - name: two\n', "        timeout: 60s\n      - name: two\n", 1
+    )
     (work / "machine.yaml").write_text(timed)
     ws = workspace(work)
     ws.create("napper", sets=["nap=30"])
