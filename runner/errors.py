@@ -24,6 +24,7 @@ each class; the codes are defined once in :class:`ExitCode`). The tree::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,3 +242,12 @@ class InterruptSignal(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'destroy'?"`` when one of ``choices`` is close to ``word`` (a
+    typo), else ``""``: to end the message that names ``word`` as unknown."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""

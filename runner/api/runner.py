@@ -11,9 +11,10 @@ loader, the store and the engine are imported when a method needs them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -29,7 +30,13 @@ from runner.api.results import (
     StepPlan,
     ValidateResult,
 )
-from runner.errors import InputError, InvalidInputsError, PhaseNotAllowedError, RunnerError
+from runner.errors import (
+    InputError,
+    InvalidInputsError,
+    PhaseNotAllowedError,
+    RunnerError,
+    did_you_mean,
+)
 
 if TYPE_CHECKING:
     from runner.machine.model import MachineDef, PhaseDef
@@ -65,6 +72,8 @@ class Runner:
     :class:`runner.run.phase.Progress`). ``command`` is how a lock holder is described
     to whoever waits for it. ``store`` replaces the files under ``workdir/data`` with
     another backend of :class:`~runner.store.contract.Store`.
+    ``on_lock_wait(name, holder)`` is called once when a command starts waiting for
+    environment ``name``'s lock, with who holds it (None when the lock does not say).
     """
 
     def __init__(
@@ -76,6 +85,7 @@ class Runner:
         progress: Progress | None = None,
         command: str = "runner",
         store: Store | None = None,
+        on_lock_wait: Callable[[str, LockInfo | None], None] | None = None,
     ) -> None:
         self.workdir = Path(workdir).absolute()
         if not self.workdir.is_dir():
@@ -98,6 +108,7 @@ class Runner:
         self.lock_timeout = float(lock_timeout)
         self.progress = progress
         self.command = command
+        self.on_lock_wait = on_lock_wait
         self._store = store
         self._machine: MachineDef | None = None
         self._plugins_checked = False
@@ -252,7 +263,8 @@ class Runner:
             machine = session.machine
             if to is not None and to not in machine.states:
                 raise InputError(
-                    f"--to {to!r} is not a state of {machine.file.name}",
+                    f"--to {to!r} is not a state of {machine.file.name}"
+                    + did_you_mean(to, machine.states),
                     hint=f"the happy path: {' → '.join(machine.happy_path())}",
                 )
             _refuse_unfinished(machine, name, session.state, "go up")
@@ -301,7 +313,8 @@ class Runner:
                 )
             if from_step is not None and phase.step(from_step) is None:
                 raise InputError(
-                    f"phase '{phase.name}' has no step '{from_step}'",
+                    f"phase '{phase.name}' has no step '{from_step}'"
+                    + did_you_mean(from_step, [s.name for s in phase.steps]),
                     hint=f"its steps: {', '.join(s.name for s in phase.steps)}",
                 )
             result = PhaseRunner(session, self.registry(), self.progress).resume(phase, from_step)
@@ -315,7 +328,8 @@ class Runner:
             found = machine.phase(phase)
             if found is None:
                 raise InputError(
-                    f"{machine.file.name} has no phase '{phase}'",
+                    f"{machine.file.name} has no phase '{phase}'"
+                    + did_you_mean(phase, [p.name for p in machine.phases]),
                     hint=f"phases: {', '.join(p.name for p in machine.phases)}",
                 )
             if session.state not in found.sources:
@@ -358,8 +372,10 @@ class Runner:
         check_name(name)
         self._follow_environment(name)
         machine = self.machine()
+        tell = self.on_lock_wait
+        on_wait = None if tell is None else functools.partial(tell, name)
         with (
-            hold(self.store, name, self.command, self.lock_timeout) as lease,
+            hold(self.store, name, self.command, self.lock_timeout, on_wait=on_wait) as lease,
             signals.phase_interrupts(),
         ):
             _stop_leftovers(name, lease.previous)
@@ -526,7 +542,7 @@ class Runner:
             recovery = machine.states[state].recovery
             if recovery:
                 actions.append(self._recovery_text(machine, record, recovery))
-            if kind == "failed":
+            if kind == "failed" and not _mentions(actions, f"runner resume {name}"):
                 actions.append(f"runner resume {name}")
             advancing = machine.advancing_phase(state)
             if advancing is not None and kind != "failed":
@@ -618,6 +634,14 @@ def _machine_file(workdir: Path, given: str | os.PathLike[str] | None) -> Path:
         return path if path.is_absolute() else workdir / path
     local = workdir / "machine.yaml"
     return local if local.exists() else resources.shipped_machine()
+
+
+def _mentions(actions: Iterable[str], command: str) -> bool:
+    """Whether one of ``actions`` (a recovery text, say) already gives ``command``."""
+    import re
+
+    pattern = re.compile(re.escape(command) + r"(?![\w-])")
+    return any(pattern.search(action) for action in actions)
 
 
 def _state_of(record: Record) -> str:

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from runner.cli import commands, render
+from runner.cli import commands
 from runner.cli.commands import Settings, execute, runner_for
 from runner.errors import RunnerError
 
 if TYPE_CHECKING:
     from runner.api.runner import Runner
+    from runner.cli.progress import PlainProgress
     from runner.machine.model import MachineDef
-    from runner.run.phase import Progress
 
 if os.environ.get("_RUNNER_COMPLETE"):  # a shell asks for completions (see main.fast_path)
     from typer._completion_classes import completion_init
@@ -35,6 +35,7 @@ if os.environ.get("_RUNNER_COMPLETE"):  # a shell asks for completions (see main
 app = typer.Typer(
     name="runner",
     help="Move deployment environments through the lifecycle declared in machine.yaml.\n\n"
+    "Global options may also follow the command (runner status demo --output json).\n\n"
     "Exit codes: 0 done (or nothing to do), 1 a step failed, 2 bad input, 3 environment "
     "locked, 4 phase not allowed from the current state, 130/143 interrupted, 141 output "
     "pipe closed.",
@@ -208,6 +209,10 @@ def _global(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Stream the tools' output while steps run.")
     ] = False,
+    no_color: Annotated[
+        bool,
+        typer.Option("--no-color", help="No colour on a terminal (also when NO_COLOR is set)."),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -252,22 +257,46 @@ def _global(
         output=output.value,
         lock_timeout=lock_timeout,
         verbose=verbose,
+        color=commands.color_wanted(no_color),
     )
 
 
+_DISPLAYS: list[PlainProgress] = []
+
+
 def _run(ctx: typer.Context, command: str, body: Callable[[Settings], int | None]) -> None:
-    raise typer.Exit(execute(_settings(ctx), command, body))
+    try:
+        code = execute(_settings(ctx), command, body)
+    finally:
+        while _DISPLAYS:  # a phase that ended by an error of the store leaves one running
+            _DISPLAYS.pop().close()
+    raise typer.Exit(code)
 
 
-def _progress(settings: Settings) -> Progress | None:
+def _progress(settings: Settings) -> PlainProgress | None:
     """The progress display of a run: none for --output json (only the document)."""
     if settings.json:
         return None
     from runner.cli.progress import LiveProgress, PlainProgress
 
-    if sys.stdout.isatty():
-        return LiveProgress(verbose=settings.verbose)
-    return PlainProgress(verbose=settings.verbose)
+    display = (
+        LiveProgress(verbose=settings.verbose, color=settings.color)
+        if sys.stdout.isatty()
+        else PlainProgress(verbose=settings.verbose)
+    )
+    _DISPLAYS.append(display)
+    return display
+
+
+def _running(settings: Settings, command: str) -> Runner:
+    """The Runner of a command that runs phases, with its progress display."""
+    from runner.cli.progress import LiveProgress
+
+    display = _progress(settings)
+    runner = runner_for(settings, command, display)
+    if isinstance(display, LiveProgress):
+        display.kind_of = commands.kinds(runner)
+    return runner
 
 
 # --- machine commands --------------------------------------------------------------
@@ -278,7 +307,7 @@ def validate(ctx: typer.Context) -> None:
     """Check machine.yaml (syntax, schema, states, phases, plugins, templates)."""
 
     def body(s: Settings) -> int:
-        return render.show(runner_for(s, "runner validate").validate(), as_json=s.json)
+        return commands.show(s, runner_for(s, "runner validate").validate())
 
     _run(ctx, "validate", body)
 
@@ -287,13 +316,14 @@ def validate(ctx: typer.Context) -> None:
 def graph(
     ctx: typer.Context,
     fmt: Annotated[
-        GraphFormat,
+        GraphFormat | None,
         typer.Option(
             "--format",
             "-f",
-            help="mermaid (default, to stdout), dot, svg or png (svg/png need Graphviz).",
+            help="mermaid, dot, svg or png (svg/png need Graphviz). Default: from the "
+            "extension of --out (.mmd .mermaid .dot .gv .svg .png), else mermaid.",
         ),
-    ] = GraphFormat.mermaid,
+    ] = None,
     output_file: Annotated[
         Path | None,
         typer.Option("--out", "-o", metavar="FILE", help="Write to FILE instead of stdout."),
@@ -311,29 +341,58 @@ def graph(
     """Draw the state machine (states, phases, failure and resume edges)."""
 
     def body(s: Settings) -> int:
+        chosen = fmt if fmt is not None else _graph_format(output_file)
         if (
-            fmt in (GraphFormat.svg, GraphFormat.png)
+            chosen in (GraphFormat.svg, GraphFormat.png)
             and output_file is None
             and sys.stdout.isatty()
         ):
             from runner.errors import InputError
 
             raise InputError(
-                f"--format {fmt.value} is binary; write it to a file",
-                hint=f"runner graph --format {fmt.value} -o machine.{fmt.value}",
+                f"--format {chosen.value} is binary; write it to a file",
+                hint=f"runner graph --format {chosen.value} -o machine.{chosen.value}",
             )
-        result = runner_for(s, "runner graph").graph(fmt.value, env)
+        result = runner_for(s, "runner graph").graph(chosen.value, env)
         if output_file is None:
-            return render.show(result, as_json=s.json)
+            return commands.show(s, result)
         from runner.api.results import GraphFileResult
         from runner.machine import graph as graphs
 
         target = output_file if output_file.is_absolute() else Path.cwd() / output_file
         graphs.write(result.data, target)
         written = GraphFileResult(result.format, result.environment, str(target), len(result.data))
-        return render.show(written, as_json=s.json)
+        return commands.show(s, written)
 
     _run(ctx, "graph", body)
+
+
+#: The format of a graph written to a file with this extension (without --format).
+GRAPH_EXTENSIONS = {
+    ".mmd": GraphFormat.mermaid,
+    ".mermaid": GraphFormat.mermaid,
+    ".dot": GraphFormat.dot,
+    ".gv": GraphFormat.dot,
+    ".svg": GraphFormat.svg,
+    ".png": GraphFormat.png,
+}
+
+
+def _graph_format(output_file: Path | None) -> GraphFormat:
+    """The format ``--out FILE`` asks for by its extension: mermaid for stdout or a file
+    without one; an extension the runner does not draw is bad input."""
+    if output_file is None or not output_file.suffix:
+        return GraphFormat.mermaid
+    found = GRAPH_EXTENSIONS.get(output_file.suffix.lower())
+    if found is None:
+        from runner.errors import InputError
+
+        raise InputError(
+            f"cannot tell the graph format from the extension of {output_file.name}",
+            hint="give --format mermaid|dot|svg|png, or name the file "
+            + " ".join(f"*{ext}" for ext in GRAPH_EXTENSIONS),
+        )
+    return found
 
 
 # --- environment commands ----------------------------------------------------------
@@ -370,7 +429,7 @@ def create(
                 "another\n"
             )
         result = runner.create(name, config=cfg, sets=list(sets or []))
-        return render.show(result, as_json=s.json)
+        return commands.show(s, result)
 
     _run(ctx, "create", body)
 
@@ -414,8 +473,8 @@ def advance(
     """Run the next phase on the happy path."""
 
     def body(s: Settings) -> int:
-        result = runner_for(s, "runner advance", _progress(s)).advance(name, dry_run=dry_run)
-        return render.show(result, as_json=s.json)
+        runner = _running(s, "runner advance")
+        return commands.show(s, runner.advance(name, dry_run=dry_run), runner)
 
     _run(ctx, "advance", body)
 
@@ -437,8 +496,8 @@ def up(
     """Advance until --to STATE or the end of the happy path."""
 
     def body(s: Settings) -> int:
-        result = runner_for(s, "runner up", _progress(s)).up(name, to)
-        return render.show(result, as_json=s.json)
+        runner = _running(s, "runner up")
+        return commands.show(s, runner.up(name, to), runner)
 
     _run(ctx, "up", body)
 
@@ -459,8 +518,8 @@ def resume(
     """Continue an interrupted or failed phase from its first unfinished step."""
 
     def body(s: Settings) -> int:
-        result = runner_for(s, "runner resume", _progress(s)).resume(name, from_step)
-        return render.show(result, as_json=s.json)
+        runner = _running(s, "runner resume")
+        return commands.show(s, runner.resume(name, from_step), runner)
 
     _run(ctx, "resume", body)
 
@@ -477,8 +536,8 @@ def phase(
     """Run a named phase allowed from the current state."""
 
     def body(s: Settings) -> int:
-        runner = runner_for(s, "runner phase", _progress(s))
-        return render.show(runner.run_phase(name, phase_name, dry_run), as_json=s.json)
+        runner = _running(s, "runner phase")
+        return commands.show(s, runner.run_phase(name, phase_name, dry_run), runner)
 
     _run(ctx, "phase", body)
 
@@ -492,7 +551,7 @@ def destroy(
     """Run the destroy phase (allowed from any non-final state)."""
 
     def body(s: Settings) -> int:
-        result = runner_for(s, "runner destroy", _progress(s)).destroy(name, dry_run)
-        return render.show(result, as_json=s.json)
+        runner = _running(s, "runner destroy")
+        return commands.show(s, runner.destroy(name, dry_run), runner)
 
     _run(ctx, "destroy", body)

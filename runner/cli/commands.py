@@ -22,15 +22,20 @@ from runner.signals import Terminated
 
 if TYPE_CHECKING:
     from runner.api.runner import Runner
+    from runner.result import Result
     from runner.run.phase import Progress
+    from runner.store.contract import LockInfo
 
 __all__ = [
     "Settings",
+    "color_wanted",
     "execute",
     "history",
+    "kinds",
     "list_environments",
     "report",
     "runner_for",
+    "show",
     "status",
 ]
 
@@ -44,10 +49,25 @@ class Settings:
     output: str  # "text" or "json"
     lock_timeout: float
     verbose: bool
+    #: Colour on standard output: a terminal, and neither NO_COLOR nor --no-color.
+    color: bool = False
 
     @property
     def json(self) -> bool:
         return self.output == "json"
+
+
+def color_wanted(no_color: bool = False) -> bool:
+    """Whether standard output gets colour: only on a terminal, never with ``--no-color``
+    or with ``NO_COLOR`` set in the environment (to any value)."""
+    import os
+
+    if no_color or "NO_COLOR" in os.environ:
+        return False
+    try:
+        return sys.stdout.isatty()
+    except (OSError, ValueError):
+        return False
 
 
 def runner_for(settings: Settings, command: str, progress: Progress | None = None) -> Runner:
@@ -61,7 +81,21 @@ def runner_for(settings: Settings, command: str, progress: Progress | None = Non
         lock_timeout=settings.lock_timeout,
         progress=progress,
         command=command,
+        on_lock_wait=_say_lock_wait,
     )
+
+
+def _say_lock_wait(name: str, holder: LockInfo | None) -> None:
+    """Said once on stderr when a command starts waiting for an environment's lock."""
+    import os
+
+    if holder is None or holder.pid <= 0:
+        who = "held by another process"
+    else:
+        where = "" if holder.host == os.uname().nodename else f" on host {holder.host}"
+        who = f"held by pid {holder.pid}{where} ({holder.command}, since {holder.started_at})"
+    sys.stderr.write(f"waiting for the lock of '{name}' {who}…\n")
+    sys.stderr.flush()
 
 
 def report(settings: Settings | None, exc: RunnerError) -> int:
@@ -112,6 +146,28 @@ def _execute(settings: Settings, command: str, body: Callable[[Settings], int | 
         )
 
 
+def kinds(runner: Runner) -> Callable[[str], str | None]:
+    """``kind(state)``: the kind of a state of ``runner``'s machine (its colour), None when
+    the machine cannot say (it does not load, or has no such state)."""
+    known: dict[str, str | None] = {}
+
+    def kind(state: str) -> str | None:
+        if state not in known:
+            try:
+                known[state] = runner.machine(plugins=False).state_kind(state)
+            except Exception:  # only a colour is at stake
+                known[state] = None
+        return known[state]
+
+    return kind
+
+
+def show(s: Settings, result: Result, runner: Runner | None = None) -> int:
+    """Show ``result`` as the settings ask (JSON, colour on a terminal, plain text)."""
+    kind_of = kinds(runner) if runner is not None and s.color else None
+    return render.show(result, as_json=s.json, color=s.color, kind_of=kind_of)
+
+
 # --- the read-only commands (the fast path runs them without typer) ------------------
 
 
@@ -123,12 +179,13 @@ def status(s: Settings, name: str) -> int:
 
         shown = f"{result.description} (at {result.entered_at})".lstrip()
         result = dataclasses.replace(result, description=shown)
-    return render.show(result, as_json=s.json)
+    return show(s, result)
 
 
 def list_environments(s: Settings) -> int:
-    return render.show(runner_for(s, "runner list").list(), as_json=s.json)
+    runner = runner_for(s, "runner list")
+    return show(s, runner.list(), runner)
 
 
 def history(s: Settings, name: str, limit: int | None) -> int:
-    return render.show(runner_for(s, "runner history").history(name, limit), as_json=s.json)
+    return show(s, runner_for(s, "runner history").history(name, limit))

@@ -21,7 +21,7 @@ from pathlib import Path
 from runner import signals
 from runner.cli import commands
 
-__all__ = ["fast_path", "main"]
+__all__ = ["fast_path", "hoist_globals", "main"]
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _FORMATS = ("text", "json")
@@ -32,6 +32,22 @@ _GLOBAL_VALUE_OPTIONS = (
     "--log-level",
     "--log-format",
     "--lock-timeout",
+)
+_GLOBAL_FLAGS = ("-v", "--verbose", "--no-color")
+#: The options of the commands that take a value (the value is never a global option).
+_COMMAND_VALUE_OPTIONS = (
+    "--config",
+    "-c",
+    "--set",
+    "--format",
+    "-f",
+    "--out",
+    "-o",
+    "--env",
+    "--to",
+    "--from-step",
+    "--limit",
+    "-n",
 )
 
 
@@ -56,6 +72,7 @@ def main() -> None:
 
 
 def _run(argv: list[str]) -> int:
+    argv = hoist_globals(argv)
     command = fast_path(argv)
     if command is not None:
         return command()
@@ -93,18 +110,59 @@ def _interrupted(exc: BaseException | None) -> int:
     return 128 + exc.signum if isinstance(exc, signals.Terminated) else 130
 
 
+def hoist_globals(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the global options given after the command moved before it:
+    `runner status demo --output json` is `runner --output json status demo`. Both
+    parsers see the same words; anything after ``--`` stays where it is."""
+    front: list[str] = []
+    rest = list(argv)
+    # the global options before the command, and the command itself
+    while rest and rest[0].startswith("-"):
+        word = rest.pop(0)
+        front.append(word)
+        if word in _GLOBAL_VALUE_OPTIONS and rest:
+            front.append(rest.pop(0))
+    if not rest:
+        return front
+    moved: list[str] = []
+    after = [rest.pop(0)]
+    while rest:
+        word = rest.pop(0)
+        name, eq, _ = word.partition("=")
+        if word == "--":
+            after.append(word)
+            after.extend(rest)
+            break
+        if word in _GLOBAL_FLAGS:
+            moved.append(word)
+        elif name in _GLOBAL_VALUE_OPTIONS and (eq or rest):
+            moved.append(word)
+            if not eq:
+                moved.append(rest.pop(0))
+        elif word in _COMMAND_VALUE_OPTIONS and rest:
+            after.extend((word, rest.pop(0)))
+        else:
+            after.append(word)
+    return front + moved + after
+
+
 def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
     """The command to run for ``argv`` if it is a plain `status`, `list` or `history`
-    (returning the exit code), else None: typer handles it."""
+    (returning the exit code), else None: typer handles it. Global options may come
+    before or after the command (:func:`hoist_globals`)."""
     if os.environ.get("_RUNNER_COMPLETE"):
         return None  # a shell asks for completions: typer answers (`--install-completion`)
     options: dict[str, str] = {}
     verbose = False
-    rest = list(argv)
+    no_color = False
+    rest = hoist_globals(argv)
     while rest and rest[0].startswith("-"):
         word = rest.pop(0)
         if word in ("-v", "--verbose"):
             verbose = True
+            continue
+        if word == "--no-color":
+            no_color = True
             continue
         name, eq, value = word.partition("=")
         if name not in _GLOBAL_VALUE_OPTIONS:
@@ -165,6 +223,7 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
             output=output,
             lock_timeout=lock_timeout,
             verbose=verbose,
+            color=commands.color_wanted(no_color),
         )
         return commands.execute(settings, command, run)
 

@@ -73,18 +73,46 @@ def emit_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def show(result: Result, *, as_json: bool) -> int:
-    """Print ``result`` (text, or its JSON document) and return the exit code."""
+def show(
+    result: Result,
+    *,
+    as_json: bool,
+    color: bool = False,
+    kind_of: Callable[[str], str | None] | None = None,
+) -> int:
+    """Print ``result`` (text, or its JSON document) and return the exit code. With
+    ``color`` (standard output is a terminal that may have colour) the text is drawn
+    by rich: tables for `list` and `history`, states coloured by their kind
+    (``kind_of(state)``, when the result does not say it)."""
     if as_json:
         emit_json(document(result))
     elif isinstance(result, GraphResult):
         sys.stdout.buffer.write(result.data)  # as drawn: png is binary
         sys.stdout.flush()
+    elif color:
+        from runner.cli import styled
+
+        styled.show(result, kind_of or (lambda state: None))
     else:
         body = text(result)
         if body:
             print(body)
     return result.exit_code if isinstance(result, RunResult) else 0
+
+
+#: A state's colour on a terminal, by its kind.
+KIND_STYLES = {
+    "initial": "green",
+    "stable": "green",
+    "intermediate": "yellow",
+    "failed": "bold red",
+    "final": "dim",
+}
+
+
+def state_style(kind: str | None) -> str | None:
+    """The rich style of a state of ``kind`` (None: not known, no colour)."""
+    return KIND_STYLES.get(kind) if kind else None
 
 
 # --- text --------------------------------------------------------------------------------
@@ -170,6 +198,8 @@ def _status(result: StatusResult) -> str:
             f"({failure.kind}) at {failure.failed_at}"
         )
         lines.append(f"             {failure.summary}")
+        if failure.hint:
+            lines.append(f"hint:        {failure.hint}")
         if failure.trace:
             lines.append(f"trace:       {failure.trace}")
     if result.outputs:
@@ -198,9 +228,12 @@ def _list(result: ListResult) -> str:
     return "\n".join(lines)
 
 
-@_renders(HistoryResult)
-def _history(result: HistoryResult) -> str:
-    lines = [f"{'TIME':<24}  {'TYPE':<12}  {'PHASE':<12}  {'STEP':<28}  DETAIL"]
+HISTORY_COLUMNS = ("TIME", "TYPE", "PHASE", "STEP", "DETAIL")
+
+
+def history_rows(result: HistoryResult) -> list[tuple[str, str, str, str, str]]:
+    """The rows of a history: time, type, phase, step, detail."""
+    rows = []
     for ev in result.events:
         kind = str(ev.get("type", "transition"))
         if kind in ("transition", "created"):
@@ -213,11 +246,31 @@ def _history(result: HistoryResult) -> str:
                 detail += f": {ev['summary']}"
         else:
             detail = " ".join(f"{k}={ev[k]}" for k in ("signal", "state") if ev.get(k))
-        lines.append(
-            f"{ev.get('timestamp', ''):<24}  {kind:<12}  {ev.get('phase') or '-':<12}  "
-            f"{ev.get('step') or '-':<28}  {detail}"
+        rows.append(
+            (
+                str(ev.get("timestamp", "")),
+                kind,
+                str(ev.get("phase") or "-"),
+                str(ev.get("step") or "-"),
+                detail,
+            )
         )
-    return "\n".join(lines)
+    return rows
+
+
+@_renders(HistoryResult)
+def _history(result: HistoryResult) -> str:
+    rows = history_rows(result)
+    # at least the usual widths; wider for a long phase or step name, never broken
+    widths = [
+        max(least, *(len(row[i]) for row in rows)) if rows else least
+        for i, least in enumerate((24, 12, 12, 28))
+    ]
+    return "\n".join(
+        "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths, strict=False))
+        + f"  {row[4]}"
+        for row in [HISTORY_COLUMNS, *rows]
+    )
 
 
 @_renders(RunResult)
@@ -240,6 +293,8 @@ def _run(result: RunResult) -> str:
     for phase in result.phases:
         if phase.status == "failed" and phase.failure:
             lines.append(phase.failure.headline)
+            if phase.failure.hint:
+                lines.append(f"hint: {phase.failure.hint}")
             if phase.failure.trace:
                 lines.append(f"trace: {phase.failure.trace}")
             lines.append(f"state: {phase.state}; see `runner status {phase.environment}`")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runner import resources
-from runner.errors import MachineError, Problem
+from runner.errors import MachineError, Problem, did_you_mean
 from runner.files import TooLarge, read_limited
 from runner.machine.model import ANY, MachineDef, PhaseDef, Retry, StateDef, StepDef, parse_duration
 from runner.machine.templating import check_syntax, has_template, template_strings
@@ -637,7 +637,8 @@ def _plugin_problems(
         return [
             _Found(
                 (*where, "uses"),
-                f"step '{step['name']}' uses unknown plugin '{uses}'",
+                f"step '{step['name']}' uses unknown plugin '{uses}'"
+                + did_you_mean(str(uses), registry.names()),
                 hint=f"installed plugins: {', '.join(registry.names()) or 'none'}",
             )
         ]

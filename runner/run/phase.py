@@ -31,6 +31,7 @@ from runner.errors import (
     InvalidInputsError,
     StepError,
     StorageError,
+    did_you_mean,
 )
 from runner.machine.model import PhaseDef, StepDef
 from runner.machine.templating import TemplateFailure, evaluate_condition, render_value
@@ -446,8 +447,13 @@ class PhaseRunner:
         session, run, phase = self.session, ctx.run, ctx.phase
         total = len(phase.steps)
         if step.name in run.completed_steps:
-            ctx.outcomes.append(StepOutcome(step.name, "already_done"))
-            self.progress.step_finished(index, total, step.name, "already done", 0.0)
+            # done by an earlier run of this phase; skipped ones (`when` false) stay skipped
+            if step.name in run.skipped_steps:
+                ctx.outcomes.append(StepOutcome(step.name, "skipped"))
+                self.progress.step_finished(index, total, step.name, "skipped", 0.0)
+            else:
+                ctx.outcomes.append(StepOutcome(step.name, "already_done"))
+                self.progress.step_finished(index, total, step.name, "already done", 0.0)
             return
         ctx.begin_step(step)
         context = session.template_context(phase.name, step.name, ctx.secrets)
@@ -527,7 +533,8 @@ class PhaseRunner:
         if self.registry.get(step.uses) is None:
             raise StepError(
                 "configuration",
-                f"no step plugin named '{step.uses}' is installed",
+                f"no step plugin named '{step.uses}' is installed"
+                + did_you_mean(step.uses, self.registry.names()),
                 hint=f"installed plugins: {', '.join(self.registry.names())}",
             )
         errors = self.registry.param_errors(step.uses, params)
@@ -670,7 +677,8 @@ class PhaseRunner:
             attempts=ctx.attempts,
         )
         session.fire(phase.fail_trigger, phase=phase.name, step=step.name)
-        log.error(
+        # INFO, not ERROR: the caller shows the failure (the CLI's summary), once
+        log.info(
             "environment=%s phase=%s step=%s failed (%s): %s",
             session.name,
             phase.name,

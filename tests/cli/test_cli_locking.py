@@ -102,6 +102,33 @@ def test_second_command_waits_then_exits_3_naming_the_holder(work: Path) -> None
         holder.communicate(timeout=30)
 
 
+def test_a_wait_for_the_lock_is_said_once_when_it_starts(work: Path) -> None:
+    holder = _holder(work, "demo")
+    try:
+        started = json.loads(run_cli("--output", "json", "status", "demo", cwd=work).stdout)[
+            "locked_by"
+        ]["started_at"]
+        proc = run_cli("advance", "demo", "--lock-timeout", "1.5", cwd=work)
+        assert proc.returncode == 3
+        said = (
+            f"waiting for the lock of 'demo' held by pid {holder.pid} "
+            f"(runner advance, since {started})…\n"
+        )
+        assert proc.stderr.startswith(said), proc.stderr
+        assert proc.stderr.count("waiting for the lock") == 1
+        assert proc.stdout == ""
+        # no wait, nothing said: only the error
+        at_once = run_cli("--lock-timeout", "0", "advance", "demo", cwd=work)
+        assert at_once.returncode == 3 and "waiting for" not in at_once.stderr
+        # with --output json the line is on stderr too, and stdout holds the one document
+        document = run_cli("--output", "json", "--lock-timeout", "0.5", "destroy", "demo", cwd=work)
+        assert document.stderr.startswith(said)
+        assert json.loads(document.stdout)["error"] == "LockedError"
+    finally:
+        holder.send_signal(signal.SIGINT)
+        holder.communicate(timeout=30)
+
+
 def test_a_killed_holder_never_blocks_and_is_named_in_a_warning(work: Path) -> None:
     holder = _holder(work, "demo")
     holder.kill()  # SIGKILL: no cleanup at all

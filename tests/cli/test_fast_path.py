@@ -35,8 +35,13 @@ MACHINE = """\
 
 
 def typer_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The same command through the typer application only (no fast path)."""
-    code = "import sys; sys.argv[0] = 'runner'; from runner.cli.app import app; app(prog_name='runner')"
+    """The same command through the typer application only (no fast path): the same
+    words, global options after the command moved before it as the entry point does."""
+    code = (
+        "import sys; sys.argv[0] = 'runner'; from runner.cli.app import app; "
+        "from runner.cli.main import hoist_globals; "
+        "app(args=hoist_globals(sys.argv[1:]), prog_name='runner')"
+    )
     return subprocess.run(
         [sys.executable, "-c", code, *args],
         cwd=cwd,
@@ -79,11 +84,22 @@ CASES = [
     ("history", "nosuch"),
     ("--workdir", "nowhere", "list"),
     ("--machine", "missing.yaml", "status", "alpha"),
+    # global options after the command
+    ("status", "beta", "--output", "json"),
+    ("list", "--output=json"),
+    ("history", "beta", "-n", "1", "--log-level", "debug", "--lock-timeout", "0"),
+    ("history", "--output", "json", "beta", "--limit=2", "-v"),
+    ("status", "alpha", "--no-color", "--log-format", "json"),
+    ("list", "--workdir", "nowhere"),
+    ("status", "alpha", "--machine=missing.yaml"),
+    ("status", "broken", "--output", "json", "--log-level", "INFO"),
 ]
 
 
 @pytest.mark.parametrize("args", CASES, ids=[" ".join(c) for c in CASES])
-def test_the_fast_path_answers_like_the_typer_application(work: Path, args: tuple[str, ...]) -> None:
+def test_the_fast_path_answers_like_the_typer_application(
+    work: Path, args: tuple[str, ...]
+) -> None:
     assert fast_path(list(args)) is not None  # it is the fast path that runs
     fast, full = run_cli(*args, cwd=work), typer_cli(*args, cwd=work)
     assert (fast.returncode, fast.stdout) == (full.returncode, full.stdout), fast.stderr
@@ -128,6 +144,9 @@ def test_the_fast_path_output_is_what_an_operator_expects(work: Path) -> None:
         ["--workdir"],
         ["--workdir", "", "list"],
         ["--frobnicate", "list"],
+        ["list", "--frobnicate"],
+        ["status", "a", "--output", "yaml"],
+        ["status", "a", "--", "--output", "json"],
         ["advance", "a"],
         ["validate"],
     ],
@@ -150,6 +169,39 @@ def test_help_and_bad_arguments_still_get_typer_messages(
     proc = run_cli(*args, cwd=tmp_path)
     assert needle in proc.stdout + proc.stderr
     assert proc.returncode == (0 if "--help" in args else 2)
+
+
+def test_global_options_after_the_command_are_moved_before_it() -> None:
+    from runner.cli.main import hoist_globals
+
+    assert hoist_globals(["status", "demo", "--output", "json"]) == [
+        "--output",
+        "json",
+        "status",
+        "demo",
+    ]
+    assert hoist_globals(["advance", "demo", "--lock-timeout", "0", "-v"]) == [
+        "--lock-timeout",
+        "0",
+        "-v",
+        "advance",
+        "demo",
+    ]
+    # the values of a command's own options are never taken for global options
+    assert hoist_globals(["create", "x", "--set", "--no-color", "--no-color"]) == [
+        "--no-color",
+        "create",
+        "x",
+        "--set",
+        "--no-color",
+    ]
+    assert hoist_globals(["status", "a", "--", "-v"]) == ["status", "a", "--", "-v"]
+    assert hoist_globals(["--workdir", "w", "list", "--machine=m.yaml"]) == [
+        "--workdir",
+        "w",
+        "--machine=m.yaml",
+        "list",
+    ]
 
 
 def test_version(tmp_path: Path) -> None:
