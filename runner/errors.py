@@ -7,6 +7,7 @@ each class; the codes are defined once in :class:`ExitCode`). The tree::
     RunnerError
     ├── InputError                      exit 2: bad input; nothing was changed
     │   ├── MachineError                machine.yaml is invalid (carries every Problem)
+    │   ├── MachineMismatchError        the machine's name is not the environment's
     │   ├── InvalidInputsError          environment inputs break the machine's schema
     │   ├── InvalidNameError            an environment name breaks the naming rule
     │   └── ToolMissingError            a program a command needs is not installed
