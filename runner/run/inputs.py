@@ -167,20 +167,28 @@ def _not_finite(data: Any, path: tuple[str, ...] = ()) -> Iterator[str]:
             yield from _not_finite(value, (*path, str(index)))
 
 
-def secret_paths(
-    schema: Mapping[str, Any], prefix: tuple[str, ...] = ()
-) -> Iterator[tuple[str, ...]]:
-    """Dotted paths of the inputs marked ``secret: true``."""
+def marked_properties(
+    schema: Mapping[str, Any], keyword: str, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], Mapping[str, Any]]]:
+    """(path, sub-schema) of each property reached through ``properties`` whose schema
+    has ``keyword`` (a truthy value); the walk does not go below a marked property."""
     props = schema.get("properties") if isinstance(schema, Mapping) else None
     if not isinstance(props, Mapping):
         return
     for key, sub in props.items():
         if not isinstance(sub, Mapping):
             continue
-        if sub.get("secret") is True:
-            yield (*prefix, key)
+        if sub.get(keyword):
+            yield (*prefix, str(key)), sub
         else:
-            yield from secret_paths(sub, (*prefix, key))
+            yield from marked_properties(sub, keyword, (*prefix, str(key)))
+
+
+def secret_paths(schema: Mapping[str, Any]) -> Iterator[tuple[str, ...]]:
+    """Dotted paths of the inputs marked ``secret: true``."""
+    for path, sub in marked_properties(schema, "secret"):
+        if sub.get("secret") is True:
+            yield path
 
 
 def _get(data: Any, path: tuple[str, ...]) -> Any:

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runner.run.inputs import marked_properties
+
 __all__ = ["PortInput", "allocate", "bound", "port_inputs", "problems", "system_port", "taken"]
 
 
@@ -59,25 +61,19 @@ class PortInput:
         node[self.path[-1]] = port
 
 
-def port_inputs(schema: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[PortInput]:
+def port_inputs(schema: Mapping[str, Any]) -> Iterator[PortInput]:
     """The inputs of ``schema`` marked ``free_port``."""
-    props = schema.get("properties") if isinstance(schema, Mapping) else None
-    if not isinstance(props, Mapping):
-        return
-    for key, sub in props.items():
-        if not isinstance(sub, Mapping):
+    for path, sub in marked_properties(schema, "free_port"):
+        mark = sub["free_port"]
+        if not isinstance(mark, Mapping):
             continue
-        mark = sub.get("free_port")
-        if isinstance(mark, Mapping):
-            default = sub.get("default")
-            yield PortInput(
-                (*prefix, str(key)),
-                "udp" if mark.get("protocol") == "udp" else "tcp",
-                mark.get("when"),
-                default if isinstance(default, int) and not isinstance(default, bool) else None,
-            )
-        else:
-            yield from port_inputs(sub, (*prefix, str(key)))
+        default = sub.get("default")
+        yield PortInput(
+            path,
+            "udp" if mark.get("protocol") == "udp" else "tcp",
+            mark.get("when"),
+            default if isinstance(default, int) and not isinstance(default, bool) else None,
+        )
 
 
 def bound(port: int, protocol: str) -> str | None:
