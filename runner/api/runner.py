@@ -528,7 +528,8 @@ class Runner:
                 f"that takes the lock stops them (or: kill -- -{leftovers[0]})"
             )
         if holder is not None:
-            actions.append(f"wait: {holder.command} (pid {holder.pid}) is working on it")
+            doing = f"{holder.command} (pid {holder.pid})" if holder.known else "another process"
+            actions.append(f"wait: {doing} is working on it")
         elif interrupted:
             phase = machine.phase_by_via(state)
             assert phase is not None

@@ -87,14 +87,9 @@ def runner_for(settings: Settings, command: str, progress: Progress | None = Non
 
 def _say_lock_wait(name: str, holder: LockInfo | None) -> None:
     """Said once on stderr when a command starts waiting for an environment's lock."""
-    import os
+    from runner.store.locking import who
 
-    if holder is None or holder.pid <= 0:
-        who = "held by another process"
-    else:
-        where = "" if holder.host == os.uname().nodename else f" on host {holder.host}"
-        who = f"held by pid {holder.pid}{where} ({holder.command}, since {holder.started_at})"
-    sys.stderr.write(f"waiting for the lock of '{name}' {who}…\n")
+    sys.stderr.write(f"waiting for the lock of '{name}' held by {who(holder)}…\n")
     sys.stderr.flush()
 
 

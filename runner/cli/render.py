@@ -182,7 +182,12 @@ def _status(result: StatusResult) -> str:
     lines.append(f"updated:     {result.updated_at}")
     if result.locked_by:
         h = result.locked_by
-        lines.append(f"locked by:   pid {h.pid} on {h.host} ({h.command}, since {h.started_at})")
+        if h.known:
+            lines.append(
+                f"locked by:   pid {h.pid} on {h.host} ({h.command}, since {h.started_at})"
+            )
+        else:
+            lines.append("locked by:   another process (its lock does not say which yet)")
     run = result.run
     if result.interrupted and run is not None:
         lines.append(

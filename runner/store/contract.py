@@ -58,6 +58,16 @@ class LockInfo:
     processes: tuple[int, ...] = ()
     """The process groups of the programs the holder's steps were running."""
 
+    @classmethod
+    def unknown(cls) -> LockInfo:
+        """A held lock whose holder has not (yet) said who it is."""
+        return cls(0, "?", "?", "?")
+
+    @property
+    def known(self) -> bool:
+        """Whether this names a holder (not :meth:`unknown`)."""
+        return self.pid > 0
+
     def to_json(self) -> dict[str, Any]:
         return {
             "pid": self.pid,

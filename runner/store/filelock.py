@@ -100,7 +100,7 @@ def live_holder(path: Path) -> LockInfo | None:
     lock whose file does not (yet) name its holder gives a record of pid 0."""
     if not is_locked(path):
         return None
-    return read_holder(path) or LockInfo(0, "?", "?", "?")
+    return read_holder(path) or LockInfo.unknown()
 
 
 def stale_holder(path: Path) -> LockInfo | None:

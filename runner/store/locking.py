@@ -21,16 +21,18 @@ __all__ = ["LOCK_HINT", "describe_holder", "hold"]
 LOCK_HINT = "wait for it to finish, or pass --lock-timeout SECONDS"
 
 
-def describe_holder(env: str, holder: LockInfo | None) -> str:
-    """``environment 'demo' is locked by pid 42 (runner advance, since ...)``. A holder
-    of pid 0 is a lock held by a process that has not (yet) written who it is."""
-    if holder is None or holder.pid <= 0:
-        return f"environment '{env}' is locked by another process (its lock does not say which yet)"
+def who(holder: LockInfo | None) -> str:
+    """``pid 42 (runner advance, since ...)`` (with the host when it is another), or
+    what to say of a holder that does not say who it is."""
+    if holder is None or not holder.known:
+        return "another process (its lock does not say which yet)"
     where = "" if holder.host == os.uname().nodename else f" on host {holder.host}"
-    return (
-        f"environment '{env}' is locked by pid {holder.pid}{where} "
-        f"({holder.command}, since {holder.started_at})"
-    )
+    return f"pid {holder.pid}{where} ({holder.command}, since {holder.started_at})"
+
+
+def describe_holder(env: str, holder: LockInfo | None) -> str:
+    """``environment 'demo' is locked by pid 42 (runner advance, since ...)``."""
+    return f"environment '{env}' is locked by {who(holder)}"
 
 
 @contextmanager
@@ -56,7 +58,7 @@ def hold(
         lease = locks.wait_lock(name, me, timeout_s)
     if lease is None:
         holder = locks.lock_holder(name)
-        if holder is not None and holder.pid <= 0:
+        if holder is not None and not holder.known:
             holder = None  # held, but the lock does not say by whom
         raise LockedError(
             describe_holder(name, holder),
