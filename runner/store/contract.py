@@ -12,6 +12,9 @@ The engine and the commands see a backend only through these protocols, composed
 - :class:`EventLog`: the append-only history of each environment;
 - :class:`Artifacts`: traces and run logs, written, appended, read and listed by
   reference, never through paths the engine builds;
+- :class:`Snapshots`: the versions of each record a save keeps (the current one and
+  the ones before it, up to the backend's ``keep_snapshots``), listed and read back by
+  serial;
 - listing every environment (:meth:`Records.list`), which survives a broken entry.
 
 ``tests/store/test_contract.py`` runs one suite of tests against every backend.
@@ -35,6 +38,8 @@ __all__ = [
     "LockInfo",
     "Locks",
     "Records",
+    "SnapshotInfo",
+    "Snapshots",
     "Store",
     "check_name",
     "now_iso",
@@ -114,6 +119,46 @@ class Records(Protocol):
         and never hides the others."""
 
 
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """One kept version of an environment's record."""
+
+    serial: int
+    saved_at: str
+    """The version's ``updated_at``."""
+    state: str
+    change: str | None
+    """What made this version (the record's ``change``)."""
+    lineage: str | None
+
+    @classmethod
+    def of(cls, record: Record) -> SnapshotInfo:
+        return cls(record.serial, record.updated_at, record.state, record.change, record.lineage)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "serial": self.serial,
+            "saved_at": self.saved_at,
+            "state": self.state,
+            "change": self.change,
+            "lineage": self.lineage,
+        }
+
+
+class Snapshots(Protocol):
+    """The versions of each record a backend keeps: every ``create`` and ``save`` keeps
+    the version it wrote, and the oldest beyond the backend's ``keep_snapshots`` (20 by
+    default; the current version is always kept on top of them) are dropped."""
+
+    def list_snapshots(self, name: str) -> list[SnapshotInfo]:
+        """The kept versions, oldest first (the current one last); EnvironmentNotFoundError
+        when there is no such environment."""
+
+    def load_snapshot(self, name: str, serial: int) -> Record:
+        """The version ``serial`` as it was written; StateError naming the kept serials
+        when it is not kept."""
+
+
 class Lease(Protocol):
     """A held environment lock; released by :meth:`release` (or the holder's death)."""
 
@@ -187,7 +232,7 @@ class Artifacts(Protocol):
         """References of the environment's artifacts of ``kind``, oldest first."""
 
 
-class Store(Records, Locks, EventLog, Artifacts, Protocol):
+class Store(Records, Snapshots, Locks, EventLog, Artifacts, Protocol):
     """What the engine and the commands need of a backend."""
 
     def data_dir(self, name: str) -> str:

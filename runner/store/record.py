@@ -8,8 +8,9 @@ its record as a phase runs, and a store's ``save`` sets the new ``serial`` and
 ``updated_at`` on the record it was given once the write has landed.
 
 Formats: the JSON form carries ``format``. Format 2 added ``failure.attempts``,
-``failure.hint`` and ``machine.file``; format 1 files are read (those fields absent)
-and written back as format 2 on their next save. A newer format is refused by the
+``failure.hint`` and ``machine.file``; format 3 added ``lineage`` (the environment's
+identity, given by ``create``) and ``change`` (what made this version). Older files are
+read (those fields absent) and written back in the current format on their next save. A newer format is refused by the
 store, never rewritten.
 """
 
@@ -43,9 +44,9 @@ __all__ = [
 ]
 
 #: The format this runner writes.
-STATE_FORMAT = 2
+STATE_FORMAT = 3
 #: The formats this runner reads.
-READABLE_FORMATS = (1, 2)
+READABLE_FORMATS = (1, 2, 3)
 
 NAME_RULE = "^[a-z][a-z0-9-]{0,62}$"
 _NAME = re.compile(NAME_RULE)
@@ -182,6 +183,8 @@ _ORDER = (
     "updated_at",
     "run",
     "failure",
+    "lineage",
+    "change",
 )
 
 
@@ -299,6 +302,11 @@ class Record:
     outputs: dict[str, Any] = field(default_factory=dict)
     run: Run | None = None
     failure: Failure | None = None
+    lineage: str | None = None
+    """The environment's identity, random, given by ``create`` and carried by its
+    events and snapshots (None only in a record of format 1 or 2 not yet saved again)."""
+    change: str | None = None
+    """What made this version of the record (``created``, ``phase provision``, ...)."""
     format: int = STATE_FORMAT
 
     @classmethod
@@ -312,7 +320,9 @@ class Record:
         data_dir: str,
         build_dir: str | None = None,
     ) -> Record:
-        """A new environment's first record (serial 1), in ``state``."""
+        """A new environment's first record (serial 1), in ``state``, with a new lineage."""
+        import uuid
+
         stamp = now_iso()
         return cls(
             name=check_name(name),
@@ -322,6 +332,8 @@ class Record:
             created_at=stamp,
             updated_at=stamp,
             inputs=inputs,
+            lineage=uuid.uuid4().hex,
+            change="created",
         )
 
     @classmethod
@@ -342,6 +354,8 @@ class Record:
             outputs=data["outputs"],
             run=None if run is None else Run.from_json(run),
             failure=None if failure is None else Failure.from_json(failure),
+            lineage=data.get("lineage"),
+            change=data.get("change"),
             format=STATE_FORMAT,
         )
 
