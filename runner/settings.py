@@ -86,9 +86,9 @@ def _checked(path: Path, document: dict[str, Any]) -> dict[tuple[str, str], Any]
                     f"{path}: unknown setting '{table}.{key}'", hint=f"the settings are {_listed()}"
                 )
             if not isinstance(value, kind) or isinstance(value, bool):
+                wanted = "text" if kind is str else "a whole number"
                 raise InputError(
-                    f"{path}: '{table}.{key}' must be {'text' if kind is str else 'a whole number'}, "
-                    f"not {value!r}",
+                    f"{path}: '{table}.{key}' must be {wanted}, not {value!r}",
                     hint="fix the value in the file",
                 )
             if kind is int and value < 0:
