@@ -91,7 +91,7 @@ def _checked(path: Path, document: dict[str, Any]) -> dict[tuple[str, str], Any]
                     f"{path}: '{table}.{key}' must be {wanted}, not {value!r}",
                     hint="fix the value in the file",
                 )
-            if kind is int and value < 0:
+            if isinstance(value, int) and value < 0:
                 raise InputError(
                     f"{path}: '{table}.{key}' must be 0 or more, not {value}",
                     hint="fix the value in the file",
