@@ -656,11 +656,19 @@ class Runner:
             _stop_leftovers(name, lease.previous)
             record = self.store.load(name)
             self._same_machine(machine, record)
-            if lineage:
+            from runner.errors import LineageError
+
+            try:
                 _same_lineage(record, self.store.read_events(name, limit=1))
+                foreign = False
+            except LineageError:
+                if lineage:
+                    raise
+                foreign = True
             _state_known(machine, record)
             session = Session(self.store, machine, record, self.command, self.workdir, lease)
-            session.reconcile()
+            if not foreign:  # the log of another lineage is not this record's to complete
+                session.reconcile()
             yield session
 
     def _start(self, session: Session, phase: PhaseDef) -> PhaseResult:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from tests.helpers import ROOT, build_tree, run_cli
+from tests.helpers import ROOT, build_tree, cli_env, run_cli
 
 MACHINE = """\
     version: 1
@@ -22,7 +25,10 @@ MACHINE = """\
         ok: {type: boolean, default: false}
         note: {type: string, default: plain}
         port: {type: integer, minimum: 1, maximum: 65535}
-        token: {type: string, secret: true}
+        token:
+          secret: true
+          type: object
+          properties: {env: {type: string}, file: {type: string}}
       additionalProperties: false
     states:
       created: {}
@@ -88,3 +94,30 @@ def refused(proc: subprocess.CompletedProcess[str], code: int, *words: str) -> d
     for word in words:
         assert word in said, (word, data)
     return data
+
+
+@contextmanager
+def holding(work: Path, name: str = "demo") -> Iterator[subprocess.Popen[str]]:
+    """Another process holding ``name``'s lock for the duration."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.store.contract_worker", f"file:{work}", "hold", name, "60"],
+        cwd=ROOT,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def failed_in_build(work: Path, name: str = "demo", *sets: str) -> None:
+    """``name`` created (``sets`` as --set) and failed in `build` at step `check`."""
+    created = cli(work, "create", name, *(f"--set={s}" for s in sets))
+    assert created.returncode == 0, created.stderr
+    failed = cli(work, "advance", name)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
