@@ -380,15 +380,21 @@ class InputsResult(Result):
     inputs: Mapping[str, Any]
     changed: tuple[str, ...] = ()
     serial: int = 0
+    restarts_phase: str | None = None
+    """The failed phase the next resume runs again from its first step (its steps
+    already done used the old inputs), if any."""
 
     @classmethod
-    def from_record(cls, record: Record, changed: Sequence[str] = ()) -> InputsResult:
+    def from_record(
+        cls, record: Record, changed: Sequence[str] = (), restarts: str | None = None
+    ) -> InputsResult:
         return cls(
             environment=record.name,
             state=record.state,
             inputs=copy.deepcopy(record.inputs),
             changed=tuple(changed),
             serial=record.serial,
+            restarts_phase=restarts,
         )
 
 

@@ -482,7 +482,9 @@ class Runner:
         then ``sets`` (``KEY=VALUE``, dotted keys), then the keys ``unset`` removed; the
         result must satisfy the machine's inputs schema. Allowed in stable and failed
         states, not while a phase is in progress or interrupted. Records an
-        ``inputs_changed`` event naming the keys changed (never a value)."""
+        ``inputs_changed`` event naming the keys changed (never a value). In a failed
+        state the steps already done used the old inputs, so the next ``resume`` runs the
+        failed phase again from its first step (``restarts_phase``)."""
         from runner.run import inputs as environment_inputs
 
         with _about(name), self._session(name) as session:
@@ -511,12 +513,21 @@ class Runner:
             if not changed:
                 return InputsResult.from_record(record)
             record.inputs = values
+            restarts = None
+            if kind == "failed" and record.run is not None and record.run.completed_steps:
+                # what the steps already done made (rendered files, say) used the old
+                # inputs: the resume runs the failed phase again from its first step
+                restarts = record.run.phase
+                record.run.completed_steps, record.run.skipped_steps = [], []
+                record.run.current_step = None
             session.save("inputs_changed")
-            session.event("inputs_changed", state=record.state, keys=changed)
+            session.event(
+                "inputs_changed", state=record.state, keys=changed, restarts_phase=restarts
+            )
             logging.getLogger("runner").info(
                 "environment=%s inputs changed: %s", name, ", ".join(changed)
             )
-            return InputsResult.from_record(record, changed)
+            return InputsResult.from_record(record, changed, restarts)
 
     def force_state(self, name: str, state: str, reason: str) -> ForceStateResult:
         """Move ``name`` to ``state``, any state its machine declares, running nothing:

@@ -372,8 +372,11 @@ def _inputs(result: InputsResult) -> str:
             f"(serial {result.serial}); its inputs now:"
         )
     lines = [head, *(_input_lines(result.inputs) if result.inputs else ["  (none)"])]
-    if result.changed and result.state.endswith("_failed"):
-        lines.append(f"next: runner resume {result.environment}")
+    if result.restarts_phase:
+        lines.append(
+            f"next: runner resume {result.environment}   (runs phase '{result.restarts_phase}' "
+            "again from its first step: the steps done used the old inputs)"
+        )
     return "\n".join(lines)
 
 

@@ -54,11 +54,12 @@ def test_inputs_fix_a_failed_phase_that_resume_then_finishes(work: Path) -> None
     assert event["keys"] == ["ok", "port", "token"] and event["state"] == "build_failed"
     assert "s3cret" not in (work / "data/demo/events.jsonl").read_text()
     assert event["lineage"] == read_state(work)["lineage"]
+    assert data["restarts_phase"] == "build" and event["restarts_phase"] == "build"
     resumed = cli(work, "resume", "demo")
     assert resumed.returncode == 0, resumed.stderr
     assert read_state(work)["state"] == "built"
-    # nothing was run twice: `prepare` ran once, before the failure
-    assert (work / "ran.txt").read_text() == "prepared\nfinished\n"
+    # the steps done before used the old inputs: the phase ran again from its start
+    assert (work / "ran.txt").read_text() == "prepared\nprepared\nfinished\n"
 
 
 def test_inputs_refusals(work: Path) -> None:
@@ -226,7 +227,7 @@ def test_resume_of_a_phase_whose_steps_changed_is_refused_unless_accepted(work: 
     assert read_state(work)["state"] == "build_failed"
     resumed = cli(work, "resume", "demo", "--accept-machine-change")
     assert resumed.returncode == 0, resumed.stderr
-    assert (work / "ran.txt").read_text() == "prepared\nchanged\n"
+    assert (work / "ran.txt").read_text() == "prepared\nprepared\nchanged\n"
     # a machine of another name is never accepted
     (work / "machine.yaml").write_text(
         (work / "machine.yaml").read_text().replace("name: ops", "name: other")
