@@ -61,6 +61,9 @@ logging.getLogger("runner").addHandler(logging.NullHandler())
 #: How many of the last events `status` reads to find when the state was entered.
 _ENTERED_EVENTS = 200
 
+#: The events that move an environment to their ``to`` state.
+_ARRIVALS = ("transition", "created", "state_forced", "restored")
+
 #: The kinds of state `list --kind` filters by (stable includes the initial state).
 STATE_KINDS = ("failed", "intermediate", "stable", "final")
 
@@ -865,18 +868,6 @@ class Runner:
                             command = f"runner phase {name} {other.name}"
                         actions.append(f"{command}   (phase '{other.name}' → {other.to})")
         changed = record.machine.digest != machine.digest
-        if changed:
-            actions.append(
-                f"note: {machine.file.name} changed since the environment was last moved; "
-                f"a `runner resume {name}` of a phase whose steps changed is refused "
-                "unless --accept-machine-change"
-            )
-        if record.forced is not None:
-            forced = record.forced
-            actions.append(
-                f"note: forced from '{forced.from_state}' to '{forced.to}' by {forced.user} "
-                f"on {forced.host} at {forced.at}: {forced.reason}"
-            )
         return StatusResult.from_record(
             record,
             entered_at=_entered_at(record, events),
@@ -962,7 +953,7 @@ def _entered_at(record: Record, events: Events) -> str:
     there (among ``events``, the last ones of its log), else its last change."""
     for event in reversed(events):
         kind = event.get("type")
-        arrived = event.get("to") if kind in ("transition", "created") else None
+        arrived = event.get("to") if kind in _ARRIVALS else None
         if arrived is None and kind == "recovered":
             arrived = event.get("state")
         if arrived is not None:

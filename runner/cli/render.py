@@ -217,6 +217,17 @@ def _status(result: StatusResult) -> str:
         lines.append(
             "outputs:     " + ", ".join(f"{k}={v}" for k, v in sorted(result.outputs.items()))
         )
+    if result.forced is not None:
+        forced = result.forced
+        lines.append(
+            f"forced:      from '{forced.from_state}' to '{forced.to}' by {forced.user} on "
+            f"{forced.host} at {forced.at}: {forced.reason}"
+        )
+    if result.machine_changed:
+        lines.append(
+            "machine:     changed since the environment was last moved; a resume of a phase "
+            "whose steps changed needs --accept-machine-change"
+        )
     lines.append("next:")
     lines.extend(f"  {action}" for action in result.next)
     return "\n".join(lines)

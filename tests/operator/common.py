@@ -1,5 +1,6 @@
-"""A small machine whose `build` phase fails while the input `ok` is false, and helpers
-to run the CLI on it and validate its JSON documents."""
+"""A small machine whose `build` phase fails while the input `ok` is false (and whose
+step `crash` kills its runner with SIGKILL while a file `crash` exists), and helpers to
+run the CLI on it and validate its JSON documents."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ MACHINE = """\
         failed: build_failed
         steps:
           - {name: prepare, uses: shell, with: {argv: [sh, -c, "echo prepared >> ran.txt"]}}
+          - name: crash
+            uses: shell
+            with: {argv: [sh, -c, "if [ -e crash ]; then rm crash; kill -9 $PPID; sleep 5; fi"]}
           - name: check
             uses: shell
             with: {argv: ["{{ 'true' if inputs.ok else 'false' }}"]}

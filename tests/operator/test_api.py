@@ -57,7 +57,8 @@ def test_inputs_change_is_checked_audited_and_refused_in_progress(work: Path) ->
         runner.change_inputs("demo", unset=["port"])
     nothing = runner.change_inputs("demo", ["note=plain"])
     assert nothing.changed == () and read_events(work)[-1]["type"] != "inputs_changed"
-    changed = runner.change_inputs("demo", ["ok=true", "note=fixed"])
+    (work / "fix.yaml").write_text("note: fixed\n")
+    changed = runner.change_inputs("demo", ["ok=true"], config=work / "fix.yaml")
     assert changed.changed == ("note", "ok") and changed.inputs["ok"] is True
     assert changed.restarts_phase == "build" and read_state(work)["run"]["completed_steps"] == []
     assert read_events(work)[-1]["keys"] == ["note", "ok"]
@@ -82,6 +83,8 @@ def test_force_state_refusals_and_record(work: Path) -> None:
     assert (result.forced.from_state, result.forced.to) == ("build_failed", "created")
     status = runner.status("demo")
     assert status.forced == result.forced and status.run is None and status.failure is None
+    # it entered its state when it was forced
+    assert status.entered_at == read_events(work)[-1]["timestamp"]
     assert read_state(work)["forced"]["reason"] == "cleaned by hand"
 
 

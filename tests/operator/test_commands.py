@@ -118,7 +118,7 @@ def test_force_state_is_audited_and_shown_until_the_next_phase(work: Path) -> No
     assert not (work / "ran.txt").read_text().count("finished")  # nothing ran
     status = document(cli(work, "status", "demo", "--output", "json"), 0, "status")
     assert status["forced"]["reason"] == "cleaned by hand"
-    assert "cleaned by hand" in cli(work, "status", "demo").stdout
+    assert "forced:      from 'build_failed' to 'created' by" in cli(work, "status", "demo").stdout
     history = cli(work, "history", "demo").stdout
     assert "state_forced" in history and "build_failed → created" in history
     cli(work, "advance", "demo")  # the next phase runs (and fails again): forced is cleared
@@ -215,7 +215,7 @@ def test_resume_of_a_phase_whose_steps_changed_is_refused_unless_accepted(work: 
     (work / "machine.yaml").write_text(changed.replace("\n    ", "\n").removeprefix("    "))
     status = document(cli(work, "status", "demo", "--output", "json"), 0, "status")
     assert status["machine_changed"] is True
-    assert "changed since" in cli(work, "status", "demo").stdout
+    assert "machine:     changed since" in cli(work, "status", "demo").stdout
     assert cli(work, "inputs", "demo", "--set", "ok=true").returncode == 0
     data = refused(cli(work, "resume", "demo", "--output", "json"), 4, "--accept-machine-change")
     assert (data["steps_added"], data["steps_removed"], data["steps_changed"]) == (

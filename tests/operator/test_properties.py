@@ -19,45 +19,10 @@ from runner import Runner
 from runner.errors import LockedError, RunnerError
 from runner.store.files import FileStore
 from tests.helpers import build_tree, run_cli
+from tests.operator.common import MACHINE
 
-MACHINE = """\
-    version: 1
-    name: props
-    initial: created
-    inputs:
-      type: object
-      properties:
-        ok: {type: boolean, default: true}
-    states:
-      created: {}
-      building: {}
-      built: {}
-      build_failed: {}
-      destroying: {}
-      destroyed: {final: true}
-      destroy_failed: {}
-    phases:
-      - name: build
-        from: created
-        via: building
-        to: built
-        failed: build_failed
-        steps:
-          - {name: one, uses: shell, with: {argv: ["true"]}}
-          - name: crash
-            uses: shell
-            with: {argv: [sh, -c, "if [ -e crash ]; then rm crash; kill -9 $PPID; sleep 5; fi"]}
-          - {name: check, uses: shell, with: {argv: ["{{ 'true' if inputs.ok else 'false' }}"]}}
-      - name: destroy
-        from: [created, built, build_failed]
-        via: destroying
-        to: destroyed
-        failed: destroy_failed
-        advance: false
-        steps:
-          - {name: remove, uses: shell, with: {argv: ["true"]}}
-"""
-
+#: The states `force-state` picks from (the machine's `build` fails while the input `ok`
+#: is false, its default; its step `crash` kills the runner while a file `crash` exists).
 STATES = ["created", "building", "built", "build_failed", "destroying", "destroyed"]
 #: The fields a restore brings back as they were (serial, time, machine and change are
 #: the new save's).
