@@ -55,6 +55,7 @@ def test_inputs_fix_a_failed_phase_that_resume_then_finishes(work: Path) -> None
     assert "s3cret" not in (work / "data/demo/events.jsonl").read_text()
     assert event["lineage"] == read_state(work)["lineage"]
     assert data["restarts_phase"] == "build" and event["restarts_phase"] == "build"
+    document(cli(work, "history", "demo", "--output", "json"), 0, "history")
     resumed = cli(work, "resume", "demo")
     assert resumed.returncode == 0, resumed.stderr
     assert read_state(work)["state"] == "built"
@@ -121,6 +122,7 @@ def test_force_state_is_audited_and_shown_until_the_next_phase(work: Path) -> No
     assert "forced:      from 'build_failed' to 'created' by" in cli(work, "status", "demo").stdout
     history = cli(work, "history", "demo").stdout
     assert "state_forced" in history and "build_failed → created" in history
+    document(cli(work, "history", "demo", "--output", "json"), 0, "history")
     cli(work, "advance", "demo")  # the next phase runs (and fails again): forced is cleared
     assert document(cli(work, "status", "demo", "--output", "json"), 0, "status")["forced"] is None
 
@@ -151,6 +153,8 @@ def test_snapshots_list_and_restore_brings_a_version_back_as_a_new_save(work: Pa
     [event] = [e for e in read_events(work) if e["type"] == "restored"]
     assert (event["restored"], event["serial"]) == (1, current + 1)
     assert "serial 1 restored" in cli(work, "history", "demo").stdout
+    logged = document(cli(work, "history", "demo", "--output", "json"), 0, "history")["events"]
+    assert {"created", "transition", "step", "restored"} <= {e["type"] for e in logged}
     # the restored version runs like any other
     assert cli(work, "inputs", "demo", "--set", "ok=true").returncode == 0
     assert cli(work, "advance", "demo").returncode == 0
