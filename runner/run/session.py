@@ -83,6 +83,7 @@ class Session:
             "type": event_type,
             "pid": os.getpid(),
             "host": self.host,
+            "command": self.command,
         }
         event.update(fields)
         try:

@@ -1,0 +1,178 @@
+"""The watcher: one background task that notices every change of every environment.
+
+It asks the store (any backend, through its protocols: the listing and the lock) for
+every record and lock holder, about every 200 ms (longer when a pass takes longer, so
+that watching never takes more than a third of a core), and hands the rows that
+changed to every subscriber (the server-sent event streams). The environments page is
+rendered from its latest rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import RunnerError
+
+if TYPE_CHECKING:
+    from runner.api.runner import Runner
+    from runner.store.contract import ListEntry, LockInfo
+
+__all__ = ["Change", "Watcher", "holder_text", "row_of"]
+
+log = logging.getLogger("runner.web")
+
+#: The shortest pause between two passes, in seconds.
+INTERVAL = 0.2
+
+
+def holder_text(holder: LockInfo | None) -> str | None:
+    """Who holds a lock, in a few words (None: nobody)."""
+    if holder is None:
+        return None
+    if not holder.known:
+        return "another process"
+    return f"{holder.command} (pid {holder.pid} on {holder.host}, since {holder.started_at})"
+
+
+def _last_check(record: Any) -> dict[str, Any] | None:
+    """The last check a record carries, if its format has one (as a JSON object)."""
+    for name in ("last_check", "check"):
+        value = getattr(record, name, None)
+        if value is not None:
+            to_json = getattr(value, "to_json", None)
+            data = to_json() if callable(to_json) else value
+            if isinstance(data, dict):
+                return data
+    return None
+
+
+def row_of(
+    entry: ListEntry, kind_of: Callable[[str, str], str | None], holder: Any
+) -> dict[str, Any]:
+    """One row of the environments page (and of its live updates), as JSON data."""
+    record = entry.record
+    if record is None:
+        return {"environment": entry.name, "error": entry.error or "unreadable"}
+    failure = record.failure
+    return {
+        "environment": record.name,
+        "state": record.state,
+        "kind": kind_of(record.machine.name, record.state),
+        "serial": record.serial,
+        "updated_at": record.updated_at,
+        "failed_step": failure.step if failure else None,
+        "failure_kind": failure.kind if failure else None,
+        "locked_by": holder_text(holder),
+        "last_check": _last_check(record),
+        "phase": record.run.phase if record.run and not record.run.finished_at else None,
+    }
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one pass found changed: rows new or different, names gone."""
+
+    rows: tuple[dict[str, Any], ...]
+    removed: tuple[str, ...] = ()
+    at: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rows": list(self.rows), "removed": list(self.removed)}
+
+
+class Watcher:
+    """The latest row of every environment, and the subscribers told of changes."""
+
+    def __init__(self, make_runner: Callable[[], Runner], interval: float = INTERVAL) -> None:
+        self.make_runner = make_runner
+        self.interval = interval
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.error: str | None = None
+        self.passes = 0
+        self.pass_seconds = 0.0
+        self._subscribers: set[asyncio.Queue[Change]] = set()
+        self._first = asyncio.Event()
+
+    # -- one pass -------------------------------------------------------------------
+
+    def scan(self) -> dict[str, dict[str, Any]]:
+        """Every environment's row, read now (blocking: run in a thread)."""
+        runner = self.make_runner()
+        store = runner.store
+        kinds: dict[tuple[str, str], str | None] = {}
+        machine = None
+        with contextlib.suppress(RunnerError):
+            machine = runner.machine(plugins=False)
+
+        def kind_of(machine_name: str, state: str) -> str | None:
+            if (machine_name, state) not in kinds:
+                known = machine is not None and machine.name == machine_name
+                kinds[machine_name, state] = (
+                    machine.state_kind(state)
+                    if known and machine is not None and state in machine.states
+                    else None
+                )
+            return kinds[machine_name, state]
+
+        rows = {}
+        for entry in store.list():
+            holder = None
+            if entry.record is not None:
+                try:
+                    holder = store.lock_holder(entry.name)
+                except (RunnerError, OSError):
+                    holder = None
+            rows[entry.name] = row_of(entry, kind_of, holder)
+        return rows
+
+    def apply(self, rows: dict[str, dict[str, Any]]) -> Change | None:
+        """Take a pass's ``rows``; the change from the last one (None: nothing)."""
+        changed = tuple(row for name, row in rows.items() if self.rows.get(name) != row)
+        removed = tuple(name for name in self.rows if name not in rows)
+        self.rows = rows
+        if not changed and not removed:
+            return None
+        return Change(changed, removed)
+
+    # -- the task --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Watch until cancelled."""
+        while True:
+            started = time.perf_counter()
+            try:
+                rows = await asyncio.to_thread(self.scan)
+            except RunnerError as exc:
+                self.error = str(exc)
+                log.warning("dashboard: cannot list the environments: %s", exc)
+            else:
+                self.error = None
+                change = self.apply(rows)
+                if change is not None and self.passes:
+                    for queue in list(self._subscribers):
+                        queue.put_nowait(change)
+            self.passes += 1
+            self._first.set()
+            self.pass_seconds = time.perf_counter() - started
+            # a long pass (many environments) is followed by a pause twice as long
+            await asyncio.sleep(max(self.interval, 2 * self.pass_seconds))
+
+    async def ready(self) -> None:
+        """Wait for the first pass."""
+        await self._first.wait()
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[Change]]:
+        """A queue that receives every change while the block runs."""
+        queue: asyncio.Queue[Change] = asyncio.Queue()
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)
