@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import getpass
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from runner.api.runner import Runner
 
 __all__ = ["ACTIONS", "Config", "create_app"]
+
+log = logging.getLogger("runner.web")
 
 HERE = Path(__file__).resolve().parent
 
@@ -104,11 +107,11 @@ def create_app(config: Config) -> Starlette:
     async def call(function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(function, *args)
 
-    def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    def page(template: str, code: int = 200, **context: Any) -> HTMLResponse:
         body = templates.get_template(template).render(
             allow_actions=config.allow_actions, actions=_available(), **context
         )
-        return HTMLResponse(body, status, headers={"cache-control": "no-store"})
+        return HTMLResponse(body, code, headers={"cache-control": "no-store"})
 
     def _available() -> tuple[str, ...]:
         if not config.allow_actions:
@@ -391,10 +394,22 @@ def create_app(config: Config) -> Starlette:
         Route("/api/v1/environments/{name}/{what}", api),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
+
+    async def internal(request: Request, exc: Exception) -> Response:
+        log.error("dashboard: %s %s failed", request.method, request.url.path, exc_info=exc)
+        error = RunnerError(
+            f"internal error of the dashboard: {type(exc).__name__}: {exc}",
+            hint="this is a bug in runner; the server's log has the traceback; report it",
+        )
+        if request.url.path.startswith("/api/"):
+            return _error_json(error, 500)
+        return page("error.html", 500, error=error)
+
     middleware = [Middleware(TokenGate, token=config.token)] if config.token else []
     app = Starlette(
         routes=routes,
         middleware=middleware,
+        exception_handlers={Exception: internal},
         lifespan=contextlib.asynccontextmanager(lifespan),
     )
     app.state.watcher = watcher

@@ -46,6 +46,15 @@ def _local(tag: str) -> str:
 
 def _clean(element: ET.Element) -> None:
     for child in list(element):
+        if isinstance(child.tag, str) and _local(child.tag) == "a":
+            # Graphviz wraps a node with a tooltip in a link: keep it as a group whose
+            # title is the tooltip (text, escaped when written)
+            tooltip = child.attrib.get(f"{{{XLINK}}}title")
+            child.tag, child.attrib = f"{{{SVG}}}g", {}
+            if tooltip:
+                title = ET.Element(f"{{{SVG}}}title")
+                title.text = tooltip
+                child.insert(0, title)
         if not isinstance(child.tag, str) or _local(child.tag) not in _ELEMENTS:
             element.remove(child)  # comments, scripts, foreign objects, anchors
             continue
