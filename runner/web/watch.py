@@ -37,7 +37,7 @@ def holder_text(holder: LockInfo | None) -> str | None:
         return None
     if not holder.known:
         return "another process"
-    return f"{holder.command} (pid {holder.pid} on {holder.host}, since {holder.started_at})"
+    return f"{holder.command} (pid {holder.pid} on {holder.host})"
 
 
 def _last_check(record: Any) -> dict[str, Any] | None:
