@@ -179,7 +179,7 @@ def main() -> None:
             )
             page = browser.new_page(viewport={"width": 1280, "height": 560})
             page.goto(url)
-            page.wait_for_selector('tr[data-env="canary"] td[data-key="locked_by"]:not(:empty)')
+            page.wait_for_selector('tr[data-env="canary"] td:nth-child(6):not(:empty)')
             page.screenshot(path=str(args.out / "dashboard-environments.png"), full_page=True)
             page.set_viewport_size({"width": 1280, "height": 1500})
             page.goto(url + "environments/qa-2")

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 import jinja2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -42,6 +43,8 @@ from runner.web.security import TokenGate, form_token, new_secret
 from runner.web.watch import Watcher
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
     from runner.api.runner import Runner
 
 __all__ = ["ACTIONS", "Config", "create_app"]
@@ -96,8 +99,13 @@ def _templates() -> jinja2.Environment:
 
 def create_app(config: Config) -> Starlette:
     """The dashboard's ASGI application."""
-    watcher = Watcher(lambda: config.make_runner("runner serve"), config.interval)
     templates = _templates()
+    row_template = templates.get_template("row.html")
+    watcher = Watcher(
+        lambda: config.make_runner("runner serve"),
+        config.interval,
+        render=lambda row: row_template.render(row=row).strip() + "\n",
+    )
     outcomes: dict[str, _Outcome] = {}
     running: set[asyncio.Task[Any]] = set()
 
@@ -126,15 +134,28 @@ def create_app(config: Config) -> Starlette:
 
     async def environments(request: Request) -> Response:
         await watcher.ready()
-        rows = sorted(watcher.rows.values(), key=lambda r: r["environment"])
-        states = sorted({r["state"] for r in rows if "state" in r})
+        want_state = request.query_params.get("state", "")
+        want_kind = request.query_params.get("kind", "")
+        rows, drawn = watcher.rows, watcher.drawn
+        names = sorted(drawn)
+        if want_state or want_kind:  # filtered here too, for a browser without script
+            names = [
+                n
+                for n in names
+                if (not want_state or rows.get(n, {}).get("state") == want_state)
+                and (not want_kind or rows.get(n, {}).get("kind") == want_kind)
+            ]
+        states = sorted({r["state"] for r in rows.values() if "state" in r})
         return page(
             "environments.html",
-            rows=rows,
+            body="".join(drawn[n] for n in names),
+            shown=len(names),
+            total=len(drawn),
+            filtered="1" if len(names) != len(drawn) else "",
             states=states,
             kinds=("initial", "stable", "intermediate", "failed", "final"),
-            want_state=request.query_params.get("state", ""),
-            want_kind=request.query_params.get("kind", ""),
+            want_state=want_state,
+            want_kind=want_kind,
             problem=watcher.error,
         )
 
@@ -405,7 +426,9 @@ def create_app(config: Config) -> Starlette:
             return _error_json(error, 500)
         return page("error.html", 500, error=error)
 
-    middleware = [Middleware(TokenGate, token=config.token)] if config.token else []
+    middleware = [Middleware(ServerTiming), Middleware(GZipMiddleware, compresslevel=5)]
+    if config.token:
+        middleware.append(Middleware(TokenGate, token=config.token))
     app = Starlette(
         routes=routes,
         middleware=middleware,
@@ -414,6 +437,32 @@ def create_app(config: Config) -> Starlette:
     )
     app.state.watcher = watcher
     return app
+
+
+class ServerTiming:
+    """ASGI middleware: every response says how long the server took to start it
+    (``Server-Timing: app;dur=MILLISECONDS``, shown by a browser's developer tools)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                spent = (time.perf_counter() - started) * 1000
+                headers = [
+                    *message.get("headers", []),
+                    (b"server-timing", f"app;dur={spent:.1f}".encode()),
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, timed)
 
 
 def _still_writing(runner: Runner, name: str, ref: str) -> bool:

@@ -4,7 +4,13 @@ It asks the store (any backend, through its protocols: the listing and the lock)
 every record and lock holder, about every 200 ms (longer when a pass takes longer, so
 that watching never takes more than a third of a core), and hands the rows that
 changed to every subscriber (the server-sent event streams). The environments page is
-rendered from its latest rows.
+rendered from its latest rows, each drawn once when it changes.
+
+A backend with the optional ``Versions`` capability (the file backend) says cheaply
+which records changed: only those are read again. With more than :data:`HOLDERS`
+environments, each pass asks about the locks of the changed and held environments and
+of the next :data:`HOLDERS` others in turn, so a command that holds a lock without
+saving shows within a few passes; one that saves shows at once.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from runner.errors import RunnerError
 
 if TYPE_CHECKING:
     from runner.api.runner import Runner
-    from runner.store.contract import ListEntry, LockInfo
+    from runner.store.contract import ListEntry, LockInfo, Store
 
 __all__ = ["Change", "Watcher", "holder_text", "row_of"]
 
@@ -29,6 +35,9 @@ log = logging.getLogger("runner.web")
 
 #: The shortest pause between two passes, in seconds.
 INTERVAL = 0.2
+#: Up to this many environments every lock is asked about in every pass; beyond, the
+#: locks of this many (besides the changed and the held ones) per pass, in turn.
+HOLDERS = 1000
 
 
 def holder_text(holder: LockInfo | None) -> str | None:
@@ -89,10 +98,24 @@ class Change:
 class Watcher:
     """The latest row of every environment, and the subscribers told of changes."""
 
-    def __init__(self, make_runner: Callable[[], Runner], interval: float = INTERVAL) -> None:
+    def __init__(
+        self,
+        make_runner: Callable[[], Runner],
+        interval: float = INTERVAL,
+        render: Callable[[dict[str, Any]], str] | None = None,
+        holders: int = HOLDERS,
+    ) -> None:
         self.make_runner = make_runner
         self.interval = interval
         self.rows: dict[str, dict[str, Any]] = {}
+        #: Each row drawn by ``render`` (the page's markup of a row), redrawn when it
+        #: changes, so that a page of 10,000 rows is a join.
+        self.drawn: dict[str, str] = {}
+        self.render = render
+        self._known: dict[str, tuple[object, ListEntry]] = {}
+        self._made: dict[str, tuple[ListEntry, LockInfo | None, dict[str, Any]]] = {}
+        self._turn = 0
+        self.holders = holders
         self.error: str | None = None
         self.passes = 0
         self.pass_seconds = 0.0
@@ -120,16 +143,85 @@ class Watcher:
                 )
             return kinds[machine_name, state]
 
+        entries = self._entries(store)
+        asked = self._holders_to_ask([e.name for e in entries], entries)
         rows = {}
-        for entry in store.list():
-            holder = None
-            if entry.record is not None:
+        made: dict[str, tuple[ListEntry, LockInfo | None, dict[str, Any]]] = {}
+        for entry in entries:
+            name = entry.name
+            before = self._made.get(name)
+            holder = before[1] if before is not None else None
+            if entry.record is None:
+                holder = None
+            elif name in asked:
                 try:
-                    holder = store.lock_holder(entry.name)
+                    holder = store.lock_holder(name)
                 except (RunnerError, OSError):
                     holder = None
-            rows[entry.name] = row_of(entry, kind_of, holder)
+            if before is not None and before[0] is entry and before[1] == holder:
+                row = before[2]
+            else:
+                row = row_of(entry, kind_of, holder)
+            made[name] = (entry, holder, row)
+            rows[name] = row
+        self._made = made
         return rows
+
+    def _holders_to_ask(self, names: list[str], entries: list[ListEntry]) -> set[str] | list[str]:
+        """Whose lock to ask about in this pass: everyone's, up to :data:`HOLDERS`
+        environments; beyond, the ones whose record changed or that were held, and the
+        next :data:`HOLDERS` of the others in turn (each one at least every
+        len / HOLDERS passes)."""
+        if len(names) <= self.holders:
+            return names
+        asked = {
+            e.name
+            for e in entries
+            if (before := self._made.get(e.name)) is None or before[0] is not e or before[1]
+        }
+        start = self._turn % len(names)
+        asked.update(names[start : start + self.holders])
+        asked.update(names[: max(0, start + self.holders - len(names))])
+        self._turn = start + self.holders
+        return asked
+
+    def _entries(self, store: Store) -> list[ListEntry]:
+        """Every environment's entry: with a backend that has ``Versions``, only the
+        records whose version changed are read again; else the whole listing."""
+        from runner.store.contract import ListEntry, Versions
+
+        if not isinstance(store, Versions):
+            return store.list()
+        versions = store.versions()
+        if not self._known:  # the first pass: one listing (what changes meanwhile, the
+            listed = store.list()  # next pass reads again: its version differs)
+            self._known = {e.name: (versions.get(e.name), e) for e in listed}
+            return listed
+        entries = {}
+        for name in sorted(versions):
+            version = versions[name]
+            known = self._known.get(name)
+            if known is not None and known[0] == version:
+                entries[name] = known
+                continue
+            try:
+                entry = ListEntry(name, record=store.load(name))
+            except RunnerError as exc:
+                entry = ListEntry(name, error=exc.message)
+            entries[name] = (version, entry)
+        self._known = entries
+        return [entry for _, entry in entries.values()]
+
+    def _draw(self, rows: dict[str, dict[str, Any]]) -> None:
+        """Draw the rows that are new or changed since the last pass."""
+        assert self.render is not None
+        drawn = {}
+        for name, row in rows.items():
+            old = self.drawn.get(name)
+            drawn[name] = (
+                old if old is not None and self.rows.get(name) == row else self.render(row)
+            )
+        self.drawn = drawn
 
     def apply(self, rows: dict[str, dict[str, Any]]) -> Change | None:
         """Take a pass's ``rows``; the change from the last one (None: nothing)."""
@@ -148,6 +240,8 @@ class Watcher:
             started = time.perf_counter()
             try:
                 rows = await asyncio.to_thread(self.scan)
+                if self.render is not None:
+                    await asyncio.to_thread(self._draw, rows)
             except RunnerError as exc:
                 self.error = str(exc)
                 log.warning("dashboard: cannot list the environments: %s", exc)

@@ -18,8 +18,15 @@ from tests.web.conftest import Server, make_workdir, runner, screenshot, serve
 pytestmark = pytest.mark.e2e
 
 
+COLUMNS = ("environment", "state", "kind", "updated_at", "failed_step", "locked_by", "last_check")
+
+
 def row(page: Any, name: str) -> Any:
     return page.locator(f'tr[data-env="{name}"]')
+
+
+def cell(page: Any, name: str, column: str) -> Any:
+    return row(page, name).locator(f"td:nth-child({COLUMNS.index(column) + 1})")
 
 
 def test_the_environments_page_lists_every_environment_coloured_by_kind(
@@ -31,11 +38,9 @@ def test_the_environments_page_lists_every_environment_coloured_by_kind(
         ("beta", "built", "stable"),
         ("gamma", "build_failed", "failed"),
     ]:
-        expect(row(page, name).locator('td[data-key="state"]')).to_have_text(state)
+        expect(cell(page, name, "state")).to_have_text(state)
         expect(row(page, name)).to_have_class(f"kind-{kind}")
-    expect(row(page, "gamma").locator('td[data-key="failed_step"]')).to_contain_text(
-        "compile command_failed"
-    )
+    expect(cell(page, "gamma", "failed_step")).to_contain_text("compile command_failed")
     colour = row(page, "gamma").locator(".state").evaluate("e => getComputedStyle(e).color")
     assert colour == "rgb(198, 40, 40)"  # failed states in red
     screenshot(page, "environments")
@@ -69,17 +74,13 @@ def test_advance_in_another_process_changes_the_row_within_a_second_without_a_re
         page.evaluate("window.__same_page = true")
         runner(work, "advance", "alpha")
         done = time.monotonic()
-        expect(row(page, "alpha").locator('td[data-key="state"]')).to_have_text(
-            "built", timeout=1000
-        )
+        expect(cell(page, "alpha", "state")).to_have_text("built", timeout=1000)
         assert time.monotonic() - done < 1.0
         assert page.evaluate("window.__same_page") is True  # not reloaded
         expect(row(page, "alpha")).to_have_class("kind-stable changed")
         # a new environment appears as a row, a purged one would go
         runner(work, "create", "delta")
-        expect(row(page, "delta").locator('td[data-key="state"]')).to_have_text(
-            "created", timeout=1500
-        )
+        expect(cell(page, "delta", "state")).to_have_text("created", timeout=1500)
         assert page.evaluate("window.__same_page") is True
 
 
@@ -204,6 +205,4 @@ def test_a_browser_logs_in_once_with_the_token(tmp_path: Path, page: Any) -> Non
         assert "token" not in page.url  # not left in the address bar
         expect(row(page, "alpha")).to_be_visible()
         runner(work, "advance", "alpha")  # the event stream carries the cookie too
-        expect(row(page, "alpha").locator('td[data-key="state"]')).to_have_text(
-            "built", timeout=1500
-        )
+        expect(cell(page, "alpha", "state")).to_have_text("built", timeout=1500)

@@ -25,20 +25,18 @@
       return [c.status || c.result || "", c.at || c.timestamp || ""].join(" ").trim();
     }
 
-    function cell(tr, key) { return tr.querySelector('td[data-key="' + key + '"]'); }
+    const KEYS = ["environment", "state", "kind", "updated_at", "failed_step", "locked_by", "last_check"];
+
+    function cell(tr, key) { return tr.cells[KEYS.indexOf(key)]; }
 
     function fill(tr, row) {
       tr.dataset.env = row.environment;
       tr.dataset.state = row.state || "";
       tr.dataset.kind = row.kind || "";
-      tr.className = "kind-" + (row.kind || "unknown");
-      if (tr.cells.length !== 7 || !cell(tr, "state")) {
+      tr.className = row.error ? "unreadable" : "kind-" + (row.kind || "unknown");
+      if (tr.cells.length !== KEYS.length) {
         tr.textContent = "";
-        for (const key of ["environment", "state", "kind", "updated_at", "failed_step", "locked_by", "last_check"]) {
-          const td = document.createElement("td");
-          td.dataset.key = key;
-          tr.appendChild(td);
-        }
+        for (let i = 0; i < KEYS.length; i++) tr.appendChild(document.createElement("td"));
       }
       const name = cell(tr, "environment");
       name.textContent = "";
@@ -47,8 +45,8 @@
       text(a, row.environment);
       name.appendChild(a);
       if (row.error) {
-        text(cell(tr, "state"), "unreadable");
-        text(cell(tr, "kind"), row.error);
+        for (const key of KEYS.slice(1)) text(cell(tr, key), "");
+        text(cell(tr, "state"), "unreadable: " + row.error);
         return;
       }
       const st = cell(tr, "state");
@@ -58,10 +56,7 @@
       text(badge, row.state);
       st.appendChild(badge);
       text(cell(tr, "kind"), row.kind || "?");
-      const when = document.createElement("time");
-      text(when, row.updated_at);
-      cell(tr, "updated_at").textContent = "";
-      cell(tr, "updated_at").appendChild(when);
+      text(cell(tr, "updated_at"), row.updated_at);
       const failed = cell(tr, "failed_step");
       failed.textContent = "";
       if (row.failed_step) {
@@ -92,16 +87,22 @@
       }
     }
 
-    function filter() {
+    function wanted(tr) {
       const s = fState.value, k = fKind.value, n = fName.value.trim();
+      return (!s || tr.dataset.state === s) && (!k || tr.dataset.kind === k)
+        && (!n || tr.dataset.env.includes(n));
+    }
+
+    function count() {
       let shown = 0;
-      for (const tr of body.rows) {
-        const ok = (!s || tr.dataset.state === s) && (!k || tr.dataset.kind === k)
-          && (!n || tr.dataset.env.includes(n));
-        tr.hidden = !ok;
-        if (ok) shown++;
-      }
+      for (const tr of body.rows) if (!tr.hidden) shown++;
       text(document.getElementById("count"), shown === body.rows.length ? shown : shown + " of " + body.rows.length);
+    }
+
+    function filter() {
+      const s = fState.value, k = fKind.value;
+      for (const tr of body.rows) tr.hidden = !wanted(tr);
+      count();
       const params = new URLSearchParams();
       if (s) params.set("state", s);
       if (k) params.set("kind", k);
@@ -122,7 +123,9 @@
         sort();
       });
     }
-    for (const f of [fState, fKind]) f.addEventListener("change", filter);
+    // a page the server filtered lacks the other rows: ask it again
+    const refilter = table.dataset.filtered ? () => document.getElementById("filters").submit() : filter;
+    for (const f of [fState, fKind]) f.addEventListener("change", refilter);
     fName.addEventListener("input", filter);
     filter();
 
@@ -132,15 +135,18 @@
     source.onerror = () => connected(false);
     source.addEventListener("rows", (event) => {
       const change = JSON.parse(event.data);
+      let added = false;
       for (const row of change.rows) {
         let tr = index.get(row.environment);
         if (!tr) {
           tr = document.createElement("tr");
           body.appendChild(tr);
           index.set(row.environment, tr);
+          added = true;
         }
         fill(tr, row);
         addState(row.state);
+        tr.hidden = !wanted(tr);
         tr.classList.remove("changed");
         void tr.offsetWidth;
         tr.classList.add("changed");
@@ -149,8 +155,9 @@
         const tr = index.get(name);
         if (tr) { tr.remove(); index.delete(name); }
       }
-      sort();
-      filter();
+      // rows stay in place unless the order may have changed (many rows: no full sort)
+      if (added || sortKey !== "environment") sort();
+      count();
     });
   }
 
