@@ -70,14 +70,14 @@ def serving(work: Path) -> Iterator[str]:
             process.wait()
 
 
-def timed_get(client: Any, url: str) -> tuple[float, float, int]:
-    """(server ms, client s, bytes) of one GET."""
+def timed_get(client: Any, url: str) -> tuple[float, float, int, int]:
+    """(server s, client s, bytes, bytes on the wire) of one GET (gzip accepted)."""
     started = time.perf_counter()
     response = client.get(url)
     waited = time.perf_counter() - started
     response.raise_for_status()
     server = float(response.headers["server-timing"].split("dur=")[1]) / 1000
-    return server, waited, len(response.content)
+    return server, waited, len(response.content), response.num_bytes_downloaded
 
 
 def http_figures(url: str, runs: int, what: str) -> list[Figure]:
@@ -88,7 +88,7 @@ def http_figures(url: str, runs: int, what: str) -> list[Figure]:
         results = [timed_get(client, url) for _ in range(runs)]
     server = median(r[0] for r in results)
     waited = median(r[1] for r in results)
-    size = results[-1][2]
+    size, wire = results[-1][2], results[-1][3]
     target = Target("max", 0.3) if what == "environments page" else None
     return [
         Figure(
@@ -97,8 +97,8 @@ def http_figures(url: str, runs: int, what: str) -> list[Figure]:
             server,
             target=target,
             runs=runs,
-            note=f"{size / 1024:,.0f} KiB sent; whole response in {waited * 1000:.0f} ms "
-            "at the client (127.0.0.1)",
+            note=f"{size / 1024:,.0f} KiB, {wire / 1024:,.0f} KiB gzipped on the wire; the "
+            f"whole response in {waited * 1000:.0f} ms at the client (127.0.0.1)",
         )
     ]
 
