@@ -38,6 +38,8 @@ INTERVAL = 0.2
 #: Up to this many environments every lock is asked about in every pass; beyond, the
 #: locks of this many (besides the changed and the held ones) per pass, in turn.
 HOLDERS = 1000
+#: How long the passes use one Runner, in seconds.
+RENEW = 10.0
 
 
 def holder_text(holder: LockInfo | None) -> str | None:
@@ -115,6 +117,7 @@ class Watcher:
         self._known: dict[str, tuple[object, ListEntry]] = {}
         self._made: dict[str, tuple[ListEntry, LockInfo | None, dict[str, Any]]] = {}
         self._turn = 0
+        self._made_runner: tuple[Runner, float] | None = None
         self.holders = holders
         self.error: str | None = None
         self.passes = 0
@@ -126,7 +129,7 @@ class Watcher:
 
     def scan(self) -> dict[str, dict[str, Any]]:
         """Every environment's row, read now (blocking: run in a thread)."""
-        runner = self.make_runner()
+        runner = self._runner()
         store = runner.store
         kinds: dict[tuple[str, str], str | None] = {}
         machine = None
@@ -166,6 +169,15 @@ class Watcher:
             rows[name] = row
         self._made = made
         return rows
+
+    def _runner(self) -> Runner:
+        """The Runner of the passes: one for :data:`RENEW` seconds (a backend's
+        connection is not opened every 200 ms), then a fresh one (a changed machine
+        file is read again)."""
+        now = time.monotonic()
+        if self._made_runner is None or now - self._made_runner[1] > RENEW:
+            self._made_runner = (self.make_runner(), now)
+        return self._made_runner[0]
 
     def _holders_to_ask(self, names: list[str], entries: list[ListEntry]) -> set[str] | list[str]:
         """Whose lock to ask about in this pass: everyone's, up to :data:`HOLDERS`
