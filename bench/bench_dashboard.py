@@ -126,12 +126,15 @@ _OBSERVE = """
 () => {
   window.__seen = {};
   const body = document.querySelector("#envs tbody");
-  new MutationObserver(() => {
-    for (const tr of body.querySelectorAll("tr.changed")) {
+  new MutationObserver((mutations) => {
+    for (const m of mutations) {
+      const node = m.target.nodeType === 1 ? m.target : m.target.parentElement;
+      const tr = node && node.closest("tr");
+      if (!tr || tr.dataset.env !== "env-00000") continue;
       const when = tr.cells[3].textContent;
       if (!(when in window.__seen)) window.__seen[when] = Date.now();
     }
-  }).observe(body, {subtree: true, childList: true, characterData: true, attributes: true});
+  }).observe(body, {subtree: true, childList: true, characterData: true});
 }
 """
 

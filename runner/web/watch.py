@@ -266,6 +266,9 @@ class Watcher:
             self.passes += 1
             self._first.set()
             self.pass_seconds = time.perf_counter() - started
+            log.debug(
+                "dashboard: pass over %d environments in %.3f s", len(self.rows), self.pass_seconds
+            )
             # a long pass (many environments) is followed by a pause twice as long
             await asyncio.sleep(max(self.interval, 2 * self.pass_seconds))
 

@@ -87,6 +87,12 @@
       }
     }
 
+    // a changed row flashes (an animation of its own: no layout of the whole table now)
+    function flash(tr) {
+      tr.classList.add("changed");
+      if (tr.animate) tr.animate([{ backgroundColor: "#fff59d" }, { backgroundColor: "transparent" }], 1200);
+    }
+
     function wanted(tr) {
       const s = fState.value, k = fKind.value, n = fName.value.trim();
       return (!s || tr.dataset.state === s) && (!k || tr.dataset.kind === k)
@@ -147,9 +153,7 @@
         fill(tr, row);
         addState(row.state);
         tr.hidden = !wanted(tr);
-        tr.classList.remove("changed");
-        void tr.offsetWidth;
-        tr.classList.add("changed");
+        flash(tr);
       }
       for (const name of change.removed) {
         const tr = index.get(name);
