@@ -45,6 +45,7 @@ from runner.web.watch import Watcher
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from runner.api.results import StatusResult
     from runner.api.runner import Runner
 
 __all__ = ["ACTIONS", "Config", "create_app"]
@@ -171,7 +172,7 @@ def create_app(config: Config) -> Starlette:
             env=data,
             name=name,
             outcome=outcomes.get(name),
-            forms={a: form_token(config.secret, a, name) for a in _available()},
+            offered=[a for a in _available() if _offered(a, data.status)],
         )
 
     async def confirm(request: Request) -> Response:
@@ -463,6 +464,21 @@ class ServerTiming:
             await send(message)
 
         await self.app(scope, receive, timed)
+
+
+def _offered(action: str, status: StatusResult) -> bool:
+    """Whether an environment's page offers ``action`` (its confirmation page and the
+    API refuse the others as the command line would)."""
+    name = status.environment
+    if status.kind == "final":
+        return False
+    if action == "advance":
+        return any(line.startswith(f"runner advance {name} ") for line in status.next)
+    if action == "resume":
+        return status.kind == "failed" or status.interrupted
+    if action == "destroy":
+        return "destroy" in status.allowed_phases
+    return True
 
 
 def _still_writing(runner: Runner, name: str, ref: str) -> bool:

@@ -171,6 +171,10 @@ def test_actions_run_behind_a_confirmation_and_are_recorded_as_the_dashboards(
 ) -> None:
     work = make_workdir(tmp_path)
     with serve(work, "--allow-actions") as server:
+        # only what the state allows is offered
+        page.goto(server.url + "environments/gamma")
+        offered = page.locator(".actions a.button").all_inner_texts()
+        assert offered == ["resume…", "destroy…"]
         page.goto(server.url + "environments/alpha")
         page.locator("a.button", has_text="advance").click()
         expect(page.locator("h1")).to_contain_text("advance alpha?")
