@@ -8,7 +8,7 @@ Each function returns plain data for a template; values that come from an enviro
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import RunnerError, ToolMissingError
@@ -117,7 +117,7 @@ class EnvironmentPage:
     log_offset: int
     log_cut: bool
     following: bool
-    actions: list[str] = field(default_factory=list)
+    last_check: Any = None
 
     @property
     def outputs_json(self) -> str:
@@ -172,7 +172,17 @@ def environment_page(runner: Runner, name: str, log: str | None = None) -> Envir
         log_offset=offset,
         log_cut=cut,
         following=following,
+        last_check=_last_check(status),
     )
+
+
+def _last_check(status: StatusResult) -> Any:
+    """The last check `status` reports, as JSON data, when the runner has checks."""
+    value = getattr(status, "last_check", None) or getattr(status, "check", None)
+    if value is None:
+        return None
+    to_json = getattr(value, "to_json", None)
+    return to_json() if callable(to_json) else value
 
 
 def _trace(runner: Runner, name: str, status: StatusResult) -> tuple[str | None, str | None]:
