@@ -122,11 +122,12 @@ def create_app(config: Config) -> Starlette:
         )
         return HTMLResponse(body, code, headers={"cache-control": "no-store"})
 
+    # the actions this runner has (`check` comes with checks), offered only when allowed
+    probe = reader()
+    available = tuple(a for a in ACTIONS if callable(getattr(probe, a, None)))
+
     def _available() -> tuple[str, ...]:
-        if not config.allow_actions:
-            return ()
-        probe = reader()
-        return tuple(a for a in ACTIONS if callable(getattr(probe, a, None)))
+        return available if config.allow_actions else ()
 
     def error_page(exc: RunnerError) -> HTMLResponse:
         return page("error.html", _status_of(exc), error=exc)
@@ -253,6 +254,11 @@ def create_app(config: Config) -> Starlette:
             except RunnerError as exc:
                 outcome.message, outcome.failed = str(exc), True
                 return exc
+            except Exception as exc:
+                log.error("dashboard: %s of %s failed", action, name, exc_info=exc)
+                outcome.message = f"internal error: {type(exc).__name__}: {exc}"
+                outcome.failed = True
+                raise
             finally:
                 outcome.done = True
             doc = document(result)
@@ -260,9 +266,14 @@ def create_app(config: Config) -> Starlette:
             outcome.message = str(doc.get("message") or doc.get("state") or "done")
             return result
 
+        def done(task: asyncio.Task[Any]) -> None:
+            running.discard(task)
+            if not task.cancelled():
+                task.exception()  # logged above; a form's action has nobody awaiting it
+
         task = asyncio.create_task(run())
         running.add(task)
-        task.add_done_callback(running.discard)
+        task.add_done_callback(done)
         return task
 
     # -- event streams ----------------------------------------------------------------
