@@ -15,7 +15,9 @@ The engine and the commands see a backend only through these protocols, composed
 - :class:`Snapshots`: the versions of each record a save keeps (the current one and
   the ones before it, up to the backend's ``keep_snapshots``), listed and read back by
   serial;
-- listing every environment (:meth:`Records.list`), which survives a broken entry.
+- listing every environment (:meth:`Records.list`), which survives a broken entry;
+- optionally, :class:`Versions`: a cheap token per record that changes with every
+  save, so that a watcher (the dashboard) reads again only what changed.
 
 ``tests/store/test_contract.py`` runs one suite of tests against every backend.
 """
@@ -23,7 +25,7 @@ The engine and the commands see a backend only through these protocols, composed
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from runner.store.record import Record, check_name, now_iso
 
@@ -41,6 +43,7 @@ __all__ = [
     "SnapshotInfo",
     "Snapshots",
     "Store",
+    "Versions",
     "check_name",
     "now_iso",
 ]
@@ -230,6 +233,17 @@ class Artifacts(Protocol):
 
     def list_artifacts(self, name: str, kind: ArtifactKind) -> list[str]:
         """References of the environment's artifacts of ``kind``, oldest first."""
+
+
+@runtime_checkable
+class Versions(Protocol):
+    """An optional capability of a backend: which records changed, without reading
+    them."""
+
+    def versions(self) -> dict[str, object]:
+        """Every environment's name and a token that changes whenever its record is
+        saved, created or replaced (equal tokens: the same record), much cheaper than
+        :meth:`Records.list`."""
 
 
 class Store(Records, Snapshots, Locks, EventLog, Artifacts, Protocol):
