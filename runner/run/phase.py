@@ -16,6 +16,7 @@ import collections
 import functools
 import logging
 import os
+import random
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -259,11 +260,17 @@ class PhaseRunner:
         progress: Progress | None = None,
         *,
         grace_s: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+        draw: Callable[[], float] = random.random,
     ) -> None:
         self.session = session
         self.registry = registry
         self.progress: Progress = _GuardedProgress(progress) if progress else NullProgress()
         self.grace_s = grace_s
+        #: How the pause between attempts is waited, and its jitter drawn (tests pass a
+        #: fake clock and a seeded random).
+        self.sleep = sleep
+        self.draw = draw
 
     # -- entry points -----------------------------------------------------------------
 
@@ -594,10 +601,11 @@ class PhaseRunner:
                 )
                 error.__cause__ = exc
             if attempt < attempts and error.retryable:
+                pause = step.retry.delay(attempt, self.draw)
                 ctx.run_log.write(
                     step.name,
                     f"--- attempt {attempt}/{attempts} failed: {error.summary}; "
-                    f"retrying in {step.retry.delay_s:g}s",
+                    f"retrying in {pause:.3g}s",
                 )
                 log.warning(
                     "environment=%s step=%s attempt %d/%d failed: %s",
@@ -607,7 +615,7 @@ class PhaseRunner:
                     attempts,
                     error.summary,
                 )
-                time.sleep(step.retry.delay_s)
+                self.sleep(pause)
                 continue
             if attempt > 1:
                 error.summary = f"{error.summary} (after {attempt} attempts)"

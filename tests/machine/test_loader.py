@@ -112,6 +112,14 @@ class Case:
         return hits[0]
 
 
+CHECKS = """\
+checks:
+  - name: alive
+    uses: shell
+    with: {argv: [test, -d, build]}
+    in: [built]
+"""
+
 UNREACHABLE = """\
   - name: wake
     from: idle
@@ -222,9 +230,9 @@ CASES = [
     ),
     Case(
         "unknown-retry-key",
-        edit(("delay: 1s}", "delay: 1s, backoff: 2}")),
-        "backoff",
-        ("unknown key 'backoff'", "attempts, delay"),
+        edit(("delay: 1s}", "delay: 1s, factor: 2}")),
+        "factor",
+        ("unknown key 'factor'", "attempts, backoff, delay, jitter, max_delay"),
     ),
     Case(
         "missing-initial",
@@ -480,6 +488,66 @@ CASES = [
         edit(("{type: string, default: all}", "{type: text, default: all}")),
         "text",
         ("'inputs' is not a valid JSON Schema",),
+    ),
+    Case(
+        "trap-state",
+        edit(("    from: any\n", "    from: [created, build_failed, destroy_failed]\n")),
+        "»built: {description",
+        ("state 'built' is a trap", "final state (destroyed)", "final: true"),
+    ),
+    Case(
+        "retry-backoff-below-one",
+        edit(("delay: 1s}", "delay: 1s, backoff: 0.5}")),
+        "0.5",
+        ("'backoff'", "0.5", "minimum of 1"),
+    ),
+    Case(
+        "retry-jitter-above-one",
+        edit(("delay: 1s}", "delay: 1s, jitter: 1.5}")),
+        "1.5",
+        ("'jitter'",),
+    ),
+    Case(
+        "retry-max-delay-not-a-duration",
+        edit(("delay: 1s}", "delay: 1s, max_delay: soon}")),
+        "soon",
+        ("'soon' is not a duration for 'max_delay'",),
+    ),
+    Case(
+        "check-unknown-plugin",
+        BASE + CHECKS.replace("uses: shell", "uses: sehll"),
+        "sehll",
+        ("check 'alive' uses unknown plugin 'sehll'", "did you mean 'shell'"),
+    ),
+    Case(
+        "check-undeclared-state",
+        BASE + CHECKS.replace("in: [built]", "in: [biult]"),
+        "biult",
+        ("state 'biult' is not declared", "did you mean 'built'"),
+    ),
+    Case(
+        "check-bad-with",
+        BASE + CHECKS.replace("argv: [test, -d, build]", "argv: test"),
+        "argv: »test",
+        ("`with` of check 'alive' (shell)", "not of type 'array'"),
+    ),
+    Case(
+        "check-bad-template",
+        BASE + CHECKS.replace("build]", '"{{ env.build_dir"]'),
+        "»{argv: [test",
+        ("`with` of check 'alive'", "build_dir"),
+    ),
+    Case(
+        "check-without-in",
+        BASE + CHECKS.replace("    in: [built]\n", ""),
+        "- »name: alive",
+        ("'in' is a required property",),
+    ),
+    Case(
+        "check-with-outputs",
+        BASE + CHECKS + "    outputs: {x: stdout}\n",
+        "outputs: {x",
+        ("unknown key 'outputs'",),
     ),
 ]
 
