@@ -95,6 +95,11 @@ class InputError(RunnerError):
     exit_code = ExitCode.BAD_INPUT
 
 
+class ConfirmationError(InputError):
+    """A phase marked `confirm: true` was not confirmed: no terminal to ask on and no
+    `--yes`, or the operator said no. Nothing was run."""
+
+
 class MachineMismatchError(InputError):
     """The machine of a command is not the one the environment was created with (its
     name differs): fields ``machine`` and ``recorded_machine``."""

@@ -14,14 +14,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runner.result import INTERNAL, Result, key
-from runner.store.record import Failure, Paths, Record, Run
+from runner.store.record import Failure, LastCheck, Paths, Record, Run
 
 if TYPE_CHECKING:
     from runner.machine.model import MachineDef
+    from runner.run.checks import CheckOutcome, ChecksRun
     from runner.run.phase import PhaseResult
     from runner.store.contract import ListEntry, LockInfo
 
 __all__ = [
+    "CheckResult",
+    "ConfirmRequest",
     "CreateResult",
     "EnvironmentSummary",
     "GraphFileResult",
@@ -71,6 +74,30 @@ class PhasePlan(Result):
 
 
 @dataclass(frozen=True)
+class ConfirmRequest(Result):
+    """What a phase marked `confirm: true` asks before it runs: the environment, its
+    state, the phase and where it leads, and the steps it would run and skip (their
+    `when` rendered now)."""
+
+    environment: str
+    state: str
+    phase: str
+    to: str
+    runs: tuple[str, ...]
+    skips: tuple[str, ...]
+
+    @property
+    def question(self) -> str:
+        """The question, in one paragraph."""
+        runs = ", ".join(self.runs) or "no step"
+        skips = f" (skipped here: {', '.join(self.skips)})" if self.skips else ""
+        return (
+            f"phase '{self.phase}' of environment '{self.environment}' (now in "
+            f"'{self.state}', then '{self.to}') will run: {runs}{skips}"
+        )
+
+
+@dataclass(frozen=True)
 class PhaseSummary(Result):
     """A phase of a validated machine."""
 
@@ -91,6 +118,8 @@ class EnvironmentSummary(Result):
     state: str
     updated_at: str
     failed_step: str | None
+    last_check: LastCheck | None = None
+    """The latest `runner check` (None: never checked)."""
 
     @classmethod
     def from_record(cls, record: Record) -> EnvironmentSummary:
@@ -99,6 +128,7 @@ class EnvironmentSummary(Result):
             state=record.state,
             updated_at=record.updated_at,
             failed_step=record.failure.step if record.failure else None,
+            last_check=copy.deepcopy(record.last_check),
         )
 
 
@@ -222,6 +252,8 @@ class StatusResult(Result):
     entered_at: str
     """When the environment entered its current state (the last transition into it):
     what the state's description says was true then (e.g. "healthy"), not now."""
+    last_check: LastCheck | None = None
+    """The latest `runner check`: when, in which state, passed or failed, and why."""
 
     @classmethod
     def from_record(
@@ -253,6 +285,7 @@ class StatusResult(Result):
             allowed_phases=tuple(allowed_phases),
             leftover_processes=tuple(leftovers),
             entered_at=entered_at,
+            last_check=copy.deepcopy(record.last_check),
         )
 
 
@@ -322,6 +355,44 @@ class RunResult(Result):
     @property
     def exit_code(self) -> int:
         """The CLI's exit code for this result: 1 when a step failed, else 0."""
+        from runner.errors import ExitCode
+
+        return ExitCode.STEP_FAILED if self.failed else ExitCode.OK
+
+
+@dataclass(frozen=True)
+class CheckResult(Result):
+    """`check`: the checks of the environment's current state and each one's result.
+
+    ``status`` is ``passed`` (none failed), ``failed`` (the CLI exits 1) or ``none``
+    (no check applies in this state: nothing was run or recorded)."""
+
+    environment: str
+    state: str
+    status: str
+    checked_at: str | None = None
+    checks: tuple[CheckOutcome, ...] = ()
+    log: str | None = None
+    message: str | None = None
+
+    @classmethod
+    def from_run(cls, environment: str, done: ChecksRun) -> CheckResult:
+        return cls(
+            environment=environment,
+            state=done.state,
+            status=done.status,
+            checked_at=done.checked_at,
+            checks=done.outcomes,
+            log=done.log,
+        )
+
+    @property
+    def failed(self) -> list[CheckOutcome]:
+        return [c for c in self.checks if c.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's exit code: 1 when a check failed, else 0."""
         from runner.errors import ExitCode
 
         return ExitCode.STEP_FAILED if self.failed else ExitCode.OK

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from runner.api.results import (
+    CheckResult,
+    ConfirmRequest,
     CreateResult,
     GraphResult,
     HistoryResult,
@@ -74,6 +76,10 @@ class Runner:
     another backend of :class:`~runner.store.contract.Store`.
     ``on_lock_wait(name, holder)`` is called once when a command starts waiting for
     environment ``name``'s lock, with who holds it (None when the lock does not say).
+    ``confirm(request)`` is asked, under the lock, before a phase marked
+    `confirm: true` runs (a :class:`~runner.api.results.ConfirmRequest`: what it would
+    do); False refuses it (:class:`~runner.errors.ConfirmationError`, nothing run). The
+    default (None) asks nothing: calling the method is the caller's decision.
     """
 
     def __init__(
@@ -86,6 +92,7 @@ class Runner:
         command: str = "runner",
         store: Store | None = None,
         on_lock_wait: Callable[[str, LockInfo | None], None] | None = None,
+        confirm: Callable[[ConfirmRequest], bool] | None = None,
     ) -> None:
         self.workdir = Path(workdir).absolute()
         if not self.workdir.is_dir():
@@ -109,6 +116,7 @@ class Runner:
         self.progress = progress
         self.command = command
         self.on_lock_wait = on_lock_wait
+        self.confirm = confirm
         self._store = store
         self._machine: MachineDef | None = None
         self._plugins_checked = False
@@ -351,6 +359,29 @@ class Runner:
                 )
         return self.run_phase(name, "destroy", dry_run)
 
+    # -- checks -------------------------------------------------------------------------
+
+    def check(self, name: str) -> CheckResult:
+        """Run the checks that apply in ``name``'s current state (machine.yaml's
+        `checks:`, by their `in`) and record the result (the record's ``last_check`` and
+        a ``check`` event); the state never changes. A check that fails is a result
+        (``status`` failed), not an error."""
+        from runner.run.checks import run_checks
+        from runner.run.phase import PhaseRunner
+
+        with _about(name), self._session(name) as session:
+            checks = session.machine.checks_in(session.state)
+            if not checks:
+                return CheckResult(
+                    name,
+                    session.state,
+                    "none",
+                    message=f"no check applies in state '{session.state}' "
+                    f"({session.machine.file.name} lists their states under `checks:`, `in`)",
+                )
+            runner = PhaseRunner(session, self.registry(), self.progress)
+            return CheckResult.from_run(name, run_checks(session, runner, checks))
+
     # -- inside -------------------------------------------------------------------------
 
     def _load(self, name: str) -> Record:
@@ -389,7 +420,32 @@ class Runner:
     def _start(self, session: Session, phase: PhaseDef) -> PhaseResult:
         from runner.run.phase import PhaseRunner
 
+        if phase.confirm and self.confirm is not None:
+            self._confirmed(session, phase)
         return PhaseRunner(session, self.registry(), self.progress).start(phase)
+
+    def _confirmed(self, session: Session, phase: PhaseDef) -> None:
+        """Ask :attr:`confirm` about ``phase``; ConfirmationError when it says no."""
+        from runner.errors import ConfirmationError
+
+        plan = _planned(session, phase).dry_run
+        assert plan
+        steps = plan[0].steps
+        request = ConfirmRequest(
+            environment=session.name,
+            state=session.state,
+            phase=phase.name,
+            to=phase.to,
+            runs=tuple(s.name for s in steps if s.when is not False),
+            skips=tuple(s.name for s in steps if s.when is False),
+        )
+        assert self.confirm is not None
+        if not self.confirm(request):
+            raise ConfirmationError(
+                f"phase '{phase.name}' of environment '{session.name}' was not confirmed; "
+                f"nothing was run and it stays in '{session.state}'",
+                state=session.state,
+            )
 
     def _new_record(self, machine: MachineDef, name: str, inputs: dict[str, Any]) -> Record:
         """The record of a new environment (not stored yet)."""

@@ -121,6 +121,15 @@ def _complete_states(ctx: typer.Context, incomplete: str) -> list[str]:
     return [n for n in (machine.states if machine else ()) if n.startswith(incomplete)]
 
 
+def _yes() -> Any:
+    return typer.Option(
+        "--yes",
+        "-y",
+        help="Run a phase marked `confirm: true` (destroy) without asking. Without a "
+        "terminal to ask on, such a phase is refused unless --yes is given.",
+    )
+
+
 def _environment(help: str = "Environment name.") -> Any:
     return typer.Argument(metavar="NAME", help=help, autocompletion=_complete_environments)
 
@@ -288,12 +297,15 @@ def _progress(settings: Settings) -> PlainProgress | None:
     return display
 
 
-def _running(settings: Settings, command: str) -> Runner:
-    """The Runner of a command that runs phases, with its progress display."""
+def _running(settings: Settings, command: str, yes: bool = False, again: str = "") -> Runner:
+    """The Runner of a command that runs phases, with its progress display; a phase
+    marked `confirm: true` is confirmed by ``yes`` or asked on the terminal (``again``:
+    the command line to repeat with --yes)."""
     from runner.cli.progress import LiveProgress
 
     display = _progress(settings)
-    runner = runner_for(settings, command, display)
+    confirm = commands.confirmer(yes, again or command)
+    runner = runner_for(settings, command, display, confirm)
     if isinstance(display, LiveProgress):
         display.kind_of = commands.kinds(runner)
     return runner
@@ -469,11 +481,12 @@ def advance(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the phase and its rendered steps; run nothing.")
     ] = False,
+    yes: Annotated[bool, _yes()] = False,
 ) -> None:
     """Run the next phase on the happy path."""
 
     def body(s: Settings) -> int:
-        runner = _running(s, "runner advance")
+        runner = _running(s, "runner advance", yes, f"runner advance {name}")
         return commands.show(s, runner.advance(name, dry_run=dry_run), runner)
 
     _run(ctx, "advance", body)
@@ -492,11 +505,12 @@ def up(
             autocompletion=_complete_states,
         ),
     ] = None,
+    yes: Annotated[bool, _yes()] = False,
 ) -> None:
     """Advance until --to STATE or the end of the happy path."""
 
     def body(s: Settings) -> int:
-        runner = _running(s, "runner up")
+        runner = _running(s, "runner up", yes, f"runner up {name}")
         return commands.show(s, runner.up(name, to), runner)
 
     _run(ctx, "up", body)
@@ -532,11 +546,13 @@ def phase(
         str, typer.Argument(metavar="PHASE", help="Phase to run.", autocompletion=_complete_phases)
     ],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, run nothing.")] = False,
+    yes: Annotated[bool, _yes()] = False,
 ) -> None:
-    """Run a named phase allowed from the current state."""
+    """Run a named phase allowed from the current state (a phase marked `confirm: true`
+    asks first, see --yes)."""
 
     def body(s: Settings) -> int:
-        runner = _running(s, "runner phase")
+        runner = _running(s, "runner phase", yes, f"runner phase {name} {phase_name}")
         return commands.show(s, runner.run_phase(name, phase_name, dry_run), runner)
 
     _run(ctx, "phase", body)
@@ -547,11 +563,35 @@ def destroy(
     ctx: typer.Context,
     name: Annotated[str, _environment()],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, run nothing.")] = False,
+    yes: Annotated[bool, _yes()] = False,
 ) -> None:
-    """Run the destroy phase (allowed from any non-final state)."""
+    """Run the destroy phase (allowed from any non-final state).
+
+    The shipped machine marks it `confirm: true`: on a terminal it asks first, naming
+    the environment, its state and the steps it will run; --yes skips the question;
+    without a terminal and without --yes it is refused (exit 2)."""
 
     def body(s: Settings) -> int:
-        runner = _running(s, "runner destroy")
+        runner = _running(s, "runner destroy", yes, f"runner destroy {name}")
         return commands.show(s, runner.destroy(name, dry_run), runner)
 
     _run(ctx, "destroy", body)
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    name: Annotated[str, _environment()],
+) -> None:
+    """Run the checks of the environment's current state (machine.yaml's `checks:`).
+
+    Each check is a step (a health endpoint, drift of the infrastructure, ...) that
+    looks and changes nothing; the state never changes. The result is recorded (shown
+    by `status`, `list` and `history`). Exit 0 when all pass (or none applies), 1 when
+    one fails."""
+
+    def body(s: Settings) -> int:
+        runner = _running(s, "runner check")
+        return commands.show(s, runner.check(name), runner)
+
+    _run(ctx, "check", body)

@@ -9,9 +9,10 @@ its record as a phase runs, and a store's ``save`` sets the new ``serial`` and
 
 Formats: the JSON form carries ``format``. Format 2 added ``failure.attempts``,
 ``failure.hint`` and ``machine.file``; format 3 added ``lineage`` (the environment's
-identity, given by ``create``) and ``change`` (what made this version). Older files are
-read (those fields absent) and written back in the current format on their next save. A newer format is refused by the
-store, never rewritten.
+identity, given by ``create``) and ``change`` (what made this version), and later the
+optional ``last_check`` (the latest `runner check`). Older files are read (those fields
+absent) and written back in the current format on their next save. A newer format is
+refused by the store, never rewritten.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ __all__ = [
     "NAME_RULE",
     "READABLE_FORMATS",
     "STATE_FORMAT",
+    "CheckEntry",
     "Failure",
+    "LastCheck",
     "MachineRef",
     "Paths",
     "Record",
@@ -185,6 +188,7 @@ _ORDER = (
     "failure",
     "lineage",
     "change",
+    "last_check",
 )
 
 
@@ -288,6 +292,39 @@ class Failure:
 
 
 @dataclass
+class CheckEntry:
+    """One check of a `runner check`: passed, failed (with why) or skipped."""
+
+    name: str
+    status: str  # passed | failed | skipped
+    summary: str | None = None
+
+
+@dataclass
+class LastCheck:
+    """The latest `runner check` of an environment: when, in which state, its result
+    (``passed`` when no check failed, else ``failed``) and each check's."""
+
+    checked_at: str
+    state: str
+    status: str  # passed | failed
+    checks: list[CheckEntry] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[CheckEntry]:
+        return [c for c in self.checks if c.status == "failed"]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LastCheck:
+        return cls(
+            checked_at=data["checked_at"],
+            state=data["state"],
+            status=data["status"],
+            checks=[CheckEntry(**c) for c in data.get("checks", ())],
+        )
+
+
+@dataclass
 class Record:
     """One environment's whole state."""
 
@@ -307,6 +344,8 @@ class Record:
     events and snapshots (None only in a record of format 1 or 2 not yet saved again)."""
     change: str | None = None
     """What made this version of the record (``created``, ``phase provision``, ...)."""
+    last_check: LastCheck | None = None
+    """The latest `runner check` (None: never checked)."""
     format: int = STATE_FORMAT
 
     @classmethod
@@ -356,6 +395,7 @@ class Record:
             failure=None if failure is None else Failure.from_json(failure),
             lineage=data.get("lineage"),
             change=data.get("change"),
+            last_check=LastCheck.from_json(check) if (check := data.get("last_check")) else None,
             format=STATE_FORMAT,
         )
 
@@ -363,7 +403,8 @@ class Record:
         """The stored form (``format`` first), always the current format."""
         body = as_json(self)
         body["format"] = STATE_FORMAT
-        return {key: body[key] for key in _ORDER}
+        # an optional key is written only when it holds something
+        return {key: body[key] for key in _ORDER if key != "last_check" or body[key] is not None}
 
     def copy(self) -> Record:
         """A deep copy: changing it never changes this record."""

@@ -20,9 +20,10 @@ from jsonschema import Draft202012Validator
 
 from runner.api import results
 from runner.result import INTERNAL, JSON_KEY
+from runner.run.checks import CheckOutcome
 from runner.run.phase import PhaseResult, StepOutcome
 from runner.store.contract import LockInfo
-from runner.store.record import Failure, Paths, Run
+from runner.store.record import Failure, LastCheck, Paths, Run
 from tests.helpers import ROOT, build_tree, cli_env, run_cli
 
 SCHEMA: dict[str, Any] = json.loads(
@@ -333,6 +334,9 @@ RESULT_DEFS: dict[type, str] = {
     results.ListResult: "list",
     results.HistoryResult: "history",
     results.RunResult: "run",
+    results.CheckResult: "check",
+    CheckOutcome: "check_outcome",
+    LastCheck: "last_check",
 }
 # keys the rendering layer adds: api_version to every document, the error keys of a
 # failed run

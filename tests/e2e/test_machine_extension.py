@@ -113,7 +113,7 @@ def test_a_phase_added_by_editing_machine_yaml_only(tmp_path: Path, work: Path) 
         (e["phase"], e["step"], e["status"]) for e in log if e["type"] == "step"
     ]
 
-    cli("destroy", "demo")
+    cli("destroy", "demo", "--yes")
     assert state(work, "demo")["state"] == "destroyed"
     assert not (work / "build" / "demo").exists()
     assert processes_mentioning(f"{work}{os.sep}") == []
