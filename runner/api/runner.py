@@ -610,6 +610,11 @@ class Runner:
                 actions.append("nothing: this is a final state")
             elif kind != "failed":
                 actions.append(f"nothing to advance: '{state}' is the end of the happy path")
+            checks = machine.checks_in(state)
+            if checks:
+                actions.append(
+                    f"runner check {name}   (checks now: {', '.join(c.name for c in checks)})"
+                )
             if kind != "final":
                 for other in machine.phases_from(state):
                     if not other.advance:

@@ -60,12 +60,12 @@ def test_whole_local_lifecycle(work: Path) -> None:
 
     # status, text and JSON
     status = ok(work, "status", "demo")
-    assert "running - Tracker running and healthy" in status
+    assert "running - Tracker running, healthy when it started" in status
     assert "runner destroy demo" in status
     data = json.loads(ok(work, "--output", "json", "status", "demo"))
     assert (data["environment"], data["state"], data["kind"]) == ("demo", "running", "stable")
     assert data["failure"] is None and data["interrupted"] is False
-    assert data["allowed_phases"] == ["destroy"]
+    assert data["allowed_phases"] == ["restart", "redeploy", "destroy"]
 
     # list, text and JSON
     assert ["demo", "running"] in [line.split()[:2] for line in ok(work, "list").splitlines()]
