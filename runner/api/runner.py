@@ -131,9 +131,11 @@ class Runner:
     def store(self) -> Store:
         """Where the environments are kept (made on first use)."""
         if self._store is None:
+            from runner.settings import load_settings
             from runner.store.files import FileStore
 
-            self._store = FileStore(self.workdir)
+            settings = load_settings(self.workdir)
+            self._store = FileStore(self.workdir, keep_snapshots=settings.snapshots)
         return self._store
 
     def registry(self) -> StepRegistry:

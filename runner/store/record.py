@@ -102,7 +102,8 @@ def _format_problem(data: object) -> str | None:
     if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > STATE_FORMAT:
         return f"has format {fmt}: it was written by a newer runner; upgrade runner"
     if fmt not in READABLE_FORMATS or isinstance(fmt, bool):
-        readable = " and ".join(str(f) for f in READABLE_FORMATS)
+        *first, last = (str(f) for f in READABLE_FORMATS)
+        readable = f"{', '.join(first)} and {last}" if first else last
         return f"has an unknown format {json.dumps(fmt)} (this runner reads formats {readable})"
     return None
 
