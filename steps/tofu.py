@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,32 @@ class TofuStep(Step):
                 )
             return {"command": command, "dir": params["dir"], **summary.counts()}
         return {"command": command, "dir": params["dir"]}
+
+    def preview(self, ctx: StepContext, params: dict[str, Any]) -> str | None:
+        """The real plan of an `apply` or `destroy` (``plan`` or ``plan -destroy``) when
+        the folder is initialised; the variables go to a file outside the folder, and
+        neither the state nor its lock is touched."""
+        command: str = params["command"]
+        if command not in ("apply", "destroy"):
+            return None
+        folder = ctx.resolve(params["dir"])
+        if not folder.is_dir():
+            return None
+        if not (folder / ".terraform").exists() and not (folder / "terraform.tfstate").exists():
+            return f"no plan: {params['dir']} is not initialised yet"
+        binary = find_engine(params.get("binary"))
+        args = ["-lock=false", "-detailed-exitcode"]
+        if command == "destroy":
+            args.append("-destroy")
+        with tempfile.TemporaryDirectory(prefix="runner-plan-") as scratch:
+            if params.get("vars") is not None:
+                given = Path(scratch) / "vars.tfvars.json"
+                _write_vars(given, params["vars"])
+                args.append(f"-var-file={given}")
+            result = self._invoke(
+                ctx, binary, "plan", folder, engine_environment(), args, pending_ok=True
+            )
+        return f"plan: {plan_summary(result.stdout).text}"
 
     @staticmethod
     def _invoke(

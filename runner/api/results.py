@@ -53,13 +53,17 @@ class StepPlan(Result):
     """One step of a dry run: whether it would run, and with what (secrets masked).
 
     ``when`` and ``params`` are None when the step could not be rendered (``error``
-    says why); ``params`` is None too when ``when`` is false."""
+    says why); ``params`` is None too when ``when`` is false. ``preview`` is the
+    plugin's own look at what it would change, when it has one."""
 
     name: str
     uses: str
     when: bool | None = None
     params: Any = None
     error: str | None = None
+    preview: str | None = None
+    """What the step would change, when its plugin can tell without changing anything
+    (the real plan of a `tofu` apply or destroy whose folder exists)."""
 
 
 @dataclass(frozen=True)

@@ -262,7 +262,7 @@ class Runner:
                     "of the happy path: nothing to advance",
                 )
             if dry_run:
-                return _planned(session, phase)
+                return self._planned(session, phase)
             result = self._start(session, phase)
             return RunResult.from_phase_results(name, session.state, [result])
 
@@ -345,7 +345,7 @@ class Runner:
             if session.state not in found.sources:
                 raise _not_allowed(machine, name, session.state, phase)
             if dry_run:
-                return _planned(session, found)
+                return self._planned(session, found)
             result = self._start(session, found)
             return RunResult.from_phase_results(name, session.state, [result])
 
@@ -425,6 +425,25 @@ class Runner:
         if phase.confirm and self.confirm is not None:
             self._confirmed(session, phase)
         return PhaseRunner(session, self.registry(), self.progress).start(phase)
+
+    def _planned(self, session: Session, phase: PhaseDef) -> RunResult:
+        """The dry run of ``phase``: its steps rendered, and what the plugins that can
+        tell would change (the real plan of its OpenTofu apply or destroy)."""
+        import dataclasses
+
+        from runner.run.phase import PhaseRunner
+
+        planned = _planned(session, phase)
+        assert planned.dry_run
+        plan = planned.dry_run[0]
+        rendered = {s.name for s in plan.steps if s.when and s.error is None}
+        previews = PhaseRunner(session, self.registry()).preview(
+            phase, [step for step in phase.steps if step.name in rendered]
+        )
+        if not previews:
+            return planned
+        steps = tuple(dataclasses.replace(s, preview=previews.get(s.name)) for s in plan.steps)
+        return dataclasses.replace(planned, dry_run=(dataclasses.replace(plan, steps=steps),))
 
     def _confirmed(self, session: Session, phase: PhaseDef) -> None:
         """Ask :attr:`confirm` about ``phase``; ConfirmationError when it says no."""

@@ -323,6 +323,8 @@ def _run(result: RunResult) -> str:
                     lines.append(f"{head}skipped (when is false)")
                 else:
                     lines.append(head + json.dumps(step.params, default=str))
+                if step.preview:
+                    lines.append(f"      {step.preview}")
         lines.append("dry run: nothing was run")
     elif result.message:
         lines.append(result.message)

@@ -36,7 +36,7 @@ from runner.errors import (
 )
 from runner.machine.model import PhaseDef, StepDef
 from runner.machine.templating import TemplateFailure, evaluate_condition, render_value
-from runner.plugin import StepContext
+from runner.plugin import Step, StepContext
 from runner.result import Result, key
 from runner.run.inputs import SecretResolver, mask_params
 from runner.run.process import ProcessSupervisor, RunLog, Watchdog
@@ -323,6 +323,58 @@ class PhaseRunner:
 
         return self._run(phase, run, prelude)
 
+    def preview(self, phase: PhaseDef, steps: list[StepDef]) -> dict[str, str]:
+        """What each of ``steps`` of ``phase`` (ones that would run) would change, by
+        step name, from the plugins' ``preview`` (a dry run: nothing changes; a preview
+        that fails says why instead)."""
+        session = self.session
+        found: dict[str, str] = {}
+        wanted = [
+            step
+            for step in steps
+            if (cls := self.registry.get(step.uses)) is not None and cls.preview is not Step.preview
+        ]
+        if not wanted:
+            return found
+        run = Run(phase=phase.name, started_at=now_iso(), pid=os.getpid(), host=session.host)
+        with signals.phase_interrupts() as interrupts:
+            umask = os.umask(0o077)
+            try:
+                ctx = self._open(phase, run, interrupts, session.state, kind="dry-run")
+            except BaseException:
+                os.umask(umask)
+                raise
+            try:
+                for step in wanted:
+                    ctx.begin_step(step)
+                    context = session.template_context(phase.name, step.name, ctx.secrets)
+                    step_ctx = self._step_context(ctx, step, context)
+                    try:
+                        params = self._render(step, context)
+                        with ctx.interrupts.zone(), ctx.interrupts.deadline(step.timeout_s):
+                            said = self.registry.create(step.uses).preview(step_ctx, params)
+                    except StepError as exc:
+                        said = f"no preview: {ctx.secrets.mask(exc.summary)}"
+                    except signals.StepDeadline:
+                        said = f"no preview: it took longer than {step.timeout_s:g}s"
+                    except InterruptSignal as sig:
+                        raise InterruptedRunError(
+                            f"the dry run of phase '{phase.name}' of environment "
+                            f"'{session.name}' was interrupted; nothing was changed",
+                            signum=sig.signum,
+                            state=session.state,
+                        ) from None
+                    except Exception as exc:  # a plugin bug: the dry run still shows the rest
+                        said = f"no preview: plugin '{step.uses}' raised {type(exc).__name__}"
+                    if said is not None:
+                        found[step.name] = ctx.secrets.mask(said)
+            finally:
+                ctx.run_log.close()
+                ctx.secrets.close()
+                ctx.watchdog.close()
+                os.umask(umask)
+        return found
+
     # -- the loop ---------------------------------------------------------------------
 
     def _new_run(self, phase: PhaseDef) -> Run:
@@ -331,14 +383,22 @@ class PhaseRunner:
         return run
 
     def _open(
-        self, phase: PhaseDef, run: Run, interrupts: signals.Interrupts, from_state: str
+        self,
+        phase: PhaseDef,
+        run: Run,
+        interrupts: signals.Interrupts,
+        from_state: str,
+        kind: str = "",
     ) -> RunContext:
+        """The context of one run of ``phase``: secrets, its run log (named after the
+        phase, and ``kind`` when given), the process helper and its watchdog."""
         session = self.session
         secrets = SecretResolver(
             session.machine.inputs_schema, session.record.inputs, session.workdir
         )
         secrets.preload()  # masked from the start, whatever prints them
-        writer = session.store.open_artifact(session.name, "run", phase.name)
+        label = f"{phase.name}-{kind}" if kind else phase.name
+        writer = session.store.open_artifact(session.name, "run", label)
         run.log = writer.ref
         run_log = RunLog(writer)
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -567,22 +627,7 @@ class PhaseRunner:
         attempts = max(1, step.retry.attempts)
         for attempt in range(1, attempts + 1):
             ctx.attempts = attempt
-            step_ctx = StepContext(
-                env_name=session.name,
-                environment=session.record.copy(),
-                template_context=context,
-                workdir=session.workdir,
-                data_dir=session.workdir / session.record.paths.data_dir,
-                build_dir=session.workdir / session.record.paths.build_dir,
-                machine_dir=session.machine.dir,
-                phase=ctx.phase.name,
-                step=step.name,
-                logger=logging.getLogger(f"runner.step.{step.uses}"),
-                runner=ctx.supervisor,
-                timeout_s=step.timeout_s,
-                log_line=functools.partial(ctx.run_log.write, step.name),
-                secrets=ctx.secrets.values,
-            )
+            step_ctx = self._step_context(ctx, step, context)
             try:
                 with ctx.interrupts.deadline(step.timeout_s):
                     results = plugin.run(step_ctx, ctx.params)
@@ -622,6 +667,28 @@ class PhaseRunner:
                 error.message = error.summary
             raise error
         raise AssertionError("unreachable")
+
+    def _step_context(
+        self, ctx: RunContext, step: StepDef, context: Mapping[str, Any]
+    ) -> StepContext:
+        """What a plugin gets to run ``step`` (the environment is a copy of the record)."""
+        session = self.session
+        return StepContext(
+            env_name=session.name,
+            environment=session.record.copy(),
+            template_context=context,
+            workdir=session.workdir,
+            data_dir=session.workdir / session.record.paths.data_dir,
+            build_dir=session.workdir / session.record.paths.build_dir,
+            machine_dir=session.machine.dir,
+            phase=ctx.phase.name,
+            step=step.name,
+            logger=logging.getLogger(f"runner.step.{step.uses}"),
+            runner=ctx.supervisor,
+            timeout_s=step.timeout_s,
+            log_line=functools.partial(ctx.run_log.write, step.name),
+            secrets=ctx.secrets.values,
+        )
 
     def _merge_outputs(
         self, step: StepDef, results: Mapping[str, Any], secrets: SecretResolver

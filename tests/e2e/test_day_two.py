@@ -131,6 +131,23 @@ def test_check_restart_redeploy_and_drift(work: Path) -> None:
     assert "terraform_data.stray will be created" in failed["summary"]
     assert state(work, "demo")["last_check"]["status"] == "failed"
 
+    # a dry run shows the real plan of the destroy, and changes nothing
+    serial = state(work, "demo")["serial"]
+    tfstate = (work / "build/demo/tofu/terraform.tfstate").read_bytes()
+    dry = runner(work, "--output", "json", "destroy", "demo", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    (plan,) = json.loads(dry.stdout)["dry_run"]
+    previews = {s["name"]: s["preview"] for s in plan["steps"]}
+    assert previews["destroy_infrastructure"] == (
+        "plan: 0 to add, 0 to change, 1 to destroy (terraform_data.instance will be destroyed)"
+    )
+    assert previews["stop_services"] is None
+    text = ok(work, "destroy", "demo", "--dry-run")
+    assert "      plan: 0 to add, 0 to change, 1 to destroy" in text
+    assert state(work, "demo")["serial"] == serial
+    assert (work / "build/demo/tofu/terraform.tfstate").read_bytes() == tfstate
+    assert health(port, "/api/v2/health") == 200  # nothing was stopped
+
     tracker_pid = int((instance / "run/tracker.pid").read_text())
     ok(work, "destroy", "demo", "--yes")
     assert not alive(tracker_pid)
