@@ -182,6 +182,7 @@ def _status(result: StatusResult) -> str:
     flag = " (interrupted)" if result.interrupted else ""
     lines.append(f"state:       {result.state}{flag} - {result.description}")
     lines.append(f"updated:     {result.updated_at}")
+    lines.extend(last_check_lines(result))
     if result.locked_by:
         h = result.locked_by
         if h.known:
@@ -213,7 +214,6 @@ def _status(result: StatusResult) -> str:
         lines.append(
             "outputs:     " + ", ".join(f"{k}={v}" for k, v in sorted(result.outputs.items()))
         )
-    lines.extend(last_check_lines(result))
     lines.append("next:")
     lines.extend(f"  {action}" for action in result.next)
     return "\n".join(lines)

@@ -117,6 +117,8 @@ def _status(body: str, result: StatusResult) -> Text:
             (re.compile(r"^state:\s+\S+( \(interrupted\))", re.M), lambda _: "yellow"),
             (re.compile(r"^(failed:.*)$", re.M), lambda _: _FAILED),
             (re.compile(r"^(locked by:.*)$", re.M), lambda _: "yellow"),
+            (re.compile(r"^last check:\s+(failed)", re.M), lambda _: _FAILED),
+            (re.compile(r"^last check:\s+(passed)", re.M), lambda _: "green"),
             (re.compile(r"^(hint:.*)$", re.M), lambda _: _HINT),
             (re.compile(r"^(next:)$", re.M), lambda _: "bold"),
         ],

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import build_tree, cli_env, read_events, read_state, run_cli
 
 MACHINE = """\
@@ -152,3 +154,35 @@ def test_a_phase_without_confirm_never_asks_on_a_terminal(tmp_path: Path) -> Non
     assert code == 0, out
     assert "Proceed?" not in out
     assert read_state(tmp_path, "demo")["state"] == "built"
+
+
+def test_the_api_asks_its_confirm_callback_under_the_lock(tmp_path: Path) -> None:
+    """The Python API asks only a `confirm` callback it is given: False refuses the
+    phase (ConfirmationError, exit 2, nothing run); without one nothing is asked."""
+    from runner import Runner
+    from runner.api.results import ConfirmRequest
+    from runner.errors import ConfirmationError
+
+    work = _work(tmp_path)
+    asked: list[ConfirmRequest] = []
+
+    def refuse(request: ConfirmRequest) -> bool:
+        asked.append(request)
+        return False
+
+    with pytest.raises(ConfirmationError) as refused:
+        Runner(work, confirm=refuse).run_phase("demo", "wipe")
+    assert refused.value.exit_code == 2 and "not confirmed" in refused.value.message
+    (request,) = asked
+    assert (request.environment, request.state, request.phase, request.to) == (
+        "demo",
+        "built",
+        "wipe",
+        "wiped",
+    )
+    assert (request.runs, request.skips) == (("remove_marker",), ("never_here",))
+    assert (work / "built.marker").exists()
+    assert Runner(work, confirm=refuse).run_phase("demo", "wipe", dry_run=True).dry_run
+    assert len(asked) == 1  # a dry run asks nothing
+    result = Runner(work).run_phase("demo", "wipe")  # no callback: the call decides
+    assert result.state == "wiped" and not (work / "built.marker").exists()
