@@ -13,13 +13,14 @@ changes go through the :class:`~runner.run.session.Session`; signals through
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import logging
 import os
 import random
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -336,44 +337,66 @@ class PhaseRunner:
         ]
         if not wanted:
             return found
+        with self.opened(phase, "dry-run") as ctx:
+            for step in wanted:
+                ctx.begin_step(step)
+                context = session.template_context(phase.name, step.name, ctx.secrets)
+                try:
+                    params = self._render(step, context)
+                    with ctx.interrupts.zone(), ctx.interrupts.deadline(step.timeout_s):
+                        said = self.registry.create(step.uses).preview(
+                            self._step_context(ctx, step, context), params
+                        )
+                except StepError as exc:
+                    said = f"no preview: {ctx.secrets.mask(exc.summary)}"
+                except signals.StepDeadline:
+                    said = f"no preview: it took longer than {step.timeout_s:g}s"
+                except InterruptSignal as sig:
+                    raise InterruptedRunError(
+                        f"the dry run of phase '{phase.name}' of environment "
+                        f"'{session.name}' was interrupted; nothing was changed",
+                        signum=sig.signum,
+                        state=session.state,
+                    ) from None
+                except Exception as exc:  # a plugin bug: the dry run still shows the rest
+                    said = f"no preview: plugin '{step.uses}' raised {type(exc).__name__}"
+                if said is not None:
+                    found[step.name] = ctx.secrets.mask(said)
+        return found
+
+    @contextlib.contextmanager
+    def opened(self, phase: PhaseDef, kind: str = "") -> Iterator[RunContext]:
+        """A run context for steps run outside a phase's transitions (checks, a dry
+        run's previews): no state change, its own run log (``<phase>``, or
+        ``<phase>-<kind>`` with a kind), signals held but inside a step's zone, files
+        private as a phase's are."""
+        session = self.session
         run = Run(phase=phase.name, started_at=now_iso(), pid=os.getpid(), host=session.host)
         with signals.phase_interrupts() as interrupts:
             umask = os.umask(0o077)
             try:
-                ctx = self._open(phase, run, interrupts, session.state, kind="dry-run")
-            except BaseException:
-                os.umask(umask)
-                raise
-            try:
-                for step in wanted:
-                    ctx.begin_step(step)
-                    context = session.template_context(phase.name, step.name, ctx.secrets)
-                    step_ctx = self._step_context(ctx, step, context)
-                    try:
-                        params = self._render(step, context)
-                        with ctx.interrupts.zone(), ctx.interrupts.deadline(step.timeout_s):
-                            said = self.registry.create(step.uses).preview(step_ctx, params)
-                    except StepError as exc:
-                        said = f"no preview: {ctx.secrets.mask(exc.summary)}"
-                    except signals.StepDeadline:
-                        said = f"no preview: it took longer than {step.timeout_s:g}s"
-                    except InterruptSignal as sig:
-                        raise InterruptedRunError(
-                            f"the dry run of phase '{phase.name}' of environment "
-                            f"'{session.name}' was interrupted; nothing was changed",
-                            signum=sig.signum,
-                            state=session.state,
-                        ) from None
-                    except Exception as exc:  # a plugin bug: the dry run still shows the rest
-                        said = f"no preview: plugin '{step.uses}' raised {type(exc).__name__}"
-                    if said is not None:
-                        found[step.name] = ctx.secrets.mask(said)
+                ctx = self._open(phase, run, interrupts, session.state, kind)
+                try:
+                    yield ctx
+                finally:
+                    ctx.run_log.close()
+                    ctx.secrets.close()
+                    ctx.watchdog.close()
             finally:
-                ctx.run_log.close()
-                ctx.secrets.close()
-                ctx.watchdog.close()
                 os.umask(umask)
-        return found
+
+    def run_alone(self, ctx: RunContext, step: StepDef) -> bool:
+        """Run ``step`` in ``ctx`` (of :meth:`opened`) without a phase's bookkeeping: its
+        `when` (False: skipped, nothing run), rendering, the plugin with its retries and
+        deadline. Raises :class:`StepError` when it fails; ``ctx.attempts`` counts."""
+        ctx.begin_step(step)
+        context = self.session.template_context(ctx.phase.name, step.name, ctx.secrets)
+        if not self._condition(step, context):
+            return False
+        ctx.params = self._render(step, context)
+        with ctx.interrupts.zone():
+            self._attempts(ctx, step, context)
+        return True
 
     # -- the loop ---------------------------------------------------------------------
 
