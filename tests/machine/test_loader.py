@@ -784,8 +784,8 @@ def test_shipped_machine_validates(tmp_path: Path) -> None:
     proc = run_cli("--machine", ROOT / "machine.yaml", "validate", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "valid machine 'tracker-deploy'" in proc.stdout
-    assert "states (16)" in proc.stdout
-    assert "phases (5)" in proc.stdout
+    assert "states (22)" in proc.stdout
+    assert "phases (8)" in proc.stdout
     assert "happy path: created → provisioned → configured → released → running" in proc.stdout
     assert not (tmp_path / "data").exists()  # validate writes nothing
 
@@ -795,7 +795,7 @@ def test_shipped_machine_validates_json(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["valid"] is True and data["name"] == "tracker-deploy"
-    assert len(data["states"]) == 16 and len(data["phases"]) == 5
+    assert len(data["states"]) == 22 and len(data["phases"]) == 8
     assert data["happy_path"] == ["created", "provisioned", "configured", "released", "running"]
     assert data["states"]["destroyed"] == "final"
     assert data["states"]["provisioning"] == "intermediate"
@@ -911,6 +911,6 @@ def test_adding_a_phase_is_an_edit_of_machine_yaml(tmp_path: Path) -> None:
     write_machine(tmp_path, text)
     proc = run_cli("--machine", "machine.yaml", "validate", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "phases (6)" in proc.stdout and "smoke_test [1 step]" in proc.stdout
+    assert "phases (9)" in proc.stdout and "smoke_test [1 step]" in proc.stdout
     path = "created → provisioned → configured → released → smoke_tested → running"
     assert f"happy path: {path}" in proc.stdout
