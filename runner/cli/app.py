@@ -36,7 +36,8 @@ app = typer.Typer(
     name="runner",
     help="Move deployment environments through the lifecycle declared in machine.yaml.\n\n"
     "Global options may also follow the command (runner status demo --output json).\n\n"
-    "Exit codes: 0 done (or nothing to do), 1 a step failed, 2 bad input, 3 environment "
+    "Exit codes: 0 done (or nothing to do), 1 a step or check failed, 2 bad input (or not "
+    "confirmed), 3 environment "
     "locked, 4 phase not allowed from the current state, 130/143 interrupted, 141 output "
     "pipe closed.",
     # typer's own completion options detect the shell and take no SHELL argument when
@@ -119,6 +120,12 @@ def _complete_states(ctx: typer.Context, incomplete: str) -> list[str]:
     """The machine's states."""
     machine = _completion_machine(ctx)
     return [n for n in (machine.states if machine else ()) if n.startswith(incomplete)]
+
+
+_DRY_RUN = (
+    "Show the phase, its rendered steps and the real plan of its OpenTofu apply or "
+    "destroy (when its folder exists); run and change nothing."
+)
 
 
 def _yes() -> Any:
@@ -478,9 +485,7 @@ def history(
 def advance(
     ctx: typer.Context,
     name: Annotated[str, _environment()],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show the phase and its rendered steps; run nothing.")
-    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=_DRY_RUN)] = False,
     yes: Annotated[bool, _yes()] = False,
 ) -> None:
     """Run the next phase on the happy path."""
@@ -545,7 +550,7 @@ def phase(
     phase_name: Annotated[
         str, typer.Argument(metavar="PHASE", help="Phase to run.", autocompletion=_complete_phases)
     ],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, run nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=_DRY_RUN)] = False,
     yes: Annotated[bool, _yes()] = False,
 ) -> None:
     """Run a named phase allowed from the current state (a phase marked `confirm: true`
@@ -562,7 +567,7 @@ def phase(
 def destroy(
     ctx: typer.Context,
     name: Annotated[str, _environment()],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, run nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=_DRY_RUN)] = False,
     yes: Annotated[bool, _yes()] = False,
 ) -> None:
     """Run the destroy phase (allowed from any non-final state).
