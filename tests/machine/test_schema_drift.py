@@ -49,6 +49,12 @@ COMMANDS = [
     "phase",
     "destroy",
     "check",
+    "exists",
+    "purge",
+    "inputs",
+    "force-state",
+    "snapshots",
+    "restore",
 ]
 
 
