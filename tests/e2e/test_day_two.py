@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from runner.store.files import FileStore
 from tests.e2e.harness import (
     alive,
     cleaned_up,
@@ -105,12 +104,8 @@ def test_check_restart_redeploy_and_drift(work: Path) -> None:
         "render_ansible_templates", "stop_services", "start_services", "health_check"
     ]  # fmt: skip
 
-    # an input changes (edited through the store: `runner inputs --set` is another
-    # command's, switch to it once it exists), redeploy releases it and restarts
-    store = FileStore(work)
-    edited = store.load("demo")
-    edited.inputs["tracker"]["health_check_path"] = "/api/v2/health"
-    store.save(edited)
+    # an input changes; redeploy releases it and restarts
+    ok(work, "inputs", "demo", "--set", "tracker.health_check_path=/api/v2/health")
     ok(work, "phase", "demo", "redeploy")
     assert state(work, "demo")["state"] == "running"
     assert health(port, "/api/v2/health") == 200  # the new value is live
