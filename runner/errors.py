@@ -10,7 +10,8 @@ each class; the codes are defined once in :class:`ExitCode`). The tree::
     │   ├── MachineMismatchError        the machine's name is not the environment's
     │   ├── InvalidInputsError          environment inputs break the machine's schema
     │   ├── InvalidNameError            an environment name breaks the naming rule
-    │   └── ToolMissingError            a program a command needs is not installed
+    │   ├── ToolMissingError            a program a command needs is not installed
+    │   └── ConfirmationError           a `confirm: true` phase was not confirmed
     ├── StateError                      the environment's state, or where it is stored
     │   ├── EnvironmentNotFoundError    exit 2: no such environment
     │   ├── EnvironmentExistsError      exit 2: `create` of a name that exists
@@ -94,6 +95,11 @@ class RunnerError(Exception):
 
 class InputError(RunnerError):
     exit_code = ExitCode.BAD_INPUT
+
+
+class ConfirmationError(InputError):
+    """A phase marked `confirm: true` was not confirmed: no terminal to ask on and no
+    `--yes`, or the operator said no. Nothing was run."""
 
 
 class MachineMismatchError(InputError):

@@ -14,16 +14,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runner.result import INTERNAL, Result, key
-from runner.store.record import Failure, Forced, Paths, Record, Run
+from runner.store.record import Failure, Forced, LastCheck, Paths, Record, Run
 
 if TYPE_CHECKING:
     from runner.machine.model import MachineDef
+    from runner.run.checks import CheckOutcome, ChecksRun
     from runner.run.phase import PhaseResult
     from runner.store.contract import ListEntry, LockInfo, SnapshotInfo
 
 __all__ = [
     "ArtifactResult",
     "ArtifactsResult",
+    "CheckResult",
+    "ConfirmRequest",
     "CreateResult",
     "EnvironmentSummary",
     "ExistsResult",
@@ -59,13 +62,17 @@ class StepPlan(Result):
     """One step of a dry run: whether it would run, and with what (secrets masked).
 
     ``when`` and ``params`` are None when the step could not be rendered (``error``
-    says why); ``params`` is None too when ``when`` is false."""
+    says why); ``params`` is None too when ``when`` is false. ``preview`` is the
+    plugin's own look at what it would change, when it has one."""
 
     name: str
     uses: str
     when: bool | None = None
     params: Any = None
     error: str | None = None
+    preview: str | None = None
+    """What the step would change, when its plugin can tell without changing anything
+    (the real plan of a `tofu` apply or destroy whose folder exists)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,30 @@ class PhasePlan(Result):
     via: str
     to: str
     steps: tuple[StepPlan, ...]
+
+
+@dataclass(frozen=True)
+class ConfirmRequest(Result):
+    """What a phase marked `confirm: true` asks before it runs: the environment, its
+    state, the phase and where it leads, and the steps it would run and skip (their
+    `when` rendered now)."""
+
+    environment: str
+    state: str
+    phase: str
+    to: str
+    runs: tuple[str, ...]
+    skips: tuple[str, ...]
+
+    @property
+    def question(self) -> str:
+        """The question, in one paragraph."""
+        runs = ", ".join(self.runs) or "no step"
+        skips = f" (skipped here: {', '.join(self.skips)})" if self.skips else ""
+        return (
+            f"phase '{self.phase}' of environment '{self.environment}' (now in "
+            f"'{self.state}', then '{self.to}') will run: {runs}{skips}"
+        )
 
 
 @dataclass(frozen=True)
@@ -100,6 +131,8 @@ class EnvironmentSummary(Result):
     state: str
     updated_at: str
     failed_step: str | None
+    last_check: LastCheck | None = None
+    """The latest `runner check` (None: never checked)."""
 
     @classmethod
     def from_record(cls, record: Record) -> EnvironmentSummary:
@@ -108,6 +141,7 @@ class EnvironmentSummary(Result):
             state=record.state,
             updated_at=record.updated_at,
             failed_step=record.failure.step if record.failure else None,
+            last_check=copy.deepcopy(record.last_check),
         )
 
 
@@ -231,6 +265,8 @@ class StatusResult(Result):
     entered_at: str
     """When the environment entered its current state (the last transition into it):
     what the state's description says was true then (e.g. "healthy"), not now."""
+    last_check: LastCheck | None = None
+    """The latest `runner check`: when, in which state, passed or failed, and why."""
     forced: Forced | None = None
     """The last ``force-state``, until the next phase runs."""
     machine_changed: bool = False
@@ -267,6 +303,7 @@ class StatusResult(Result):
             allowed_phases=tuple(allowed_phases),
             leftover_processes=tuple(leftovers),
             entered_at=entered_at,
+            last_check=copy.deepcopy(record.last_check),
             forced=copy.copy(record.forced),
             machine_changed=machine_changed,
         )
@@ -363,6 +400,44 @@ class RunResult(Result):
     @property
     def exit_code(self) -> int:
         """The CLI's exit code for this result: 1 when a step failed, else 0."""
+        from runner.errors import ExitCode
+
+        return ExitCode.STEP_FAILED if self.failed else ExitCode.OK
+
+
+@dataclass(frozen=True)
+class CheckResult(Result):
+    """`check`: the checks of the environment's current state and each one's result.
+
+    ``status`` is ``passed`` (none failed), ``failed`` (the CLI exits 1) or ``none``
+    (no check applies in this state: nothing was run or recorded)."""
+
+    environment: str
+    state: str
+    status: str
+    checked_at: str | None = None
+    checks: tuple[CheckOutcome, ...] = ()
+    log: str | None = None
+    message: str | None = None
+
+    @classmethod
+    def from_run(cls, environment: str, done: ChecksRun) -> CheckResult:
+        return cls(
+            environment=environment,
+            state=done.state,
+            status=done.status,
+            checked_at=done.checked_at,
+            checks=done.outcomes,
+            log=done.log,
+        )
+
+    @property
+    def failed(self) -> list[CheckOutcome]:
+        return [c for c in self.checks if c.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's exit code: 1 when a check failed, else 0."""
         from runner.errors import ExitCode
 
         return ExitCode.STEP_FAILED if self.failed else ExitCode.OK

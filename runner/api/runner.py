@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, cast
 from runner.api.results import (
     ArtifactResult,
     ArtifactsResult,
+    CheckResult,
+    ConfirmRequest,
     CreateResult,
     ExistsResult,
     ForceStateResult,
@@ -89,6 +91,10 @@ class Runner:
     another backend of :class:`~runner.store.contract.Store`.
     ``on_lock_wait(name, holder)`` is called once when a command starts waiting for
     environment ``name``'s lock, with who holds it (None when the lock does not say).
+    ``confirm(request)`` is asked, under the lock, before a phase marked
+    `confirm: true` runs (a :class:`~runner.api.results.ConfirmRequest`: what it would
+    do); False refuses it (:class:`~runner.errors.ConfirmationError`, nothing run). The
+    default (None) asks nothing: calling the method is the caller's decision.
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class Runner:
         command: str = "runner",
         store: Store | None = None,
         on_lock_wait: Callable[[str, LockInfo | None], None] | None = None,
+        confirm: Callable[[ConfirmRequest], bool] | None = None,
     ) -> None:
         self.workdir = Path(workdir).absolute()
         if not self.workdir.is_dir():
@@ -124,6 +131,7 @@ class Runner:
         self.progress = progress
         self.command = command
         self.on_lock_wait = on_lock_wait
+        self.confirm = confirm
         self._store = store
         self._machine: MachineDef | None = None
         self._plugins_checked = False
@@ -292,7 +300,7 @@ class Runner:
                     "of the happy path: nothing to advance",
                 )
             if dry_run:
-                return _planned(session, phase)
+                return self._planned(session, phase)
             result = self._start(session, phase)
             return RunResult.from_phase_results(name, session.state, [result])
 
@@ -380,7 +388,7 @@ class Runner:
             if session.state not in found.sources:
                 raise _not_allowed(machine, name, session.state, phase)
             if dry_run:
-                return _planned(session, found)
+                return self._planned(session, found)
             result = self._start(session, found)
             return RunResult.from_phase_results(name, session.state, [result])
 
@@ -395,6 +403,29 @@ class Runner:
                     hint="use `runner phase NAME PHASE` with one of its phases",
                 )
         return self.run_phase(name, "destroy", dry_run)
+
+    # -- checks -------------------------------------------------------------------------
+
+    def check(self, name: str) -> CheckResult:
+        """Run the checks that apply in ``name``'s current state (machine.yaml's
+        `checks:`, by their `in`) and record the result (the record's ``last_check`` and
+        a ``check`` event); the state never changes. A check that fails is a result
+        (``status`` failed), not an error."""
+        from runner.run.checks import run_checks
+        from runner.run.phase import PhaseRunner
+
+        with _about(name), self._session(name) as session:
+            checks = session.machine.checks_in(session.state)
+            if not checks:
+                return CheckResult(
+                    name,
+                    session.state,
+                    "none",
+                    message=f"no check applies in state '{session.state}' "
+                    f"({session.machine.file.name} lists their states under `checks:`, `in`)",
+                )
+            runner = PhaseRunner(session, self.registry(), self.progress)
+            return CheckResult.from_run(name, run_checks(session, runner, checks))
 
     # -- operator commands: getting out of trouble --------------------------------------
 
@@ -713,7 +744,51 @@ class Runner:
     def _start(self, session: Session, phase: PhaseDef) -> PhaseResult:
         from runner.run.phase import PhaseRunner
 
+        if phase.confirm and self.confirm is not None:
+            self._confirmed(session, phase)
         return PhaseRunner(session, self.registry(), self.progress).start(phase)
+
+    def _planned(self, session: Session, phase: PhaseDef) -> RunResult:
+        """The dry run of ``phase``: its steps rendered, and what the plugins that can
+        tell would change (the real plan of its OpenTofu apply or destroy)."""
+        import dataclasses
+
+        from runner.run.phase import PhaseRunner
+
+        planned = _planned(session, phase)
+        assert planned.dry_run
+        plan = planned.dry_run[0]
+        rendered = {s.name for s in plan.steps if s.when and s.error is None}
+        previews = PhaseRunner(session, self.registry()).preview(
+            phase, [step for step in phase.steps if step.name in rendered]
+        )
+        if not previews:
+            return planned
+        steps = tuple(dataclasses.replace(s, preview=previews.get(s.name)) for s in plan.steps)
+        return dataclasses.replace(planned, dry_run=(dataclasses.replace(plan, steps=steps),))
+
+    def _confirmed(self, session: Session, phase: PhaseDef) -> None:
+        """Ask :attr:`confirm` about ``phase``; ConfirmationError when it says no."""
+        from runner.errors import ConfirmationError
+
+        plan = _planned(session, phase).dry_run
+        assert plan
+        steps = plan[0].steps
+        request = ConfirmRequest(
+            environment=session.name,
+            state=session.state,
+            phase=phase.name,
+            to=phase.to,
+            runs=tuple(s.name for s in steps if s.when is not False),
+            skips=tuple(s.name for s in steps if s.when is False),
+        )
+        assert self.confirm is not None
+        if not self.confirm(request):
+            raise ConfirmationError(
+                f"phase '{phase.name}' of environment '{session.name}' was not confirmed; "
+                f"nothing was run and it stays in '{session.state}'",
+                state=session.state,
+            )
 
     def _new_record(self, machine: MachineDef, name: str, inputs: dict[str, Any]) -> Record:
         """The record of a new environment (not stored yet)."""
@@ -884,6 +959,11 @@ class Runner:
                 actions.append("nothing: this is a final state")
             elif kind != "failed":
                 actions.append(f"nothing to advance: '{state}' is the end of the happy path")
+            checks = machine.checks_in(state)
+            if checks:
+                actions.append(
+                    f"runner check {name}   (checks now: {', '.join(c.name for c in checks)})"
+                )
             if kind != "final":
                 for other in machine.phases_from(state):
                     if not other.advance:

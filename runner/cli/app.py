@@ -36,7 +36,8 @@ app = typer.Typer(
     name="runner",
     help="Move deployment environments through the lifecycle declared in machine.yaml.\n\n"
     "Global options may also follow the command (runner status demo --output json).\n\n"
-    "Exit codes: 0 done (or nothing to do), 1 a step failed, 2 bad input, 3 environment "
+    "Exit codes: 0 done (or nothing to do), 1 a step or check failed, 2 bad input (or not "
+    "confirmed), 3 environment "
     "locked, 4 phase not allowed from the current state, 130/143 interrupted, 141 output "
     "pipe closed.",
     # typer's own completion options detect the shell and take no SHELL argument when
@@ -119,6 +120,21 @@ def _complete_states(ctx: typer.Context, incomplete: str) -> list[str]:
     """The machine's states."""
     machine = _completion_machine(ctx)
     return [n for n in (machine.states if machine else ()) if n.startswith(incomplete)]
+
+
+_DRY_RUN = (
+    "Show the phase, its rendered steps and the real plan of its OpenTofu apply or "
+    "destroy (when its folder exists); run and change nothing."
+)
+
+
+def _yes() -> Any:
+    return typer.Option(
+        "--yes",
+        "-y",
+        help="Run a phase marked `confirm: true` (destroy) without asking. Without a "
+        "terminal to ask on, such a phase is refused unless --yes is given.",
+    )
 
 
 def _environment(help: str = "Environment name.") -> Any:
@@ -288,12 +304,15 @@ def _progress(settings: Settings) -> PlainProgress | None:
     return display
 
 
-def _running(settings: Settings, command: str) -> Runner:
-    """The Runner of a command that runs phases, with its progress display."""
+def _running(settings: Settings, command: str, yes: bool = False, again: str = "") -> Runner:
+    """The Runner of a command that runs phases, with its progress display; a phase
+    marked `confirm: true` is confirmed by ``yes`` or asked on the terminal (``again``:
+    the command line to repeat with --yes)."""
     from runner.cli.progress import LiveProgress
 
     display = _progress(settings)
-    runner = runner_for(settings, command, display)
+    confirm = commands.confirmer(yes, again or command)
+    runner = runner_for(settings, command, display, confirm)
     if isinstance(display, LiveProgress):
         display.kind_of = commands.kinds(runner)
     return runner
@@ -496,14 +515,13 @@ def history(
 def advance(
     ctx: typer.Context,
     name: Annotated[str, _environment()],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show the phase and its rendered steps; run nothing.")
-    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=_DRY_RUN)] = False,
+    yes: Annotated[bool, _yes()] = False,
 ) -> None:
     """Run the next phase on the happy path."""
 
     def body(s: Settings) -> int:
-        runner = _running(s, "runner advance")
+        runner = _running(s, "runner advance", yes, f"runner advance {name}")
         return commands.show(s, runner.advance(name, dry_run=dry_run), runner)
 
     _run(ctx, "advance", body)
@@ -522,11 +540,12 @@ def up(
             autocompletion=_complete_states,
         ),
     ] = None,
+    yes: Annotated[bool, _yes()] = False,
 ) -> None:
     """Advance until --to STATE or the end of the happy path."""
 
     def body(s: Settings) -> int:
-        runner = _running(s, "runner up")
+        runner = _running(s, "runner up", yes, f"runner up {name}")
         return commands.show(s, runner.up(name, to), runner)
 
     _run(ctx, "up", body)
@@ -569,12 +588,14 @@ def phase(
     phase_name: Annotated[
         str, typer.Argument(metavar="PHASE", help="Phase to run.", autocompletion=_complete_phases)
     ],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, run nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=_DRY_RUN)] = False,
+    yes: Annotated[bool, _yes()] = False,
 ) -> None:
-    """Run a named phase allowed from the current state."""
+    """Run a named phase allowed from the current state (a phase marked `confirm: true`
+    asks first, see --yes)."""
 
     def body(s: Settings) -> int:
-        runner = _running(s, "runner phase")
+        runner = _running(s, "runner phase", yes, f"runner phase {name} {phase_name}")
         return commands.show(s, runner.run_phase(name, phase_name, dry_run), runner)
 
     _run(ctx, "phase", body)
@@ -584,15 +605,39 @@ def phase(
 def destroy(
     ctx: typer.Context,
     name: Annotated[str, _environment()],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, run nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=_DRY_RUN)] = False,
+    yes: Annotated[bool, _yes()] = False,
 ) -> None:
-    """Run the destroy phase (allowed from any non-final state)."""
+    """Run the destroy phase (allowed from any non-final state).
+
+    The shipped machine marks it `confirm: true`: on a terminal it asks first, naming
+    the environment, its state and the steps it will run; --yes skips the question;
+    without a terminal and without --yes it is refused (exit 2)."""
 
     def body(s: Settings) -> int:
-        runner = _running(s, "runner destroy")
+        runner = _running(s, "runner destroy", yes, f"runner destroy {name}")
         return commands.show(s, runner.destroy(name, dry_run), runner)
 
     _run(ctx, "destroy", body)
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    name: Annotated[str, _environment()],
+) -> None:
+    """Run the checks of the environment's current state (machine.yaml's `checks:`).
+
+    Each check is a step (a health endpoint, drift of the infrastructure, ...) that
+    looks and changes nothing; the state never changes. The result is recorded (shown
+    by `status`, `list` and `history`). Exit 0 when all pass (or none applies), 1 when
+    one fails."""
+
+    def body(s: Settings) -> int:
+        runner = _running(s, "runner check")
+        return commands.show(s, runner.check(name), runner)
+
+    _run(ctx, "check", body)
 
 
 # --- operator commands: getting out of trouble -------------------------------------

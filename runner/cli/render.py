@@ -17,7 +17,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from runner.api.results import (
+    CheckResult,
     CreateResult,
+    EnvironmentSummary,
     ExistsResult,
     ForceStateResult,
     GraphFileResult,
@@ -88,7 +90,7 @@ def show(
         body = text(result)
         if body:
             print(body)
-    return result.exit_code if isinstance(result, RunResult) else 0
+    return result.exit_code if isinstance(result, RunResult | CheckResult) else 0
 
 
 #: A state's colour on a terminal, by its kind.
@@ -171,6 +173,7 @@ def _status(result: StatusResult) -> str:
     flag = " (interrupted)" if result.interrupted else ""
     lines.append(f"state:       {result.state}{flag} - {result.description}")
     lines.append(f"updated:     {result.updated_at}")
+    lines.extend(last_check_lines(result))
     if result.locked_by:
         h = result.locked_by
         if h.known:
@@ -218,6 +221,24 @@ def _status(result: StatusResult) -> str:
     return "\n".join(lines)
 
 
+def last_check_lines(result: StatusResult) -> list[str]:
+    """`status`'s lines about the latest `runner check`: when, the result, and each
+    failed check with why."""
+    check = result.last_check
+    if check is None:
+        return []
+    where = "" if check.state == result.state else f", in state '{check.state}'"
+    lines = [f"last check:  {check.status} at {check.checked_at}{where}"]
+    lines.extend(f"             {c.name} failed: {c.summary}" for c in check.failed)
+    return lines
+
+
+def check_column(entry: EnvironmentSummary) -> str:
+    """`list`'s CHECK column: the latest check's result (and when), or '-'."""
+    check = entry.last_check
+    return "-" if check is None else f"{check.status} {check.checked_at}"
+
+
 @_renders(ListResult)
 def _list(result: ListResult) -> str:
     good, bad = result.environments, result.unreadable
@@ -229,8 +250,13 @@ def _list(result: ListResult) -> str:
     if good:
         width = max(len("NAME"), *(len(e.environment) for e in good))
         swidth = max(len("STATE"), *(len(e.state) for e in good))
-        lines.append(f"{'NAME':<{width}}  {'STATE':<{swidth}}  UPDATED")
-        lines.extend(f"{e.environment:<{width}}  {e.state:<{swidth}}  {e.updated_at}" for e in good)
+        twidth = max(len(e.updated_at) for e in good)
+        lines.append(f"{'NAME':<{width}}  {'STATE':<{swidth}}  {'UPDATED':<{twidth}}  CHECK")
+        lines.extend(
+            f"{e.environment:<{width}}  {e.state:<{swidth}}  {e.updated_at:<{twidth}}  "
+            + check_column(e)
+            for e in good
+        )
     if bad:
         lines.append("\nunreadable:")
         lines.extend(f"  {e.environment}: {e.error}" for e in bad)
@@ -264,6 +290,11 @@ def history_rows(result: HistoryResult) -> list[tuple[str, str, str, str, str]]:
                 detail += f" {ev['duration_s']}s"
             if ev.get("summary"):
                 detail += f": {ev['summary']}"
+        elif kind == "check":
+            failed = [c for c in ev.get("checks") or () if c.get("status") == "failed"]
+            detail = f"{ev.get('status')} in {ev.get('state')}" + "".join(
+                f"; {c.get('name')}: {c.get('summary')}" for c in failed
+            )
         elif kind in _OPERATOR_DETAILS:
             detail = _OPERATOR_DETAILS[kind](ev)
         else:
@@ -309,6 +340,8 @@ def _run(result: RunResult) -> str:
                     lines.append(f"{head}skipped (when is false)")
                 else:
                     lines.append(head + json.dumps(step.params, default=str))
+                if step.preview:
+                    lines.append(f"      {step.preview}")
         lines.append("dry run: nothing was run")
     elif result.message:
         lines.append(result.message)
@@ -322,6 +355,27 @@ def _run(result: RunResult) -> str:
             lines.append(f"state: {phase.state}; see `runner status {phase.environment}`")
     if result.phases and not result.failed:
         lines.append(f"environment '{result.environment}' is now in '{result.state}'")
+    return "\n".join(lines)
+
+
+@_renders(CheckResult)
+def _check(result: CheckResult) -> str:
+    if result.status == "none":
+        return result.message or ""
+    lines = [f"checks of '{result.environment}' in state '{result.state}':"]
+    width = max(len(c.name) for c in result.checks)
+    for c in result.checks:
+        why = f": {c.summary}" if c.summary else ""
+        lines.append(f"  {c.name:<{width}}  {c.status}{why}")
+    failed = result.failed
+    if failed:
+        names = ", ".join(c.name for c in failed)
+        lines.append(
+            f"{len(failed)} of {len(result.checks)} checks failed ({names}); "
+            f"the state stays '{result.state}'"
+        )
+    else:
+        lines.append("all checks passed")
     return "\n".join(lines)
 
 

@@ -489,6 +489,8 @@ def _offered(action: str, status: StatusResult) -> bool:
         return status.kind == "failed" or status.interrupted
     if action == "destroy":
         return "destroy" in status.allowed_phases
+    if action == "check":  # when the state has checks (status then says to run them)
+        return any(line.startswith(f"runner check {name} ") for line in status.next)
     return True
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import RunnerError, ToolMissingError
+from runner.result import as_json
 from runner.web.svg import clean_svg
 
 if TYPE_CHECKING:
@@ -65,14 +66,17 @@ def timeline_item(event: dict[str, Any]) -> TimelineItem:
     elif kind == "resume":
         title = f"resume {get('phase')} in {get('state')}"
     elif kind == "state_forced":
-        title = f"state forced {get('from')} → {get('to')}"
+        title = f"state forced {get('from')} → {get('to')} by {get('user', '?')}"
     elif kind == "inputs_changed":
-        title = "inputs changed"
+        title = f"inputs changed: {', '.join(get('keys') or ())}"
     elif kind == "restored":
-        title = f"restored serial {get('restored_serial', get('from_serial', '?'))}"
+        title = f"restored serial {get('restored')}: {get('from')} → {get('to')}"
     elif kind == "check":
-        title = f"check {get('check', get('name', ''))}: {get('status', get('result', ''))}"
-        if get("status") in ("failed", "unhealthy") or get("ok") is False:
+        checks = get("checks") or ()
+        failed = [c.get("name") for c in checks if c.get("status") == "failed"]
+        title = f"check in {get('state')}: {get('status')}"
+        if failed:
+            title += f" ({', '.join(str(n) for n in failed)} failed)"
             css = "check failed"
     elif kind == "recovered":
         title = f"event log recovered: state {get('state')}"
@@ -178,11 +182,8 @@ def environment_page(runner: Runner, name: str, log: str | None = None) -> Envir
 
 def _last_check(status: StatusResult) -> Any:
     """The last check `status` reports, as JSON data, when the runner has checks."""
-    value = getattr(status, "last_check", None) or getattr(status, "check", None)
-    if value is None:
-        return None
-    to_json = getattr(value, "to_json", None)
-    return to_json() if callable(to_json) else value
+    value = status.last_check
+    return None if value is None else as_json(value)
 
 
 def _trace(runner: Runner, name: str, status: StatusResult) -> tuple[str | None, str | None]:

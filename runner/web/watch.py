@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import RunnerError
+from runner.result import as_json
 
 if TYPE_CHECKING:
     from runner.api.runner import Runner
@@ -52,15 +53,9 @@ def holder_text(holder: LockInfo | None) -> str | None:
 
 
 def _last_check(record: Any) -> dict[str, Any] | None:
-    """The last check a record carries, if its format has one (as a JSON object)."""
-    for name in ("last_check", "check"):
-        value = getattr(record, name, None)
-        if value is not None:
-            to_json = getattr(value, "to_json", None)
-            data = to_json() if callable(to_json) else value
-            if isinstance(data, dict):
-                return data
-    return None
+    """The last check a record carries (as a JSON object), if any."""
+    value = record.last_check
+    return None if value is None else as_json(value)
 
 
 def row_of(

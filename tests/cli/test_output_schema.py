@@ -20,9 +20,10 @@ from jsonschema import Draft202012Validator
 
 from runner.api import results
 from runner.result import INTERNAL, JSON_KEY
+from runner.run.checks import CheckOutcome
 from runner.run.phase import PhaseResult, StepOutcome
 from runner.store.contract import LockInfo, SnapshotInfo
-from runner.store.record import Failure, Forced, Paths, Run
+from runner.store.record import Failure, Forced, LastCheck, Paths, Run
 from runner.web.serve import ServeResult
 from tests.helpers import ROOT, build_tree, cli_env, run_cli
 
@@ -334,6 +335,9 @@ RESULT_DEFS: dict[type, str] = {
     results.ListResult: "list",
     results.HistoryResult: "history",
     results.RunResult: "run",
+    results.CheckResult: "check",
+    CheckOutcome: "check_outcome",
+    LastCheck: "last_check",
     results.ExistsResult: "exists",
     results.PurgeResult: "purge",
     results.InputsResult: "inputs",

@@ -77,6 +77,8 @@ MACHINE = """\
         advance: false
         steps:
           - {name: remove, uses: shell, with: {argv: ["true"]}}
+    checks:
+      - {name: serving, uses: shell, in: [built], with: {argv: [test, -e, serving]}}
 """
 
 

@@ -211,3 +211,36 @@ def test_a_browser_logs_in_once_with_the_token(tmp_path: Path, page: Any) -> Non
         expect(row(page, "alpha")).to_be_visible()
         runner(work, "advance", "alpha")  # the event stream carries the cookie too
         expect(cell(page, "alpha", "state")).to_have_text("built", timeout=1500)
+
+
+def test_a_failed_check_shows_in_the_row_and_on_the_page_and_is_offered_again(
+    tmp_path: Path, page: Any
+) -> None:
+    work = make_workdir(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "check", "beta"],
+        cwd=work,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    with serve(work, "--allow-actions") as server:
+        page.goto(server.url)
+        expect(cell(page, "beta", "last_check")).to_contain_text("failed")
+        expect(cell(page, "alpha", "last_check")).to_have_text("")
+        page.goto(server.url + "environments/beta")
+        expect(page.locator("dd.check")).to_contain_text("serving: failed")
+        assert "check…" in page.locator(".actions a.button").all_inner_texts()
+        page.goto(server.url + "environments/alpha")  # created: no checks there
+        assert "check…" not in page.locator(".actions a.button").all_inner_texts()
+        (work / "serving").write_text("")
+        subprocess.run(
+            [sys.executable, "-m", "runner", "check", "beta"],
+            cwd=work,
+            env=cli_env(),
+            check=True,
+            capture_output=True,
+        )
+        page.goto(server.url)
+        expect(cell(page, "beta", "last_check")).to_contain_text("passed", timeout=5000)

@@ -22,7 +22,7 @@
 
     function checkText(c) {
       if (!c) return "";
-      return [c.status || c.result || "", c.at || c.timestamp || ""].join(" ").trim();
+      return [c.status || "", c.checked_at || ""].join(" ").trim();
     }
 
     const KEYS = ["environment", "state", "kind", "updated_at", "failed_step", "locked_by", "last_check"];
