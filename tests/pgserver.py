@@ -98,7 +98,7 @@ class PgServer:
         self._ctl("-m", mode, "-w", "stop")
 
     def restart(self) -> None:
-        self._ctl("-m", "immediate", "-w", "-l", str(self.log), "restart")
+        self._ctl("-m", "fast", "-w", "-l", str(self.log), "restart")
 
     def create_database(self, name: str) -> str:
         """A new empty database; its URL."""

@@ -28,9 +28,11 @@ __all__ = [
     "GraphResult",
     "HistoryResult",
     "ListResult",
+    "MigrateResult",
     "PhasePlan",
     "PhaseSummary",
     "RunResult",
+    "StateInitResult",
     "StatusResult",
     "StepPlan",
     "Unreadable",
@@ -325,3 +327,26 @@ class RunResult(Result):
         from runner.errors import ExitCode
 
         return ExitCode.STEP_FAILED if self.failed else ExitCode.OK
+
+
+# --- backends ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StateInitResult(Result):
+    """`state init`: the backend made ready (its schema version before and after)."""
+
+    url: str
+    backend: str  # file | postgresql
+    schema_before: int
+    schema_after: int
+
+
+@dataclass(frozen=True)
+class MigrateResult(Result):
+    """`state migrate`: the environments copied (and verified) from one backend to
+    another; the source is unchanged."""
+
+    source: str
+    target: str
+    environments: tuple[str, ...]

@@ -32,6 +32,7 @@ _GLOBAL_VALUE_OPTIONS = (
     "--log-level",
     "--log-format",
     "--lock-timeout",
+    "--state",
 )
 _GLOBAL_FLAGS = ("-v", "--verbose", "--no-color")
 #: The options of the commands that take a value (the value is never a global option).
@@ -224,6 +225,7 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
             lock_timeout=lock_timeout,
             verbose=verbose,
             color=commands.color_wanted(no_color),
+            state=options.get("--state"),
         )
         return commands.execute(settings, command, run)
 

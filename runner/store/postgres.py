@@ -60,7 +60,14 @@ from runner.errors import (
     StateFileError,
     StorageError,
 )
-from runner.store.contract import ArtifactKind, Events, ListEntry, LockInfo, SnapshotInfo
+from runner.store.contract import (
+    ArtifactKind,
+    EnvironmentCopy,
+    Events,
+    ListEntry,
+    LockInfo,
+    SnapshotInfo,
+)
 from runner.store.record import (
     STATE_FORMAT,
     Record,
@@ -864,6 +871,47 @@ class PostgresStore:
             if not rows and not self._exists(db, name):
                 raise self._not_found(name)
         return [r[0] for r in rows]
+
+    # -- import (migration) ----------------------------------------------------------
+
+    def import_environment(self, copy: EnvironmentCopy) -> None:
+        record = copy.record
+        name = check_name(record.name)
+        text = self._document(record, record.serial, record.updated_at)
+        versions = [(s, self._document(s, s.serial, s.updated_at)) for s in copy.snapshots]
+        with self._tx(name) as db:
+            done = db.execute(
+                "INSERT INTO runner.environments (name, serial, state, updated_at, document) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+                (name, record.serial, record.state, record.updated_at, text),
+            )
+            if done.rowcount == 1:
+                with db.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO runner.events (name, body) VALUES (%s, %s)",
+                        [(name, json.dumps(e, separators=(",", ":"))) for e in copy.events],
+                    )
+                    cur.executemany(
+                        "INSERT INTO runner.snapshots (name, serial, saved_at, state, change, "
+                        "lineage, document) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                        [
+                            (name, s.serial, s.updated_at, s.state, s.change, s.lineage, doc)
+                            for s, doc in versions
+                        ],
+                    )
+                for kind, ref, body in copy.artifacts:
+                    row = db.execute(
+                        "INSERT INTO runner.artifacts (name, kind, ref) VALUES (%s, %s, %s) "
+                        "RETURNING id",
+                        (name, kind, ref),
+                    ).fetchone()
+                    assert row is not None
+                    db.execute(
+                        "INSERT INTO runner.artifact_chunks (artifact, body) VALUES (%s, %s)",
+                        (row[0], body),
+                    )
+        if done.rowcount != 1:
+            self._exists_error(name)
 
 
 def _first_line(exc: BaseException) -> str:
