@@ -95,7 +95,7 @@ def failed_record(name: str = "demo", **changes: Any) -> Record:
 
 
 def state_document(name: str = "demo", **changes: Any) -> dict[str, Any]:
-    """The stored form (``state.json``, format 2) of :func:`make_record`'s record, with
+    """The stored form (``state.json``, format 3) of :func:`make_record`'s record, with
     ``changes`` to its keys as JSON values: ``state_document(format=1, serial="1")``."""
     document = make_record(name).to_json()
     document.update(changes)

@@ -5,5 +5,6 @@ implements) and the backends (files under ``data/``, a PostgreSQL database), wit
 locks, event logs and artifacts (traces and run logs), and the choice between them.
 
 May import: :mod:`runner.errors`, :mod:`runner.resources`, :mod:`runner.files`,
-:mod:`runner.minischema`, :mod:`runner.settings`. Not the machine, run, api or cli packages.
+:mod:`runner.minischema`, :mod:`runner.settings`. Not the machine, run, api or cli
+packages.
 """

@@ -69,8 +69,7 @@ def open_url(url: str, workdir: Path, *, snapshots: int = DEFAULT_SNAPSHOTS) -> 
             )
         from runner.store.files import FileStore
 
-        store: Store = FileStore(workdir, Path(path))  # type: ignore[assignment]
-        return store
+        return FileStore(workdir, Path(path), keep_snapshots=snapshots)
     if is_postgres(url):
         from runner.store.postgres import PostgresStore
 

@@ -7,6 +7,13 @@ One folder per environment under the data directory (``workdir/data`` unless tol
     data/<env>/events.jsonl   append-only history, one JSON object a line
     data/<env>/traces/        trace files of failed or interrupted runs
     data/<env>/runs/          run logs
+    data/<env>/snapshots/     kept versions of the record: <serial>.json
+
+A save writes the new version's snapshot (a copy, renamed into place but not fsynced)
+before it replaces ``state.json`` durably, so a snapshot costs no second fsync. A crash
+between the two leaves a snapshot whose serial is above the current one: listings
+ignore it and the next save writes over it. The current version is always listed from
+``state.json`` itself; snapshots beyond ``keep_snapshots`` older ones are removed.
 
 Files are 0600 and folders 0700. A state file this runner cannot read (not JSON,
 truncated, a schema violation, a newer format) raises StateFileError and is never
@@ -35,6 +42,7 @@ from runner.errors import (
     EnvironmentNotFoundError,
     InvalidNameError,
     RunnerError,
+    StateError,
     StateFileError,
     StorageError,
 )
@@ -48,8 +56,16 @@ from runner.files import (
     temp_prefix,
     write_new,
 )
+from runner.settings import DEFAULT_SNAPSHOTS
 from runner.store import filelock
-from runner.store.contract import ArtifactKind, EnvironmentCopy, Events, ListEntry, LockInfo
+from runner.store.contract import (
+    ArtifactKind,
+    EnvironmentCopy,
+    Events,
+    ListEntry,
+    LockInfo,
+    SnapshotInfo,
+)
 from runner.store.record import (
     STATE_FORMAT,
     Record,
@@ -62,7 +78,8 @@ from runner.store.record import (
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
 EVENTS_FILE = "events.jsonl"
-ENV_FOLDERS = ("traces", "runs")
+SNAPSHOT_FOLDER = "snapshots"
+ENV_FOLDERS = ("traces", "runs", SNAPSHOT_FOLDER)
 
 DIR_MODE = 0o700
 #: How every file inside an environment's folder is opened for reading.
@@ -108,9 +125,19 @@ def strict_loads(data: bytes) -> Any:
 
 
 class FileStore:
-    """Environments as JSON files under ``data_dir`` (default ``workdir / "data"``)."""
+    """Environments as JSON files under ``data_dir`` (default ``workdir / "data"``),
+    keeping ``keep_snapshots`` versions of each record besides the current one."""
 
-    def __init__(self, workdir: Path, data_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        data_dir: Path | None = None,
+        *,
+        keep_snapshots: int = DEFAULT_SNAPSHOTS,
+    ) -> None:
+        if keep_snapshots < 0:
+            raise ValueError(f"keep_snapshots must be 0 or more, not {keep_snapshots}")
+        self.keep_snapshots = keep_snapshots
         self.workdir = Path(os.path.abspath(workdir))
         self.root = Path(os.path.abspath(self.workdir / ("data" if data_dir is None else data_dir)))
         # The bytes of each state.json this store last read or wrote: when the file on
@@ -373,11 +400,12 @@ class FileStore:
         staging = self._ensure_staging_dir() / f"create-{name}-{os.urandom(6).hex()}"
         try:
             try:
-                for folder in (staging, *(staging / sub for sub in ARTIFACT_FOLDERS.values())):
+                for folder in (staging, *(staging / sub for sub in ENV_FOLDERS)):
                     os.mkdir(folder, DIR_MODE)
                     os.chmod(folder, DIR_MODE)  # whatever the umask
                 write_new(staging / EVENTS_FILE, b"")
                 write_new(staging / LOCK_FILE, b"")
+                write_new(staging / SNAPSHOT_FOLDER / _snapshot_file(record.serial), data)
                 write_new(staging / STATE_FILE, data, sync=True)
                 fsync_dir(staging)
             except OSError as exc:
@@ -442,14 +470,126 @@ class FileStore:
                 path=shown,
             )
         folder = self._env_dir(name)
+        self._keep_snapshot(name, document["serial"], data)
         try:
             replace_atomically(folder / STATE_FILE, data)
         except OSError as exc:
             self._storage_error("write", folder / STATE_FILE, exc, environment=name)
         self._known[name] = (data, document["serial"])
+        self._prune_snapshots(name, document["serial"])
         record.serial = document["serial"]
         record.updated_at = document["updated_at"]
         record.format = STATE_FORMAT
+
+    # -- snapshots -------------------------------------------------------------------
+
+    def _snapshot_dir(self, name: str) -> Path:
+        folder = self._env_dir(name) / SNAPSHOT_FOLDER
+        self._no_link(name, folder)
+        return folder
+
+    def _keep_snapshot(self, name: str, serial: int, data: bytes) -> None:
+        """Write version ``serial`` (``data``) as a snapshot: a copy, renamed into place,
+        not fsynced (``state.json`` is the durable one)."""
+        if self.keep_snapshots == 0:
+            return
+        folder = self._snapshot_dir(name)
+        path = folder / _snapshot_file(serial)
+        try:
+            try:
+                replace_atomically(path, data, durable=False)
+            except FileNotFoundError:  # a folder made before snapshots were kept
+                os.mkdir(folder, DIR_MODE)
+                os.chmod(folder, DIR_MODE)
+                replace_atomically(path, data, durable=False)
+        except OSError as exc:
+            self._storage_error("write", path, exc, environment=name)
+
+    def _snapshot_serials(self, name: str) -> builtins.list[int]:
+        """The serials of the snapshot files, sorted (whatever the current serial)."""
+        serials = []
+        try:
+            with os.scandir(self._snapshot_dir(name)) as entries:
+                for entry in entries:
+                    serial = _snapshot_serial(entry.name)
+                    if serial is not None and entry.is_file(follow_symlinks=False):
+                        serials.append(serial)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            self._storage_error("read", self._env_dir(name) / SNAPSHOT_FOLDER, exc)
+        return sorted(serials)
+
+    def _prune_snapshots(self, name: str, current: int) -> None:
+        """Remove the snapshots older than the ``keep_snapshots`` before ``current``
+        (usually the one that just fell out: a single unlink)."""
+        oldest = current - self.keep_snapshots
+        folder = self._env_dir(name) / SNAPSHOT_FOLDER
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(folder / _snapshot_file(oldest - 1))
+            return
+        if current % 16 == 0:  # now and then: what a smaller setting left behind
+            for serial in self._snapshot_serials(name):
+                if serial < oldest:
+                    with contextlib.suppress(OSError):
+                        os.unlink(folder / _snapshot_file(serial))
+
+    def _kept(self, name: str, current: int) -> builtins.list[int]:
+        """The serials kept besides the current one, oldest first."""
+        oldest = current - self.keep_snapshots
+        return [s for s in self._snapshot_serials(name) if oldest <= s < current]
+
+    def list_snapshots(self, name: str) -> builtins.list[SnapshotInfo]:
+        current = self.load(name)
+        infos = []
+        for serial in self._kept(name, current.serial):
+            try:
+                infos.append(SnapshotInfo.of(self._read_snapshot(name, serial)))
+            except StateFileError:
+                continue  # a damaged copy is not offered; the others still are
+        infos.append(SnapshotInfo.of(current))
+        return infos
+
+    def _read_snapshot(self, name: str, serial: int) -> Record:
+        path = self._env_dir(name) / SNAPSHOT_FOLDER / _snapshot_file(serial)
+        shown = self.relative(path)
+        try:
+            data = read_limited(path, "state", follow=False)
+        except (OSError, TooLarge) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise StateFileError(
+                f"cannot read {shown}: {reason}", environment=name, path=shown
+            ) from None
+        try:
+            document = strict_loads(data)
+        except ValueError:
+            problem: str | None = "is not valid JSON"
+        else:
+            problem = record_problem(document)
+            if problem is None and (document["name"], document["serial"]) != (name, serial):
+                problem = "is not the version its name says"
+        if problem:
+            raise StateFileError(
+                f"{shown} {problem}",
+                hint=f"restore another serial (see `runner snapshots {name}`)",
+                environment=name,
+                path=shown,
+            )
+        return Record.from_json(document)
+
+    def load_snapshot(self, name: str, serial: int) -> Record:
+        current = self.load(name)
+        if serial == current.serial:
+            return current
+        kept = self._kept(name, current.serial)
+        if serial in kept:
+            return self._read_snapshot(name, serial)
+        shown = ", ".join(str(s) for s in [*kept, current.serial])
+        raise StateError(
+            f"environment '{name}' has no snapshot of serial {serial}",
+            hint=f"the kept serials are {shown}; see them with `runner snapshots {name}`",
+            environment=name,
+        )
 
     def delete(self, name: str) -> None:
         folder = self._env_dir(name)
@@ -483,6 +623,7 @@ class FileStore:
     def _leased(self, name: str, held: filelock.HeldLock | None) -> filelock.HeldLock | None:
         if held is not None:
             _remove_stale_temp_files(self._env_dir(name))
+            _remove_stale_temp_files(self._env_dir(name) / SNAPSHOT_FOLDER, prefix=".")
         return held
 
     def try_lock(self, name: str, me: LockInfo) -> filelock.HeldLock | None:
@@ -662,8 +803,12 @@ class FileStore:
             raise
 
     def _import_snapshots(self, name: str, snapshots: builtins.list[Record]) -> None:
-        """Keep ``snapshots`` as this environment's versions."""
-        return None
+        """Keep ``snapshots`` (but the current version, which is ``state.json``) as this
+        environment's versions."""
+        current = self.load(name).serial
+        for version in snapshots:
+            if version.serial != current:
+                self._keep_snapshot(name, version.serial, self._checked(version.to_json()))
 
 
 class FileArtifact:
@@ -694,6 +839,18 @@ class FileArtifact:
             raise StorageError(f"cannot write {self.ref}: {exc.strerror or exc}") from exc
 
 
+def _snapshot_file(serial: int) -> str:
+    return f"{serial}.json"
+
+
+def _snapshot_serial(file: str) -> int | None:
+    """The serial a snapshot file's name says (None for anything else, temp files too)."""
+    stem, dot, ext = file.partition(".")
+    if dot and ext == "json" and stem.isdigit() and stem == str(int(stem)):
+        return int(stem)
+    return None
+
+
 def _stamp() -> str:
     """The time in artifact names: ``20261122-103245-123`` (UTC, milliseconds)."""
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")[:-3]
@@ -702,13 +859,13 @@ def _stamp() -> str:
 # --- file primitives --------------------------------------------------------------------
 
 
-def _remove_stale_temp_files(folder: Path) -> None:
+def _remove_stale_temp_files(folder: Path, prefix: str = _TEMP_PREFIX) -> None:
     """Temp files of saves cut short by a crash. Only called with the lock held, when no
     save of this environment can be under way."""
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
-                if entry.name.startswith(_TEMP_PREFIX) and entry.name.endswith(".tmp"):
+                if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
     except OSError:

@@ -10,8 +10,8 @@ its record as a phase runs, and a store's ``save`` sets the new ``serial`` and
 Formats: the JSON form carries ``format``. Format 2 added ``failure.attempts``,
 ``failure.hint`` and ``machine.file``; format 3 added ``lineage`` (the environment's
 identity, given by ``create``) and ``change`` (what made this version). Older files are
-read (those fields absent) and written back in the current format on their next save. A newer format is refused by the
-store, never rewritten.
+read (those fields absent) and written back in the current format on their next save.
+A newer format is refused by the store, never rewritten.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def _format_problem(data: object) -> str | None:
     if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > STATE_FORMAT:
         return f"has format {fmt}: it was written by a newer runner; upgrade runner"
     if fmt not in READABLE_FORMATS or isinstance(fmt, bool):
-        readable = " and ".join(str(f) for f in READABLE_FORMATS)
+        *first, last = (str(f) for f in READABLE_FORMATS)
+        readable = f"{', '.join(first)} and {last}" if first else last
         return f"has an unknown format {json.dumps(fmt)} (this runner reads formats {readable})"
     return None
 

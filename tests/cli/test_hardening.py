@@ -97,6 +97,7 @@ phases:
 STATE = "data/demo/state.json"
 LOCK = "data/demo/state.lock"
 EVENTS = "data/demo/events.jsonl"
+SNAPSHOTS = "data/demo/snapshots"
 
 Snapshot = dict[str, bytes | None]
 
@@ -303,7 +304,7 @@ def created_other(before: Snapshot, after: Snapshot, work: Path) -> None:
 
 
 def advanced_despite_the_lock_file(before: Snapshot, after: Snapshot, work: Path) -> None:
-    only_changed(before, after, STATE, LOCK, EVENTS, "data/demo/runs")
+    only_changed(before, after, STATE, LOCK, EVENTS, SNAPSHOTS, "data/demo/runs")
     assert read_state(work)["state"] == "built"
     assert after[LOCK] == b""  # the holder record is cleared on release
     events = appended(before, after, EVENTS)
@@ -725,7 +726,8 @@ def test_advance_on_a_full_disk_with_room_for_the_lock_only(small_work: Path) ->
     proc = run_cli("advance", "demo", cwd=work)
     no_traceback(proc)
     assert proc.returncode == 2, proc.stderr
-    assert f"cannot write {STATE}: No space left on device" in proc.stderr
+    # the new version's snapshot is written first: the save stops there
+    assert f"cannot write {SNAPSHOTS}/2.json: No space left on device" in proc.stderr
     after = snapshot(work)
     only_changed(before, after, LOCK, "data/demo/runs")
     assert after[STATE] == before[STATE]

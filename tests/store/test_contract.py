@@ -26,6 +26,7 @@ from runner.errors import (
     EnvironmentExistsError,
     EnvironmentNotFoundError,
     LockedError,
+    StateError,
     StateFileError,
 )
 from runner.store.contract import LockInfo, Store
@@ -50,6 +51,8 @@ class Backend:
     """Make one environment's record unreadable."""
     plant_holder: Callable[[str, LockInfo], None]
     """Leave a holder record as a holder killed with SIGKILL would (lock not held)."""
+    keeping: Callable[[int], Store]
+    """A new store object on the same data keeping that many snapshots."""
 
 
 def file_backend(tmp_path: Path) -> Backend:
@@ -65,7 +68,14 @@ def file_backend(tmp_path: Path) -> Backend:
     def plant(name: str, info: LockInfo) -> None:
         (tmp_path / "data" / name / "state.lock").write_text(json.dumps(info.to_json()))
 
-    return Backend(lambda: FileStore(tmp_path), f"file:{tmp_path}", tear, break_entry, plant)
+    return Backend(
+        lambda: FileStore(tmp_path),
+        f"file:{tmp_path}",
+        tear,
+        break_entry,
+        plant,
+        lambda keep: FileStore(tmp_path, keep_snapshots=keep),
+    )
 
 
 def postgres_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
@@ -197,6 +207,8 @@ def test_save_is_a_compare_and_swap_on_the_serial(backend: Backend) -> None:
     stored = backend.open().load("demo")
     assert (stored.serial, stored.state) == (2, "provisioning")
     assert stored.updated_at == mine.updated_at
+    infos = backend.open().list_snapshots("demo")  # and the refused version is not kept
+    assert [(i.serial, i.state) for i in infos] == [(1, "created"), (2, "provisioning")]
 
 
 def test_serials_grow_by_one_per_save(backend: Backend) -> None:
@@ -253,6 +265,92 @@ def test_delete_removes_everything_and_frees_the_name(backend: Backend) -> None:
     other.create(new_record())
     assert other.read_events("demo") == []
     assert other.list_artifacts("demo", "trace") == []
+
+
+# --- snapshots ---------------------------------------------------------------------------
+
+
+def saved_versions(store: Store, count: int) -> list[Record]:
+    """Create ``demo`` and save it ``count`` times, each version different; every
+    version as it was stored (serial 1 first)."""
+    record = new_record()
+    store.create(record)
+    versions = [record.copy()]
+    for n in range(count):
+        record.outputs["n"] = n
+        record.state = f"state_{n}"
+        record.change = f"step {n}"
+        store.save(record)
+        versions.append(record.copy())
+    return versions
+
+
+def test_create_keeps_the_first_version_as_a_snapshot(backend: Backend) -> None:
+    store = backend.open()
+    record = new_record()
+    store.create(record)
+    [only] = backend.open().list_snapshots("demo")
+    assert (only.serial, only.state, only.change) == (1, "created", "created")
+    assert only.lineage == record.lineage and only.saved_at == record.updated_at
+    assert backend.open().load_snapshot("demo", 1) == record
+
+
+def test_every_save_keeps_the_version_it_wrote(backend: Backend) -> None:
+    versions = saved_versions(backend.open(), 5)
+    other = backend.open()
+    infos = other.list_snapshots("demo")
+    assert [i.serial for i in infos] == [1, 2, 3, 4, 5, 6]  # oldest first, current last
+    assert [i.state for i in infos] == [v.state for v in versions]
+    assert [i.change for i in infos] == [
+        "created",
+        "step 0",
+        "step 1",
+        "step 2",
+        "step 3",
+        "step 4",
+    ]
+    assert {i.lineage for i in infos} == {versions[0].lineage}
+    for version in versions:
+        assert other.load_snapshot("demo", version.serial) == version
+    snapshot = other.load_snapshot("demo", 2)
+    snapshot.outputs["n"] = "changed"
+    assert other.load_snapshot("demo", 2).outputs == {"n": 0}  # a fresh copy each time
+
+
+def test_snapshots_beyond_the_setting_are_dropped(backend: Backend) -> None:
+    saved_versions(backend.keeping(3), 9)
+    assert [i.serial for i in backend.keeping(3).list_snapshots("demo")] == [7, 8, 9, 10]
+    none_kept = backend.keeping(0)
+    assert [i.serial for i in none_kept.list_snapshots("demo")] == [10]
+    assert none_kept.load_snapshot("demo", 10).serial == 10
+
+
+def test_a_snapshot_that_is_not_kept_is_an_error_naming_the_kept_ones(
+    backend: Backend,
+) -> None:
+    saved_versions(backend.keeping(2), 4)
+    store = backend.keeping(2)
+    for serial in (1, 2, 6, 0, -1):
+        with pytest.raises(StateError) as caught:
+            store.load_snapshot("demo", serial)
+        assert not isinstance(caught.value, EnvironmentNotFoundError)
+        assert "3, 4, 5" in (caught.value.hint or ""), caught.value.hint
+    with pytest.raises(EnvironmentNotFoundError):
+        store.list_snapshots("nobody")
+    with pytest.raises(EnvironmentNotFoundError):
+        store.load_snapshot("nobody", 1)
+
+
+def test_delete_drops_the_snapshots_with_the_name(backend: Backend) -> None:
+    saved_versions(backend.open(), 3)
+    store = backend.open()
+    store.delete("demo")
+    again = new_record()
+    store.create(again)
+    [only] = backend.open().list_snapshots("demo")
+    assert (only.serial, only.lineage) == (1, again.lineage)
+    with pytest.raises(StateError):
+        backend.open().load_snapshot("demo", 2)
 
 
 # --- the lock ----------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_create_then_load_round_trips(store: FileStore, tmp_path: Path) -> None:
     text = (tmp_path / "data/demo/state.json").read_text()
     assert text == json.dumps(make_record().to_json(), indent=2) + "\n"
     assert text == json.dumps(state_document(), indent=2) + "\n"
-    assert json.loads(text)["format"] == 2
+    assert json.loads(text)["format"] == 3
 
 
 def test_files_are_0600_and_folders_0700(store: FileStore, tmp_path: Path) -> None:
@@ -286,11 +286,11 @@ CORRUPT: dict[str, tuple[bytes, str]] = {
         json.dumps(state_document(format=99)).encode(),
         "has format 99: it was written by a newer runner; upgrade runner",
     ),
-    "format-3": (json.dumps(state_document(format=3)).encode(), "written by a newer runner"),
+    "format-4": (json.dumps(state_document(format=4)).encode(), "written by a newer runner"),
     "format-0": (json.dumps(state_document(format=0)).encode(), "unknown format 0"),
     "format-string": (
         json.dumps(state_document(format="1.0")).encode(),
-        'unknown format "1.0" (this runner reads formats 1 and 2)',
+        'unknown format "1.0" (this runner reads formats 1, 2 and 3)',
     ),
     "format-true": (json.dumps(state_document(format=True)).encode(), "unknown format true"),
     "other-name": (json.dumps(state_document("other")).encode(), "'other'"),
@@ -360,7 +360,7 @@ def test_record_problem_accepts_the_design_example() -> None:
     assert "failure" in (record_problem(negative) or "")
 
 
-def test_a_format_1_file_is_read_and_written_back_as_format_2(
+def test_a_format_1_file_is_read_and_written_back_as_format_3(
     store: FileStore, tmp_path: Path
 ) -> None:
     store.create(failed_record())
@@ -369,7 +369,7 @@ def test_a_format_1_file_is_read_and_written_back_as_format_2(
     assert "attempts" not in old["failure"] and "hint" not in old["failure"]
     path.write_text(json.dumps(old, indent=2))
     record = store.load("demo")
-    assert record.format == 2
+    assert record.format == 3
     assert record.failure is not None
     assert (record.failure.attempts, record.failure.hint) == (None, None)
     expected = failed_record()
@@ -380,7 +380,7 @@ def test_a_format_1_file_is_read_and_written_back_as_format_2(
     assert entry.error is None and entry.record == record
     store.save(record)
     written = json.loads(path.read_text())
-    assert written["format"] == 2 and written["serial"] == 10
+    assert written["format"] == 3 and written["serial"] == 10
     assert written["failure"]["attempts"] is None and written["failure"]["hint"] is None
     assert record_problem(written) is None
     assert store.load("demo") == record
@@ -462,7 +462,8 @@ def test_a_failing_disk_keeps_the_old_state_and_says_what_to_do(
         env=cli_env(),
     )
     results = json.loads(proc.stdout)
-    assert "cannot write data/demo/state.json: File too large" in results["save"]
+    # the new version's snapshot is written first: the save stops there
+    assert "cannot write data/demo/snapshots/2.json: File too large" in results["save"]
     assert "then run the command again" in results["save"]
     assert "cannot append to data/demo/events.jsonl" in results["event"]
     assert results["create"] and "data" in results["create"]
@@ -470,6 +471,8 @@ def test_a_failing_disk_keeps_the_old_state_and_says_what_to_do(
     assert (tmp_path / "data/demo/state.json").read_bytes() == before
     assert store.load("demo").serial == 1
     assert leftovers(tmp_path / "data/demo") == [] and leftovers(tmp_path / "data") == []
+    assert leftovers(tmp_path / "data/demo/snapshots") == []
+    assert [s.serial for s in store.list_snapshots("demo")] == [1]
     assert not (tmp_path / "data/other").exists()
 
 
@@ -576,3 +579,66 @@ def test_leftovers_of_a_crashed_create_or_delete_are_swept_after_an_hour(
     store.create(make_record("second"))
     assert not old.exists() and young.is_dir()
     assert [e.name for e in store.list()] == ["first", "second"]
+
+
+# --- snapshots on disk -------------------------------------------------------------------
+
+
+def test_a_save_fsyncs_no_more_for_its_snapshot(
+    store: FileStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.create(make_record())
+    record = store.load("demo")
+    calls: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    store.save(record)
+    assert len(calls) == 2  # the new state.json and its folder; the snapshot is a copy
+    assert (tmp_path / "data/demo/snapshots/2.json").read_bytes() == (
+        tmp_path / "data/demo/state.json"
+    ).read_bytes()
+
+
+def test_a_snapshot_left_by_a_crash_before_the_state_is_ignored_then_replaced(
+    store: FileStore, tmp_path: Path
+) -> None:
+    store.create(make_record())
+    # a crash between the snapshot and the state: serial 2 was never current
+    ghost = dict(state_document(), serial=2, state="destroyed")
+    (tmp_path / "data/demo/snapshots/2.json").write_text(json.dumps(ghost))
+    assert [s.serial for s in store.list_snapshots("demo")] == [1]
+    record = store.load("demo")
+    record.state = "provisioning"
+    store.save(record)
+    assert [(s.serial, s.state) for s in store.list_snapshots("demo")] == [
+        (1, "created"),
+        (2, "provisioning"),
+    ]
+
+
+def test_a_folder_from_before_snapshots_gets_them_on_its_next_save(
+    store: FileStore, tmp_path: Path
+) -> None:
+    store.create(failed_record())
+    folder = tmp_path / "data/demo/snapshots"
+    for file in folder.iterdir():
+        file.unlink()
+    folder.rmdir()
+    old = dict(failed_record().to_json(), format=2, lineage=None, change=None)
+    (tmp_path / "data/demo/state.json").write_text(json.dumps(old))
+    assert [s.serial for s in store.list_snapshots("demo")] == [9]
+    record = store.load("demo")
+    store.save(record)
+    assert [s.serial for s in store.list_snapshots("demo")] == [10]  # 9 was never copied
+    assert mode(folder) == 0o700 and mode(folder / "10.json") == 0o600
+
+
+def test_a_damaged_snapshot_is_left_out_and_loading_it_says_why(
+    store: FileStore, tmp_path: Path
+) -> None:
+    store.create(make_record())
+    store.save(store.load("demo"))
+    (tmp_path / "data/demo/snapshots/1.json").write_text("{not json")
+    assert [s.serial for s in store.list_snapshots("demo")] == [2]
+    with pytest.raises(StateFileError, match=r"snapshots/1\.json"):
+        store.load_snapshot("demo", 1)

@@ -422,6 +422,7 @@ def test_eight_racing_creates_make_exactly_one_environment(tmp_path: Path) -> No
     assert sorted(p.name for p in (tmp_path / "data/race").iterdir()) == [
         "events.jsonl",
         "runs",
+        "snapshots",
         "state.json",
         "state.lock",
         "traces",

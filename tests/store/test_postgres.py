@@ -5,6 +5,7 @@ processes on two working directories, and migration both ways."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -85,10 +86,8 @@ def site(tmp_path: Path) -> Iterator[Path]:
         build_tree(tmp_path / sub, {"machine.yaml": MACHINE})
     yield tmp_path
     for pid_file in tmp_path.glob("*/*.pid"):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             os.killpg(int(pid_file.read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
 
 
 def cli(work: Path, url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -295,7 +294,7 @@ def test_a_terminated_connection_stops_the_step_and_writes_nothing_more(
     taken = cli(b, pg_url, "--lock-timeout", "10", "destroy", "demo")
     assert taken.returncode == 0, taken.stderr
     after = stored(pg_url)
-    out, err = holder.communicate(timeout=60)
+    _, err = holder.communicate(timeout=60)
     assert holder.returncode == 2, err
     assert "lost the lock of environment 'demo'" in err
     assert "Traceback" not in err
@@ -316,7 +315,7 @@ def test_a_server_restart_during_a_phase_stops_the_step(site: Path) -> None:
         holder_backend(url)
         before = stored(url)
         server.restart()
-        out, err = holder.communicate(timeout=60)
+        _, err = holder.communicate(timeout=60)
         assert holder.returncode == 2, err
         assert "lost the lock of environment 'demo'" in err
         assert gone(step)
