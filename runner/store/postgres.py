@@ -152,6 +152,10 @@ MIGRATIONS: dict[int, list[str]] = {
 #: The schema version this code reads and writes.
 SCHEMA_VERSION = max(MIGRATIONS)
 
+#: The snapshots a store keeping ``keep_snapshots`` offers: the current version and the
+#: ``keep_snapshots`` before it (a store with a larger setting may have left more).
+_KEPT = "serial >= (SELECT e.serial FROM runner.environments e WHERE e.name = %s) - %s"
+
 _INSTALL_HINT = "install the PostgreSQL extra: pip install 'runner[postgres]'"
 
 
@@ -595,8 +599,8 @@ class PostgresStore:
         with self._tx(name) as db:
             rows = db.execute(
                 "SELECT serial, saved_at, state, change, lineage FROM runner.snapshots "
-                "WHERE name = %s ORDER BY serial",
-                (name,),
+                f"WHERE name = %s AND {_KEPT} ORDER BY serial",
+                (name, name, self.keep_snapshots),
             ).fetchall()
             if not rows and not self._exists(db, name):
                 raise self._not_found(name)
@@ -609,15 +613,15 @@ class PostgresStore:
         check_name(name)
         with self._tx(name) as db:
             row = db.execute(
-                "SELECT document FROM runner.snapshots WHERE name = %s AND serial = %s",
-                (name, serial),
+                f"SELECT document FROM runner.snapshots WHERE name = %s AND serial = %s AND {_KEPT}",
+                (name, serial, name, self.keep_snapshots),
             ).fetchone()
         if row is None:
             kept = [s.serial for s in self.list_snapshots(name)]
             raise StateError(
-                f"environment '{name}' has no snapshot of serial {serial} (kept: "
-                f"{', '.join(map(str, kept)) or 'none'})",
-                hint=f"see them with `runner snapshots {name}`",
+                f"environment '{name}' has no snapshot of serial {serial}",
+                hint=f"the kept serials are {', '.join(map(str, kept))}; see them with "
+                f"`runner snapshots {name}`",
                 environment=name,
             )
         return self._parsed(name, row[0])

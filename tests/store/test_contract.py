@@ -118,7 +118,14 @@ def postgres_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
             list(info.processes),
         )
 
-    return Backend(lambda: PostgresStore(url), url, tear, break_entry, plant)
+    return Backend(
+        lambda: PostgresStore(url),
+        url,
+        tear,
+        break_entry,
+        plant,
+        lambda keep: PostgresStore(url, keep_snapshots=keep),
+    )
 
 
 #: Every backend the contract runs against: (id, builder from a temp folder and the test's
