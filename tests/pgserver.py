@@ -3,7 +3,7 @@
 :func:`start` runs ``initdb`` and ``pg_ctl`` from Debian's ``postgresql`` packages (the
 binaries on PATH, else the newest ``/usr/lib/postgresql/<version>/bin``) in a temporary
 folder, as a non-root user when run as root (the server refuses root), listening only on
-a Unix socket in that folder. It is made for speed, not durability (``fsync=off``).
+a Unix socket in that folder. It is made for speed, not durability (``fsync=off``), unless asked to be durable.
 :meth:`PgServer.stop` stops it; :meth:`restart` stops and starts it again on the same
 data (what a database restart does to connected clients).
 """
@@ -25,12 +25,15 @@ __all__ = ["PgServer", "bindir", "start"]
 _CONF = """
 listen_addresses = ''
 unix_socket_directories = '{sock}'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
 max_connections = 200
 shared_buffers = 32MB
 log_min_messages = warning
+"""
+#: ... and, unless a durable server is asked for, without waiting for the disk.
+_FAST = """
+fsync = off
+synchronous_commit = off
+full_page_writes = off
 """
 
 
@@ -112,9 +115,9 @@ class PgServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start() -> PgServer:
+def start(*, durable: bool = False) -> PgServer:
     """A running server in a new temporary folder (RuntimeError with the server's log
-    when it cannot start)."""
+    when it cannot start); ``durable``: commits wait for fsync, as in production."""
     found = bindir()
     if found is None:
         raise RuntimeError("PostgreSQL is not installed (Debian package 'postgresql')")
@@ -153,7 +156,7 @@ def start() -> PgServer:
         server.remove()
         raise RuntimeError(f"initdb failed ({init.returncode}):\n{init.stdout}{init.stderr}")
     with open(server.data / "postgresql.conf", "a", encoding="utf-8") as conf:
-        conf.write(_CONF.format(sock=server.socket_dir))
+        conf.write(_CONF.format(sock=server.socket_dir) + ("" if durable else _FAST))
     try:
         server.start()
     except RuntimeError:

@@ -279,8 +279,9 @@ class PostgresStore:
     def schema_version(self, conn: psycopg.Connection[Any]) -> int | None:
         """The schema version the database holds; None when it has none."""
         psycopg = _driver()
-        try:
-            with conn.transaction():
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        try:  # in a transaction, a savepoint: a missing table would abort it
+            with contextlib.nullcontext() if idle else conn.transaction():
                 row = conn.execute("SELECT max(version) FROM runner.schema_version").fetchone()
         except psycopg.errors.UndefinedTable:
             return None
@@ -353,14 +354,17 @@ class PostgresStore:
         return self._conn
 
     @contextlib.contextmanager
-    def _tx(self, name: str | None = None) -> Iterator[psycopg.Connection[Any]]:
-        """A transaction on the store's connection, database errors made runner errors
-        (a lost connection under a lock: LockLostError)."""
+    def _tx(
+        self, name: str | None = None, *, atomic: bool = True
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction on the store's connection (``atomic=False``: statements on their
+        own, for reads: no BEGIN and COMMIT round trips), database errors made runner
+        errors (a lost connection under a lock: LockLostError)."""
         psycopg = _driver()
         with self._mutex:
             conn = self._db()
             try:
-                with conn.transaction():
+                with conn.transaction() if atomic else contextlib.nullcontext():
                     yield conn
             except psycopg.Error as exc:
                 self._failed(exc, name)
@@ -413,7 +417,7 @@ class PostgresStore:
 
     def exists(self, name: str) -> bool:
         check_name(name)
-        with self._tx(name) as db:
+        with self._tx(name, atomic=False) as db:
             return (
                 db.execute("SELECT 1 FROM runner.environments WHERE name = %s", (name,)).fetchone()
                 is not None
@@ -479,15 +483,21 @@ class PostgresStore:
         name = check_name(record.name)
         text = self._document(record, record.serial, record.updated_at)
         with self._tx(name) as db:
-            done = db.execute(
-                "INSERT INTO runner.environments (name, serial, state, updated_at, document) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
-                (name, record.serial, record.state, record.updated_at, text),
-            )
-            if done.rowcount == 1:
+            made = self._insert_new(db, record, text)
+            if made:
                 self._keep(db, record, text)
-        if done.rowcount != 1:
+        if not made:
             self._exists_error(name)
+
+    @staticmethod
+    def _insert_new(db: psycopg.Connection[Any], record: Record, text: str) -> bool:
+        """Insert ``record`` (as ``text``) unless its name is taken; whether it was."""
+        done = db.execute(
+            "INSERT INTO runner.environments (name, serial, state, updated_at, document) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+            (record.name, record.serial, record.state, record.updated_at, text),
+        )
+        return done.rowcount == 1
 
     def _exists_error(self, name: str) -> NoReturn:
         try:
@@ -524,7 +534,7 @@ class PostgresStore:
 
     def load(self, name: str) -> Record:
         check_name(name)
-        with self._tx(name) as db:
+        with self._tx(name, atomic=False) as db:
             row = db.execute(
                 "SELECT document FROM runner.environments WHERE name = %s", (name,)
             ).fetchone()
@@ -578,7 +588,7 @@ class PostgresStore:
             )
 
     def list(self) -> builtins.list[ListEntry]:
-        with self._tx() as db:
+        with self._tx(atomic=False) as db:
             rows = db.execute(
                 'SELECT name, document FROM runner.environments ORDER BY name COLLATE "C"'
             ).fetchall()
@@ -596,7 +606,7 @@ class PostgresStore:
 
     def list_snapshots(self, name: str) -> builtins.list[SnapshotInfo]:
         check_name(name)
-        with self._tx(name) as db:
+        with self._tx(name, atomic=False) as db:
             rows = db.execute(
                 "SELECT serial, saved_at, state, change, lineage FROM runner.snapshots "
                 f"WHERE name = %s AND {_KEPT} ORDER BY serial",
@@ -611,9 +621,10 @@ class PostgresStore:
 
     def load_snapshot(self, name: str, serial: int) -> Record:
         check_name(name)
-        with self._tx(name) as db:
+        with self._tx(name, atomic=False) as db:
             row = db.execute(
-                f"SELECT document FROM runner.snapshots WHERE name = %s AND serial = %s AND {_KEPT}",
+                "SELECT document FROM runner.snapshots WHERE name = %s AND serial = %s AND "
+                + _KEPT,
                 (name, serial, name, self.keep_snapshots),
             ).fetchone()
         if row is None:
@@ -728,7 +739,7 @@ class PostgresStore:
         """(whether the lock is held, the holder row of the lock's backend, the row of a
         holder that is gone)."""
         classid, objid = (_oid(k) for k in lock_key(name))
-        with self._tx(name) as db:
+        with self._tx(name, atomic=False) as db:
             rows = db.execute(
                 "SELECT l.pid, h.backend_pid, h.pid, h.host, h.command, h.started_at, "
                 "h.processes FROM (SELECT 1) one LEFT JOIN pg_locks l ON l.locktype = "
@@ -776,7 +787,7 @@ class PostgresStore:
             if not self.exists(name):
                 raise self._not_found(name)
             return []
-        with self._tx(name) as db:
+        with self._tx(name, atomic=False) as db:
             if limit is None:
                 rows = db.execute(
                     "SELECT body FROM runner.events WHERE name = %s ORDER BY id", (name,)
@@ -848,7 +859,7 @@ class PostgresStore:
 
     def read_artifact(self, name: str, ref: str) -> str:
         check_name(name)
-        with self._tx(name) as db:
+        with self._tx(name, atomic=False) as db:
             row = db.execute(
                 "SELECT (SELECT coalesce(string_agg(c.body, '' ORDER BY c.id), '') FROM "
                 "runner.artifact_chunks c WHERE c.artifact = a.id) FROM runner.artifacts a "
@@ -867,7 +878,7 @@ class PostgresStore:
 
     def list_artifacts(self, name: str, kind: ArtifactKind) -> builtins.list[str]:
         check_name(name)
-        with self._tx(name) as db:
+        with self._tx(name, atomic=False) as db:
             rows = db.execute(
                 "SELECT ref FROM runner.artifacts WHERE name = %s AND kind = %s ORDER BY id",
                 (name, kind),
@@ -884,25 +895,15 @@ class PostgresStore:
         text = self._document(record, record.serial, record.updated_at)
         versions = [(s, self._document(s, s.serial, s.updated_at)) for s in copy.snapshots]
         with self._tx(name) as db:
-            done = db.execute(
-                "INSERT INTO runner.environments (name, serial, state, updated_at, document) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
-                (name, record.serial, record.state, record.updated_at, text),
-            )
-            if done.rowcount == 1:
+            made = self._insert_new(db, record, text)
+            if made:
                 with db.cursor() as cur:
                     cur.executemany(
                         "INSERT INTO runner.events (name, body) VALUES (%s, %s)",
                         [(name, json.dumps(e, separators=(",", ":"))) for e in copy.events],
                     )
-                    cur.executemany(
-                        "INSERT INTO runner.snapshots (name, serial, saved_at, state, change, "
-                        "lineage, document) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                        [
-                            (name, s.serial, s.updated_at, s.state, s.change, s.lineage, doc)
-                            for s, doc in versions
-                        ],
-                    )
+                for version, document in versions:
+                    self._keep(db, version, document)
                 for kind, ref, body in copy.artifacts:
                     row = db.execute(
                         "INSERT INTO runner.artifacts (name, kind, ref) VALUES (%s, %s, %s) "
@@ -914,7 +915,7 @@ class PostgresStore:
                         "INSERT INTO runner.artifact_chunks (artifact, body) VALUES (%s, %s)",
                         (row[0], body),
                     )
-        if done.rowcount != 1:
+        if not made:
             self._exists_error(name)
 
 
