@@ -994,7 +994,7 @@ class PostgresLease:
         """The lock is gone: say so and stop the step's processes."""
         self.lost_reason = why
         groups = self.holder.processes
-        log.error(
+        log.info(  # the command's error says it, once
             "environment=%s lost its lock: %s; stopping the step's processes %s",
             self.name,
             why,
