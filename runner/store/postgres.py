@@ -851,7 +851,10 @@ class PostgresStore:
         return ref
 
     def _append_chunk(self, name: str, artifact: int, text: str) -> None:
+        """One more piece of a run log; its commit does not wait for the disk (as a
+        run log file's write is not fsynced): records and traces do."""
         with self._tx(name) as db:
+            db.execute("SET LOCAL synchronous_commit = off")
             db.execute(
                 "INSERT INTO runner.artifact_chunks (artifact, body) VALUES (%s, %s)",
                 (artifact, text),

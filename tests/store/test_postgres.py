@@ -268,6 +268,10 @@ def test_kill_9_of_the_holder_frees_the_lock_at_once(site: Path, pg_url: str) ->
     assert f"locked by pid {holder.pid}" in busy.stderr
     shown = check(cli(b, pg_url, "--output", "json", "status", "demo"), 0, "status")
     assert shown["locked_by"]["pid"] == holder.pid
+    for read in (("list",), ("history", "demo"), ("graph", "--env", "demo")):
+        t0 = time.monotonic()  # read-only commands take no lock: never wait for one
+        assert cli(b, pg_url, "--lock-timeout", "600", *read).returncode == 0, read
+        assert time.monotonic() - t0 < 30
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     t0 = time.monotonic()
