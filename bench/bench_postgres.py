@@ -163,7 +163,8 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
         with tempfile.TemporaryDirectory(prefix="runner-bench-pg-") as tmp:
             work = Path(tmp)
             (work / "files").mkdir()
-            (work / "pg").mkdir()
+            # build/ as a phase leaves it: where the machine cache lives with a database
+            (work / "pg" / "build").mkdir(parents=True)
             url = server.create_database("bench")
             PostgresStore(url).init_schema()
             big_url = server.create_database("big")
@@ -218,7 +219,7 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
 
             # -- runner list of 10,000
             many = work / "many"
-            many.mkdir()
+            (many / "build").mkdir(parents=True)
             with fast_setup():
                 big_files = FileStore(many)
                 for i in range(ENVS):

@@ -50,6 +50,7 @@ BENCHMARKS = {
     "save": ("bench_save", "Durable save"),
     "lock": ("bench_lock", "Locking"),
     "scale": ("bench_scale", "Scale"),
+    "postgres": ("bench_postgres", "PostgreSQL backend beside files"),
 }
 START, END = "<!-- bench-results:start -->", "<!-- bench-results:end -->"
 

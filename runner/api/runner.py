@@ -154,10 +154,21 @@ class Runner:
             else:
                 from runner.machine import cache as machinecache
 
-                self._machine = machinecache.load(
-                    self.machine_file, self.workdir / "data" / ".cache"
-                )
+                self._machine = machinecache.load(self.machine_file, self._cache_dir())
         return self._machine
+
+    def _cache_dir(self) -> Path:
+        """Where validated machines are cached: ``data/.cache`` beside the files; with a
+        database, this machine's own ``build/.cache`` (once a phase made ``build/``)."""
+        if self._store is not None:
+            from runner.store.files import FileStore
+
+            local = isinstance(self._store, FileStore)
+        else:
+            from runner.store.backends import choose, is_postgres
+
+            local = not is_postgres(choose(self.workdir, self.state_url).url)
+        return self.workdir / ("data" if local else "build") / ".cache"
 
     # -- the machine --------------------------------------------------------------------
 
