@@ -6,6 +6,8 @@
   :func:`state_document` builds the stored JSON form, for raw state files and schema
   checks (it may hold what no record can: a wrong type, a missing or unknown key).
 - ``store``: an empty :class:`~runner.store.files.FileStore` on ``tmp_path``.
+- ``pg_server``: one PostgreSQL server for the session (``tests/pgserver.py``), and
+  ``pg_url``: a new database on it with the runner's schema, for each test.
 
 The builders are plain functions, imported where a module needs them at import time
 (``from tests.conftest import make_record``), and by scripts run in subprocesses.

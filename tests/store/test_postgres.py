@@ -404,6 +404,20 @@ def test_migrate_from_files_to_postgresql_and_back(site: Path, pg_url: str) -> N
     after = {n: _content(a, pg_url, n) for n in ("one", "two")}
     assert after == before
     assert _content(a, files, "one") == before["one"]  # the source is untouched
+    from runner.store.files import FileStore
+    from runner.store.postgres import PostgresStore
+
+    source, target = FileStore(a), PostgresStore(pg_url)
+    for name in ("one", "two"):  # lineage, snapshots and artifacts came along as they were
+        assert target.load(name).lineage == source.load(name).lineage
+        assert target.list_snapshots(name) == source.list_snapshots(name)
+        for kind in ("trace", "run"):
+            refs = source.list_artifacts(name, kind)
+            assert target.list_artifacts(name, kind) == refs
+            assert refs or kind == "trace"
+            assert [target.read_artifact(name, r) for r in refs] == [
+                source.read_artifact(name, r) for r in refs
+            ]
     trace = after["two"]["status"]["failure"]["trace"]
     rows = sql(pg_url, "SELECT 1 FROM runner.artifacts WHERE ref = %s", trace)
     assert rows  # the trace came along
