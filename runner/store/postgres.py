@@ -262,6 +262,13 @@ class PostgresStore:
         if check_schema:
             try:
                 self._check_schema(conn)
+            except driver.Error as exc:  # e.g. no right to read the runner's schema
+                conn.close()
+                raise StorageError(
+                    f"cannot read the runner schema of {shown_url(self.url)}: {_first_line(exc)}",
+                    hint="the runner's role needs the grants of docs/teams.md",
+                    url=shown_url(self.url),
+                ) from None
             except BaseException:
                 conn.close()
                 raise

@@ -48,6 +48,7 @@ COMMANDS = [
     "resume",
     "phase",
     "destroy",
+    "state",
 ]
 
 

@@ -174,6 +174,22 @@ def test_a_database_without_the_schema_asks_for_state_init(
     assert "no environments" in ok(site / "a", url, "list")
 
 
+def test_a_role_with_only_create_on_the_database_is_enough(
+    site: Path, pg_server: pgserver.PgServer
+) -> None:
+    """The set-up of docs/teams.md: a plain login role, and one grant."""
+    database = f"t{os.urandom(6).hex()}"
+    role = f"r{os.urandom(6).hex()}"
+    admin = pg_server.create_database(database)
+    sql(admin, f'CREATE ROLE "{role}" LOGIN')
+    sql(admin, f'GRANT CREATE ON DATABASE "{database}" TO "{role}"')
+    url = admin.replace("user=postgres", f"user={role}")
+    ok(site / "a", url, "state", "init")
+    ok(site / "a", url, "create", "demo")
+    ok(site / "b", url, "up", "demo")
+    assert stored(url)["state"] == "shipped"
+
+
 def test_a_newer_schema_is_refused(site: Path, pg_url: str) -> None:
     sql(pg_url, "INSERT INTO runner.schema_version (version) VALUES (99)")
     proc = cli(site / "a", pg_url, "list")
