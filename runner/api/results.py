@@ -14,24 +14,30 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runner.result import INTERNAL, Result, key
-from runner.store.record import Failure, Paths, Record, Run
+from runner.store.record import Failure, Forced, Paths, Record, Run
 
 if TYPE_CHECKING:
     from runner.machine.model import MachineDef
     from runner.run.phase import PhaseResult
-    from runner.store.contract import ListEntry, LockInfo
+    from runner.store.contract import ListEntry, LockInfo, SnapshotInfo
 
 __all__ = [
     "CreateResult",
     "EnvironmentSummary",
+    "ExistsResult",
+    "ForceStateResult",
     "GraphFileResult",
     "GraphResult",
     "HistoryResult",
+    "InputsResult",
     "ListResult",
     "MigrateResult",
     "PhasePlan",
     "PhaseSummary",
+    "PurgeResult",
+    "RestoreResult",
     "RunResult",
+    "SnapshotsResult",
     "StateInitResult",
     "StatusResult",
     "StepPlan",
@@ -224,6 +230,10 @@ class StatusResult(Result):
     entered_at: str
     """When the environment entered its current state (the last transition into it):
     what the state's description says was true then (e.g. "healthy"), not now."""
+    forced: Forced | None = None
+    """The last ``force-state``, until the next phase runs."""
+    machine_changed: bool = False
+    """Whether the machine file changed since the environment was last moved."""
 
     @classmethod
     def from_record(
@@ -238,6 +248,7 @@ class StatusResult(Result):
         next_actions: Sequence[str],
         allowed_phases: Sequence[str],
         leftovers: Sequence[int] = (),
+        machine_changed: bool = False,
     ) -> StatusResult:
         return cls(
             environment=record.name,
@@ -255,6 +266,8 @@ class StatusResult(Result):
             allowed_phases=tuple(allowed_phases),
             leftover_processes=tuple(leftovers),
             entered_at=entered_at,
+            forced=copy.copy(record.forced),
+            machine_changed=machine_changed,
         )
 
 
@@ -264,10 +277,13 @@ class ListResult(Result):
 
     environments: tuple[EnvironmentSummary, ...]
     unreadable: tuple[Unreadable, ...]
+    filtered: str | None = field(default=None, metadata=INTERNAL)
+    """What the listing was filtered by (``--state built``), if anything."""
 
     @classmethod
-    def from_entries(cls, entries: Sequence[ListEntry]) -> ListResult:
+    def from_entries(cls, entries: Sequence[ListEntry], filtered: str | None = None) -> ListResult:
         return cls(
+            filtered=filtered,
             environments=tuple(
                 EnvironmentSummary.from_record(e.record) for e in entries if e.record is not None
             ),
@@ -327,6 +343,97 @@ class RunResult(Result):
         from runner.errors import ExitCode
 
         return ExitCode.STEP_FAILED if self.failed else ExitCode.OK
+
+
+# --- the operator commands ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExistsResult(Result):
+    """`exists`: whether the environment exists."""
+
+    environment: str
+    exists: bool
+
+
+@dataclass(frozen=True)
+class PurgeResult(Result):
+    """`purge`: the environment's records are gone and its name is free; what may still
+    exist outside them (``warnings``) and what became of its build folder."""
+
+    environment: str
+    state: str | None
+    """The state it was in (None when its record could not be read)."""
+    forced: bool
+    build_dir: str
+    build_removed: bool
+    build_kept: bool
+    """Whether the build folder exists and was kept."""
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class InputsResult(Result):
+    """`inputs`: the environment's inputs (secrets as their references) and, after a
+    change, the keys changed."""
+
+    environment: str
+    state: str
+    inputs: Mapping[str, Any]
+    changed: tuple[str, ...] = ()
+    serial: int = 0
+    restarts_phase: str | None = None
+    """The failed phase the next resume runs again from its first step (its steps
+    already done used the old inputs), if any."""
+
+    @classmethod
+    def from_record(
+        cls, record: Record, changed: Sequence[str] = (), restarts: str | None = None
+    ) -> InputsResult:
+        return cls(
+            environment=record.name,
+            state=record.state,
+            inputs=copy.deepcopy(record.inputs),
+            changed=tuple(changed),
+            serial=record.serial,
+            restarts_phase=restarts,
+        )
+
+
+@dataclass(frozen=True)
+class ForceStateResult(Result):
+    """`force-state`: the environment was moved to ``state`` without running anything."""
+
+    environment: str
+    state: str
+    forced: Forced
+    serial: int
+
+    @classmethod
+    def from_record(cls, record: Record) -> ForceStateResult:
+        assert record.forced is not None
+        return cls(record.name, record.state, copy.copy(record.forced), record.serial)
+
+
+@dataclass(frozen=True)
+class SnapshotsResult(Result):
+    """`snapshots`: the kept versions of the environment's record, oldest first (the
+    current one last)."""
+
+    environment: str
+    current: int
+    snapshots: tuple[SnapshotInfo, ...]
+
+
+@dataclass(frozen=True)
+class RestoreResult(Result):
+    """`restore`: the version ``restored`` is current again, saved as ``serial``."""
+
+    environment: str
+    restored: int
+    serial: int
+    state: str
+    from_state: str = field(metadata=key("from"))
 
 
 # --- backends ---------------------------------------------------------------------------

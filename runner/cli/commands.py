@@ -181,9 +181,9 @@ def status(s: Settings, name: str) -> int:
     return show(s, result)
 
 
-def list_environments(s: Settings) -> int:
+def list_environments(s: Settings, state: str | None = None, kind: str | None = None) -> int:
     runner = runner_for(s, "runner list")
-    return show(s, runner.list(), runner)
+    return show(s, runner.list(state, kind), runner)
 
 
 def history(s: Settings, name: str, limit: int | None) -> int:

@@ -49,6 +49,11 @@ _COMMAND_VALUE_OPTIONS = (
     "--from-step",
     "--limit",
     "-n",
+    "--state",
+    "--kind",
+    "--unset",
+    "--reason",
+    "--serial",
 )
 
 
