@@ -14,7 +14,7 @@ is 0 unless a benchmark could not run at all.
   is replaced;
 - ``--soak``: also run bench/soak.py (1,000 phases across 20 environments by 4 workers;
   200 with ``--quick``) and report its wall time and problems;
-- ``--only``: run some benchmarks (cli, steps, save, lock, scale, soak);
+- ``--only``: run some benchmarks (cli, steps, save, lock, scale, dashboard, soak);
 - ``--profile``: profile every benchmark, even when its targets are met.
 
 The benchmarks are modules of this folder, each runnable on its own
@@ -50,6 +50,7 @@ BENCHMARKS = {
     "save": ("bench_save", "Durable save"),
     "lock": ("bench_lock", "Locking"),
     "scale": ("bench_scale", "Scale"),
+    "dashboard": ("bench_dashboard", "Dashboard"),
     "postgres": ("bench_postgres", "PostgreSQL backend beside files"),
 }
 START, END = "<!-- bench-results:start -->", "<!-- bench-results:end -->"

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from runner.store.contract import ListEntry, LockInfo, SnapshotInfo
 
 __all__ = [
+    "ArtifactResult",
+    "ArtifactsResult",
     "CreateResult",
     "EnvironmentSummary",
     "ExistsResult",
@@ -43,6 +45,7 @@ __all__ = [
     "StepPlan",
     "Unreadable",
     "ValidateResult",
+    "document",
 ]
 
 
@@ -302,6 +305,28 @@ class HistoryResult(Result):
 
 
 @dataclass(frozen=True)
+class ArtifactsResult(Result):
+    """The references of an environment's traces or run logs, oldest first."""
+
+    environment: str
+    kind: str  # trace | run
+    artifacts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ArtifactResult(Result):
+    """One trace or run log of an environment: its text (secrets are masked when it is
+    written), or, with an ``offset``, the text after the first ``offset`` characters.
+    ``size`` is the whole text's length in characters."""
+
+    environment: str
+    ref: str
+    offset: int
+    size: int
+    text: str
+
+
+@dataclass(frozen=True)
 class RunResult(Result):
     """What `advance`, `up`, `resume`, `run_phase` and `destroy` did.
 
@@ -434,6 +459,27 @@ class RestoreResult(Result):
     serial: int
     state: str
     from_state: str = field(metadata=key("from"))
+
+
+def document(result: Result) -> dict[str, Any]:
+    """The JSON document of ``result`` (``--output json``, the dashboard's API):
+    ``api_version`` on top; a run that ended in a failed step also carries the error
+    keys (``error``, ``message``, ``exit_code``) of an error document."""
+    from runner.errors import StepError
+    from runner.result import API_VERSION
+
+    data: dict[str, Any] = {"api_version": API_VERSION}
+    if isinstance(result, RunResult) and result.failure is not None:
+        data.update(
+            {
+                "error": StepError.__name__,
+                "message": result.failure.headline,
+                "exit_code": result.exit_code,
+            }
+        )
+    for name, value in result.to_json().items():
+        data.setdefault(name, value)
+    return data
 
 
 # --- backends ---------------------------------------------------------------------------

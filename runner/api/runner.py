@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from runner.api.results import (
+    ArtifactResult,
+    ArtifactsResult,
     CreateResult,
     ExistsResult,
     ForceStateResult,
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from runner.run.phase import PhaseResult, Progress
     from runner.run.registry import StepRegistry
     from runner.run.session import Session
-    from runner.store.contract import Events, ListEntry, LockInfo, Store
+    from runner.store.contract import ArtifactKind, Events, ListEntry, LockInfo, Store
     from runner.store.record import Record
 
 __all__ = ["GRAPH_FORMATS", "STATE_KINDS", "Runner"]
@@ -263,6 +265,29 @@ class Runner:
             if not self.store.exists(name):
                 self.store.load(name)  # says why: no such environment, or no state file
             return HistoryResult(name, tuple(self.store.read_events(name, limit)))
+
+    def artifacts(self, name: str, kind: str = "run") -> ArtifactsResult:
+        """The references of ``name``'s run logs (``kind`` "run") or traces ("trace"),
+        oldest first."""
+        with _about(name):
+            if kind not in ("run", "trace"):
+                raise InputError(f"unknown artifact kind {kind!r}", hint="one of: run, trace")
+            self._load(name)
+            refs = self.store.list_artifacts(name, cast("ArtifactKind", kind))
+            return ArtifactsResult(name, kind, tuple(refs))
+
+    def artifact(self, name: str, ref: str, offset: int = 0) -> ArtifactResult:
+        """The text of ``name``'s trace or run log ``ref`` (as its record, `status` or
+        :meth:`artifacts` name it); with ``offset``, only what follows the first
+        ``offset`` characters (to follow a log as it is written)."""
+        with _about(name):
+            if offset < 0:
+                raise InputError(f"offset must be >= 0, not {offset}")
+            from runner.store.contract import check_name
+
+            check_name(name)
+            text = self.store.read_artifact(name, ref)
+            return ArtifactResult(name, ref, offset, len(text), text[offset:])
 
     # -- running phases -----------------------------------------------------------------
 

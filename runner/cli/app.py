@@ -736,6 +736,78 @@ def restore(
     _run(ctx, "restore", body)
 
 
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            metavar="ADDRESS",
+            help="Address to listen on. Anything but loopback needs --token-file.",
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free one)."),
+    ] = 8400,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            metavar="FILE",
+            help="File (mode 600) holding the token every request must carry: header "
+            "'Authorization: Bearer TOKEN', or open any page once with ?token=TOKEN.",
+        ),
+    ] = None,
+    allow_actions: Annotated[
+        bool,
+        typer.Option(
+            "--allow-actions",
+            help="Offer advance, resume, check and destroy, each behind a confirmation "
+            "(default: read-only).",
+        ),
+    ] = False,
+) -> None:
+    """The web dashboard: every environment live, failures with their traces, history,
+    the machine's graph, run logs; its JSON API under /api/v1/ serves the documents of
+    --output json. Needs the extra `web` (pip install 'runner[web]')."""
+
+    def body(s: Settings) -> int:
+        try:
+            from runner.web.serve import serve as run_server
+        except ImportError as exc:
+            from runner.errors import ToolMissingError
+
+            raise ToolMissingError(
+                f"the dashboard needs the extra 'web' ({exc.name or exc} is not installed)",
+                hint="pip install 'runner[web]'",
+            ) from None
+
+        def started(result: Any) -> None:
+            if s.json:
+                from runner.cli import render
+
+                render.emit_json(render.document(result))
+            else:
+                mode = "actions allowed" if result.allow_actions else "read-only"
+                guard = ", token required" if result.token else ""
+                print(f"runner dashboard on {result.url} ({mode}{guard}); Ctrl+C stops it")
+            sys.stdout.flush()
+
+        run_server(
+            lambda command: runner_for(s, command),
+            host=host,
+            port=port,
+            token_file=token_file,
+            allow_actions=allow_actions,
+            started=started,
+        )
+        return 0
+
+    _run(ctx, "serve", body)
+
+
 # --- backends ------------------------------------------------------------------------
 
 state_app = typer.Typer(

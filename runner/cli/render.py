@@ -33,30 +33,15 @@ from runner.api.results import (
     StateInitResult,
     StatusResult,
     ValidateResult,
+    document,
 )
-from runner.errors import RunnerError, StepError
-from runner.result import API_VERSION, Result
+from runner.errors import RunnerError
+from runner.result import Result
 
 __all__ = ["document", "emit_json", "error_document", "show", "text"]
 
 
 # --- JSON --------------------------------------------------------------------------------
-
-
-def document(result: Result) -> dict[str, Any]:
-    """The ``--output json`` document of ``result``."""
-    data: dict[str, Any] = {"api_version": API_VERSION}
-    if isinstance(result, RunResult) and result.failure is not None:
-        data.update(
-            {
-                "error": StepError.__name__,
-                "message": result.failure.headline,
-                "exit_code": result.exit_code,
-            }
-        )
-    for name, value in result.to_json().items():
-        data.setdefault(name, value)
-    return data
 
 
 def error_document(exc: RunnerError) -> dict[str, Any]:

@@ -16,6 +16,8 @@ The engine and the commands see a backend only through these protocols, composed
   the ones before it, up to the backend's ``keep_snapshots``), listed and read back by
   serial;
 - listing every environment (:meth:`Records.list`), which survives a broken entry;
+- optionally, :class:`Versions`: a cheap token per record that changes with every
+  save, so that a watcher (the dashboard) reads again only what changed.
 - :class:`Imports`: storing a whole :class:`EnvironmentCopy` from another backend, for
   ``runner state migrate``.
 
@@ -25,7 +27,7 @@ The engine and the commands see a backend only through these protocols, composed
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from runner.store.record import Record, check_name, now_iso
 
@@ -45,6 +47,7 @@ __all__ = [
     "SnapshotInfo",
     "Snapshots",
     "Store",
+    "Versions",
     "check_name",
     "now_iso",
 ]
@@ -234,6 +237,17 @@ class Artifacts(Protocol):
 
     def list_artifacts(self, name: str, kind: ArtifactKind) -> list[str]:
         """References of the environment's artifacts of ``kind``, oldest first."""
+
+
+@runtime_checkable
+class Versions(Protocol):
+    """An optional capability of a backend: which records changed, without reading
+    them."""
+
+    def versions(self) -> dict[str, object]:
+        """Every environment's name and a token that changes whenever its record is
+        saved, created or replaced (equal tokens: the same record), much cheaper than
+        :meth:`Records.list`."""
 
 
 # --- moving environments between backends -------------------------------------------------

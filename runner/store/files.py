@@ -313,6 +313,30 @@ class FileStore:
             result.append(ListEntry(name=name, record=record))
         return result
 
+    def versions(self) -> dict[str, object]:
+        """Each environment's state file as (inode, size, modification time): a save
+        replaces the file, so any save changes it (the contract's ``Versions``)."""
+        found: dict[str, object] = {}
+        try:
+            scan = os.scandir(self.root)
+        except FileNotFoundError:
+            return found
+        with scan:
+            for entry in scan:
+                if entry.name.startswith(".") or not (entry.is_dir() or entry.is_symlink()):
+                    continue
+                try:
+                    check_name(entry.name)
+                except InvalidNameError:  # as list(): a folder that is no environment
+                    continue
+                try:
+                    info = os.stat(os.path.join(entry.path, STATE_FILE), follow_symlinks=False)
+                except OSError as exc:
+                    found[entry.name] = ("unreadable", exc.errno)
+                    continue
+                found[entry.name] = (info.st_ino, info.st_size, info.st_mtime_ns)
+        return found
+
     # -- writing ---------------------------------------------------------------------
 
     def _storage_error(self, action: str, path: Path, exc: OSError, **fields: Any) -> NoReturn:

@@ -23,6 +23,7 @@ from runner.result import INTERNAL, JSON_KEY
 from runner.run.phase import PhaseResult, StepOutcome
 from runner.store.contract import LockInfo, SnapshotInfo
 from runner.store.record import Failure, Forced, Paths, Run
+from runner.web.serve import ServeResult
 from tests.helpers import ROOT, build_tree, cli_env, run_cli
 
 SCHEMA: dict[str, Any] = json.loads(
@@ -341,6 +342,9 @@ RESULT_DEFS: dict[type, str] = {
     results.RestoreResult: "restore",
     SnapshotInfo: "snapshot_info",
     Forced: "forced",
+    results.ArtifactsResult: "artifacts",
+    results.ArtifactResult: "artifact",
+    ServeResult: "serve",
 }
 # keys the rendering layer adds: api_version to every document, the error keys of a
 # failed run

@@ -54,6 +54,7 @@ COMMANDS = [
     "force-state",
     "snapshots",
     "restore",
+    "serve",
     "state",
 ]
 
