@@ -51,6 +51,7 @@ BENCHMARKS = {
     "lock": ("bench_lock", "Locking"),
     "scale": ("bench_scale", "Scale"),
     "dashboard": ("bench_dashboard", "Dashboard"),
+    "postgres": ("bench_postgres", "PostgreSQL backend beside files"),
 }
 START, END = "<!-- bench-results:start -->", "<!-- bench-results:end -->"
 

@@ -36,12 +36,14 @@ __all__ = [
     "HistoryResult",
     "InputsResult",
     "ListResult",
+    "MigrateResult",
     "PhasePlan",
     "PhaseSummary",
     "PurgeResult",
     "RestoreResult",
     "RunResult",
     "SnapshotsResult",
+    "StateInitResult",
     "StatusResult",
     "StepPlan",
     "Unreadable",
@@ -553,3 +555,26 @@ def document(result: Result) -> dict[str, Any]:
     for name, value in result.to_json().items():
         data.setdefault(name, value)
     return data
+
+
+# --- backends ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StateInitResult(Result):
+    """`state init`: the backend made ready (its schema version before and after)."""
+
+    url: str
+    backend: str  # file | postgresql
+    schema_before: int
+    schema_after: int
+
+
+@dataclass(frozen=True)
+class MigrateResult(Result):
+    """`state migrate`: the environments copied (and verified) from one backend to
+    another; the source is unchanged."""
+
+    source: str
+    target: str
+    environments: tuple[str, ...]

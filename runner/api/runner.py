@@ -32,11 +32,13 @@ from runner.api.results import (
     HistoryResult,
     InputsResult,
     ListResult,
+    MigrateResult,
     PhasePlan,
     PurgeResult,
     RestoreResult,
     RunResult,
     SnapshotsResult,
+    StateInitResult,
     StatusResult,
     StepPlan,
     ValidateResult,
@@ -87,8 +89,10 @@ class Runner:
     another process holding it (0: fail at once). ``progress`` receives the progress
     of running phases (an object with the methods of
     :class:`runner.run.phase.Progress`). ``command`` is how a lock holder is described
-    to whoever waits for it. ``store`` replaces the files under ``workdir/data`` with
-    another backend of :class:`~runner.store.contract.Store`.
+    to whoever waits for it. ``state`` is where the environments are kept, as a
+    ``file:PATH`` or ``postgresql://`` URL (default: ``RUNNER_STATE``, else
+    ``state.url`` of ``workdir/runner.toml``, else the files under ``workdir/data``);
+    ``store`` gives a backend of :class:`~runner.store.contract.Store` directly.
     ``on_lock_wait(name, holder)`` is called once when a command starts waiting for
     environment ``name``'s lock, with who holds it (None when the lock does not say).
     ``confirm(request)`` is asked, under the lock, before a phase marked
@@ -106,6 +110,7 @@ class Runner:
         progress: Progress | None = None,
         command: str = "runner",
         store: Store | None = None,
+        state: str | None = None,
         on_lock_wait: Callable[[str, LockInfo | None], None] | None = None,
         confirm: Callable[[ConfirmRequest], bool] | None = None,
     ) -> None:
@@ -133,6 +138,7 @@ class Runner:
         self.on_lock_wait = on_lock_wait
         self.confirm = confirm
         self._store = store
+        self.state_url = state
         self._machine: MachineDef | None = None
         self._plugins_checked = False
         self._registry: StepRegistry | None = None
@@ -146,11 +152,9 @@ class Runner:
     def store(self) -> Store:
         """Where the environments are kept (made on first use)."""
         if self._store is None:
-            from runner.settings import load_settings
-            from runner.store.files import FileStore
+            from runner.store.backends import open_store
 
-            settings = load_settings(self.workdir)
-            self._store = FileStore(self.workdir, keep_snapshots=settings.snapshots)
+            self._store = open_store(self.workdir, self.state_url)
         return self._store
 
     def registry(self) -> StepRegistry:
@@ -173,10 +177,21 @@ class Runner:
             else:
                 from runner.machine import cache as machinecache
 
-                self._machine = machinecache.load(
-                    self.machine_file, self.workdir / "data" / ".cache"
-                )
+                self._machine = machinecache.load(self.machine_file, self._cache_dir())
         return self._machine
+
+    def _cache_dir(self) -> Path:
+        """Where validated machines are cached: ``data/.cache`` beside the files; with a
+        database, this machine's own ``build/.cache`` (once a phase made ``build/``)."""
+        if self._store is not None:
+            from runner.store.files import FileStore
+
+            local = isinstance(self._store, FileStore)
+        else:
+            from runner.store.backends import choose, is_postgres
+
+            local = not is_postgres(choose(self.workdir, self.state_url).url)
+        return self.workdir / ("data" if local else "build") / ".cache"
 
     # -- the machine --------------------------------------------------------------------
 
@@ -996,6 +1011,41 @@ class Runner:
             return str(render_string(recovery, context)).strip()
         except TemplateFailure as exc:
             return f"{recovery.strip()}  (recovery text did not render: {exc})"
+
+    # -- backends -----------------------------------------------------------------------
+
+    def init_state(self) -> StateInitResult:
+        """Make the backend ready: for PostgreSQL, apply the schema migrations it lacks
+        (a newer schema than this runner knows is refused); files need nothing."""
+        from runner.store.backends import choose, is_postgres, open_url
+        from runner.store.postgres import PostgresStore, shown_url
+
+        choice = choose(self.workdir, self.state_url)
+        if not is_postgres(choice.url):
+            open_url(choice.url, self.workdir)  # a bad URL says so
+            return StateInitResult(choice.url, "file", 0, 0)
+        store = PostgresStore(choice.url, keep_snapshots=choice.snapshots)
+        before, after = store.init_schema()
+        return StateInitResult(shown_url(choice.url), "postgresql", before, after)
+
+    def migrate_state(self, to: str) -> MigrateResult:
+        """Copy every environment of this backend to the backend ``to`` (a state URL):
+        records, events, snapshots, artifacts and lineage; names ``to`` has already are
+        refused before anything is copied; each copy is read back and compared; this
+        backend is left as it was."""
+        from runner.store.backends import choose, open_url
+        from runner.store.postgres import shown_url
+        from runner.store.transfer import migrate
+
+        choice = choose(self.workdir, self.state_url)
+        if to == choice.url:
+            raise InputError(
+                f"--to names the backend the environments are in already ({shown_url(to)})",
+                hint="give another state URL to --to",
+            )
+        target = open_url(to, self.workdir, snapshots=choice.snapshots)
+        copied = migrate(self.store, target)
+        return MigrateResult(shown_url(choice.url), shown_url(to), tuple(copied))
 
     # `list` last: below it, the name means this method in annotations, not the type
 

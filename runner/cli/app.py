@@ -222,6 +222,16 @@ def _global(
             help="Seconds to wait for an environment another command holds; 0 fails at once.",
         ),
     ] = 30.0,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            metavar="URL",
+            help="Where environments are kept: file:PATH or postgresql://host/db (default: "
+            "RUNNER_STATE, else state.url in runner.toml, else data/). After `list`, "
+            "--state is list's own filter: give the URL before the command there.",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Stream the tools' output while steps run.")
     ] = False,
@@ -274,6 +284,7 @@ def _global(
         lock_timeout=lock_timeout,
         verbose=verbose,
         color=commands.color_wanted(no_color),
+        state=state,
     )
 
 
@@ -477,7 +488,8 @@ def list_(
         typer.Option(
             "--state",
             metavar="STATE",
-            help="Only the environments in this state.",
+            help="Only the environments in this state (the global --state URL goes before "
+            "`list`: runner --state URL list --state STATE).",
             autocompletion=_complete_states,
         ),
     ] = None,
@@ -841,3 +853,44 @@ def serve(
         return 0
 
     _run(ctx, "serve", body)
+
+
+# --- backends ------------------------------------------------------------------------
+
+state_app = typer.Typer(
+    name="state",
+    help="The backend that keeps the environments: make it ready, move them to another.",
+    no_args_is_help=True,
+)
+app.add_typer(state_app)
+
+
+@state_app.command("init")
+def state_init(ctx: typer.Context) -> None:
+    """Make the backend ready (PostgreSQL: create or upgrade the runner's schema)."""
+
+    def body(s: Settings) -> int:
+        return commands.show(s, runner_for(s, "runner state init").init_state())
+
+    _run(ctx, "state init", body)
+
+
+@state_app.command("migrate")
+def state_migrate(
+    ctx: typer.Context,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="URL",
+            help="The backend to copy every environment to: file:PATH or postgresql://host/db.",
+        ),
+    ],
+) -> None:
+    """Copy every environment (record, events, snapshots, artifacts, lineage) to another
+    backend and verify it; names it has already are refused; the source is unchanged."""
+
+    def body(s: Settings) -> int:
+        return commands.show(s, runner_for(s, "runner state migrate").migrate_state(to))
+
+    _run(ctx, "state migrate", body)

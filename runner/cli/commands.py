@@ -53,6 +53,9 @@ class Settings:
     verbose: bool
     #: Colour on standard output: a terminal, and neither NO_COLOR nor --no-color.
     color: bool = False
+    #: ``--state URL``: where the environments are kept (None: RUNNER_STATE, runner.toml,
+    #: else data/).
+    state: str | None = None
 
     @property
     def json(self) -> bool:
@@ -90,6 +93,7 @@ def runner_for(
         command=command,
         on_lock_wait=_say_lock_wait,
         confirm=confirm,
+        state=settings.state,
     )
 
 

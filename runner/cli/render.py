@@ -27,10 +27,12 @@ from runner.api.results import (
     HistoryResult,
     InputsResult,
     ListResult,
+    MigrateResult,
     PurgeResult,
     RestoreResult,
     RunResult,
     SnapshotsResult,
+    StateInitResult,
     StatusResult,
     ValidateResult,
     document,
@@ -461,3 +463,25 @@ def _restore(result: RestoreResult) -> str:
         f"'{result.from_state}' → '{result.state}'\n"
         f"next: runner status {result.environment}"
     )
+
+
+@_renders(StateInitResult)
+def _state_init(result: StateInitResult) -> str:
+    if result.backend == "file":
+        return f"{result.url}: files need no set-up (made on first use)"
+    if result.schema_before == result.schema_after:
+        return f"{result.url}: schema version {result.schema_after}, up to date"
+    return f"{result.url}: schema version {result.schema_before} → {result.schema_after}" + (
+        " (made)" if result.schema_before == 0 else " (upgraded)"
+    )
+
+
+@_renders(MigrateResult)
+def _migrate(result: MigrateResult) -> str:
+    count = len(result.environments)
+    lines = [
+        f"copied {count} environment{'' if count == 1 else 's'} from {result.source} to "
+        f"{result.target} (verified; the source is unchanged)"
+    ]
+    lines += [f"  {name}" for name in result.environments]
+    return "\n".join(lines)

@@ -41,6 +41,7 @@ from runner.errors import (
     EnvironmentExistsError,
     EnvironmentNotFoundError,
     InvalidNameError,
+    RunnerError,
     StateError,
     StateFileError,
     StorageError,
@@ -57,7 +58,14 @@ from runner.files import (
 )
 from runner.settings import DEFAULT_SNAPSHOTS
 from runner.store import filelock
-from runner.store.contract import ArtifactKind, Events, ListEntry, LockInfo, SnapshotInfo
+from runner.store.contract import (
+    ArtifactKind,
+    EnvironmentCopy,
+    Events,
+    ListEntry,
+    LockInfo,
+    SnapshotInfo,
+)
 from runner.store.record import (
     STATE_FORMAT,
     Record,
@@ -795,6 +803,36 @@ class FileStore:
         except FileNotFoundError:
             return []
         return [self.relative(folder / n) for n in names]
+
+    # -- import (migration) ----------------------------------------------------------
+
+    def import_environment(self, copy: EnvironmentCopy) -> None:
+        """The copy made as ``create`` makes an environment, then filled in: events,
+        artifacts (by their file names) and snapshots; removed again when that fails."""
+        name = copy.record.name
+        self.create(copy.record)
+        try:
+            folder = self._env_dir(name)
+            lines = b"".join(
+                (json.dumps(e, separators=(",", ":")) + "\n").encode("utf-8") for e in copy.events
+            )
+            replace_atomically(folder / EVENTS_FILE, lines)
+            for kind, ref, text in copy.artifacts:
+                path = folder / ARTIFACT_FOLDERS[kind] / os.path.basename(ref)
+                write_new(path, text.encode("utf-8"), sync=True)
+            self._import_snapshots(name, copy.snapshots)
+        except BaseException:
+            with contextlib.suppress(RunnerError):
+                self.delete(name)
+            raise
+
+    def _import_snapshots(self, name: str, snapshots: builtins.list[Record]) -> None:
+        """Keep ``snapshots`` (but the current version, which is ``state.json``) as this
+        environment's versions."""
+        current = self.load(name).serial
+        for version in snapshots:
+            if version.serial != current:
+                self._keep_snapshot(name, version.serial, self._checked(version.to_json()))
 
 
 class FileArtifact:

@@ -56,6 +56,7 @@ COMMANDS = [
     "snapshots",
     "restore",
     "serve",
+    "state",
 ]
 
 
