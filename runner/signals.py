@@ -81,6 +81,11 @@ def _dispatch(signum: int, frame: FrameType | None) -> None:
     if _active is not None:
         _active._handler(signum, frame)
         return
+    if received is not None:
+        # the command is already stopping for an earlier signal (its exception is
+        # unwinding, perhaps through an `except` or `finally` right now): raising again
+        # there would break that handling and end in a traceback
+        return
     received = signum
     if signum == signal.SIGINT:
         raise KeyboardInterrupt

@@ -39,7 +39,7 @@ def test_the_local_lifecycle_with_state_in_postgresql(work: Path, pg_url: str) -
     ]
     history = json.loads(ok(work, pg_url, "--output", "json", "history", "demo"))["events"]
     assert [e["to"] for e in history if e["type"] in ("created", "transition")] == HAPPY
-    ok(work, pg_url, "destroy", "demo")
+    ok(work, pg_url, "destroy", "demo", "--yes")
     assert "destroyed" in ok(work, pg_url, "status", "demo")
     assert not (work / "data" / "demo" / "state.json").exists()
     # the run logs of every phase are in the database, readable by reference
