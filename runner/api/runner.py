@@ -12,7 +12,6 @@ loader, the store and the engine are imported when a method needs them.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from runner.errors import (
     RunnerError,
     did_you_mean,
 )
+from runner.log import logger
 
 if TYPE_CHECKING:
     from runner.machine.model import MachineDef, PhaseDef
@@ -47,9 +47,6 @@ if TYPE_CHECKING:
     from runner.store.record import Record
 
 __all__ = ["GRAPH_FORMATS", "Runner"]
-
-# a library's records go where its user configures logging, and nowhere by default
-logging.getLogger("runner").addHandler(logging.NullHandler())
 
 #: How many of the last events `status` reads to find when the state was entered.
 _ENTERED_EVENTS = 200
@@ -424,9 +421,7 @@ class Runner:
                 "one; nothing was created",
             )
         for dotted, default, port in ports.allocate(marked, given, inputs, others):
-            logging.getLogger("runner").info(
-                "environment=%s %s: %d is taken, using %d", name, dotted, default, port
-            )
+            logger().info("environment=%s %s: %d is taken, using %d", name, dotted, default, port)
 
     def _secrets_readable(self, machine: MachineDef, inputs: dict[str, Any]) -> None:
         """InvalidInputsError when a secret input names a variable that is not set or
@@ -464,9 +459,7 @@ class Runner:
                 "host": socket.gethostname(),
             },
         )
-        logging.getLogger("runner").info(
-            "environment=%s created in state=%s", name, machine.initial
-        )
+        logger().info("environment=%s created in state=%s", name, machine.initial)
 
     def _follow(self, record: Record) -> None:
         """Use the machine file ``record`` names when no machine was given and the
@@ -739,7 +732,7 @@ def _stop_leftovers(name: str, previous: LockInfo | None) -> None:
 
     stopped = stop_leftovers(previous.processes)
     if stopped:
-        logging.getLogger("runner").warning(
+        logger().warning(
             "environment=%s stopped process group %s left running by pid %d (%s), which "
             "ended without releasing the lock",
             name,

@@ -128,9 +128,9 @@ def _execute(settings: Settings, command: str, body: Callable[[Settings], int | 
         sys.stderr.write("interrupted\n")
         return 128 + exc.signum if isinstance(exc, Terminated) else int(ExitCode.SIGINT)
     except Exception as exc:
-        import logging
+        from runner.log import logger
 
-        logging.getLogger("runner").debug("internal error", exc_info=True)
+        logger().debug("internal error", exc_info=True)
         return report(
             settings,
             RunnerError(

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from runner import signals
+from runner import log, signals
 from runner.cli import commands
 
 __all__ = ["fast_path", "hoist_globals", "main"]
@@ -212,9 +212,9 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
         return None
 
     def go() -> int:
-        from runner.cli import logs
-
-        logs.setup(level, log_format)
+        # logging is configured when something logs: a read that logs nothing never
+        # imports it
+        log.when_used(lambda: _setup_logging(level, log_format))
         workdir = options.get("--workdir") or os.environ.get("RUNNER_WORKDIR") or None
         machine = options.get("--machine") or os.environ.get("RUNNER_MACHINE") or None
         settings = commands.Settings(
@@ -228,6 +228,12 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
         return commands.execute(settings, command, run)
 
     return go
+
+
+def _setup_logging(level: str, log_format: str) -> None:
+    from runner.cli import logs
+
+    logs.setup(level, log_format)
 
 
 def _history_args(args: list[str]) -> tuple[str, int | None] | None:

@@ -8,16 +8,16 @@ warning: it breaks only the machines that use it (:meth:`StepRegistry.load_probl
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
 
 from runner.errors import InputError
+from runner.log import logger
 from runner.plugin import Step
 
 ENTRY_POINT_GROUP = "runner.steps"
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
-log = logging.getLogger("runner")
+log = logger()
 
 
 class PluginError(InputError):

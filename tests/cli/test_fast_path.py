@@ -233,3 +233,91 @@ def test_a_closed_output_pipe_ends_quietly(work: Path, args: tuple[str, ...]) ->
         os.close(write_end)
     assert proc.returncode == 141, proc.stderr
     assert proc.stderr == ""
+
+
+# --- what a plain read imports ------------------------------------------------------
+#
+# The read-only commands start fast because they import little: no argument parser
+# (typer), no ``logging`` unless something logs, no OpenSSL for the machine cache's key,
+# no archive modules. Each case runs the command in a fresh interpreter and compares the
+# modules it loaded with those of an interpreter that did nothing (whatever this
+# interpreter's start-up loads is not the command's doing).
+
+#: Modules a plain read must not load.
+HEAVY = ("typer", "click", "rich", "jsonschema", "logging", "_hashlib", "shutil", "ruamel")
+
+#: Runs the fast path's command for the words given, then prints, as JSON on stderr,
+#: the modules loaded since the interpreter started.
+_PROBE = """
+import json, sys
+before = set(json.loads(sys.argv[1]))
+from runner.cli.main import fast_path
+command = fast_path(sys.argv[2:])
+assert command is not None, "not a fast-path command line"
+code = command()
+sys.stderr.write(json.dumps({"code": code, "new": sorted(set(sys.modules) - before)}))
+"""
+
+
+def _idle_modules() -> list[str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import json, sys; print(json.dumps(sorted(sys.modules)))"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return list(json.loads(proc.stdout))
+
+
+def _loaded(work: Path, *args: str) -> tuple[int, set[str], str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(_idle_modules()), *args],
+        cwd=work,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    report = proc.stderr[proc.stderr.rindex('{"code"') :]
+    found = json.loads(report)
+    return found["code"], set(found["new"]), proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("status", "alpha"), ("list",), ("history", "alpha"), ("--output", "json", "status", "alpha")],
+    ids=" ".join,
+)
+def test_a_plain_read_loads_no_heavy_module(work: Path, args: tuple[str, ...]) -> None:
+    code, new, stdout = _loaded(work, *args)
+    assert code == 0
+    assert "created" in stdout  # it did its work
+    assert sorted(m for m in new if m.split(".")[0] in HEAVY) == []
+
+
+def test_logging_configured_by_a_read_applies_when_something_logs(work: Path) -> None:
+    """The fast path leaves its --log-level/--log-format for the first record: a record
+    logged after the command is shown as the command line asked (JSON, DEBUG)."""
+    code = (
+        "import sys; from runner.cli.main import fast_path; "
+        "fast_path(['--log-level', 'debug', '--log-format', 'json', 'status', 'alpha'])(); "
+        "assert 'logging' not in sys.modules; "
+        "from runner.log import logger; logger().debug('late record')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=work, env=cli_env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert (record["level"], record["message"]) == ("DEBUG", "late record")
+
+
+def test_the_library_logs_nowhere_by_default(tmp_path: Path) -> None:
+    """Used as a library, the runner's records go where the user configures logging:
+    without any configuration a warning is not printed."""
+    code = "from runner.log import logger; logger().warning('unseen'); print('done')"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=cli_env(), capture_output=True, text=True
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "done\n", "")
