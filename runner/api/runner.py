@@ -18,17 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from runner.api.results import (
-    CreateResult,
-    GraphResult,
-    HistoryResult,
-    ListResult,
-    PhasePlan,
-    RunResult,
-    StatusResult,
-    StepPlan,
-    ValidateResult,
-)
+from runner.api.results import HistoryResult, ListResult, StatusResult
 from runner.errors import (
     InputError,
     InvalidInputsError,
@@ -39,6 +29,7 @@ from runner.errors import (
 from runner.log import logger
 
 if TYPE_CHECKING:
+    from runner.api.outcomes import CreateResult, GraphResult, RunResult, ValidateResult
     from runner.machine.model import MachineDef, PhaseDef
     from runner.run.phase import PhaseResult, Progress
     from runner.run.registry import StepRegistry
@@ -157,6 +148,8 @@ class Runner:
     def validate(self) -> ValidateResult:
         """Check the machine file: syntax, schema, states, phases, plugins, templates.
         Raises :class:`~runner.errors.MachineError` listing every problem."""
+        from runner.api.outcomes import ValidateResult
+
         machine = self.machine()
         from runner.machine.statemachine import build_machine
 
@@ -168,6 +161,7 @@ class Runner:
     def graph(self, format: str = "mermaid", env: str | None = None) -> GraphResult:
         """The machine drawn as ``format`` (mermaid, dot, svg or png; svg and png need
         Graphviz), marking ``env``'s current state when given. Writes nothing."""
+        from runner.api.outcomes import GraphResult
         from runner.machine import graph as graphs
 
         if format not in GRAPH_FORMATS:
@@ -202,6 +196,8 @@ class Runner:
         directory), then the mapping ``inputs`` merged into it, then ``sets``
         (``KEY=VALUE`` with dotted keys, as `--set`), then the schema's defaults;
         they must satisfy the machine's inputs schema."""
+        from runner.api.outcomes import CreateResult
+
         with _about(name):
             from runner.store.contract import check_name
 
@@ -238,6 +234,8 @@ class Runner:
     def advance(self, name: str, dry_run: bool = False) -> RunResult:
         """Run the next phase on the happy path (none: nothing to advance). With
         ``dry_run``, only say what it would run."""
+        from runner.api.outcomes import RunResult
+
         with _about(name), self._session(name) as session:
             machine, state = session.machine, session.state
             _refuse_unfinished(machine, name, state, "advance")
@@ -258,6 +256,8 @@ class Runner:
     def up(self, name: str, to: str | None = None) -> RunResult:
         """Advance until the environment reaches state ``to`` (default: the end of the
         happy path), or a phase fails."""
+        from runner.api.outcomes import RunResult
+
         with _about(name), self._session(name) as session:
             machine = session.machine
             if to is not None and to not in machine.states:
@@ -298,6 +298,7 @@ class Runner:
     def resume(self, name: str, from_step: str | None = None) -> RunResult:
         """Continue the interrupted or failed phase from its first unfinished step, or
         re-run it from ``from_step``."""
+        from runner.api.outcomes import RunResult
         from runner.run.phase import PhaseRunner
 
         with _about(name), self._session(name) as session:
@@ -322,6 +323,8 @@ class Runner:
     def run_phase(self, name: str, phase: str, dry_run: bool = False) -> RunResult:
         """Run the named phase, which must be allowed from the current state. With
         ``dry_run``, only say what it would run."""
+        from runner.api.outcomes import RunResult
+
         with _about(name), self._session(name) as session:
             machine = session.machine
             found = machine.phase(phase)
@@ -780,6 +783,7 @@ def _refuse_unfinished(machine: MachineDef, name: str, state: str, action: str) 
 
 def _planned(session: Session, phase: PhaseDef) -> RunResult:
     """The dry run of ``phase``: each step rendered (secrets masked), nothing run."""
+    from runner.api.outcomes import PhasePlan, RunResult, StepPlan
     from runner.machine.templating import TemplateFailure, evaluate_condition, render_value
     from runner.run.inputs import SecretResolver, mask_params
 

@@ -14,20 +14,20 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from runner.api.results import (
-    CreateResult,
-    GraphFileResult,
-    GraphResult,
-    HistoryResult,
-    ListResult,
-    RunResult,
-    StatusResult,
-    ValidateResult,
-)
+from runner.api.results import HistoryResult, ListResult, StatusResult
 from runner.errors import RunnerError, StepError
 from runner.result import API_VERSION, Result
+
+if TYPE_CHECKING:
+    from runner.api.outcomes import (
+        CreateResult,
+        GraphFileResult,
+        GraphResult,
+        RunResult,
+        ValidateResult,
+    )
 
 __all__ = ["document", "emit_json", "error_document", "show", "text"]
 
@@ -38,17 +38,26 @@ __all__ = ["document", "emit_json", "error_document", "show", "text"]
 def document(result: Result) -> dict[str, Any]:
     """The ``--output json`` document of ``result``."""
     data: dict[str, Any] = {"api_version": API_VERSION}
-    if isinstance(result, RunResult) and result.failure is not None:
+    run: RunResult | None = _outcome(result, "RunResult")
+    if run is not None and run.failure is not None:
         data.update(
             {
                 "error": StepError.__name__,
-                "message": result.failure.headline,
-                "exit_code": result.exit_code,
+                "message": run.failure.headline,
+                "exit_code": run.exit_code,
             }
         )
     for name, value in result.to_json().items():
         data.setdefault(name, value)
     return data
+
+
+def _outcome(result: Result, name: str) -> Any:
+    """``result`` if it is the class ``name`` of :mod:`runner.api.outcomes`, else None.
+    That module is not imported here (a read never needs it): a result of it exists
+    only once something else has."""
+    module = sys.modules.get("runner.api.outcomes")
+    return result if module is not None and type(result) is getattr(module, name) else None
 
 
 def error_document(exc: RunnerError) -> dict[str, Any]:
@@ -84,10 +93,12 @@ def show(
     ``color`` (standard output is a terminal that may have colour) the text is drawn
     by rich: tables for `list` and `history`, states coloured by their kind
     (``kind_of(state)``, when the result does not say it)."""
+    graph: GraphResult | None = _outcome(result, "GraphResult")
+    run: RunResult | None = _outcome(result, "RunResult")
     if as_json:
         emit_json(document(result))
-    elif isinstance(result, GraphResult):
-        sys.stdout.buffer.write(result.data)  # as drawn: png is binary
+    elif graph is not None:
+        sys.stdout.buffer.write(graph.data)  # as drawn: png is binary
         sys.stdout.flush()
     elif color:
         from runner.cli import styled
@@ -97,7 +108,7 @@ def show(
         body = text(result)
         if body:
             print(body)
-    return result.exit_code if isinstance(result, RunResult) else 0
+    return run.exit_code if run is not None else 0
 
 
 #: A state's colour on a terminal, by its kind.
@@ -118,10 +129,12 @@ def state_style(kind: str | None) -> str | None:
 # --- text --------------------------------------------------------------------------------
 
 R = TypeVar("R", bound=Result)
-_TEXT: dict[type[Result], Callable[[Any], str]] = {}
+#: The text of each kind of result, by the name of its class (the classes of
+#: runner.api.outcomes are not imported here).
+_TEXT: dict[str, Callable[[Any], str]] = {}
 
 
-def _renders(kind: type[R]) -> Callable[[Callable[[R], str]], Callable[[R], str]]:
+def _renders(kind: str) -> Callable[[Callable[[R], str]], Callable[[R], str]]:
     def register(function: Callable[[R], str]) -> Callable[[R], str]:
         _TEXT[kind] = function
         return function
@@ -131,10 +144,10 @@ def _renders(kind: type[R]) -> Callable[[Callable[[R], str]], Callable[[R], str]
 
 def text(result: Result) -> str:
     """``result`` as text for people (no final newline; empty: nothing to print)."""
-    return _TEXT[type(result)](result)
+    return _TEXT[type(result).__name__](result)
 
 
-@_renders(ValidateResult)
+@_renders("ValidateResult")
 def _validate(result: ValidateResult) -> str:
     states = ", ".join(
         f"{name}{'' if kind in ('stable', 'initial') else f' ({kind})'}"
@@ -155,17 +168,17 @@ def _validate(result: ValidateResult) -> str:
     )
 
 
-@_renders(GraphResult)
+@_renders("GraphResult")
 def _graph(result: GraphResult) -> str:
     return result.graph  # `show` writes its bytes as they are
 
 
-@_renders(GraphFileResult)
+@_renders("GraphFileResult")
 def _graph_file(result: GraphFileResult) -> str:
     return f"wrote {result.file} ({result.format}, {result.bytes} bytes)"
 
 
-@_renders(CreateResult)
+@_renders("CreateResult")
 def _create(result: CreateResult) -> str:
     name = result.environment
     return (
@@ -174,7 +187,7 @@ def _create(result: CreateResult) -> str:
     )
 
 
-@_renders(StatusResult)
+@_renders("StatusResult")
 def _status(result: StatusResult) -> str:
     lines = [f"environment: {result.environment}"]
     flag = " (interrupted)" if result.interrupted else ""
@@ -216,7 +229,7 @@ def _status(result: StatusResult) -> str:
     return "\n".join(lines)
 
 
-@_renders(ListResult)
+@_renders("ListResult")
 def _list(result: ListResult) -> str:
     good, bad = result.environments, result.unreadable
     if not good and not bad:
@@ -263,7 +276,7 @@ def history_rows(result: HistoryResult) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-@_renders(HistoryResult)
+@_renders("HistoryResult")
 def _history(result: HistoryResult) -> str:
     rows = history_rows(result)
     # at least the usual widths; wider for a long phase or step name, never broken
@@ -278,7 +291,7 @@ def _history(result: HistoryResult) -> str:
     )
 
 
-@_renders(RunResult)
+@_renders("RunResult")
 def _run(result: RunResult) -> str:
     lines: list[str] = []
     if result.dry_run:

@@ -1,0 +1,201 @@
+"""What the commands that validate, draw, create or run phases return: typed, frozen
+results, as those of :mod:`runner.api.results` (and importable from there too).
+
+They live apart so that the read-only commands, which must start fast, never build
+them. A dry run's plan (:class:`StepPlan`, :class:`PhasePlan`) and a validated
+machine's phases (:class:`PhaseSummary`) are their parts.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runner.result import INTERNAL, Result, key
+from runner.store.record import Failure, Paths, Record
+
+if TYPE_CHECKING:
+    from runner.machine.model import MachineDef
+    from runner.run.phase import PhaseResult
+
+__all__ = [
+    "CreateResult",
+    "GraphFileResult",
+    "GraphResult",
+    "PhasePlan",
+    "PhaseSummary",
+    "RunResult",
+    "StepPlan",
+    "ValidateResult",
+]
+
+
+@dataclass(frozen=True)
+class StepPlan(Result):
+    """One step of a dry run: whether it would run, and with what (secrets masked).
+
+    ``when`` and ``params`` are None when the step could not be rendered (``error``
+    says why); ``params`` is None too when ``when`` is false."""
+
+    name: str
+    uses: str
+    when: bool | None = None
+    params: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PhasePlan(Result):
+    """The phase a dry run would run, and its steps as they would be rendered."""
+
+    phase: str
+    from_state: str = field(metadata=key("from"))
+    via: str
+    to: str
+    steps: tuple[StepPlan, ...]
+
+
+@dataclass(frozen=True)
+class PhaseSummary(Result):
+    """A phase of a validated machine."""
+
+    name: str
+    sources: tuple[str, ...] = field(metadata=key("from"))
+    via: str
+    to: str
+    failed: str
+    advance: bool
+    steps: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ValidateResult(Result):
+    """`validate`: the machine is valid; what it declares."""
+
+    valid: bool
+    file: str
+    name: str
+    digest: str
+    initial: str
+    states: Mapping[str, str]  # state -> kind
+    phases: tuple[PhaseSummary, ...]
+    happy_path: tuple[str, ...]
+    machine: MachineDef = field(metadata=INTERNAL, repr=False, compare=False)
+
+    @classmethod
+    def from_machine(cls, machine: MachineDef) -> ValidateResult:
+        return cls(
+            valid=True,
+            file=str(machine.file),
+            name=machine.name,
+            digest=machine.digest,
+            initial=machine.initial,
+            states={name: machine.state_kind(name) for name in machine.states},
+            phases=tuple(
+                PhaseSummary(
+                    name=p.name,
+                    sources=p.sources,
+                    via=p.via,
+                    to=p.to,
+                    failed=p.failed,
+                    advance=p.advance,
+                    steps=tuple(s.name for s in p.steps),
+                )
+                for p in machine.phases
+            ),
+            happy_path=tuple(machine.happy_path()),
+            machine=machine,
+        )
+
+
+@dataclass(frozen=True)
+class GraphResult(Result):
+    """`graph`: the drawing of the machine (``data``, bytes: text for mermaid, dot and
+    svg, binary for png), marking ``environment``'s current ``state`` when asked."""
+
+    format: str
+    environment: str | None
+    state: str | None
+    graph: str
+    data: bytes = field(metadata=INTERNAL, repr=False)
+
+    @classmethod
+    def from_data(
+        cls, fmt: str, data: bytes, environment: str | None = None, state: str | None = None
+    ) -> GraphResult:
+        return cls(fmt, environment, state, data.decode(errors="replace"), data)
+
+
+@dataclass(frozen=True)
+class GraphFileResult(Result):
+    """`graph --out FILE`: where the drawing was written."""
+
+    format: str
+    environment: str | None
+    file: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class CreateResult(Result):
+    """`create`: the new environment, its initial state, inputs and folders."""
+
+    environment: str
+    state: str
+    inputs: Mapping[str, Any]
+    paths: Paths
+
+    @classmethod
+    def from_record(cls, record: Record) -> CreateResult:
+        return cls(
+            environment=record.name,
+            state=record.state,
+            inputs=copy.deepcopy(record.inputs),
+            paths=copy.copy(record.paths),
+        )
+
+
+@dataclass(frozen=True)
+class RunResult(Result):
+    """What `advance`, `up`, `resume`, `run_phase` and `destroy` did.
+
+    ``phases`` are the phases run, in order; ``failure`` is the failure of the last one
+    when it failed; ``message`` says why nothing ran (nothing to advance, already
+    there, a dry run); ``dry_run`` is the plan of a dry run."""
+
+    environment: str
+    state: str
+    status: str  # ok | failed
+    phases: tuple[PhaseResult, ...] = ()
+    failure: Failure | None = None
+    message: str | None = None
+    dry_run: tuple[PhasePlan, ...] | None = None
+
+    @classmethod
+    def from_phase_results(
+        cls, environment: str, state: str, results: Sequence[PhaseResult], message: str = ""
+    ) -> RunResult:
+        phases = tuple(results)
+        failed = [p for p in phases if p.status == "failed"]
+        return cls(
+            environment=environment,
+            state=state,
+            status="failed" if failed else "ok",
+            phases=phases,
+            failure=failed[-1].failure if failed else None,
+            message=message or None,
+        )
+
+    @property
+    def failed(self) -> bool:
+        """Whether a phase failed (a step failed: the CLI exits 1)."""
+        return self.status == "failed"
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's exit code for this result: 1 when a step failed, else 0."""
+        from runner.errors import ExitCode
+
+        return ExitCode.STEP_FAILED if self.failed else ExitCode.OK
