@@ -361,7 +361,7 @@ def test_the_results_of_outcomes_are_importable_from_results() -> None:
     """``runner.api.results`` names every result, those of ``outcomes`` on first use."""
     from runner.api import outcomes, results
 
-    assert results._OUTCOMES == set(outcomes.__all__)
+    assert set(outcomes.__all__) == results._OUTCOMES
     for name in outcomes.__all__:
         assert getattr(results, name) is getattr(outcomes, name)
     assert set(outcomes.__all__) <= set(results.__all__)
