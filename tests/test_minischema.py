@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.minischema import UnsupportedSchema, compile_schema
+from runner.minischema import UnsupportedSchema, compile_schema, well_formed
 from runner.resources import schema_path
 from tests.conftest import failed_record, format_1
 
@@ -170,3 +170,73 @@ def test_verdicts_agree_on_mutated_step_parameters(
     schema = PLUGINS[uses].params_schema
     fast = compile_schema(schema)(params, "") is None
     assert fast == jsonschema.Draft202012Validator(schema).is_valid(params), (uses, params)
+
+
+# --- is a schema valid? (plugin schemas and a machine's `inputs` are checked at load) ---
+
+
+def _schema_is_valid(schema: Any) -> bool:
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError:
+        return False
+    return True
+
+
+def _shipped_inputs() -> dict[str, Any]:
+    return dict(_shipped_machine()["inputs"])
+
+
+@pytest.mark.parametrize("name", sorted(PLUGINS))
+def test_the_builtin_plugin_schemas_are_well_formed_without_jsonschema(name: str) -> None:
+    assert well_formed(PLUGINS[name].params_schema)
+
+
+def test_the_shipped_inputs_schema_is_well_formed_without_jsonschema() -> None:
+    assert well_formed(_shipped_inputs())
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "strin"},
+        {"type": []},
+        {"minLength": -1},
+        {"minLength": "3"},
+        {"minimum": True},
+        {"required": ["a", "a"]},
+        {"required": "a"},
+        {"pattern": "("},
+        {"properties": {"a": {"type": 3}}},
+        {"additionalProperties": 1},
+        {"oneOf": []},
+        {"enum": "a"},
+        {"uniqueItems": "yes"},
+    ],
+    ids=repr,
+)
+def test_a_broken_schema_is_never_called_well_formed(schema: dict[str, Any]) -> None:
+    assert not _schema_is_valid(schema)
+    assert not well_formed(schema)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), replacement=JSON, delete=st.booleans())
+def test_a_well_formed_schema_is_one_jsonschema_accepts(
+    data: st.DataObject, replacement: Any, delete: bool
+) -> None:
+    """Mutations of the shipped inputs schema and of the plugins' schemas: whenever
+    `well_formed` says yes, jsonschema's meta-schema check agrees (when it says no,
+    jsonschema decides)."""
+    schemas = [_shipped_inputs(), *(p.params_schema for p in PLUGINS.values())]
+    schema = copy.deepcopy(data.draw(st.sampled_from(schemas)))
+    path = data.draw(st.sampled_from(_paths(schema)[1:]))
+    parent = schema
+    for part in path[:-1]:
+        parent = parent[part]
+    if delete and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = replacement
+    if well_formed(schema):
+        assert _schema_is_valid(schema), (path, replacement)

@@ -23,6 +23,7 @@ from runner.errors import MachineError, Problem, did_you_mean
 from runner.files import TooLarge, read_limited
 from runner.machine.model import ANY, MachineDef, PhaseDef, Retry, StateDef, StepDef, parse_duration
 from runner.machine.templating import check_syntax, has_template, template_strings
+from runner.minischema import well_formed
 
 
 class PluginCatalog(Protocol):
@@ -170,8 +171,6 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
 
 
 def _schema_problems(doc: Any) -> list[_Found]:
-    from jsonschema.exceptions import best_match
-
     if not isinstance(doc, dict):
         kind = "empty" if doc is None else type(doc).__name__
         return [
@@ -183,6 +182,8 @@ def _schema_problems(doc: Any) -> list[_Found]:
         ]
     if _fast_check()(doc, "") is None:
         return []  # valid: the slower jsonschema pass is only needed to explain errors
+    from jsonschema.exceptions import best_match
+
     found: list[_Found] = []
     for error in _schema_validator().iter_errors(doc):
         if "propertyNames" in error.schema_path:
@@ -342,7 +343,7 @@ def _semantic_problems(doc: dict[str, Any], registry: PluginCatalog | None) -> l
         )
 
     inputs = doc.get("inputs")
-    if inputs is not None:
+    if inputs is not None and not well_formed(inputs):
         from jsonschema import Draft202012Validator
         from jsonschema.exceptions import SchemaError
 

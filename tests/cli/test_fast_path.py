@@ -365,3 +365,20 @@ def test_the_results_of_outcomes_are_importable_from_results() -> None:
     for name in outcomes.__all__:
         assert getattr(results, name) is getattr(outcomes, name)
     assert set(outcomes.__all__) <= set(results.__all__)
+
+
+def test_a_valid_machine_is_validated_without_jsonschema(tmp_path: Path) -> None:
+    """`jsonschema` only explains errors: a valid machine (the shipped one, with inputs
+    and every built-in plugin) is validated without importing it."""
+    from runner.resources import shipped_machine
+
+    (tmp_path / "machine.yaml").write_bytes(shipped_machine().read_bytes())
+    code = (
+        "import sys; from runner import Runner; "
+        "result = Runner('.').validate(); assert result.valid; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'jsonschema'))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=cli_env(), capture_output=True, text=True
+    )
+    assert (proc.returncode, proc.stdout) == (0, "[]\n"), proc.stderr
