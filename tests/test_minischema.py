@@ -47,6 +47,19 @@ def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
     return found
 
 
+def _mutate(doc: Any, data: st.DataObject, replacement: Any, delete: bool) -> tuple:
+    """Replace (or delete) one value of ``doc`` drawn by ``data``, in place; its path."""
+    path = data.draw(st.sampled_from(_paths(doc)[1:]))
+    parent = doc
+    for part in path[:-1]:
+        parent = parent[part]
+    if delete and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = replacement
+    return path
+
+
 def test_the_valid_record_passes_both() -> None:
     assert VALIDATOR.is_valid(VALID)
     assert CHECK(VALID, "") is None
@@ -61,14 +74,7 @@ def test_verdicts_agree_on_mutated_records(
     data: st.DataObject, replacement: Any, delete: bool
 ) -> None:
     record = copy.deepcopy(VALID)
-    path = data.draw(st.sampled_from(_paths(record)[1:]))
-    parent = record
-    for part in path[:-1]:
-        parent = parent[part]
-    if delete and isinstance(parent, dict):
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = replacement
+    path = _mutate(record, data, replacement, delete)
     expected = VALIDATOR.is_valid(record)
     problem = CHECK(record, "")
     assert (problem is None) == expected, (path, replacement, problem)
@@ -112,14 +118,7 @@ def test_verdicts_agree_on_mutated_machines(
     data: st.DataObject, replacement: Any, delete: bool
 ) -> None:
     doc = _shipped_machine()
-    path = data.draw(st.sampled_from(_paths(doc)[1:]))
-    parent = doc
-    for part in path[:-1]:
-        parent = parent[part]
-    if delete and isinstance(parent, dict):
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = replacement
+    path = _mutate(doc, data, replacement, delete)
     assert (MACHINE_CHECK(doc, "") is None) == MACHINE_VALIDATOR.is_valid(doc), (path, replacement)
 
 
@@ -157,16 +156,8 @@ def test_verdicts_agree_on_mutated_step_parameters(
 ) -> None:
     uses, params = data.draw(st.sampled_from(_shipped_withs()))
     params = copy.deepcopy(params)
-    paths = _paths(params)[1:]
-    if paths:
-        path = data.draw(st.sampled_from(paths))
-        parent = params
-        for part in path[:-1]:
-            parent = parent[part]
-        if delete and isinstance(parent, dict):
-            del parent[path[-1]]
-        else:
-            parent[path[-1]] = replacement
+    if _paths(params)[1:]:
+        _mutate(params, data, replacement, delete)
     schema = PLUGINS[uses].params_schema
     fast = compile_schema(schema)(params, "") is None
     assert fast == jsonschema.Draft202012Validator(schema).is_valid(params), (uses, params)
@@ -230,13 +221,6 @@ def test_a_well_formed_schema_is_one_jsonschema_accepts(
     jsonschema decides)."""
     schemas = [_shipped_inputs(), *(p.params_schema for p in PLUGINS.values())]
     schema = copy.deepcopy(data.draw(st.sampled_from(schemas)))
-    path = data.draw(st.sampled_from(_paths(schema)[1:]))
-    parent = schema
-    for part in path[:-1]:
-        parent = parent[part]
-    if delete and isinstance(parent, dict):
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = replacement
+    path = _mutate(schema, data, replacement, delete)
     if well_formed(schema):
         assert _schema_is_valid(schema), (path, replacement)
