@@ -14,7 +14,10 @@ is 0 unless a benchmark could not run at all.
   is replaced;
 - ``--soak``: also run bench/soak.py (1,000 phases across 20 environments by 4 workers;
   200 with ``--quick``) and report its wall time and problems;
-- ``--only``: run some benchmarks (cli, steps, save, lock, scale, soak);
+- ``--only``: run some benchmarks (cli, steps, save, lock, scale, postgres, dashboard,
+  soak). ``postgres`` and ``dashboard`` are bench/bench_postgres.py and
+  bench/bench_dashboard.py: when one is not there, or what it needs is not, each of its
+  targets is printed as "not measured" with the reason;
 - ``--profile``: profile every benchmark, even when its targets are met.
 
 The benchmarks are modules of this folder, each runnable on its own
@@ -50,6 +53,22 @@ BENCHMARKS = {
     "save": ("bench_save", "Durable save"),
     "lock": ("bench_lock", "Locking"),
     "scale": ("bench_scale", "Scale"),
+    "postgres": ("bench_postgres", "PostgreSQL backend"),
+    "dashboard": ("bench_dashboard", "Dashboard"),
+}
+#: The targets of the benchmarks that come with an optional part (a backend, the
+#: dashboard): when the module or what it needs is absent, each is reported as "not
+#: measured" with the reason, never left out of the table.
+OPTIONAL_TARGETS: dict[str, list[tuple[str, Target]]] = {
+    "postgres": [
+        ("PostgreSQL: durable save per step against the file backend", Target("ratio", 2.0)),
+        ("PostgreSQL: runner status against the file backend", Target("ratio", 1.5)),
+        ("PostgreSQL: runner list (10,000 envs)", Target("max", 1.0)),
+    ],
+    "dashboard": [
+        ("dashboard: the environments page with 10,000 environments", Target("max", 0.300)),
+        ("dashboard: a state save reaches the browser", Target("max", 0.500)),
+    ],
 }
 START, END = "<!-- bench-results:start -->", "<!-- bench-results:end -->"
 
@@ -107,6 +126,32 @@ def collect_soak(
     return figures, []
 
 
+def not_measured(name: str, why: str) -> list[Figure]:
+    """The targets of the optional benchmark ``name``, each "not measured: ``why``"."""
+    return [
+        Figure.not_measured(name, label, f"not measured: {why}", target)
+        for label, target in OPTIONAL_TARGETS[name]
+    ]
+
+
+def collect_optional(
+    name: str, quick: bool, force_profile: bool
+) -> tuple[list[Figure], list[str]]:
+    """An optional benchmark's module, when it is there (``bench/bench_postgres.py``,
+    ``bench/bench_dashboard.py``): ``collect(quick=, force_profile=)`` like the others.
+    A module that cannot measure (no server, no browser) returns figures made with
+    ``Figure.not_measured``; a missing module gives one such row per target."""
+    module_name = BENCHMARKS[name][0]
+    try:
+        module: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            return not_measured(name, f"bench/{module_name}.py needs {exc.name}"), []
+        return not_measured(name, f"bench/{module_name}.py is not there"), []
+    figures, found = module.collect(quick=quick, force_profile=force_profile)
+    return list(figures), list(found)
+
+
 def markdown(
     figures: list[Figure], args: argparse.Namespace, started: str, duration_s: float, load: str
 ) -> str:
@@ -135,7 +180,11 @@ def markdown(
                 f"(target {fig.target.describe(fig.unit)})"
             )
     else:
-        lines.append("Every target was met in this run.")
+        lines.append("Every target measured was met in this run.")
+    absent = [f for f in figures if f.missing]
+    if absent:
+        lines += ["", "Not measured in this run:", ""]
+        lines += [f"- {fig.name.strip()}: {fig.missing}" for fig in absent]
     lines += ["", END]
     return "\n".join(lines)
 
@@ -180,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if name == "soak":
                 got, found = collect_soak(args.quick, args.profile)
+            elif name in OPTIONAL_TARGETS:
+                got, found = collect_optional(name, args.quick, args.profile)
             else:
                 module: Any = importlib.import_module(BENCHMARKS[name][0])
                 got, found = module.collect(quick=args.quick, force_profile=args.profile)
@@ -200,13 +251,19 @@ def main(argv: list[str] | None = None) -> int:
     print("machine: " + "; ".join(f"{k} {v}" for k, v in machine_description().items()))
     print(text_table(figures))
     missed = [f for f in figures if f.met is False]
-    print(f"\ntargets: {sum(1 for f in figures if f.met)} met, {len(missed)} missed")
+    absent = [f for f in figures if f.missing]
+    print(
+        f"\ntargets: {sum(1 for f in figures if f.met)} met, {len(missed)} missed, "
+        f"{len(absent)} not measured"
+    )
     for fig in missed:
         assert fig.target is not None
         print(
             f"  MISSED {fig.name.strip()}: {fmt_value(fig.value, fig.unit)} "
             f"(target {fig.target.describe(fig.unit)})"
         )
+    for fig in absent:
+        print(f"  {fig.name.strip()}: {fig.missing}")
     if findings:
         print("\n== profiles (missed targets, or --profile)")
         for title, text in findings:
