@@ -306,10 +306,7 @@ def _running(settings: Settings, command: str) -> Runner:
 def validate(ctx: typer.Context) -> None:
     """Check machine.yaml (syntax, schema, states, phases, plugins, templates)."""
 
-    def body(s: Settings) -> int:
-        return commands.show(s, runner_for(s, "runner validate").validate())
-
-    _run(ctx, "validate", body)
+    _run(ctx, "validate", commands.validate)
 
 
 @app.command()

@@ -37,6 +37,7 @@ __all__ = [
     "runner_for",
     "show",
     "status",
+    "validate",
 ]
 
 
@@ -184,3 +185,7 @@ def list_environments(s: Settings) -> int:
 
 def history(s: Settings, name: str, limit: int | None) -> int:
     return show(s, runner_for(s, "runner history").history(name, limit))
+
+
+def validate(s: Settings) -> int:
+    return show(s, runner_for(s, "runner validate").validate())

@@ -1,9 +1,10 @@
 """The `runner` entry point.
 
 `status`, `list` and `history` are what an operator (or a script polling an
-environment) runs all day, so they must start fast. Importing typer and building its
-command tree costs about a third of their run time; for these three commands the
-arguments are simple, so they are parsed here and the command runs without typer.
+environment) runs all day, so they must start fast, and `validate` is what an editor of
+machine.yaml runs after every change. Importing typer and building its command tree
+costs about a third of their run time; for these commands the arguments are simple, so
+they are parsed here and the command runs without typer.
 Anything this parser is not sure of (another command, `--help`, an unknown option, a
 bad value) goes to the typer application of :mod:`runner.cli.app`, which parses it again
 and gives its usual help and errors. Both paths run the same code of
@@ -147,8 +148,8 @@ def hoist_globals(argv: Sequence[str]) -> list[str]:
 
 
 def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
-    """The command to run for ``argv`` if it is a plain `status`, `list` or `history`
-    (returning the exit code), else None: typer handles it. Global options may come
+    """The command to run for ``argv`` if it is a plain `status`, `list`, `history` or
+    `validate` (returning the exit code), else None: typer handles it. Global options may come
     before or after the command (:func:`hoist_globals`)."""
     if os.environ.get("_RUNNER_COMPLETE"):
         return None  # a shell asks for completions: typer answers (`--install-completion`)
@@ -199,6 +200,8 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
 
     elif command == "list" and not args:
         run = commands.list_environments
+    elif command == "validate" and not args:
+        run = commands.validate
     elif command == "history" and args:
         parsed = _history_args(args)
         if parsed is None:

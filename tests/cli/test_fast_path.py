@@ -1,4 +1,4 @@
-"""`status`, `list` and `history` skip typer (runner.cli.main's fast path) and must behave
+"""`status`, `list`, `history` and `validate` skip typer (runner.cli.main's fast path) and must behave
 exactly as through the typer application: same output, same errors, same exit codes."""
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def typer_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fast")
-    build_tree(root, {"machine.yaml": MACHINE})
+    build_tree(
+        root, {"machine.yaml": MACHINE, "broken.yaml": MACHINE.replace("to: built", "to: nowhere")}
+    )
     for name in ("alpha", "beta"):
         assert run_cli("create", name, cwd=root).returncode == 0
     assert run_cli("advance", "beta", cwd=root).returncode == 0
@@ -93,6 +95,13 @@ CASES = [
     ("list", "--workdir", "nowhere"),
     ("status", "alpha", "--machine=missing.yaml"),
     ("status", "broken", "--output", "json", "--log-level", "INFO"),
+    # validate: a valid machine, a missing one, a broken one
+    ("validate",),
+    ("--output", "json", "validate"),
+    ("validate", "--machine", "missing.yaml"),
+    ("--output", "json", "validate", "--machine", "missing.yaml"),
+    ("validate", "--machine", "broken.yaml"),
+    ("--output", "json", "validate", "--machine=broken.yaml"),
 ]
 
 
@@ -148,7 +157,8 @@ def test_the_fast_path_output_is_what_an_operator_expects(work: Path) -> None:
         ["status", "a", "--output", "yaml"],
         ["status", "a", "--", "--output", "json"],
         ["advance", "a"],
-        ["validate"],
+        ["validate", "--help"],
+        ["validate", "extra"],
     ],
 )
 def test_anything_unusual_goes_to_the_typer_application(args: list[str]) -> None:
