@@ -15,6 +15,7 @@ each class; the codes are defined once in :class:`ExitCode`). The tree::
     │   ├── EnvironmentNotFoundError    exit 2: no such environment
     │   ├── EnvironmentExistsError      exit 2: `create` of a name that exists
     │   ├── StateFileError              exit 2: a stored record is unreadable, corrupt or too new
+    │   │   └── LineageError            the record is not the one its event log belongs to
     │   ├── PhaseNotAllowedError        exit 4: phase not allowed from the current state
     │   └── StorageError                exit 2: the store cannot be written (disk full, ...)
     │       └── ConflictError           the record changed under us (serial mismatch)
@@ -181,6 +182,11 @@ class EnvironmentExistsError(StateError):
 
 class StateFileError(StateError):
     pass
+
+
+class LineageError(StateFileError):
+    """The record's lineage (or serial) does not match its event log: a state file
+    copied from another environment, or an old copy put back by hand."""
 
 
 class PhaseNotAllowedError(StateError):

@@ -1,4 +1,5 @@
-"""What the commands that validate, draw, create or run phases return: typed, frozen
+"""What the commands that validate, draw, create, run phases or change an environment
+by hand (purge, inputs, force-state, restore; and `snapshots`) return: typed, frozen
 results, as those of :mod:`runner.api.results` (and importable from there too).
 
 They live apart so that the read-only commands, which must start fast, never build
@@ -14,19 +15,25 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runner.result import INTERNAL, Result, key
-from runner.store.record import Failure, Paths, Record
+from runner.store.record import Failure, Forced, Paths, Record
 
 if TYPE_CHECKING:
     from runner.machine.model import MachineDef
     from runner.run.phase import PhaseResult
+    from runner.store.contract import SnapshotInfo
 
 __all__ = [
     "CreateResult",
+    "ForceStateResult",
     "GraphFileResult",
     "GraphResult",
+    "InputsResult",
     "PhasePlan",
     "PhaseSummary",
+    "PurgeResult",
+    "RestoreResult",
     "RunResult",
+    "SnapshotsResult",
     "StepPlan",
     "ValidateResult",
 ]
@@ -199,3 +206,86 @@ class RunResult(Result):
         from runner.errors import ExitCode
 
         return ExitCode.STEP_FAILED if self.failed else ExitCode.OK
+
+
+# --- the operator commands that change an environment, and its snapshots ----------------
+
+
+@dataclass(frozen=True)
+class PurgeResult(Result):
+    """`purge`: the environment's records are gone and its name is free; what may still
+    exist outside them (``warnings``) and what became of its build folder."""
+
+    environment: str
+    state: str | None
+    """The state it was in (None when its record could not be read)."""
+    forced: bool
+    build_dir: str
+    build_removed: bool
+    build_kept: bool
+    """Whether the build folder exists and was kept."""
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class InputsResult(Result):
+    """`inputs`: the environment's inputs (secrets as their references) and, after a
+    change, the keys changed."""
+
+    environment: str
+    state: str
+    inputs: Mapping[str, Any]
+    changed: tuple[str, ...] = ()
+    serial: int = 0
+    restarts_phase: str | None = None
+    """The failed phase the next resume runs again from its first step (its steps
+    already done used the old inputs), if any."""
+
+    @classmethod
+    def from_record(
+        cls, record: Record, changed: Sequence[str] = (), restarts: str | None = None
+    ) -> InputsResult:
+        return cls(
+            environment=record.name,
+            state=record.state,
+            inputs=copy.deepcopy(record.inputs),
+            changed=tuple(changed),
+            serial=record.serial,
+            restarts_phase=restarts,
+        )
+
+
+@dataclass(frozen=True)
+class ForceStateResult(Result):
+    """`force-state`: the environment was moved to ``state`` without running anything."""
+
+    environment: str
+    state: str
+    forced: Forced
+    serial: int
+
+    @classmethod
+    def from_record(cls, record: Record) -> ForceStateResult:
+        assert record.forced is not None
+        return cls(record.name, record.state, copy.copy(record.forced), record.serial)
+
+
+@dataclass(frozen=True)
+class SnapshotsResult(Result):
+    """`snapshots`: the kept versions of the environment's record, oldest first (the
+    current one last)."""
+
+    environment: str
+    current: int
+    snapshots: tuple[SnapshotInfo, ...]
+
+
+@dataclass(frozen=True)
+class RestoreResult(Result):
+    """`restore`: the version ``restored`` is current again, saved as ``serial``."""
+
+    environment: str
+    restored: int
+    serial: int
+    state: str
+    from_state: str = field(metadata=key("from"))

@@ -16,20 +16,25 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from runner.result import Result
-from runner.store.record import Failure, Record, Run
+from runner.result import INTERNAL, Result
+from runner.store.record import Failure, Forced, Record, Run
 
 if TYPE_CHECKING:
     from runner.api.outcomes import (
         CreateResult,
+        ForceStateResult,
         GraphFileResult,
         GraphResult,
+        InputsResult,
         PhasePlan,
         PhaseSummary,
+        PurgeResult,
+        RestoreResult,
         RunResult,
+        SnapshotsResult,
         StepPlan,
         ValidateResult,
     )
@@ -38,13 +43,19 @@ if TYPE_CHECKING:
 __all__ = [
     "CreateResult",
     "EnvironmentSummary",
+    "ExistsResult",
+    "ForceStateResult",
     "GraphFileResult",
     "GraphResult",
     "HistoryResult",
+    "InputsResult",
     "ListResult",
     "PhasePlan",
     "PhaseSummary",
+    "PurgeResult",
+    "RestoreResult",
     "RunResult",
+    "SnapshotsResult",
     "StatusResult",
     "StepPlan",
     "Unreadable",
@@ -55,11 +66,16 @@ __all__ = [
 _OUTCOMES = frozenset(
     {
         "CreateResult",
+        "ForceStateResult",
         "GraphFileResult",
         "GraphResult",
+        "InputsResult",
         "PhasePlan",
         "PhaseSummary",
+        "PurgeResult",
+        "RestoreResult",
         "RunResult",
+        "SnapshotsResult",
         "StepPlan",
         "ValidateResult",
     }
@@ -133,6 +149,10 @@ class StatusResult(Result):
     entered_at: str
     """When the environment entered its current state (the last transition into it):
     what the state's description says was true then (e.g. "healthy"), not now."""
+    forced: Forced | None = None
+    """The last ``force-state``, until the next phase runs."""
+    machine_changed: bool = False
+    """Whether the machine file changed since the environment was last moved."""
 
     @classmethod
     def from_record(
@@ -147,6 +167,7 @@ class StatusResult(Result):
         next_actions: Sequence[str],
         allowed_phases: Sequence[str],
         leftovers: Sequence[int] = (),
+        machine_changed: bool = False,
     ) -> StatusResult:
         return cls(
             environment=record.name,
@@ -164,6 +185,8 @@ class StatusResult(Result):
             allowed_phases=tuple(allowed_phases),
             leftover_processes=tuple(leftovers),
             entered_at=entered_at,
+            forced=copy.copy(record.forced),
+            machine_changed=machine_changed,
         )
 
 
@@ -173,10 +196,13 @@ class ListResult(Result):
 
     environments: tuple[EnvironmentSummary, ...]
     unreadable: tuple[Unreadable, ...]
+    filtered: str | None = field(default=None, metadata=INTERNAL)
+    """What the listing was filtered by (``--state built``), if anything."""
 
     @classmethod
-    def from_entries(cls, entries: Sequence[ListEntry]) -> ListResult:
+    def from_entries(cls, entries: Sequence[ListEntry], filtered: str | None = None) -> ListResult:
         return cls(
+            filtered=filtered,
             environments=tuple(
                 EnvironmentSummary.from_record(e.record) for e in entries if e.record is not None
             ),
@@ -192,3 +218,14 @@ class HistoryResult(Result):
 
     environment: str
     events: tuple[Mapping[str, Any], ...]
+
+
+# --- the operator commands ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExistsResult(Result):
+    """`exists`: whether the environment exists."""
+
+    environment: str
+    exists: bool

@@ -11,6 +11,7 @@ loader, the store and the engine are imported when a method needs them.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from runner.api.results import HistoryResult, ListResult, StatusResult
+from runner.api.results import ExistsResult, HistoryResult, ListResult, StatusResult
 from runner.errors import (
     InputError,
     InvalidInputsError,
@@ -29,18 +30,34 @@ from runner.errors import (
 from runner.log import logger
 
 if TYPE_CHECKING:
-    from runner.api.outcomes import CreateResult, GraphResult, RunResult, ValidateResult
+    from runner.api.outcomes import (
+        CreateResult,
+        ForceStateResult,
+        GraphResult,
+        InputsResult,
+        PurgeResult,
+        RestoreResult,
+        RunResult,
+        SnapshotsResult,
+        ValidateResult,
+    )
     from runner.machine.model import MachineDef, PhaseDef
     from runner.run.phase import PhaseResult, Progress
     from runner.run.registry import StepRegistry
     from runner.run.session import Session
-    from runner.store.contract import LockInfo, Store
+    from runner.store.contract import Events, ListEntry, LockInfo, Store
     from runner.store.record import Record
 
-__all__ = ["GRAPH_FORMATS", "Runner"]
+__all__ = ["GRAPH_FORMATS", "STATE_KINDS", "Runner"]
 
 #: How many of the last events `status` reads to find when the state was entered.
 _ENTERED_EVENTS = 200
+
+#: The events that move an environment to their ``to`` state.
+_ARRIVALS = ("transition", "created", "state_forced", "restored")
+
+#: The kinds of state `list --kind` filters by (stable includes the initial state).
+STATE_KINDS = ("failed", "intermediate", "stable", "final")
 
 #: The formats :meth:`Runner.graph` draws (svg and png need Graphviz's `dot`).
 GRAPH_FORMATS = ("mermaid", "dot", "svg", "png")
@@ -295,9 +312,12 @@ class Runner:
             message = "" if results else f"environment '{name}' is already in '{session.state}'"
             return RunResult.from_phase_results(name, session.state, results, message)
 
-    def resume(self, name: str, from_step: str | None = None) -> RunResult:
+    def resume(
+        self, name: str, from_step: str | None = None, accept_machine_change: bool = False
+    ) -> RunResult:
         """Continue the interrupted or failed phase from its first unfinished step, or
-        re-run it from ``from_step``."""
+        re-run it from ``from_step``. A phase whose steps changed since its run started
+        is refused (naming them) unless ``accept_machine_change``."""
         from runner.api.outcomes import RunResult
         from runner.run.phase import PhaseRunner
 
@@ -317,6 +337,8 @@ class Runner:
                     + did_you_mean(from_step, [s.name for s in phase.steps]),
                     hint=f"its steps: {', '.join(s.name for s in phase.steps)}",
                 )
+            if not accept_machine_change:
+                _refuse_changed_steps(session, phase)
             result = PhaseRunner(session, self.registry(), self.progress).resume(phase, from_step)
             return RunResult.from_phase_results(name, session.state, [result])
 
@@ -353,6 +375,272 @@ class Runner:
                 )
         return self.run_phase(name, "destroy", dry_run)
 
+    # -- operator commands: getting out of trouble --------------------------------------
+
+    def exists(self, name: str) -> ExistsResult:
+        """Whether environment ``name`` exists (an invalid name is InvalidNameError)."""
+        from runner.store.contract import check_name
+
+        check_name(name)
+        return ExistsResult(name, self.store.exists(name))
+
+    def purge(self, name: str, force: bool = False, build: bool = False) -> PurgeResult:
+        """Remove ``name``'s record, event log, traces, run logs and snapshots, freeing
+        the name. Allowed in a final state; elsewhere only with ``force``, and then the
+        result's warnings say what may still exist (its build folder, the OpenTofu state
+        and so infrastructure never destroyed). The build folder is kept unless
+        ``build``. Refused while another command holds the lock."""
+        from runner.api.outcomes import PurgeResult
+        from runner.errors import StateFileError
+        from runner.store.contract import check_name
+        from runner.store.locking import hold
+
+        with _about(name):
+            check_name(name)
+            record: Record | None
+            try:
+                record = self.store.load(name)
+            except StateFileError:
+                if not force:
+                    raise
+                record = None
+            if record is not None:
+                self._follow(record)
+            with hold(self.store, name, self.command, 0.0):
+                state = None if record is None else record.state
+                kind = None
+                if record is not None:
+                    machine = self.machine(plugins=False)
+                    self._same_machine(machine, record)
+                    kind = machine.state_kind(state) if state in machine.states else None
+                if kind != "final" and not force:
+                    raise PhaseNotAllowedError(
+                        f"environment '{name}' is in '{state}', not a final state: its "
+                        "infrastructure may still exist, so it is not purged",
+                        hint=f"runner destroy {name}, then runner purge {name}   (or: runner "
+                        f"purge {name} --force to drop the records anyway)",
+                        state=state,
+                    )
+                build_dir = record.paths.build_dir if record is not None else f"build/{name}"
+                warnings = [] if kind == "final" else self._left_behind(name, state, build_dir)
+                self.store.delete(name)
+            removed = build and self._remove_build(name, build_dir)
+            kept = not removed and (self.workdir / build_dir).is_dir()
+            logger().info(
+                "environment=%s purged (state %s%s)", name, state, ", forced" if force else ""
+            )
+            return PurgeResult(name, state, force, build_dir, removed, kept, tuple(warnings))
+
+    def _left_behind(self, name: str, state: str | None, build_dir: str) -> list[str]:
+        """What may still exist once a non-final environment's records are gone."""
+        warnings = [
+            f"environment '{name}' is in '{state or 'an unreadable state'}', not a final "
+            "state: what its phases created may still exist"
+        ]
+        folder = self.workdir / build_dir
+        if folder.is_dir():
+            states = sorted(
+                str(p.relative_to(self.workdir)) for p in folder.rglob("*.tfstate") if p.is_file()
+            )
+            warnings.append(f"{build_dir} still exists (rendered files, the engine's work)")
+            for found in states:
+                warnings.append(
+                    f"{found} is OpenTofu state: the resources it lists were never destroyed; "
+                    f"destroy them with `tofu -chdir={Path(found).parent} destroy` before "
+                    "removing it"
+                )
+        return warnings
+
+    def _remove_build(self, name: str, build_dir: str) -> bool:
+        """Remove the build folder (inside the working directory, never through a link)."""
+        import shutil
+
+        folder = self.workdir / build_dir
+        if folder.is_symlink() or not folder.is_dir():
+            return False
+        if self.workdir.resolve() not in folder.resolve().parents:
+            return False
+        try:
+            shutil.rmtree(folder)
+        except OSError as exc:
+            from runner.errors import StorageError
+
+            raise StorageError(
+                f"environment '{name}' was purged, but {build_dir} could not be removed: "
+                f"{exc.strerror or exc}",
+                hint=f"remove {build_dir} by hand",
+            ) from exc
+        return True
+
+    def inputs(self, name: str) -> InputsResult:
+        """``name``'s inputs (secrets as their references). Never waits for the lock."""
+        from runner.api.outcomes import InputsResult
+
+        with _about(name):
+            record = self._load(name)
+            _same_lineage(record, self.store.read_events(name, limit=1))
+            return InputsResult.from_record(record)
+
+    def change_inputs(
+        self,
+        name: str,
+        sets: Iterable[str] = (),
+        unset: Iterable[str] = (),
+        config: str | os.PathLike[str] | None = None,
+    ) -> InputsResult:
+        """Change ``name``'s inputs: the YAML or JSON file ``config`` merged into them,
+        then ``sets`` (``KEY=VALUE``, dotted keys), then the keys ``unset`` removed; the
+        result must satisfy the machine's inputs schema. Allowed in stable and failed
+        states, not while a phase is in progress or interrupted. Records an
+        ``inputs_changed`` event naming the keys changed (never a value). In a failed
+        state the steps already done used the old inputs, so the next ``resume`` runs the
+        failed phase again from its first step (``restarts_phase``)."""
+        from runner.api.outcomes import InputsResult
+        from runner.run import inputs as environment_inputs
+
+        with _about(name), self._session(name) as session:
+            record, machine = session.record, session.machine
+            kind = machine.state_kind(record.state)
+            if kind in ("intermediate", "final"):
+                why = (
+                    "a phase is in progress (or was interrupted): resume or destroy it first"
+                    if kind == "intermediate"
+                    else "it is in a final state"
+                )
+                raise PhaseNotAllowedError(
+                    f"the inputs of environment '{name}' cannot change in '{record.state}': " + why,
+                    hint=f"runner status {name}",
+                    state=record.state,
+                )
+            given: dict[str, Any] = copy.deepcopy(record.inputs)
+            if config is not None:
+                given = _merged(given, environment_inputs.load_config_file(Path(config).absolute()))
+            given = environment_inputs.apply_sets(given, list(sets))
+            for dotted in unset:
+                _unset(given, dotted)
+            values = _inputs(machine, given)
+            self._secrets_readable(machine, values)
+            changed = _changed_keys(record.inputs, values)
+            if not changed:
+                return InputsResult.from_record(record)
+            record.inputs = values
+            restarts = None
+            if kind == "failed" and record.run is not None and record.run.completed_steps:
+                # what the steps already done made (rendered files, say) used the old
+                # inputs: the resume runs the failed phase again from its first step
+                restarts = record.run.phase
+                record.run.completed_steps, record.run.skipped_steps = [], []
+                record.run.current_step = None
+            session.save("inputs_changed")
+            session.event(
+                "inputs_changed", state=record.state, keys=changed, restarts_phase=restarts
+            )
+            logger().info("environment=%s inputs changed: %s", name, ", ".join(changed))
+            return InputsResult.from_record(record, changed, restarts)
+
+    def force_state(self, name: str, state: str, reason: str) -> ForceStateResult:
+        """Move ``name`` to ``state``, any state its machine declares, running nothing:
+        the run and failure records are cleared and a ``state_forced`` event records
+        from, to, ``reason`` and who. Refused without a reason and while another command
+        holds the lock."""
+        import getpass
+        import socket
+
+        from runner.api.outcomes import ForceStateResult
+        from runner.store.record import Forced, now_iso
+
+        with _about(name):
+            if not isinstance(reason, str) or not reason.strip():
+                raise InputError(
+                    "force-state needs a reason (it is kept in the record and the history)",
+                    hint=f'runner force-state {name} {state} --reason "what happened"',
+                )
+            with self._session(name, lock_timeout=0.0) as session:
+                machine, record = session.machine, session.record
+                if state not in machine.states:
+                    raise InputError(
+                        f"'{state}' is not a state of {machine.file.name}"
+                        + did_you_mean(state, machine.states),
+                        hint=f"its states: {', '.join(machine.states)}",
+                    )
+                try:
+                    user = getpass.getuser()
+                except (KeyError, OSError):
+                    user = str(os.getuid())
+                forced = Forced(
+                    from_state=record.state,
+                    to=state,
+                    reason=reason.strip(),
+                    user=user,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    at=now_iso(),
+                )
+                record.state, record.run, record.failure = state, None, None
+                record.forced = forced
+                session.save("state_forced")
+                session.event(
+                    "state_forced",
+                    **{"from": forced.from_state, "to": state},
+                    reason=forced.reason,
+                    user=user,
+                )
+                logger().info(
+                    "environment=%s forced from=%s to=%s by %s: %s",
+                    name,
+                    forced.from_state,
+                    state,
+                    user,
+                    forced.reason,
+                )
+                return ForceStateResult.from_record(record)
+
+    def snapshots(self, name: str) -> SnapshotsResult:
+        """The kept versions of ``name``'s record, oldest first (the current one last).
+        Never waits for the lock."""
+        from runner.api.outcomes import SnapshotsResult
+
+        with _about(name):
+            record = self._load(name)
+            kept = self.store.list_snapshots(name)
+            return SnapshotsResult(name, record.serial, tuple(kept))
+
+    def restore(self, name: str, serial: int) -> RestoreResult:
+        """Make the kept version ``serial`` of ``name`` current again, as a new save (the
+        serial goes on growing) with a ``restored`` event. The way back from a state
+        file put back by hand or copied from another environment. Refused while another
+        command holds the lock."""
+        from runner.api.outcomes import RestoreResult
+
+        with _about(name), self._session(name, lock_timeout=0.0, lineage=False) as session:
+            current = session.record
+            if isinstance(serial, bool) or not isinstance(serial, int):
+                raise InputError(f"--serial must be a whole number, not {serial!r}")
+            version = self.store.load_snapshot(name, serial)
+            logged = self.store.read_events(name, limit=1)
+            _same_lineage(version, logged, restoring=True)
+            _state_known(session.machine, version)
+            version.serial = current.serial
+            version.name = current.name
+            if version.lineage is None:
+                version.lineage = current.lineage
+            session.record = version
+            session.save(f"restored {serial}")
+            session.event(
+                "restored",
+                restored=serial,
+                **{"from": current.state, "to": version.state},
+                state=version.state,
+            )
+            logger().info(
+                "environment=%s restored serial %d as serial %d (state %s)",
+                name,
+                serial,
+                version.serial,
+                version.state,
+            )
+            return RestoreResult(name, serial, version.serial, version.state, current.state)
+
     # -- inside -------------------------------------------------------------------------
 
     def _load(self, name: str) -> Record:
@@ -362,10 +650,14 @@ class Runner:
         return self.store.load(name)
 
     @contextmanager
-    def _session(self, name: str) -> Iterator[Session]:
+    def _session(
+        self, name: str, *, lock_timeout: float | None = None, lineage: bool = True
+    ) -> Iterator[Session]:
         """The environment under its lock: leftovers of a crashed holder stopped, the
         event log completed, and signals the phase's from the moment the lock is held
-        (while waiting for it, Ctrl+C stops the command at once)."""
+        (while waiting for it, Ctrl+C stops the command at once). ``lock_timeout``
+        replaces the Runner's (0: refused while another holds it); a record whose
+        lineage is not its event log's is refused unless ``lineage`` is false."""
         from runner import signals
         from runner.run.session import Session
         from runner.store.contract import check_name
@@ -377,15 +669,31 @@ class Runner:
         tell = self.on_lock_wait
         on_wait = None if tell is None else functools.partial(tell, name)
         with (
-            hold(self.store, name, self.command, self.lock_timeout, on_wait=on_wait) as lease,
+            hold(
+                self.store,
+                name,
+                self.command,
+                self.lock_timeout if lock_timeout is None else lock_timeout,
+                on_wait=on_wait,
+            ) as lease,
             signals.phase_interrupts(),
         ):
             _stop_leftovers(name, lease.previous)
             record = self.store.load(name)
             self._same_machine(machine, record)
+            from runner.errors import LineageError
+
+            try:
+                _same_lineage(record, self.store.read_events(name, limit=1))
+                foreign = False
+            except LineageError:
+                if lineage:
+                    raise
+                foreign = True
             _state_known(machine, record)
             session = Session(self.store, machine, record, self.command, self.workdir, lease)
-            session.reconcile()
+            if not foreign:  # the log of another lineage is not this record's to complete
+                session.reconcile()
             yield session
 
     def _start(self, session: Session, phase: PhaseDef) -> PhaseResult:
@@ -460,6 +768,7 @@ class Runner:
                 "step": None,
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
+                "lineage": record.lineage,
             },
         )
         logger().info("environment=%s created in state=%s", name, machine.initial)
@@ -513,6 +822,11 @@ class Runner:
         machine = self.machine(plugins=False)
         self._same_machine(machine, record)
         _state_known(machine, record)
+        try:
+            events = self.store.read_events(record.name, _ENTERED_EVENTS)
+        except RunnerError:
+            events = []
+        _same_lineage(record, events[-1:])
         state = _state_of(record)
         kind = machine.state_kind(state)
         holder = self.store.lock_holder(name)
@@ -560,9 +874,10 @@ class Runner:
                         else:
                             command = f"runner phase {name} {other.name}"
                         actions.append(f"{command}   (phase '{other.name}' → {other.to})")
+        changed = record.machine.digest != machine.digest
         return StatusResult.from_record(
             record,
-            entered_at=self._entered_at(record),
+            entered_at=_entered_at(record, events),
             description=machine.states[state].description,
             kind=kind,
             holder=holder,
@@ -570,26 +885,8 @@ class Runner:
             next_actions=actions,
             allowed_phases=[p.name for p in machine.phases_from(state)],
             leftovers=leftovers,
+            machine_changed=changed,
         )
-
-    def _entered_at(self, record: Record) -> str:
-        """When ``record`` entered its state: the time of the last event that moved it
-        there (among the last ones of its log), else its last change."""
-        try:
-            events = self.store.read_events(record.name, _ENTERED_EVENTS)
-        except RunnerError:
-            events = []
-        for event in reversed(events):
-            kind = event.get("type")
-            arrived = event.get("to") if kind in ("transition", "created") else None
-            if arrived is None and kind == "recovered":
-                arrived = event.get("state")
-            if arrived is not None:
-                stamp = event.get("timestamp")
-                if arrived == record.state and isinstance(stamp, str):
-                    return stamp
-                break  # the last move went elsewhere: the log is behind the record
-        return record.updated_at
 
     def _recovery_text(self, machine: MachineDef, record: Record, recovery: str) -> str:
         """The state's recovery text rendered for this environment (or why it did not)."""
@@ -604,10 +901,45 @@ class Runner:
 
     # `list` last: below it, the name means this method in annotations, not the type
 
-    def list(self) -> ListResult:
+    def list(self, state: str | None = None, kind: str | None = None) -> ListResult:
         """Every environment, sorted by name; the ones that cannot be read apart, with
-        the reason. Never waits for a lock."""
-        return ListResult.from_entries(self.store.list())
+        the reason. With ``state``, only those in that state; with ``kind`` (failed,
+        intermediate, stable, final; stable includes the initial state), only those in
+        a state of that kind in the machine. Never waits for a lock."""
+        entries = self.store.list()
+        if state is None and kind is None:
+            return ListResult.from_entries(entries)
+        readable = [e for e in entries if e.record is not None]
+        if kind is not None:
+            if kind not in STATE_KINDS:
+                raise InputError(
+                    f"unknown --kind {kind!r}" + did_you_mean(kind, STATE_KINDS),
+                    hint=f"one of: {', '.join(STATE_KINDS)}",
+                )
+            machine = self.machine(plugins=False)
+
+            def of_kind(entry: ListEntry) -> bool:
+                assert entry.record is not None
+                found = entry.record.state
+                if found not in machine.states:
+                    return False
+                return machine.state_kind(found).replace("initial", "stable") == kind
+
+            readable = [e for e in readable if of_kind(e)]
+        if state is not None:
+            present = {e.record.state for e in entries if e.record is not None}
+            known = set(self.machine(plugins=False).states) | present
+            if state not in known:
+                raise InputError(
+                    f"--state {state!r} is not a state of the machine nor of any environment"
+                    + did_you_mean(state, sorted(known)),
+                    hint="see the states with `runner validate`",
+                )
+            readable = [e for e in readable if e.record is not None and e.record.state == state]
+        shown = " ".join(
+            f"--{option} {value}" for option, value in (("state", state), ("kind", kind)) if value
+        )
+        return ListResult.from_entries(readable, shown)
 
 
 # --- the rules of the commands ----------------------------------------------------------
@@ -621,6 +953,115 @@ def _about(name: str) -> Iterator[None]:
     except RunnerError as exc:
         exc.about(name)
         raise
+
+
+def _entered_at(record: Record, events: Events) -> str:
+    """When ``record`` entered its state: the time of the last event that moved it
+    there (among ``events``, the last ones of its log), else its last change."""
+    for event in reversed(events):
+        kind = event.get("type")
+        arrived = event.get("to") if kind in _ARRIVALS else None
+        if arrived is None and kind == "recovered":
+            arrived = event.get("state")
+        if arrived is not None:
+            stamp = event.get("timestamp")
+            if arrived == record.state and isinstance(stamp, str):
+                return stamp
+            break  # the last move went elsewhere: the log is behind the record
+    return record.updated_at
+
+
+def _same_lineage(record: Record, last: Events, *, restoring: bool = False) -> None:
+    """Refuse ``record`` when it is not the one its event log (``last``: its last event,
+    or none) belongs to: another lineage (a state file copied from another
+    environment), or a serial behind the log's (an old copy put back by hand).
+    Records and events of formats before lineage are not judged."""
+    from runner.errors import LineageError
+
+    if not last:
+        return
+    event = last[-1]
+    logged = event.get("lineage")
+    name = record.name
+    what = "snapshot" if restoring else "state"
+    if isinstance(logged, str) and record.lineage is not None and logged != record.lineage:
+        raise LineageError(
+            f"the {what} of environment '{name}' has lineage {record.lineage}, but its event "
+            f"log belongs to lineage {logged}: it was copied from another environment",
+            hint=f"see the versions kept with `runner snapshots {name}` and bring one back "
+            f"with `runner restore {name} --serial N`",
+            environment=name,
+        )
+    serial = event.get("serial")
+    if not restoring and isinstance(serial, int) and serial > record.serial:
+        raise LineageError(
+            f"the state of environment '{name}' is serial {record.serial}, but its event log "
+            f"goes on to serial {serial}: an old copy of the state was put back",
+            hint=f"see the versions kept with `runner snapshots {name}` and bring one back "
+            f"with `runner restore {name} --serial N`",
+            environment=name,
+        )
+
+
+def _refuse_changed_steps(session: Session, phase: PhaseDef) -> None:
+    """Refuse to resume ``phase`` when its steps changed since its run started (a run
+    recorded before step digests were kept is not judged)."""
+    from runner.machine.model import step_digests
+
+    run = session.record.run
+    if run is None or run.phase != phase.name or run.step_digests is None:
+        return
+    before, now = run.step_digests, step_digests(phase)
+    added = [s for s in now if s not in before]
+    removed = [s for s in before if s not in now]
+    changed = [s for s in now if s in before and before[s] != now[s]]
+    if not (added or removed or changed):
+        return
+    parts = [
+        f"{label} {', '.join(names)}"
+        for label, names in (("added", added), ("removed", removed), ("changed", changed))
+        if names
+    ]
+    raise PhaseNotAllowedError(
+        f"phase '{phase.name}' of environment '{session.name}' changed in "
+        f"{session.machine.file.name} since its run started: steps {'; '.join(parts)}",
+        hint=f"check that the steps already done still hold, then runner resume {session.name} "
+        "--accept-machine-change   (or put the machine back as it was)",
+        state=session.state,
+        steps_added=added,
+        steps_removed=removed,
+        steps_changed=changed,
+    )
+
+
+def _unset(data: dict[str, Any], dotted: str) -> None:
+    """Remove the input ``dotted`` (``ssh.port``) from ``data``; InvalidInputsError when
+    there is none."""
+    parts = dotted.split(".")
+    node: Any = data
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or parts[-1] not in node:
+        raise InvalidInputsError(
+            f"--unset {dotted}: the environment has no input {dotted!r}",
+            hint="see its inputs with `runner inputs NAME`",
+        )
+    del node[parts[-1]]
+
+
+def _changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two inputs (added, removed or
+    changed), sorted."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys: list[str] = []
+        for name in sorted(set(before) | set(after)):
+            dotted = f"{prefix}{name}"
+            if name not in before or name not in after:
+                keys.append(dotted)
+            else:
+                keys.extend(_changed_keys(before[name], after[name], dotted + "."))
+        return keys
+    return [] if before == after else [prefix.rstrip(".")]
 
 
 def _machine_file(workdir: Path, given: str | os.PathLike[str] | None) -> Path:

@@ -440,10 +440,40 @@ def status(
     _run(ctx, "status", lambda s: commands.status(s, name))
 
 
+class StateKind(StrEnum):
+    failed = "failed"
+    intermediate = "intermediate"
+    stable = "stable"
+    final = "final"
+
+
 @app.command(name="list")
-def list_(ctx: typer.Context) -> None:
+def list_(
+    ctx: typer.Context,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            metavar="STATE",
+            help="Only the environments in this state.",
+            autocompletion=_complete_states,
+        ),
+    ] = None,
+    kind: Annotated[
+        StateKind | None,
+        typer.Option(
+            "--kind",
+            help="Only the environments in a state of this kind (stable includes the initial "
+            "state).",
+        ),
+    ] = None,
+) -> None:
     """Every environment with its state and last change."""
-    _run(ctx, "list", commands.list_environments)
+    _run(
+        ctx,
+        "list",
+        lambda s: commands.list_environments(s, state, None if kind is None else kind.value),
+    )
 
 
 @app.command()
@@ -511,12 +541,20 @@ def resume(
             help="Re-run from this step instead of the first one not completed.",
         ),
     ] = None,
+    accept_machine_change: Annotated[
+        bool,
+        typer.Option(
+            "--accept-machine-change",
+            help="Resume even though the phase's steps changed in machine.yaml since its run "
+            "started.",
+        ),
+    ] = False,
 ) -> None:
     """Continue an interrupted or failed phase from its first unfinished step."""
 
     def body(s: Settings) -> int:
         runner = _running(s, "runner resume")
-        return commands.show(s, runner.resume(name, from_step), runner)
+        return commands.show(s, runner.resume(name, from_step, accept_machine_change), runner)
 
     _run(ctx, "resume", body)
 
@@ -552,3 +590,134 @@ def destroy(
         return commands.show(s, runner.destroy(name, dry_run), runner)
 
     _run(ctx, "destroy", body)
+
+
+# --- operator commands: getting out of trouble -------------------------------------
+
+
+@app.command()
+def exists(ctx: typer.Context, name: Annotated[str, _environment()]) -> None:
+    """Print true or false: whether the environment exists (exit 0 either way)."""
+    _run(ctx, "exists", lambda s: commands.exists(s, name))
+
+
+@app.command()
+def purge(
+    ctx: typer.Context,
+    name: Annotated[str, _environment()],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Purge an environment that is not in a final state (its infrastructure may "
+            "still exist: the command says what to look at).",
+        ),
+    ] = False,
+    build: Annotated[
+        bool, typer.Option("--build", help="Also remove its build folder (build/NAME).")
+    ] = False,
+) -> None:
+    """Remove an environment's record, event log, traces, run logs and snapshots, and free
+    its name. Allowed in a final state; elsewhere only with --force. Keeps build/NAME
+    unless --build. Refused while another command holds the environment."""
+
+    def body(s: Settings) -> int:
+        return commands.show(s, runner_for(s, "runner purge").purge(name, force, build))
+
+    _run(ctx, "purge", body)
+
+
+@app.command()
+def inputs(
+    ctx: typer.Context,
+    name: Annotated[str, _environment()],
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Change an input, KEY=VALUE with dotted keys (ssh.port=2222); repeatable.",
+        ),
+    ] = None,
+    unset: Annotated[
+        list[str] | None,
+        typer.Option("--unset", metavar="KEY", help="Remove an input (dotted key); repeatable."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", metavar="FILE", help="YAML or JSON file merged into the inputs."
+        ),
+    ] = None,
+) -> None:
+    """Show the environment's inputs (secrets as their references), or change them with
+    --set, --unset and --config: checked against the machine's inputs schema, allowed in
+    stable and failed states, recorded as an inputs_changed event. A failure caused by
+    an input is fixed with `runner inputs NAME --set ...` then `runner resume NAME`."""
+
+    def body(s: Settings) -> int:
+        runner = runner_for(s, "runner inputs")
+        if not sets and not unset and config is None:
+            return commands.show(s, runner.inputs(name))
+        cfg = None if config is None else (config if config.is_absolute() else Path.cwd() / config)
+        return commands.show(s, runner.change_inputs(name, sets or [], unset or [], cfg))
+
+    _run(ctx, "inputs", body)
+
+
+@app.command(name="force-state")
+def force_state(
+    ctx: typer.Context,
+    name: Annotated[str, _environment()],
+    state: Annotated[
+        str,
+        typer.Argument(
+            metavar="STATE", help="A state the machine declares.", autocompletion=_complete_states
+        ),
+    ],
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", metavar="TEXT", help="Why (required; kept in the history)."),
+    ] = None,
+) -> None:
+    """Move the environment to any declared state without running anything (audited: a
+    state_forced event with from, to, reason and who). Clears the run and failure
+    records. Refused while another command holds the environment."""
+
+    def body(s: Settings) -> int:
+        runner = runner_for(s, "runner force-state")
+        return commands.show(s, runner.force_state(name, state, reason or ""))
+
+    _run(ctx, "force-state", body)
+
+
+@app.command()
+def snapshots(ctx: typer.Context, name: Annotated[str, _environment()]) -> None:
+    """The kept versions of the environment's state (serial, time, state, what changed
+    it), oldest first; `runner restore NAME --serial N` brings one back."""
+    _run(
+        ctx,
+        "snapshots",
+        lambda s: commands.show(s, runner_for(s, "runner snapshots").snapshots(name)),
+    )
+
+
+@app.command()
+def restore(
+    ctx: typer.Context,
+    name: Annotated[str, _environment()],
+    serial: Annotated[
+        int,
+        typer.Option(
+            "--serial", metavar="N", help="The kept version to bring back (see snapshots)."
+        ),
+    ],
+) -> None:
+    """Make a kept version of the environment's state current again, as a new save (the
+    serial goes on growing) with a restored event. Refused while another command holds
+    the environment."""
+
+    def body(s: Settings) -> int:
+        return commands.show(s, runner_for(s, "runner restore").restore(name, serial))
+
+    _run(ctx, "restore", body)

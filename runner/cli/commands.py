@@ -30,6 +30,7 @@ __all__ = [
     "Settings",
     "color_wanted",
     "execute",
+    "exists",
     "history",
     "kinds",
     "list_environments",
@@ -178,13 +179,17 @@ def status(s: Settings, name: str) -> int:
     return show(s, result)
 
 
-def list_environments(s: Settings) -> int:
+def list_environments(s: Settings, state: str | None = None, kind: str | None = None) -> int:
     runner = runner_for(s, "runner list")
-    return show(s, runner.list(), runner)
+    return show(s, runner.list(state, kind), runner)
 
 
 def history(s: Settings, name: str, limit: int | None) -> int:
     return show(s, runner_for(s, "runner history").history(name, limit))
+
+
+def exists(s: Settings, name: str) -> int:
+    return show(s, runner_for(s, "runner exists").exists(name))
 
 
 def validate(s: Settings) -> int:

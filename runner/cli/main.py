@@ -1,6 +1,6 @@
 """The `runner` entry point.
 
-`status`, `list` and `history` are what an operator (or a script polling an
+`status`, `exists`, `list` and `history` are what an operator (or a script polling an
 environment) runs all day, so they must start fast, and `validate` is what an editor of
 machine.yaml runs after every change. Importing typer and building its command tree
 costs about a third of their run time; for these commands the arguments are simple, so
@@ -49,6 +49,11 @@ _COMMAND_VALUE_OPTIONS = (
     "--from-step",
     "--limit",
     "-n",
+    "--state",
+    "--kind",
+    "--unset",
+    "--reason",
+    "--serial",
 )
 
 
@@ -148,9 +153,9 @@ def hoist_globals(argv: Sequence[str]) -> list[str]:
 
 
 def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
-    """The command to run for ``argv`` if it is a plain `status`, `list`, `history` or
-    `validate` (returning the exit code), else None: typer handles it. Global options may come
-    before or after the command (:func:`hoist_globals`)."""
+    """The command to run for ``argv`` if it is a plain `status`, `exists`, `list`,
+    `history` or `validate` (returning the exit code), else None: typer handles it.
+    Global options may come before or after the command (:func:`hoist_globals`)."""
     if os.environ.get("_RUNNER_COMPLETE"):
         return None  # a shell asks for completions: typer answers (`--install-completion`)
     options: dict[str, str] = {}
@@ -192,11 +197,11 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
         return None
 
     run: Callable[[commands.Settings], int]
-    if command == "status" and len(args) == 1 and not args[0].startswith("-"):
-        name = args[0]
+    if command in ("status", "exists") and len(args) == 1 and not args[0].startswith("-"):
+        name, read = args[0], commands.status if command == "status" else commands.exists
 
         def run(s: commands.Settings) -> int:
-            return commands.status(s, name)
+            return read(s, name)
 
     elif command == "list" and not args:
         run = commands.list_environments

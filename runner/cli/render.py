@@ -16,16 +16,21 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from runner.api.results import HistoryResult, ListResult, StatusResult
+from runner.api.results import ExistsResult, HistoryResult, ListResult, StatusResult
 from runner.errors import RunnerError, StepError
 from runner.result import API_VERSION, Result
 
 if TYPE_CHECKING:
     from runner.api.outcomes import (
         CreateResult,
+        ForceStateResult,
         GraphFileResult,
         GraphResult,
+        InputsResult,
+        PurgeResult,
+        RestoreResult,
         RunResult,
+        SnapshotsResult,
         ValidateResult,
     )
 
@@ -224,6 +229,17 @@ def _status(result: StatusResult) -> str:
         lines.append(
             "outputs:     " + ", ".join(f"{k}={v}" for k, v in sorted(result.outputs.items()))
         )
+    if result.forced is not None:
+        forced = result.forced
+        lines.append(
+            f"forced:      from '{forced.from_state}' to '{forced.to}' by {forced.user} on "
+            f"{forced.host} at {forced.at}: {forced.reason}"
+        )
+    if result.machine_changed:
+        lines.append(
+            "machine:     changed since the environment was last moved; a resume of a phase "
+            "whose steps changed needs --accept-machine-change"
+        )
     lines.append("next:")
     lines.extend(f"  {action}" for action in result.next)
     return "\n".join(lines)
@@ -232,6 +248,8 @@ def _status(result: StatusResult) -> str:
 @_renders("ListResult")
 def _list(result: ListResult) -> str:
     good, bad = result.environments, result.unreadable
+    if not good and not bad and result.filtered:
+        return f"no environment matches {result.filtered}"
     if not good and not bad:
         return "no environments (create one with `runner create NAME`)"
     lines = []
@@ -248,6 +266,17 @@ def _list(result: ListResult) -> str:
 
 HISTORY_COLUMNS = ("TIME", "TYPE", "PHASE", "STEP", "DETAIL")
 
+#: The detail column of the operator commands' events.
+_OPERATOR_DETAILS: dict[str, Callable[[Any], str]] = {
+    "inputs_changed": lambda ev: "changed " + ", ".join(str(k) for k in ev.get("keys") or []),
+    "state_forced": lambda ev: (
+        f"{ev.get('from')} → {ev.get('to')} by {ev.get('user')}: {ev.get('reason')}"
+    ),
+    "restored": lambda ev: (
+        f"serial {ev.get('restored')} restored: {ev.get('from')} → {ev.get('to')}"
+    ),
+}
+
 
 def history_rows(result: HistoryResult) -> list[tuple[str, str, str, str, str]]:
     """The rows of a history: time, type, phase, step, detail."""
@@ -262,6 +291,8 @@ def history_rows(result: HistoryResult) -> list[tuple[str, str, str, str, str]]:
                 detail += f" {ev['duration_s']}s"
             if ev.get("summary"):
                 detail += f": {ev['summary']}"
+        elif kind in _OPERATOR_DETAILS:
+            detail = _OPERATOR_DETAILS[kind](ev)
         else:
             detail = " ".join(f"{k}={ev[k]}" for k in ("signal", "state") if ev.get(k))
         rows.append(
@@ -319,3 +350,87 @@ def _run(result: RunResult) -> str:
     if result.phases and not result.failed:
         lines.append(f"environment '{result.environment}' is now in '{result.state}'")
     return "\n".join(lines)
+
+
+# --- the operator commands ---------------------------------------------------------------
+
+
+@_renders("ExistsResult")
+def _exists(result: ExistsResult) -> str:
+    return "true" if result.exists else "false"
+
+
+@_renders("PurgeResult")
+def _purge(result: PurgeResult) -> str:
+    lines = [f"warning: {w}" for w in result.warnings]
+    lines.append(
+        f"purged environment '{result.environment}' (was in '{result.state or 'unreadable'}'): "
+        "its record, events, traces, run logs and snapshots are gone; the name is free"
+    )
+    if result.build_removed:
+        lines.append(f"removed {result.build_dir}")
+    elif result.build_kept:
+        lines.append(
+            f"kept {result.build_dir} (see what it holds, and remove it by hand once nothing "
+            "in it is needed)"
+        )
+    return "\n".join(lines)
+
+
+def _input_lines(inputs: Any, prefix: str = "") -> list[str]:
+    if isinstance(inputs, dict) and inputs:
+        lines: list[str] = []
+        for name in sorted(inputs):
+            lines.extend(_input_lines(inputs[name], f"{prefix}{name}."))
+        return lines
+    return [f"  {prefix.rstrip('.')} = {json.dumps(inputs, default=str)}"]
+
+
+@_renders("InputsResult")
+def _inputs(result: InputsResult) -> str:
+    head = f"inputs of '{result.environment}' (state '{result.state}'):"
+    if result.changed:
+        head = (
+            f"changed {', '.join(result.changed)} of '{result.environment}' "
+            f"(serial {result.serial}); its inputs now:"
+        )
+    lines = [head, *(_input_lines(result.inputs) if result.inputs else ["  (none)"])]
+    if result.restarts_phase:
+        lines.append(
+            f"next: runner resume {result.environment}   (runs phase '{result.restarts_phase}' "
+            "again from its first step: the steps done used the old inputs)"
+        )
+    return "\n".join(lines)
+
+
+@_renders("ForceStateResult")
+def _force_state(result: ForceStateResult) -> str:
+    forced = result.forced
+    return (
+        f"forced environment '{result.environment}' from '{forced.from_state}' to "
+        f"'{forced.to}' (serial {result.serial}); nothing was run\n"
+        f"reason: {forced.reason}"
+    )
+
+
+@_renders("SnapshotsResult")
+def _snapshots(result: SnapshotsResult) -> str:
+    rows = [(str(i.serial), i.saved_at, i.state, i.change or "-") for i in result.snapshots]
+    header = ("SERIAL", "SAVED", "STATE", "CHANGE")
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(3)]
+    lines = [
+        "  ".join(f"{cell:<{w}}" for cell, w in zip(row[:3], widths, strict=True))
+        + f"  {row[3]}"
+        + ("   (current)" if row[0] == str(result.current) else "")
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+@_renders("RestoreResult")
+def _restore(result: RestoreResult) -> str:
+    return (
+        f"restored serial {result.restored} of '{result.environment}' as serial {result.serial}: "
+        f"'{result.from_state}' → '{result.state}'\n"
+        f"next: runner status {result.environment}"
+    )

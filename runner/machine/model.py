@@ -46,6 +46,22 @@ class StepDef:
     outputs: dict[str, str] = field(default_factory=dict)
 
 
+def step_digests(phase: PhaseDef) -> dict[str, str]:
+    """Each step of ``phase``, in order: its name and a digest of its definition (what
+    it uses, with what, when, its retries, timeout and outputs)."""
+    import hashlib
+    import json
+
+    from runner.result import as_json
+
+    return {
+        step.name: hashlib.sha256(
+            json.dumps(as_json(step), sort_keys=True, default=str).encode()
+        ).hexdigest()[:16]
+        for step in phase.steps
+    }
+
+
 @dataclass(frozen=True)
 class StateDef:
     name: str

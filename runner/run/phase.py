@@ -33,7 +33,7 @@ from runner.errors import (
     did_you_mean,
 )
 from runner.log import logger
-from runner.machine.model import PhaseDef, StepDef
+from runner.machine.model import PhaseDef, StepDef, step_digests
 from runner.machine.templating import TemplateFailure, evaluate_condition, render_value
 from runner.plugin import StepContext
 from runner.result import Result, key
@@ -273,6 +273,7 @@ class PhaseRunner:
         run = self._new_run(phase)
         session.record.run = run
         session.record.failure = None
+        session.record.forced = None
 
         def prelude() -> None:
             session.fire(phase.start_trigger, phase=phase.name)
@@ -298,7 +299,10 @@ class PhaseRunner:
         run.host = session.host
         run.trace = None
         run.current_step = _pending(phase, run)
+        run.machine_digest = session.machine.digest
+        run.step_digests = step_digests(phase)
         session.record.run = run
+        session.record.forced = None
 
         def prelude() -> None:
             if session.state == phase.failed:
@@ -321,6 +325,8 @@ class PhaseRunner:
     def _new_run(self, phase: PhaseDef) -> Run:
         run = Run(phase=phase.name, started_at=now_iso(), pid=os.getpid(), host=self.session.host)
         run.current_step = _pending(phase, run)
+        run.machine_digest = self.session.machine.digest
+        run.step_digests = step_digests(phase)
         return run
 
     def _open(
@@ -489,7 +495,7 @@ class PhaseRunner:
         """Name the next step as current, persist, and record the step's event: one
         durable save per step."""
         ctx.run.current_step = _pending(ctx.phase, ctx.run)
-        self.session.save()
+        self.session.save(f"step {step.name} {status}")
         self.session.event(
             "step",
             phase=ctx.phase.name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,12 +69,20 @@ class Session:
 
     # -- persistence ------------------------------------------------------------------
 
-    def save(self) -> None:
-        """Persist the record (serial + 1), naming the machine that moved it."""
-        self.record.machine = MachineRef.at(
+    def save(self, change: str | None = None) -> None:
+        """Persist the record (serial + 1), naming the machine that moved it and what
+        made this version (``change``; by default the phase running). A record of an
+        older format gets its lineage here."""
+        record = self.record
+        record.machine = MachineRef.at(
             self.machine.name, self.machine.digest, self.machine.file, self.workdir
         )
-        self.store.save(self.record)
+        if record.lineage is None:
+            record.lineage = uuid.uuid4().hex
+        if change is None and record.run is not None:
+            change = f"phase {record.run.phase}"
+        record.change = change
+        self.store.save(record)
 
     def event(self, event_type: str, **fields: Any) -> None:
         """Append an event of ``event_type`` at the record's serial."""
@@ -83,6 +92,7 @@ class Session:
             "type": event_type,
             "pid": os.getpid(),
             "host": self.host,
+            "lineage": self.record.lineage,
         }
         event.update(fields)
         try:
@@ -126,7 +136,7 @@ class Session:
         dest = event.transition.dest
         trigger = event.event.name
         self.record.state = dest
-        self.save()
+        self.save(f"{trigger}")
         log.info("environment=%s from=%s to=%s trigger=%s", self.name, source, dest, trigger)
         self.event(
             "transition",

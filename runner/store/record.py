@@ -9,8 +9,11 @@ its record as a phase runs, and a store's ``save`` sets the new ``serial`` and
 
 Formats: the JSON form carries ``format``. Format 2 added ``failure.attempts``,
 ``failure.hint`` and ``machine.file``; format 3 added ``lineage`` (the environment's
-identity, given by ``create``) and ``change`` (what made this version). Older files are
-read (those fields absent) and written back in the current format on their next save.
+identity, given by ``create``) and ``change`` (what made this version), ``forced`` (the
+last ``force-state``, until a phase runs) and, in ``run``, the digests of the machine
+and of each step of the phase when the run started (``machine_digest``,
+``step_digests``). Older files are read (those fields absent) and written back in the
+current format on their next save, with a new lineage.
 A newer format is refused by the store, never rewritten.
 """
 
@@ -26,13 +29,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from runner.errors import InvalidNameError
-from runner.result import as_json
+from runner.result import as_json, key
 
 __all__ = [
     "NAME_RULE",
     "READABLE_FORMATS",
     "STATE_FORMAT",
     "Failure",
+    "Forced",
     "MachineRef",
     "Paths",
     "Record",
@@ -186,6 +190,7 @@ _ORDER = (
     "failure",
     "lineage",
     "change",
+    "forced",
 )
 
 
@@ -232,6 +237,11 @@ class Run:
     finished_at: str | None = None
     trace: str | None = None
     log: str | None = None
+    machine_digest: str | None = None
+    """The digest of the machine file when the run started (None before format 3)."""
+    step_digests: dict[str, str] | None = None
+    """Each step of the phase when the run started: its name and the digest of its
+    definition, in order (so that a resume can name the steps changed since)."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Run:
@@ -247,6 +257,8 @@ class Run:
             finished_at=data.get("finished_at"),
             trace=data.get("trace"),
             log=data.get("log"),
+            machine_digest=data.get("machine_digest"),
+            step_digests=data.get("step_digests"),
         )
 
 
@@ -289,6 +301,32 @@ class Failure:
 
 
 @dataclass
+class Forced:
+    """The last ``force-state``: who moved the environment from which state to which,
+    when and why, without running anything."""
+
+    from_state: str = field(metadata=key("from"))
+    to: str = ""
+    reason: str = ""
+    user: str = ""
+    host: str = ""
+    pid: int = 0
+    at: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Forced:
+        return cls(
+            from_state=data["from"],
+            to=data["to"],
+            reason=data["reason"],
+            user=data["user"],
+            host=data["host"],
+            pid=data["pid"],
+            at=data["at"],
+        )
+
+
+@dataclass
 class Record:
     """One environment's whole state."""
 
@@ -308,6 +346,8 @@ class Record:
     events and snapshots (None only in a record of format 1 or 2 not yet saved again)."""
     change: str | None = None
     """What made this version of the record (``created``, ``phase provision``, ...)."""
+    forced: Forced | None = None
+    """The last ``force-state``, kept until the next phase starts."""
     format: int = STATE_FORMAT
 
     @classmethod
@@ -342,7 +382,7 @@ class Record:
         """The record in ``data``, a document the store has already checked against the
         state schema (any readable format) and hands over (its inputs and outputs are
         taken, not copied)."""
-        run, failure = data.get("run"), data.get("failure")
+        run, failure, forced = data.get("run"), data.get("failure"), data.get("forced")
         return cls(
             name=data["name"],
             state=data["state"],
@@ -357,6 +397,7 @@ class Record:
             failure=None if failure is None else Failure.from_json(failure),
             lineage=data.get("lineage"),
             change=data.get("change"),
+            forced=None if forced is None else Forced.from_json(forced),
             format=STATE_FORMAT,
         )
 

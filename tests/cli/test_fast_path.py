@@ -95,6 +95,10 @@ CASES = [
     ("list", "--workdir", "nowhere"),
     ("status", "alpha", "--machine=missing.yaml"),
     ("status", "broken", "--output", "json", "--log-level", "INFO"),
+    ("exists", "alpha"),
+    ("exists", "nosuch"),
+    ("--output", "json", "exists", "beta"),
+    ("exists", "Bad/Name"),
     # validate: a valid machine, a missing one, a broken one
     ("validate",),
     ("--output", "json", "validate"),
@@ -158,6 +162,8 @@ def test_the_fast_path_output_is_what_an_operator_expects(work: Path) -> None:
         ["status", "a", "--", "--output", "json"],
         ["advance", "a"],
         ["validate", "--help"],
+        ["exists"],
+        ["exists", "a", "b"],
         ["validate", "extra"],
     ],
 )
@@ -310,7 +316,13 @@ def _loaded(work: Path, *args: str) -> tuple[int, set[str], str]:
 
 @pytest.mark.parametrize(
     "args",
-    [("status", "alpha"), ("list",), ("history", "alpha"), ("--output", "json", "status", "alpha")],
+    [
+        ("status", "alpha"),
+        ("exists", "alpha"),
+        ("list",),
+        ("history", "alpha"),
+        ("--output", "json", "status", "alpha"),
+    ],
     ids=" ".join,
 )
 def test_a_plain_read_loads_no_heavy_module(work: Path, args: tuple[str, ...]) -> None:

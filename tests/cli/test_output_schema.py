@@ -21,8 +21,8 @@ from jsonschema import Draft202012Validator
 from runner.api import results
 from runner.result import INTERNAL, JSON_KEY
 from runner.run.phase import PhaseResult, StepOutcome
-from runner.store.contract import LockInfo
-from runner.store.record import Failure, Paths, Run
+from runner.store.contract import LockInfo, SnapshotInfo
+from runner.store.record import Failure, Forced, Paths, Run
 from tests.helpers import ROOT, build_tree, cli_env, run_cli
 
 SCHEMA: dict[str, Any] = json.loads(
@@ -333,6 +333,14 @@ RESULT_DEFS: dict[type, str] = {
     results.ListResult: "list",
     results.HistoryResult: "history",
     results.RunResult: "run",
+    results.ExistsResult: "exists",
+    results.PurgeResult: "purge",
+    results.InputsResult: "inputs",
+    results.ForceStateResult: "force_state",
+    results.SnapshotsResult: "snapshots",
+    results.RestoreResult: "restore",
+    SnapshotInfo: "snapshot_info",
+    Forced: "forced",
 }
 # keys the rendering layer adds: api_version to every document, the error keys of a
 # failed run

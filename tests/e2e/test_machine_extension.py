@@ -78,7 +78,7 @@ def test_a_phase_added_by_editing_machine_yaml_only(tmp_path: Path, work: Path) 
     summary = cli("validate")
     assert "valid machine 'tracker-deploy'" in summary
     assert "happy path: created → provisioned → configured → released → smoke_tested → running" in summary  # fmt: skip
-    assert re.search(r"phases \(6\): .*release \[4 steps\], smoke_test \[1 steps?\], run ", summary)
+    assert re.search(r"phases \(6\): .*release \[5 steps\], smoke_test \[1 steps?\], run ", summary)
     checked = json.loads(cli("--output", "json", "validate"))
     assert checked["valid"] is True
     assert checked["states"]["smoke_testing"] == "intermediate"

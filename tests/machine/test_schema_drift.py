@@ -48,6 +48,12 @@ COMMANDS = [
     "resume",
     "phase",
     "destroy",
+    "exists",
+    "purge",
+    "inputs",
+    "force-state",
+    "snapshots",
+    "restore",
 ]
 
 
