@@ -66,13 +66,14 @@ def setup(work: Path) -> list[str]:
     names = [f"env-{i:02d}" for i in range(ENVS)]
     for name in names:
         Command(runner_argv("create", name), work)()
-    # a history worth printing: the events of one full `runner up` (4 phases)
+    # a history worth printing: the events of one full `runner up` (4 phases), all of
+    # the record's serial (an event log ahead of its record is refused as a put-back
+    # old copy)
     from runner.store.files import FileStore
 
     store = FileStore(work)
-    for serial, (phase, steps) in enumerate(
-        [("provision", 9), ("configure", 5), ("release", 4), ("run", 2)], start=2
-    ):
+    serial = store.load(names[0]).serial
+    for phase, steps in [("provision", 9), ("configure", 5), ("release", 4), ("run", 2)]:
         base = {"timestamp": "2026-01-01T00:00:00.000Z", "pid": 1, "host": "bench"}
         transition = {**base, "serial": serial, "type": "transition", "phase": phase}
         store.append_event(names[0], {**transition, "trigger": f"start_{phase}"})
