@@ -343,20 +343,21 @@ def _semantic_problems(doc: dict[str, Any], registry: PluginCatalog | None) -> l
         )
 
     inputs = doc.get("inputs")
-    if inputs is not None and not well_formed(inputs):
-        from jsonschema import Draft202012Validator
-        from jsonschema.exceptions import SchemaError
+    if inputs is not None:
+        if not well_formed(inputs):  # else certainly valid: jsonschema is not needed
+            from jsonschema import Draft202012Validator
+            from jsonschema.exceptions import SchemaError
 
-        try:
-            Draft202012Validator.check_schema(inputs)
-        except SchemaError as exc:
-            found.append(
-                _Found(
-                    ("inputs", *exc.path),
-                    f"'inputs' is not a valid JSON Schema: {exc.message}",
-                    hint="see https://json-schema.org",
+            try:
+                Draft202012Validator.check_schema(inputs)
+            except SchemaError as exc:
+                found.append(
+                    _Found(
+                        ("inputs", *exc.path),
+                        f"'inputs' is not a valid JSON Schema: {exc.message}",
+                        hint="see https://json-schema.org",
+                    )
                 )
-            )
         for misplaced in _misplaced_secrets(inputs):
             found.append(
                 _Found(
