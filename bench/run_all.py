@@ -53,21 +53,22 @@ BENCHMARKS = {
     "save": ("bench_save", "Durable save"),
     "lock": ("bench_lock", "Locking"),
     "scale": ("bench_scale", "Scale"),
-    "postgres": ("bench_postgres", "PostgreSQL backend"),
+    "postgres": ("bench_postgres", "PostgreSQL backend beside files"),
     "dashboard": ("bench_dashboard", "Dashboard"),
 }
-#: The targets of the benchmarks that come with an optional part (a backend, the
-#: dashboard): when the module or what it needs is absent, each is reported as "not
-#: measured" with the reason, never left out of the table.
+#: The targets of the benchmarks that need something optional (a PostgreSQL server,
+#: the extra `web` and a browser), by the names their modules give the figures: when
+#: the module or what it needs is absent, each is reported as "not measured" with the
+#: reason, never left out of the table.
 OPTIONAL_TARGETS: dict[str, list[tuple[str, Target]]] = {
     "postgres": [
-        ("PostgreSQL: durable save per step against the file backend", Target("ratio", 2.0)),
-        ("PostgreSQL: runner status against the file backend", Target("ratio", 1.5)),
-        ("PostgreSQL: runner list (10,000 envs)", Target("max", 1.0)),
+        ("per-step durable save, PostgreSQL (Unix socket)", Target("ratio", 2.0)),
+        ("`runner list` of 10,000 environments on PostgreSQL", Target("max", 2.0)),
+        ("lock handoff between processes, PostgreSQL", Target("max", 0.1)),
     ],
     "dashboard": [
-        ("dashboard: the environments page with 10,000 environments", Target("max", 0.300)),
-        ("dashboard: a state save reaches the browser", Target("max", 0.500)),
+        ("state save to the browser's update (10 envs)", Target("max", 0.5)),
+        ("environments page (10,000 envs): server time", Target("max", 0.300)),
     ],
 }
 START, END = "<!-- bench-results:start -->", "<!-- bench-results:end -->"
@@ -139,8 +140,9 @@ def collect_optional(
 ) -> tuple[list[Figure], list[str]]:
     """An optional benchmark's module, when it is there (``bench/bench_postgres.py``,
     ``bench/bench_dashboard.py``): ``collect(quick=, force_profile=)`` like the others.
-    A module that cannot measure (no server, no browser) returns figures made with
-    ``Figure.not_measured``; a missing module gives one such row per target."""
+    A missing module, or one that cannot measure (no PostgreSQL server to start, no
+    browser or no extra `web`: it says so by raising), gives one "not measured" row per
+    target, with the reason."""
     module_name = BENCHMARKS[name][0]
     try:
         module: Any = importlib.import_module(module_name)
@@ -148,7 +150,12 @@ def collect_optional(
         if exc.name != module_name:
             return not_measured(name, f"bench/{module_name}.py needs {exc.name}"), []
         return not_measured(name, f"bench/{module_name}.py is not there"), []
-    figures, found = module.collect(quick=quick, force_profile=force_profile)
+    try:
+        figures, found = module.collect(quick=quick, force_profile=force_profile)
+    except ModuleNotFoundError as exc:
+        return not_measured(name, f"bench/{module_name}.py needs {exc.name}"), []
+    except (RuntimeError, SystemExit) as exc:  # what it needs is not there: it says what
+        return not_measured(name, " ".join(str(exc).split())[:200]), []
     return list(figures), list(found)
 
 

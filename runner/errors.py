@@ -10,7 +10,8 @@ each class; the codes are defined once in :class:`ExitCode`). The tree::
     │   ├── MachineMismatchError        the machine's name is not the environment's
     │   ├── InvalidInputsError          environment inputs break the machine's schema
     │   ├── InvalidNameError            an environment name breaks the naming rule
-    │   └── ToolMissingError            a program a command needs is not installed
+    │   ├── ToolMissingError            a program a command needs is not installed
+    │   └── ConfirmationError           a `confirm: true` phase was not confirmed
     ├── StateError                      the environment's state, or where it is stored
     │   ├── EnvironmentNotFoundError    exit 2: no such environment
     │   ├── EnvironmentExistsError      exit 2: `create` of a name that exists
@@ -18,7 +19,8 @@ each class; the codes are defined once in :class:`ExitCode`). The tree::
     │   │   └── LineageError            the record is not the one its event log belongs to
     │   ├── PhaseNotAllowedError        exit 4: phase not allowed from the current state
     │   └── StorageError                exit 2: the store cannot be written (disk full, ...)
-    │       └── ConflictError           the record changed under us (serial mismatch)
+    │       ├── ConflictError           the record changed under us (serial mismatch)
+    │       └── LockLostError           the lock's database connection ended mid-command
     ├── LockedError (+TimeoutError)     exit 3: another process holds the environment
     ├── StepError                       exit 1: a step failed (kind, summary, exit code)
     └── InterruptedRunError             exit 128+signal: a signal stopped a phase
@@ -94,6 +96,11 @@ class RunnerError(Exception):
 
 class InputError(RunnerError):
     exit_code = ExitCode.BAD_INPUT
+
+
+class ConfirmationError(InputError):
+    """A phase marked `confirm: true` was not confirmed: no terminal to ask on and no
+    `--yes`, or the operator said no. Nothing was run."""
 
 
 class MachineMismatchError(InputError):
@@ -199,6 +206,11 @@ class StorageError(StateError):
 
 class ConflictError(StorageError):
     pass
+
+
+class LockLostError(StorageError):
+    """The environment's lock was lost (its database session ended) while the command
+    held it: nothing more of this command is written, and its steps were stopped."""
 
 
 class LockedError(RunnerError, TimeoutError):

@@ -130,3 +130,9 @@ class Step(ABC):
     @abstractmethod
     def run(self, ctx: StepContext, params: dict[str, Any]) -> dict[str, Any]:
         """Do the work; return results (keys a step's `outputs:` may map)."""
+
+    def preview(self, ctx: StepContext, params: dict[str, Any]) -> str | None:
+        """For a dry run: what :meth:`run` would change, found without changing
+        anything (one line, e.g. an OpenTofu plan's "1 to add, 0 to change, 0 to
+        destroy"), or None when the plugin cannot tell (the default)."""
+        return None

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,13 @@ class TofuStep(Step):
                 "items": {"type": "string"},
                 "description": "Extra arguments added after the command's own flags.",
             },
+            "drift": {
+                "type": "boolean",
+                "default": False,
+                "description": "plan only: a drift check (`-detailed-exitcode`). Changes "
+                "pending (exit 2) fail the step with kind `drift` and a summary naming "
+                "them (to add, change, destroy, and each resource); no change succeeds.",
+            },
             "missing_ok": {
                 "type": "boolean",
                 "default": True,
@@ -103,10 +113,53 @@ class TofuStep(Step):
             _write_vars(folder / VARS_FILE, params["vars"])
         if command == "destroy" and not (folder / ".terraform").exists():
             self._invoke(ctx, binary, "init", folder, env, [])
-        result = self._invoke(ctx, binary, command, folder, env, params.get("args") or [])
+        args = list(params.get("args") or [])
+        drift = command == "plan" and bool(params.get("drift"))
+        if drift:
+            args.append("-detailed-exitcode")
+        result = self._invoke(ctx, binary, command, folder, env, args, pending_ok=drift)
         if command == "output":
             return _outputs(binary, result)
+        if command == "plan":
+            summary = plan_summary(result.stdout)
+            if drift and result.returncode == 2:
+                raise StepError(
+                    "drift",
+                    f"infrastructure drift in {params['dir']}: {summary.text}",
+                    exit_code=2,
+                    output_tail=result.output_tail,
+                    hint="see what changed with `tofu plan` in that folder; provision again "
+                    "(`runner resume` or destroy and create) to make it match",
+                    retryable=False,
+                )
+            return {"command": command, "dir": params["dir"], **summary.counts()}
         return {"command": command, "dir": params["dir"]}
+
+    def preview(self, ctx: StepContext, params: dict[str, Any]) -> str | None:
+        """The real plan of an `apply` or `destroy` (``plan`` or ``plan -destroy``) when
+        the folder is initialised; the variables go to a file outside the folder, and
+        neither the state nor its lock is touched."""
+        command: str = params["command"]
+        if command not in ("apply", "destroy"):
+            return None
+        folder = ctx.resolve(params["dir"])
+        if not folder.is_dir():
+            return None
+        if not (folder / ".terraform").exists() and not (folder / "terraform.tfstate").exists():
+            return f"no plan: {params['dir']} is not initialised yet"
+        binary = find_engine(params.get("binary"))
+        args = ["-lock=false", "-detailed-exitcode"]
+        if command == "destroy":
+            args.append("-destroy")
+        with tempfile.TemporaryDirectory(prefix="runner-plan-") as scratch:
+            if params.get("vars") is not None:
+                given = Path(scratch) / "vars.tfvars.json"
+                _write_vars(given, params["vars"])
+                args.append(f"-var-file={given}")
+            result = self._invoke(
+                ctx, binary, "plan", folder, engine_environment(), args, pending_ok=True
+            )
+        return f"plan: {plan_summary(result.stdout).text}"
 
     @staticmethod
     def _invoke(
@@ -116,10 +169,11 @@ class TofuStep(Step):
         folder: Path,
         env: dict[str, str],
         args: list[str],
+        pending_ok: bool = False,
     ) -> ProcessResult:
         argv = [binary, command, *_FLAGS[command], *args]
         result = ctx.run(argv, cwd=folder, env=env, check=False)
-        if result.returncode != 0:
+        if result.returncode != 0 and not (pending_ok and result.returncode == 2):
             raise StepError(
                 "command_failed",
                 f"{Path(binary).name} {command} exited with {result.returncode}: "
@@ -128,6 +182,50 @@ class TofuStep(Step):
                 output_tail=result.output_tail,
             )
         return result
+
+
+_PLAN_LINE = re.compile(r"Plan: (\d+) to add, (\d+) to change, (\d+) to destroy")
+_RESOURCE_LINE = re.compile(r"^\s*# (\S+) (will be|must be) (.+)$")
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """What a plan would do: how many resources to add, change, destroy, and each
+    resource's line (``terraform_data.instance will be created``)."""
+
+    add: int = 0
+    change: int = 0
+    destroy: int = 0
+    resources: tuple[str, ...] = ()
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "add": self.add,
+            "change": self.change,
+            "destroy": self.destroy,
+            "resources": list(self.resources),
+        }
+
+    @property
+    def text(self) -> str:
+        if not (self.add or self.change or self.destroy):
+            return "no changes"
+        counts = f"{self.add} to add, {self.change} to change, {self.destroy} to destroy"
+        return f"{counts} ({'; '.join(self.resources)})" if self.resources else counts
+
+
+def plan_summary(output: str) -> PlanSummary:
+    """The :class:`PlanSummary` of a plan's text output (no changes when it says none)."""
+    found = _PLAN_LINE.search(output)
+    resources = tuple(
+        f"{m.group(1)} {m.group(2)} {m.group(3).strip()}"
+        for line in output.splitlines()
+        if (m := _RESOURCE_LINE.match(line))
+    )
+    if found is None:
+        return PlanSummary(resources=resources)
+    add, change, destroy = (int(n) for n in found.groups())
+    return PlanSummary(add, change, destroy, resources)
 
 
 def find_engine(binary: str | None) -> str:

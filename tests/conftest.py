@@ -6,6 +6,8 @@
   :func:`state_document` builds the stored JSON form, for raw state files and schema
   checks (it may hold what no record can: a wrong type, a missing or unknown key).
 - ``store``: an empty :class:`~runner.store.files.FileStore` on ``tmp_path``.
+- ``pg_server``: one PostgreSQL server for the session (``tests/pgserver.py``), and
+  ``pg_url``: a new database on it with the runner's schema, for each test.
 
 The builders are plain functions, imported where a module needs them at import time
 (``from tests.conftest import make_record``), and by scripts run in subprocesses.
@@ -19,13 +21,16 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from runner.store.files import FileStore
 from runner.store.record import Failure, MachineRef, Paths, Record, Run
 from tests.helpers import build_tree
+
+if TYPE_CHECKING:
+    from tests.pgserver import PgServer
 
 #: A machine digest (any well-formed one: the store does not check it against a file).
 DIGEST = "sha256:" + "0" * 64
@@ -140,3 +145,31 @@ def work(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     for pid_file in tmp_path.glob("*.pid"):
         with contextlib.suppress(OSError, ValueError):
             _stop(int(pid_file.read_text()))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL server for the whole run (started on first use, stopped at the end;
+    a failed start shows the server's log)."""
+    from tests import pgserver
+
+    try:
+        server = pgserver.start()
+    except RuntimeError as exc:
+        pytest.fail(f"cannot start the tests' PostgreSQL server: {exc}")
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(RuntimeError):
+            server.stop("immediate")
+        server.remove()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """The URL of a new database of the tests' server, with the runner's schema."""
+    from runner.store.postgres import PostgresStore
+
+    url = pg_server.create_database(f"t{os.urandom(6).hex()}")
+    PostgresStore(url).init_schema()
+    return url

@@ -16,7 +16,8 @@ ALLOWED = {
     "store": BOTTOM | {"store"},
     "run": BOTTOM | {"run", "machine", "store", "plugin"},
     "api": BOTTOM | {"api", "run", "machine", "store", "plugin"},
-    "cli": BOTTOM | {"cli", "api", "run", "machine", "store", "plugin"},
+    "cli": BOTTOM | {"cli", "api", "run", "machine", "store", "plugin", "web"},
+    "web": BOTTOM | {"web", "api", "run", "machine", "store", "plugin"},
 }
 
 
@@ -61,3 +62,12 @@ def test_nothing_but_the_entry_points_imports_the_cli() -> None:
         if "cli" in _imported(p) and p.parent.name != "cli"
     ]
     assert users == ["runner/__main__.py"], users
+
+
+def test_nothing_but_the_serve_command_imports_the_dashboard() -> None:
+    users = [
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "runner").rglob("*.py")
+        if "web" in _imported(p) and p.parent.name != "web"
+    ]
+    assert users == ["runner/cli/app.py"], users

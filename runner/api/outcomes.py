@@ -1,10 +1,12 @@
-"""What the commands that validate, draw, create, run phases or change an environment
-by hand (purge, inputs, force-state, restore; and `snapshots`) return: typed, frozen
-results, as those of :mod:`runner.api.results` (and importable from there too).
+"""What the commands that validate, draw, create, run phases, run checks, change an
+environment by hand (purge, inputs, force-state, restore; and `snapshots`), show
+artifacts or set up and migrate a state backend return: typed, frozen results, as
+those of :mod:`runner.api.results` (and importable from there too).
 
 They live apart so that the read-only commands, which must start fast, never build
-them. A dry run's plan (:class:`StepPlan`, :class:`PhasePlan`) and a validated
-machine's phases (:class:`PhaseSummary`) are their parts.
+them. A dry run's plan (:class:`StepPlan`, :class:`PhasePlan`), a phase's confirmation
+question (:class:`ConfirmRequest`) and a validated machine's phases
+(:class:`PhaseSummary`) are their parts.
 """
 
 from __future__ import annotations
@@ -19,21 +21,28 @@ from runner.store.record import Failure, Forced, Paths, Record
 
 if TYPE_CHECKING:
     from runner.machine.model import MachineDef
+    from runner.run.checks import CheckOutcome, ChecksRun
     from runner.run.phase import PhaseResult
     from runner.store.contract import SnapshotInfo
 
 __all__ = [
+    "ArtifactResult",
+    "ArtifactsResult",
+    "CheckResult",
+    "ConfirmRequest",
     "CreateResult",
     "ForceStateResult",
     "GraphFileResult",
     "GraphResult",
     "InputsResult",
+    "MigrateResult",
     "PhasePlan",
     "PhaseSummary",
     "PurgeResult",
     "RestoreResult",
     "RunResult",
     "SnapshotsResult",
+    "StateInitResult",
     "StepPlan",
     "ValidateResult",
 ]
@@ -44,13 +53,17 @@ class StepPlan(Result):
     """One step of a dry run: whether it would run, and with what (secrets masked).
 
     ``when`` and ``params`` are None when the step could not be rendered (``error``
-    says why); ``params`` is None too when ``when`` is false."""
+    says why); ``params`` is None too when ``when`` is false. ``preview`` is the
+    plugin's own look at what it would change, when it has one."""
 
     name: str
     uses: str
     when: bool | None = None
     params: Any = None
     error: str | None = None
+    preview: str | None = None
+    """What the step would change, when its plugin can tell without changing anything
+    (the real plan of a `tofu` apply or destroy whose folder exists)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,30 @@ class PhasePlan(Result):
     via: str
     to: str
     steps: tuple[StepPlan, ...]
+
+
+@dataclass(frozen=True)
+class ConfirmRequest(Result):
+    """What a phase marked `confirm: true` asks before it runs: the environment, its
+    state, the phase and where it leads, and the steps it would run and skip (their
+    `when` rendered now)."""
+
+    environment: str
+    state: str
+    phase: str
+    to: str
+    runs: tuple[str, ...]
+    skips: tuple[str, ...]
+
+    @property
+    def question(self) -> str:
+        """The question, in one paragraph."""
+        runs = ", ".join(self.runs) or "no step"
+        skips = f" (skipped here: {', '.join(self.skips)})" if self.skips else ""
+        return (
+            f"phase '{self.phase}' of environment '{self.environment}' (now in "
+            f"'{self.state}', then '{self.to}') will run: {runs}{skips}"
+        )
 
 
 @dataclass(frozen=True)
@@ -165,6 +202,28 @@ class CreateResult(Result):
 
 
 @dataclass(frozen=True)
+class ArtifactsResult(Result):
+    """The references of an environment's traces or run logs, oldest first."""
+
+    environment: str
+    kind: str  # trace | run
+    artifacts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ArtifactResult(Result):
+    """One trace or run log of an environment: its text (secrets are masked when it is
+    written), or, with an ``offset``, the text after the first ``offset`` characters.
+    ``size`` is the whole text's length in characters."""
+
+    environment: str
+    ref: str
+    offset: int
+    size: int
+    text: str
+
+
+@dataclass(frozen=True)
 class RunResult(Result):
     """What `advance`, `up`, `resume`, `run_phase` and `destroy` did.
 
@@ -208,7 +267,42 @@ class RunResult(Result):
         return ExitCode.STEP_FAILED if self.failed else ExitCode.OK
 
 
-# --- the operator commands that change an environment, and its snapshots ----------------
+@dataclass(frozen=True)
+class CheckResult(Result):
+    """`check`: the checks of the environment's current state and each one's result.
+
+    ``status`` is ``passed`` (none failed), ``failed`` (the CLI exits 1) or ``none``
+    (no check applies in this state: nothing was run or recorded)."""
+
+    environment: str
+    state: str
+    status: str
+    checked_at: str | None = None
+    checks: tuple[CheckOutcome, ...] = ()
+    log: str | None = None
+    message: str | None = None
+
+    @classmethod
+    def from_run(cls, environment: str, done: ChecksRun) -> CheckResult:
+        return cls(
+            environment=environment,
+            state=done.state,
+            status=done.status,
+            checked_at=done.checked_at,
+            checks=done.outcomes,
+            log=done.log,
+        )
+
+    @property
+    def failed(self) -> list[CheckOutcome]:
+        return [c for c in self.checks if c.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's exit code: 1 when a check failed, else 0."""
+        from runner.errors import ExitCode
+
+        return ExitCode.STEP_FAILED if self.failed else ExitCode.OK
 
 
 @dataclass(frozen=True)
@@ -289,3 +383,23 @@ class RestoreResult(Result):
     serial: int
     state: str
     from_state: str = field(metadata=key("from"))
+
+
+@dataclass(frozen=True)
+class StateInitResult(Result):
+    """`state init`: the backend made ready (its schema version before and after)."""
+
+    url: str
+    backend: str  # file | postgresql
+    schema_before: int
+    schema_after: int
+
+
+@dataclass(frozen=True)
+class MigrateResult(Result):
+    """`state migrate`: the environments copied (and verified) from one backend to
+    another; the source is unchanged."""
+
+    source: str
+    target: str
+    environments: tuple[str, ...]

@@ -5,7 +5,8 @@ derived from its fields; ``schemas/output.schema.json`` describes it. A result n
 holds the stored record: each one is built from it by one small constructor
 (``from_record`` and the like), the only code here that reads a record.
 
-This module holds what the read-only commands return (`status`, `list`, `history`),
+This module holds what the read-only commands return (`status`, `list`, `history`,
+`exists`),
 which must start fast; the results of the commands that validate, draw, create or run
 phases live in :mod:`runner.api.outcomes` and are imported from here too, on first use
 (``from runner.api.results import RunResult`` works as ever): building a frozen
@@ -20,27 +21,37 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runner.result import INTERNAL, Result
-from runner.store.record import Failure, Forced, Record, Run
+from runner.store.record import Failure, Forced, LastCheck, Record, Run
 
 if TYPE_CHECKING:
     from runner.api.outcomes import (
+        ArtifactResult,
+        ArtifactsResult,
+        CheckResult,
+        ConfirmRequest,
         CreateResult,
         ForceStateResult,
         GraphFileResult,
         GraphResult,
         InputsResult,
+        MigrateResult,
         PhasePlan,
         PhaseSummary,
         PurgeResult,
         RestoreResult,
         RunResult,
         SnapshotsResult,
+        StateInitResult,
         StepPlan,
         ValidateResult,
     )
     from runner.store.contract import ListEntry, LockInfo
 
 __all__ = [
+    "ArtifactResult",
+    "ArtifactsResult",
+    "CheckResult",
+    "ConfirmRequest",
     "CreateResult",
     "EnvironmentSummary",
     "ExistsResult",
@@ -50,32 +61,41 @@ __all__ = [
     "HistoryResult",
     "InputsResult",
     "ListResult",
+    "MigrateResult",
     "PhasePlan",
     "PhaseSummary",
     "PurgeResult",
     "RestoreResult",
     "RunResult",
     "SnapshotsResult",
+    "StateInitResult",
     "StatusResult",
     "StepPlan",
     "Unreadable",
     "ValidateResult",
+    "document",
 ]
 
 #: The results of :mod:`runner.api.outcomes`, imported from there when first asked for.
 _OUTCOMES = frozenset(
     {
+        "ArtifactResult",
+        "ArtifactsResult",
+        "CheckResult",
+        "ConfirmRequest",
         "CreateResult",
         "ForceStateResult",
         "GraphFileResult",
         "GraphResult",
         "InputsResult",
+        "MigrateResult",
         "PhasePlan",
         "PhaseSummary",
         "PurgeResult",
         "RestoreResult",
         "RunResult",
         "SnapshotsResult",
+        "StateInitResult",
         "StepPlan",
         "ValidateResult",
     }
@@ -105,6 +125,8 @@ class EnvironmentSummary(Result):
     state: str
     updated_at: str
     failed_step: str | None
+    last_check: LastCheck | None = None
+    """The latest `runner check` (None: never checked)."""
 
     @classmethod
     def from_record(cls, record: Record) -> EnvironmentSummary:
@@ -113,6 +135,7 @@ class EnvironmentSummary(Result):
             state=record.state,
             updated_at=record.updated_at,
             failed_step=record.failure.step if record.failure else None,
+            last_check=copy.deepcopy(record.last_check),
         )
 
 
@@ -122,9 +145,6 @@ class Unreadable(Result):
 
     environment: str
     error: str
-
-
-# --- one result per command -----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -149,6 +169,8 @@ class StatusResult(Result):
     entered_at: str
     """When the environment entered its current state (the last transition into it):
     what the state's description says was true then (e.g. "healthy"), not now."""
+    last_check: LastCheck | None = None
+    """The latest `runner check`: when, in which state, passed or failed, and why."""
     forced: Forced | None = None
     """The last ``force-state``, until the next phase runs."""
     machine_changed: bool = False
@@ -185,6 +207,7 @@ class StatusResult(Result):
             allowed_phases=tuple(allowed_phases),
             leftover_processes=tuple(leftovers),
             entered_at=entered_at,
+            last_check=copy.deepcopy(record.last_check),
             forced=copy.copy(record.forced),
             machine_changed=machine_changed,
         )
@@ -220,12 +243,44 @@ class HistoryResult(Result):
     events: tuple[Mapping[str, Any], ...]
 
 
-# --- the operator commands ---------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class ExistsResult(Result):
     """`exists`: whether the environment exists."""
 
     environment: str
     exists: bool
+
+
+# --- documents -------------------------------------------------------------------------
+
+
+def document(result: Result) -> dict[str, Any]:
+    """The JSON document of ``result`` (``--output json``, the dashboard's API):
+    ``api_version`` on top; a run that ended in a failed step also carries the error
+    keys (``error``, ``message``, ``exit_code``) of an error document."""
+    from runner.errors import StepError
+    from runner.result import API_VERSION
+
+    data: dict[str, Any] = {"api_version": API_VERSION}
+    run: RunResult | None = _outcome(result, "RunResult")
+    if run is not None and run.failure is not None:
+        data.update(
+            {
+                "error": StepError.__name__,
+                "message": run.failure.headline,
+                "exit_code": run.exit_code,
+            }
+        )
+    for name, value in result.to_json().items():
+        data.setdefault(name, value)
+    return data
+
+
+def _outcome(result: Result, name: str) -> Any:
+    """``result`` if it is the class ``name`` of :mod:`runner.api.outcomes`, else None.
+    That module is not imported here (a read never needs it): a result of it exists
+    only once something else has."""
+    import sys
+
+    module = sys.modules.get("runner.api.outcomes")
+    return result if module is not None and type(result) is getattr(module, name) else None

@@ -31,21 +31,27 @@ from runner.log import logger
 
 if TYPE_CHECKING:
     from runner.api.outcomes import (
+        ArtifactResult,
+        ArtifactsResult,
+        CheckResult,
+        ConfirmRequest,
         CreateResult,
         ForceStateResult,
         GraphResult,
         InputsResult,
+        MigrateResult,
         PurgeResult,
         RestoreResult,
         RunResult,
         SnapshotsResult,
+        StateInitResult,
         ValidateResult,
     )
     from runner.machine.model import MachineDef, PhaseDef
     from runner.run.phase import PhaseResult, Progress
     from runner.run.registry import StepRegistry
     from runner.run.session import Session
-    from runner.store.contract import Events, ListEntry, LockInfo, Store
+    from runner.store.contract import ArtifactKind, Events, ListEntry, LockInfo, Store
     from runner.store.record import Record
 
 __all__ = ["GRAPH_FORMATS", "STATE_KINDS", "Runner"]
@@ -75,10 +81,16 @@ class Runner:
     another process holding it (0: fail at once). ``progress`` receives the progress
     of running phases (an object with the methods of
     :class:`runner.run.phase.Progress`). ``command`` is how a lock holder is described
-    to whoever waits for it. ``store`` replaces the files under ``workdir/data`` with
-    another backend of :class:`~runner.store.contract.Store`.
+    to whoever waits for it. ``state`` is where the environments are kept, as a
+    ``file:PATH`` or ``postgresql://`` URL (default: ``RUNNER_STATE``, else
+    ``state.url`` of ``workdir/runner.toml``, else the files under ``workdir/data``);
+    ``store`` gives a backend of :class:`~runner.store.contract.Store` directly.
     ``on_lock_wait(name, holder)`` is called once when a command starts waiting for
     environment ``name``'s lock, with who holds it (None when the lock does not say).
+    ``confirm(request)`` is asked, under the lock, before a phase marked
+    `confirm: true` runs (a :class:`~runner.api.results.ConfirmRequest`: what it would
+    do); False refuses it (:class:`~runner.errors.ConfirmationError`, nothing run). The
+    default (None) asks nothing: calling the method is the caller's decision.
     """
 
     def __init__(
@@ -90,7 +102,9 @@ class Runner:
         progress: Progress | None = None,
         command: str = "runner",
         store: Store | None = None,
+        state: str | None = None,
         on_lock_wait: Callable[[str, LockInfo | None], None] | None = None,
+        confirm: Callable[[ConfirmRequest], bool] | None = None,
     ) -> None:
         self.workdir = Path(workdir).absolute()
         if not self.workdir.is_dir():
@@ -114,7 +128,9 @@ class Runner:
         self.progress = progress
         self.command = command
         self.on_lock_wait = on_lock_wait
+        self.confirm = confirm
         self._store = store
+        self.state_url = state
         self._machine: MachineDef | None = None
         self._plugins_checked = False
         self._registry: StepRegistry | None = None
@@ -128,11 +144,9 @@ class Runner:
     def store(self) -> Store:
         """Where the environments are kept (made on first use)."""
         if self._store is None:
-            from runner.settings import load_settings
-            from runner.store.files import FileStore
+            from runner.store.backends import open_store
 
-            settings = load_settings(self.workdir)
-            self._store = FileStore(self.workdir, keep_snapshots=settings.snapshots)
+            self._store = open_store(self.workdir, self.state_url)
         return self._store
 
     def registry(self) -> StepRegistry:
@@ -155,10 +169,21 @@ class Runner:
             else:
                 from runner.machine import cache as machinecache
 
-                self._machine = machinecache.load(
-                    self.machine_file, self.workdir / "data" / ".cache"
-                )
+                self._machine = machinecache.load(self.machine_file, self._cache_dir())
         return self._machine
+
+    def _cache_dir(self) -> Path:
+        """Where validated machines are cached: ``data/.cache`` beside the files; with a
+        database, this machine's own ``build/.cache`` (once a phase made ``build/``)."""
+        if self._store is not None:
+            from runner.store.files import FileStore
+
+            local = isinstance(self._store, FileStore)
+        else:
+            from runner.store.backends import choose, is_postgres
+
+            local = not is_postgres(choose(self.workdir, self.state_url).url)
+        return self.workdir / ("data" if local else "build") / ".cache"
 
     # -- the machine --------------------------------------------------------------------
 
@@ -246,6 +271,33 @@ class Runner:
                 self.store.load(name)  # says why: no such environment, or no state file
             return HistoryResult(name, tuple(self.store.read_events(name, limit)))
 
+    def artifacts(self, name: str, kind: str = "run") -> ArtifactsResult:
+        """The references of ``name``'s run logs (``kind`` "run") or traces ("trace"),
+        oldest first."""
+        from runner.api.outcomes import ArtifactsResult
+
+        with _about(name):
+            if kind not in ("run", "trace"):
+                raise InputError(f"unknown artifact kind {kind!r}", hint="one of: run, trace")
+            self._load(name)
+            refs = self.store.list_artifacts(name, cast("ArtifactKind", kind))
+            return ArtifactsResult(name, kind, tuple(refs))
+
+    def artifact(self, name: str, ref: str, offset: int = 0) -> ArtifactResult:
+        """The text of ``name``'s trace or run log ``ref`` (as its record, `status` or
+        :meth:`artifacts` name it); with ``offset``, only what follows the first
+        ``offset`` characters (to follow a log as it is written)."""
+        from runner.api.outcomes import ArtifactResult
+
+        with _about(name):
+            if offset < 0:
+                raise InputError(f"offset must be >= 0, not {offset}")
+            from runner.store.contract import check_name
+
+            check_name(name)
+            text = self.store.read_artifact(name, ref)
+            return ArtifactResult(name, ref, offset, len(text), text[offset:])
+
     # -- running phases -----------------------------------------------------------------
 
     def advance(self, name: str, dry_run: bool = False) -> RunResult:
@@ -266,7 +318,7 @@ class Runner:
                     "of the happy path: nothing to advance",
                 )
             if dry_run:
-                return _planned(session, phase)
+                return self._planned(session, phase)
             result = self._start(session, phase)
             return RunResult.from_phase_results(name, session.state, [result])
 
@@ -359,7 +411,7 @@ class Runner:
             if session.state not in found.sources:
                 raise _not_allowed(machine, name, session.state, phase)
             if dry_run:
-                return _planned(session, found)
+                return self._planned(session, found)
             result = self._start(session, found)
             return RunResult.from_phase_results(name, session.state, [result])
 
@@ -374,6 +426,30 @@ class Runner:
                     hint="use `runner phase NAME PHASE` with one of its phases",
                 )
         return self.run_phase(name, "destroy", dry_run)
+
+    # -- checks -------------------------------------------------------------------------
+
+    def check(self, name: str) -> CheckResult:
+        """Run the checks that apply in ``name``'s current state (machine.yaml's
+        `checks:`, by their `in`) and record the result (the record's ``last_check`` and
+        a ``check`` event); the state never changes. A check that fails is a result
+        (``status`` failed), not an error."""
+        from runner.api.outcomes import CheckResult
+        from runner.run.checks import run_checks
+        from runner.run.phase import PhaseRunner
+
+        with _about(name), self._session(name) as session:
+            checks = session.machine.checks_in(session.state)
+            if not checks:
+                return CheckResult(
+                    name,
+                    session.state,
+                    "none",
+                    message=f"no check applies in state '{session.state}' "
+                    f"({session.machine.file.name} lists their states under `checks:`, `in`)",
+                )
+            runner = PhaseRunner(session, self.registry(), self.progress)
+            return CheckResult.from_run(name, run_checks(session, runner, checks))
 
     # -- operator commands: getting out of trouble --------------------------------------
 
@@ -699,7 +775,52 @@ class Runner:
     def _start(self, session: Session, phase: PhaseDef) -> PhaseResult:
         from runner.run.phase import PhaseRunner
 
+        if phase.confirm and self.confirm is not None:
+            self._confirmed(session, phase)
         return PhaseRunner(session, self.registry(), self.progress).start(phase)
+
+    def _planned(self, session: Session, phase: PhaseDef) -> RunResult:
+        """The dry run of ``phase``: its steps rendered, and what the plugins that can
+        tell would change (the real plan of its OpenTofu apply or destroy)."""
+        import dataclasses
+
+        from runner.run.phase import PhaseRunner
+
+        planned = _planned(session, phase)
+        assert planned.dry_run
+        plan = planned.dry_run[0]
+        rendered = {s.name for s in plan.steps if s.when and s.error is None}
+        previews = PhaseRunner(session, self.registry()).preview(
+            phase, [step for step in phase.steps if step.name in rendered]
+        )
+        if not previews:
+            return planned
+        steps = tuple(dataclasses.replace(s, preview=previews.get(s.name)) for s in plan.steps)
+        return dataclasses.replace(planned, dry_run=(dataclasses.replace(plan, steps=steps),))
+
+    def _confirmed(self, session: Session, phase: PhaseDef) -> None:
+        """Ask :attr:`confirm` about ``phase``; ConfirmationError when it says no."""
+        from runner.api.outcomes import ConfirmRequest
+        from runner.errors import ConfirmationError
+
+        plan = _planned(session, phase).dry_run
+        assert plan
+        steps = plan[0].steps
+        request = ConfirmRequest(
+            environment=session.name,
+            state=session.state,
+            phase=phase.name,
+            to=phase.to,
+            runs=tuple(s.name for s in steps if s.when is not False),
+            skips=tuple(s.name for s in steps if s.when is False),
+        )
+        assert self.confirm is not None
+        if not self.confirm(request):
+            raise ConfirmationError(
+                f"phase '{phase.name}' of environment '{session.name}' was not confirmed; "
+                f"nothing was run and it stays in '{session.state}'",
+                state=session.state,
+            )
 
     def _new_record(self, machine: MachineDef, name: str, inputs: dict[str, Any]) -> Record:
         """The record of a new environment (not stored yet)."""
@@ -866,6 +987,11 @@ class Runner:
                 actions.append("nothing: this is a final state")
             elif kind != "failed":
                 actions.append(f"nothing to advance: '{state}' is the end of the happy path")
+            checks = machine.checks_in(state)
+            if checks:
+                actions.append(
+                    f"runner check {name}   (checks now: {', '.join(c.name for c in checks)})"
+                )
             if kind != "final":
                 for other in machine.phases_from(state):
                     if not other.advance:
@@ -898,6 +1024,43 @@ class Runner:
             return str(render_string(recovery, context)).strip()
         except TemplateFailure as exc:
             return f"{recovery.strip()}  (recovery text did not render: {exc})"
+
+    # -- backends -----------------------------------------------------------------------
+
+    def init_state(self) -> StateInitResult:
+        """Make the backend ready: for PostgreSQL, apply the schema migrations it lacks
+        (a newer schema than this runner knows is refused); files need nothing."""
+        from runner.api.outcomes import StateInitResult
+        from runner.store.backends import choose, is_postgres, open_url
+        from runner.store.postgres import PostgresStore, shown_url
+
+        choice = choose(self.workdir, self.state_url)
+        if not is_postgres(choice.url):
+            open_url(choice.url, self.workdir)  # a bad URL says so
+            return StateInitResult(choice.url, "file", 0, 0)
+        store = PostgresStore(choice.url, keep_snapshots=choice.snapshots)
+        before, after = store.init_schema()
+        return StateInitResult(shown_url(choice.url), "postgresql", before, after)
+
+    def migrate_state(self, to: str) -> MigrateResult:
+        """Copy every environment of this backend to the backend ``to`` (a state URL):
+        records, events, snapshots, artifacts and lineage; names ``to`` has already are
+        refused before anything is copied; each copy is read back and compared; this
+        backend is left as it was."""
+        from runner.api.outcomes import MigrateResult
+        from runner.store.backends import choose, open_url
+        from runner.store.postgres import shown_url
+        from runner.store.transfer import migrate
+
+        choice = choose(self.workdir, self.state_url)
+        if to == choice.url:
+            raise InputError(
+                f"--to names the backend the environments are in already ({shown_url(to)})",
+                hint="give another state URL to --to",
+            )
+        target = open_url(to, self.workdir, snapshots=choice.snapshots)
+        copied = migrate(self.store, target)
+        return MigrateResult(shown_url(choice.url), shown_url(to), tuple(copied))
 
     # `list` last: below it, the name means this method in annotations, not the type
 

@@ -36,7 +36,8 @@ app = typer.Typer(
     name="runner",
     help="Move deployment environments through the lifecycle declared in machine.yaml.\n\n"
     "Global options may also follow the command (runner status demo --output json).\n\n"
-    "Exit codes: 0 done (or nothing to do), 1 a step failed, 2 bad input, 3 environment "
+    "Exit codes: 0 done (or nothing to do), 1 a step or check failed, 2 bad input (or not "
+    "confirmed), 3 environment "
     "locked, 4 phase not allowed from the current state, 130/143 interrupted, 141 output "
     "pipe closed.",
     # typer's own completion options detect the shell and take no SHELL argument when
@@ -119,6 +120,21 @@ def _complete_states(ctx: typer.Context, incomplete: str) -> list[str]:
     """The machine's states."""
     machine = _completion_machine(ctx)
     return [n for n in (machine.states if machine else ()) if n.startswith(incomplete)]
+
+
+_DRY_RUN = (
+    "Show the phase, its rendered steps and the real plan of its OpenTofu apply or "
+    "destroy (when its folder exists); run and change nothing."
+)
+
+
+def _yes() -> Any:
+    return typer.Option(
+        "--yes",
+        "-y",
+        help="Run a phase marked `confirm: true` (destroy) without asking. Without a "
+        "terminal to ask on, such a phase is refused unless --yes is given.",
+    )
 
 
 def _environment(help: str = "Environment name.") -> Any:
@@ -206,6 +222,16 @@ def _global(
             help="Seconds to wait for an environment another command holds; 0 fails at once.",
         ),
     ] = 30.0,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            metavar="URL",
+            help="Where environments are kept: file:PATH or postgresql://host/db (default: "
+            "RUNNER_STATE, else state.url in runner.toml, else data/). After `list`, "
+            "--state is list's own filter: give the URL before the command there.",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Stream the tools' output while steps run.")
     ] = False,
@@ -258,6 +284,7 @@ def _global(
         lock_timeout=lock_timeout,
         verbose=verbose,
         color=commands.color_wanted(no_color),
+        state=state,
     )
 
 
@@ -288,12 +315,15 @@ def _progress(settings: Settings) -> PlainProgress | None:
     return display
 
 
-def _running(settings: Settings, command: str) -> Runner:
-    """The Runner of a command that runs phases, with its progress display."""
+def _running(settings: Settings, command: str, yes: bool = False, again: str = "") -> Runner:
+    """The Runner of a command that runs phases, with its progress display; a phase
+    marked `confirm: true` is confirmed by ``yes`` or asked on the terminal (``again``:
+    the command line to repeat with --yes)."""
     from runner.cli.progress import LiveProgress
 
     display = _progress(settings)
-    runner = runner_for(settings, command, display)
+    confirm = commands.confirmer(yes, again or command)
+    runner = runner_for(settings, command, display, confirm)
     if isinstance(display, LiveProgress):
         display.kind_of = commands.kinds(runner)
     return runner
@@ -455,7 +485,8 @@ def list_(
         typer.Option(
             "--state",
             metavar="STATE",
-            help="Only the environments in this state.",
+            help="Only the environments in this state (the global --state URL goes before "
+            "`list`: runner --state URL list --state STATE).",
             autocompletion=_complete_states,
         ),
     ] = None,
@@ -493,14 +524,13 @@ def history(
 def advance(
     ctx: typer.Context,
     name: Annotated[str, _environment()],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show the phase and its rendered steps; run nothing.")
-    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=_DRY_RUN)] = False,
+    yes: Annotated[bool, _yes()] = False,
 ) -> None:
     """Run the next phase on the happy path."""
 
     def body(s: Settings) -> int:
-        runner = _running(s, "runner advance")
+        runner = _running(s, "runner advance", yes, f"runner advance {name}")
         return commands.show(s, runner.advance(name, dry_run=dry_run), runner)
 
     _run(ctx, "advance", body)
@@ -519,11 +549,12 @@ def up(
             autocompletion=_complete_states,
         ),
     ] = None,
+    yes: Annotated[bool, _yes()] = False,
 ) -> None:
     """Advance until --to STATE or the end of the happy path."""
 
     def body(s: Settings) -> int:
-        runner = _running(s, "runner up")
+        runner = _running(s, "runner up", yes, f"runner up {name}")
         return commands.show(s, runner.up(name, to), runner)
 
     _run(ctx, "up", body)
@@ -566,12 +597,14 @@ def phase(
     phase_name: Annotated[
         str, typer.Argument(metavar="PHASE", help="Phase to run.", autocompletion=_complete_phases)
     ],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, run nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=_DRY_RUN)] = False,
+    yes: Annotated[bool, _yes()] = False,
 ) -> None:
-    """Run a named phase allowed from the current state."""
+    """Run a named phase allowed from the current state (a phase marked `confirm: true`
+    asks first, see --yes)."""
 
     def body(s: Settings) -> int:
-        runner = _running(s, "runner phase")
+        runner = _running(s, "runner phase", yes, f"runner phase {name} {phase_name}")
         return commands.show(s, runner.run_phase(name, phase_name, dry_run), runner)
 
     _run(ctx, "phase", body)
@@ -581,15 +614,39 @@ def phase(
 def destroy(
     ctx: typer.Context,
     name: Annotated[str, _environment()],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, run nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=_DRY_RUN)] = False,
+    yes: Annotated[bool, _yes()] = False,
 ) -> None:
-    """Run the destroy phase (allowed from any non-final state)."""
+    """Run the destroy phase (allowed from any non-final state).
+
+    The shipped machine marks it `confirm: true`: on a terminal it asks first, naming
+    the environment, its state and the steps it will run; --yes skips the question;
+    without a terminal and without --yes it is refused (exit 2)."""
 
     def body(s: Settings) -> int:
-        runner = _running(s, "runner destroy")
+        runner = _running(s, "runner destroy", yes, f"runner destroy {name}")
         return commands.show(s, runner.destroy(name, dry_run), runner)
 
     _run(ctx, "destroy", body)
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    name: Annotated[str, _environment()],
+) -> None:
+    """Run the checks of the environment's current state (machine.yaml's `checks:`).
+
+    Each check is a step (a health endpoint, drift of the infrastructure, ...) that
+    looks and changes nothing; the state never changes. The result is recorded (shown
+    by `status`, `list` and `history`). Exit 0 when all pass (or none applies), 1 when
+    one fails."""
+
+    def body(s: Settings) -> int:
+        runner = _running(s, "runner check")
+        return commands.show(s, runner.check(name), runner)
+
+    _run(ctx, "check", body)
 
 
 # --- operator commands: getting out of trouble -------------------------------------
@@ -721,3 +778,116 @@ def restore(
         return commands.show(s, runner_for(s, "runner restore").restore(name, serial))
 
     _run(ctx, "restore", body)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            metavar="ADDRESS",
+            help="Address to listen on. Anything but loopback needs --token-file.",
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free one)."),
+    ] = 8400,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            metavar="FILE",
+            help="File (mode 600) holding the token every request must carry: header "
+            "'Authorization: Bearer TOKEN', or open any page once with ?token=TOKEN.",
+        ),
+    ] = None,
+    allow_actions: Annotated[
+        bool,
+        typer.Option(
+            "--allow-actions",
+            help="Offer advance, resume, check and destroy, each behind a confirmation "
+            "(default: read-only).",
+        ),
+    ] = False,
+) -> None:
+    """The web dashboard: every environment live, failures with their traces, history,
+    the machine's graph, run logs; its JSON API under /api/v1/ serves the documents of
+    --output json. Needs the extra `web` (pip install 'runner[web]')."""
+
+    def body(s: Settings) -> int:
+        try:
+            from runner.web.serve import serve as run_server
+        except ImportError as exc:
+            from runner.errors import ToolMissingError
+
+            raise ToolMissingError(
+                f"the dashboard needs the extra 'web' ({exc.name or exc} is not installed)",
+                hint="pip install 'runner[web]'",
+            ) from None
+
+        def started(result: Any) -> None:
+            if s.json:
+                from runner.cli import render
+
+                render.emit_json(render.document(result))
+            else:
+                mode = "actions allowed" if result.allow_actions else "read-only"
+                guard = ", token required" if result.token else ""
+                print(f"runner dashboard on {result.url} ({mode}{guard}); Ctrl+C stops it")
+            sys.stdout.flush()
+
+        run_server(
+            lambda command: runner_for(s, command),
+            host=host,
+            port=port,
+            token_file=token_file,
+            allow_actions=allow_actions,
+            started=started,
+        )
+        return 0
+
+    _run(ctx, "serve", body)
+
+
+# --- backends ------------------------------------------------------------------------
+
+state_app = typer.Typer(
+    name="state",
+    help="The backend that keeps the environments: make it ready, move them to another.",
+    no_args_is_help=True,
+)
+app.add_typer(state_app)
+
+
+@state_app.command("init")
+def state_init(ctx: typer.Context) -> None:
+    """Make the backend ready (PostgreSQL: create or upgrade the runner's schema)."""
+
+    def body(s: Settings) -> int:
+        return commands.show(s, runner_for(s, "runner state init").init_state())
+
+    _run(ctx, "state init", body)
+
+
+@state_app.command("migrate")
+def state_migrate(
+    ctx: typer.Context,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="URL",
+            help="The backend to copy every environment to: file:PATH or postgresql://host/db.",
+        ),
+    ],
+) -> None:
+    """Copy every environment (record, events, snapshots, artifacts, lineage) to another
+    backend and verify it; names it has already are refused; the source is unchanged."""
+
+    def body(s: Settings) -> int:
+        return commands.show(s, runner_for(s, "runner state migrate").migrate_state(to))
+
+    _run(ctx, "state migrate", body)

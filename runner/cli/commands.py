@@ -21,6 +21,7 @@ from runner.errors import ExitCode, RunnerError
 from runner.signals import Terminated
 
 if TYPE_CHECKING:
+    from runner.api.results import ConfirmRequest
     from runner.api.runner import Runner
     from runner.result import Result
     from runner.run.phase import Progress
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Settings",
     "color_wanted",
+    "confirmer",
     "execute",
     "exists",
     "history",
@@ -53,6 +55,9 @@ class Settings:
     verbose: bool
     #: Colour on standard output: a terminal, and neither NO_COLOR nor --no-color.
     color: bool = False
+    #: ``--state URL``: where the environments are kept (None: RUNNER_STATE, runner.toml,
+    #: else data/).
+    state: str | None = None
 
     @property
     def json(self) -> bool:
@@ -72,9 +77,14 @@ def color_wanted(no_color: bool = False) -> bool:
         return False
 
 
-def runner_for(settings: Settings, command: str, progress: Progress | None = None) -> Runner:
+def runner_for(
+    settings: Settings,
+    command: str,
+    progress: Progress | None = None,
+    confirm: Callable[[ConfirmRequest], bool] | None = None,
+) -> Runner:
     """The :class:`~runner.api.runner.Runner` of a command (``command`` names it to whoever
-    waits for its lock)."""
+    waits for its lock; ``confirm`` answers the question of a `confirm: true` phase)."""
     from runner.api.runner import Runner
 
     return Runner(
@@ -84,7 +94,41 @@ def runner_for(settings: Settings, command: str, progress: Progress | None = Non
         progress=progress,
         command=command,
         on_lock_wait=_say_lock_wait,
+        confirm=confirm,
+        state=settings.state,
     )
+
+
+def confirmer(yes: bool, again: str) -> Callable[[ConfirmRequest], bool]:
+    """The answer to a `confirm: true` phase: yes with ``--yes``; else the operator's, on
+    a terminal; else ConfirmationError (exit 2) with the command to run instead
+    (``again``, the command line, gets ``--yes``)."""
+
+    def confirm(request: ConfirmRequest) -> bool:
+        if yes:
+            return True
+        from runner.errors import ConfirmationError
+
+        try:
+            asking = sys.stdin.isatty() and sys.stderr.isatty()
+        except (OSError, ValueError):
+            asking = False
+        if not asking:
+            raise ConfirmationError(
+                f"{request.question}; it asks for confirmation and there is no terminal to "
+                f"ask on: nothing was run, '{request.environment}' stays in '{request.state}'",
+                hint=f"confirm with --yes: {again} --yes",
+                state=request.state,
+            )
+        sys.stderr.write(f"{request.question}.\nProceed? [y/N] ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            sys.stderr.write("not confirmed\n")
+            return False
+        return True
+
+    return confirm
 
 
 def _say_lock_wait(name: str, holder: LockInfo | None) -> None:

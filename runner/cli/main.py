@@ -33,8 +33,13 @@ _GLOBAL_VALUE_OPTIONS = (
     "--log-level",
     "--log-format",
     "--lock-timeout",
+    "--state",
 )
 _GLOBAL_FLAGS = ("-v", "--verbose", "--no-color")
+#: Options of a command that share their name with a global option: after that command
+#: the word is the command's (`runner list --state failed` filters by state; the state
+#: backend is then given before the command: `runner --state URL list --state failed`).
+_COMMAND_OWN_OPTIONS = {"list": ("--state",)}
 #: The options of the commands that take a value (the value is never a global option).
 _COMMAND_VALUE_OPTIONS = (
     "--config",
@@ -49,7 +54,6 @@ _COMMAND_VALUE_OPTIONS = (
     "--from-step",
     "--limit",
     "-n",
-    "--state",
     "--kind",
     "--unset",
     "--reason",
@@ -132,9 +136,15 @@ def hoist_globals(argv: Sequence[str]) -> list[str]:
         return front
     moved: list[str] = []
     after = [rest.pop(0)]
+    own = _COMMAND_OWN_OPTIONS.get(after[0], ())
     while rest:
         word = rest.pop(0)
         name, eq, _ = word.partition("=")
+        if name in own:
+            after.append(word)
+            if not eq and rest:
+                after.append(rest.pop(0))
+            continue
         if word == "--":
             after.append(word)
             after.extend(rest)
@@ -232,6 +242,7 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
             lock_timeout=lock_timeout,
             verbose=verbose,
             color=commands.color_wanted(no_color),
+            state=options.get("--state"),
         )
         return commands.execute(settings, command, run)
 

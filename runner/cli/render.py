@@ -16,21 +16,34 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from runner.api.results import ExistsResult, HistoryResult, ListResult, StatusResult
-from runner.errors import RunnerError, StepError
-from runner.result import API_VERSION, Result
+from runner.api.results import (
+    EnvironmentSummary,
+    ExistsResult,
+    HistoryResult,
+    ListResult,
+    StatusResult,
+    _outcome,
+    document,
+)
+from runner.errors import RunnerError
+from runner.result import Result
 
 if TYPE_CHECKING:
     from runner.api.outcomes import (
+        ArtifactResult,
+        ArtifactsResult,
+        CheckResult,
         CreateResult,
         ForceStateResult,
         GraphFileResult,
         GraphResult,
         InputsResult,
+        MigrateResult,
         PurgeResult,
         RestoreResult,
         RunResult,
         SnapshotsResult,
+        StateInitResult,
         ValidateResult,
     )
 
@@ -38,31 +51,6 @@ __all__ = ["document", "emit_json", "error_document", "show", "text"]
 
 
 # --- JSON --------------------------------------------------------------------------------
-
-
-def document(result: Result) -> dict[str, Any]:
-    """The ``--output json`` document of ``result``."""
-    data: dict[str, Any] = {"api_version": API_VERSION}
-    run: RunResult | None = _outcome(result, "RunResult")
-    if run is not None and run.failure is not None:
-        data.update(
-            {
-                "error": StepError.__name__,
-                "message": run.failure.headline,
-                "exit_code": run.exit_code,
-            }
-        )
-    for name, value in result.to_json().items():
-        data.setdefault(name, value)
-    return data
-
-
-def _outcome(result: Result, name: str) -> Any:
-    """``result`` if it is the class ``name`` of :mod:`runner.api.outcomes`, else None.
-    That module is not imported here (a read never needs it): a result of it exists
-    only once something else has."""
-    module = sys.modules.get("runner.api.outcomes")
-    return result if module is not None and type(result) is getattr(module, name) else None
 
 
 def error_document(exc: RunnerError) -> dict[str, Any]:
@@ -113,7 +101,10 @@ def show(
         body = text(result)
         if body:
             print(body)
-    return run.exit_code if run is not None else 0
+    if run is not None:
+        return run.exit_code
+    check: CheckResult | None = _outcome(result, "CheckResult")
+    return check.exit_code if check is not None else 0
 
 
 #: A state's colour on a terminal, by its kind.
@@ -198,6 +189,7 @@ def _status(result: StatusResult) -> str:
     flag = " (interrupted)" if result.interrupted else ""
     lines.append(f"state:       {result.state}{flag} - {result.description}")
     lines.append(f"updated:     {result.updated_at}")
+    lines.extend(last_check_lines(result))
     if result.locked_by:
         h = result.locked_by
         if h.known:
@@ -245,6 +237,24 @@ def _status(result: StatusResult) -> str:
     return "\n".join(lines)
 
 
+def last_check_lines(result: StatusResult) -> list[str]:
+    """`status`'s lines about the latest `runner check`: when, the result, and each
+    failed check with why."""
+    check = result.last_check
+    if check is None:
+        return []
+    where = "" if check.state == result.state else f", in state '{check.state}'"
+    lines = [f"last check:  {check.status} at {check.checked_at}{where}"]
+    lines.extend(f"             {c.name} failed: {c.summary}" for c in check.failed)
+    return lines
+
+
+def check_column(entry: EnvironmentSummary) -> str:
+    """`list`'s CHECK column: the latest check's result (and when), or '-'."""
+    check = entry.last_check
+    return "-" if check is None else f"{check.status} {check.checked_at}"
+
+
 @_renders("ListResult")
 def _list(result: ListResult) -> str:
     good, bad = result.environments, result.unreadable
@@ -256,8 +266,13 @@ def _list(result: ListResult) -> str:
     if good:
         width = max(len("NAME"), *(len(e.environment) for e in good))
         swidth = max(len("STATE"), *(len(e.state) for e in good))
-        lines.append(f"{'NAME':<{width}}  {'STATE':<{swidth}}  UPDATED")
-        lines.extend(f"{e.environment:<{width}}  {e.state:<{swidth}}  {e.updated_at}" for e in good)
+        twidth = max(len(e.updated_at) for e in good)
+        lines.append(f"{'NAME':<{width}}  {'STATE':<{swidth}}  {'UPDATED':<{twidth}}  CHECK")
+        lines.extend(
+            f"{e.environment:<{width}}  {e.state:<{swidth}}  {e.updated_at:<{twidth}}  "
+            + check_column(e)
+            for e in good
+        )
     if bad:
         lines.append("\nunreadable:")
         lines.extend(f"  {e.environment}: {e.error}" for e in bad)
@@ -291,6 +306,11 @@ def history_rows(result: HistoryResult) -> list[tuple[str, str, str, str, str]]:
                 detail += f" {ev['duration_s']}s"
             if ev.get("summary"):
                 detail += f": {ev['summary']}"
+        elif kind == "check":
+            failed = [c for c in ev.get("checks") or () if c.get("status") == "failed"]
+            detail = f"{ev.get('status')} in {ev.get('state')}" + "".join(
+                f"; {c.get('name')}: {c.get('summary')}" for c in failed
+            )
         elif kind in _OPERATOR_DETAILS:
             detail = _OPERATOR_DETAILS[kind](ev)
         else:
@@ -336,6 +356,8 @@ def _run(result: RunResult) -> str:
                     lines.append(f"{head}skipped (when is false)")
                 else:
                     lines.append(head + json.dumps(step.params, default=str))
+                if step.preview:
+                    lines.append(f"      {step.preview}")
         lines.append("dry run: nothing was run")
     elif result.message:
         lines.append(result.message)
@@ -349,6 +371,43 @@ def _run(result: RunResult) -> str:
             lines.append(f"state: {phase.state}; see `runner status {phase.environment}`")
     if result.phases and not result.failed:
         lines.append(f"environment '{result.environment}' is now in '{result.state}'")
+    return "\n".join(lines)
+
+
+# The dashboard's results (no command shows them; a library user's `show` can).
+
+
+@_renders("ArtifactsResult")
+def _artifacts(result: ArtifactsResult) -> str:
+    logs = "run logs" if result.kind == "run" else "traces"
+    if not result.artifacts:
+        return f"no {logs} of '{result.environment}'"
+    return "\n".join(result.artifacts)
+
+
+@_renders("ArtifactResult")
+def _artifact(result: ArtifactResult) -> str:
+    return result.text.rstrip("\n")
+
+
+@_renders("CheckResult")
+def _check(result: CheckResult) -> str:
+    if result.status == "none":
+        return result.message or ""
+    lines = [f"checks of '{result.environment}' in state '{result.state}':"]
+    width = max(len(c.name) for c in result.checks)
+    for c in result.checks:
+        why = f": {c.summary}" if c.summary else ""
+        lines.append(f"  {c.name:<{width}}  {c.status}{why}")
+    failed = result.failed
+    if failed:
+        names = ", ".join(c.name for c in failed)
+        lines.append(
+            f"{len(failed)} of {len(result.checks)} checks failed ({names}); "
+            f"the state stays '{result.state}'"
+        )
+    else:
+        lines.append("all checks passed")
     return "\n".join(lines)
 
 
@@ -434,3 +493,25 @@ def _restore(result: RestoreResult) -> str:
         f"'{result.from_state}' → '{result.state}'\n"
         f"next: runner status {result.environment}"
     )
+
+
+@_renders("StateInitResult")
+def _state_init(result: StateInitResult) -> str:
+    if result.backend == "file":
+        return f"{result.url}: files need no set-up (made on first use)"
+    if result.schema_before == result.schema_after:
+        return f"{result.url}: schema version {result.schema_after}, up to date"
+    return f"{result.url}: schema version {result.schema_before} → {result.schema_after}" + (
+        " (made)" if result.schema_before == 0 else " (upgraded)"
+    )
+
+
+@_renders("MigrateResult")
+def _migrate(result: MigrateResult) -> str:
+    count = len(result.environments)
+    lines = [
+        f"copied {count} environment{'' if count == 1 else 's'} from {result.source} to "
+        f"{result.target} (verified; the source is unchanged)"
+    ]
+    lines += [f"  {name}" for name in result.environments]
+    return "\n".join(lines)

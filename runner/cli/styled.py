@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runner.api.results import HistoryResult, ListResult, RunResult, StatusResult
-from runner.cli.render import HISTORY_COLUMNS, history_rows, state_style, text
+from runner.cli.render import HISTORY_COLUMNS, check_column, history_rows, state_style, text
 from runner.result import Result
 
 __all__ = ["show"]
@@ -69,12 +69,14 @@ def _list(result: ListResult, kind_of: KindOf) -> RenderableType:
         return Text(text(result))
     parts: list[RenderableType] = []
     if result.environments:
-        table = _table("NAME", "STATE", "UPDATED")
+        table = _table("NAME", "STATE", "UPDATED", "CHECK")
         for env in result.environments:
+            check = env.last_check
             table.add_row(
                 env.environment,
                 Text(env.state, style=state_style(kind_of(env.state)) or ""),
                 env.updated_at,
+                Text(check_column(env), style=_FAILED if check and check.failed else ""),
             )
         parts.append(table)
     if result.unreadable:
@@ -115,6 +117,8 @@ def _status(body: str, result: StatusResult) -> Text:
             (re.compile(r"^state:\s+\S+( \(interrupted\))", re.M), lambda _: "yellow"),
             (re.compile(r"^(failed:.*)$", re.M), lambda _: _FAILED),
             (re.compile(r"^(locked by:.*)$", re.M), lambda _: "yellow"),
+            (re.compile(r"^last check:\s+(failed)", re.M), lambda _: _FAILED),
+            (re.compile(r"^last check:\s+(passed)", re.M), lambda _: "green"),
             (re.compile(r"^(hint:.*)$", re.M), lambda _: _HINT),
             (re.compile(r"^(next:)$", re.M), lambda _: "bold"),
         ],

@@ -44,6 +44,12 @@ def _edges(machine: MachineDef) -> list[tuple[str, str, str, str]]:
     return edges
 
 
+def _from_any(machine: MachineDef, sources: tuple[str, ...], via: str) -> bool:
+    """Whether ``sources`` are every non-final state but ``via`` (`from: any`)."""
+    others = {n for n, s in machine.states.items() if not s.final and n != via}
+    return len(others) > 2 and set(sources) == others
+
+
 def to_mermaid(machine: MachineDef, current: str | None = None) -> str:
     lines = ["stateDiagram-v2", f"    [*] --> {machine.initial}"]
     for src, dst, label, _kind in _edges(machine):
@@ -87,7 +93,21 @@ def to_dot(machine: MachineDef, current: str | None = None) -> str:
         else:
             label = _quote(name)
         lines.append(f"    {_quote(name)} [label={label}, tooltip={tooltip}, {style}];")
+    # a phase allowed from every non-final state (`from: any`) starts from one "any
+    # state" node, not from each state: the drawing stays readable
+    collapsed = {p.name for p in machine.phases if _from_any(machine, p.sources, p.via)}
+    for name in sorted(collapsed):
+        lines.append(
+            f"    {_quote('__any_' + name)} [label={_quote('any non-final state')}, "
+            'shape=plaintext, fontcolor="#616161"];'
+        )
+    drawn: set[str] = set()
     for src, dst, label, kind in _edges(machine):
+        if kind in ("start", "manual") and label in collapsed:
+            if label in drawn:
+                continue
+            drawn.add(label)
+            src = "__any_" + label
         attrs = f"label={_quote(label)}"
         if kind == "fail":
             attrs += ', color="#c62828", fontcolor="#c62828"'

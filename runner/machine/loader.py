@@ -21,7 +21,16 @@ from typing import Any, Protocol
 from runner import resources
 from runner.errors import MachineError, Problem, did_you_mean
 from runner.files import TooLarge, read_limited
-from runner.machine.model import ANY, MachineDef, PhaseDef, Retry, StateDef, StepDef, parse_duration
+from runner.machine.model import (
+    ANY,
+    CheckDef,
+    MachineDef,
+    PhaseDef,
+    Retry,
+    StateDef,
+    StepDef,
+    parse_duration,
+)
 from runner.machine.templating import check_syntax, has_template, template_strings
 from runner.minischema import well_formed
 
@@ -444,6 +453,7 @@ def _semantic_problems(doc: dict[str, Any], registry: PluginCatalog | None) -> l
                     )
                 )
         found.extend(_step_problems(phase, base, registry))
+    found.extend(_check_problems(doc, declared, registry))
 
     for name in states:
         if name not in used and name not in YAML11_BOOLEANS:
@@ -550,6 +560,7 @@ def _semantic_problems(doc: dict[str, Any], registry: PluginCatalog | None) -> l
                     at_key=True,
                 )
             )
+    found.extend(_trap_states(doc, states, final, edges, seen))
 
     for name, spec in states.items():
         recovery = spec.get("recovery")
@@ -564,6 +575,46 @@ def _semantic_problems(doc: dict[str, Any], registry: PluginCatalog | None) -> l
                     )
                 )
     return found
+
+
+def _trap_states(
+    doc: dict[str, Any],
+    states: dict[str, dict[str, Any]],
+    final: set[str],
+    edges: dict[str, set[str]],
+    reachable: set[str],
+) -> list[_Found]:
+    """The non-final states with no way to a final state (when the machine has one): an
+    environment there could never be finished. One walk back from the final states over
+    the phases' edges and the resume edges (failed → via), so linear in the edges."""
+    if not final:
+        return []
+    back: dict[str, list[str]] = defaultdict(list)
+    for source, targets in edges.items():
+        for target in targets:
+            back[target].append(source)
+    for phase in doc["phases"]:
+        back[phase["via"]].append(phase["failed"])  # `runner resume` from the failed state
+    ending = set(final)
+    queue = deque(final)
+    while queue:
+        for previous in back[queue.popleft()]:
+            if previous not in ending:
+                ending.add(previous)
+                queue.append(previous)
+    names = ", ".join(sorted(final))
+    return [
+        _Found(
+            ("states", name),
+            f"state '{name}' is a trap: no phase leads from it to a final state ({names}), "
+            "so an environment there could never be finished",
+            hint=f"add a phase from '{name}' (or `from: any`) that leads towards {names}, "
+            "or mark it `final: true`",
+            at_key=True,
+        )
+        for name in states
+        if name not in ending and name in reachable  # an unreachable one is reported so
+    ]
 
 
 def _resolve_sources(doc: dict[str, Any]) -> list[list[str]]:
@@ -581,16 +632,43 @@ def _resolve_sources(doc: dict[str, Any]) -> list[list[str]]:
 def _step_problems(
     phase: dict[str, Any], base: tuple[str | int, ...], registry: PluginCatalog | None
 ) -> list[_Found]:
+    return _steps_problems(
+        phase["steps"], (*base, "steps"), f"phase '{phase['name']}'", "a phase", registry
+    )
+
+
+def _check_problems(
+    doc: dict[str, Any], declared: set[str], registry: PluginCatalog | None
+) -> list[_Found]:
+    """The checks: steps like a phase's (plugin, `with`, templates, unique names), and
+    every state of their `in` declared."""
+    checks = doc.get("checks") or []
+    found = _steps_problems(checks, ("checks",), "the checks", "the checks", registry, "check")
+    for k, check in enumerate(checks):
+        for j, state in enumerate(check["in"]):
+            if state not in declared:
+                found.append(_undeclared(("checks", k, "in", j), state, declared))
+    return found
+
+
+def _steps_problems(
+    steps: list[dict[str, Any]],
+    base: tuple[str | int, ...],
+    owner: str,
+    unique_in: str,
+    registry: PluginCatalog | None,
+    noun: str = "step",
+) -> list[_Found]:
     found: list[_Found] = []
     seen: dict[str, int] = {}
-    for k, step in enumerate(phase["steps"]):
-        where = (*base, "steps", k)
+    for k, step in enumerate(steps):
+        where = (*base, k)
         if step["name"] in seen:
             found.append(
                 _Found(
                     (*where, "name"),
-                    f"step name '{step['name']}' appears twice in phase '{phase['name']}'",
-                    hint="step names must be unique in a phase",
+                    f"{noun} name '{step['name']}' appears twice in {owner}",
+                    hint=f"{noun} names must be unique in {unique_in}",
                 )
             )
         seen.setdefault(step["name"], k)
@@ -601,7 +679,7 @@ def _step_problems(
                 found.append(
                     _Found(
                         (*where, "when"),
-                        f"`when` of step '{step['name']}': {error}",
+                        f"`when` of {noun} '{step['name']}': {error}",
                         hint="write a Jinja2 expression such as inputs.provider != 'local'",
                     )
                 )
@@ -612,17 +690,17 @@ def _step_problems(
                 found.append(
                     _Found(
                         (*where, "with"),
-                        f"`with` of step '{step['name']}': {error} in {text!r}",
+                        f"`with` of {noun} '{step['name']}': {error} in {text!r}",
                         hint="fix the Jinja2 template",
                     )
                 )
         if registry is not None:
-            found.extend(_plugin_problems(step, where, registry))
+            found.extend(_plugin_problems(step, where, registry, noun))
     return found
 
 
 def _plugin_problems(
-    step: dict[str, Any], where: tuple[str | int, ...], registry: PluginCatalog
+    step: dict[str, Any], where: tuple[str | int, ...], registry: PluginCatalog, noun: str
 ) -> list[_Found]:
     uses = step["uses"]
     broken = getattr(registry, "load_problem", None)
@@ -631,7 +709,7 @@ def _plugin_problems(
         return [
             _Found(
                 (*where, "uses"),
-                f"step '{step['name']}' uses plugin '{uses}', which is broken: {problem}",
+                f"{noun} '{step['name']}' uses plugin '{uses}', which is broken: {problem}",
                 hint="reinstall the package that provides it, or uninstall it",
             )
         ]
@@ -639,7 +717,7 @@ def _plugin_problems(
         return [
             _Found(
                 (*where, "uses"),
-                f"step '{step['name']}' uses unknown plugin '{uses}'"
+                f"{noun} '{step['name']}' uses unknown plugin '{uses}'"
                 + did_you_mean(str(uses), registry.names()),
                 hint=f"installed plugins: {', '.join(registry.names()) or 'none'}",
             )
@@ -654,7 +732,7 @@ def _plugin_problems(
             found.append(
                 _Found(
                     (*where, "with", *path),
-                    f"`with` of step '{step['name']}' ({uses}): {message}",
+                    f"`with` of {noun} '{step['name']}' ({uses}): {message}",
                     hint=f"see the '{uses}' plugin's parameters",
                 )
             )
@@ -751,21 +829,7 @@ def _build(doc: dict[str, Any], file: Path, digest: str) -> MachineDef:
     resolved = _resolve_sources(doc)
     phases = []
     for i, phase in enumerate(doc["phases"]):
-        steps = tuple(
-            StepDef(
-                name=step["name"],
-                uses=step["uses"],
-                with_=dict(step.get("with") or {}),
-                when=step.get("when"),
-                timeout_s=parse_duration(step["timeout"]) if "timeout" in step else None,
-                retry=Retry(
-                    attempts=int(step.get("retry", {}).get("attempts", 1)),
-                    delay_s=parse_duration(step.get("retry", {}).get("delay", 0)),
-                ),
-                outputs=dict(step.get("outputs") or {}),
-            )
-            for step in phase["steps"]
-        )
+        steps = tuple(StepDef(**_step_fields(step)) for step in phase["steps"])
         phases.append(
             PhaseDef(
                 name=phase["name"],
@@ -775,6 +839,7 @@ def _build(doc: dict[str, Any], file: Path, digest: str) -> MachineDef:
                 failed=phase["failed"],
                 advance=bool(phase.get("advance", True)),
                 steps=steps,
+                confirm=bool(phase.get("confirm", False)),
             )
         )
     return MachineDef(
@@ -786,4 +851,29 @@ def _build(doc: dict[str, Any], file: Path, digest: str) -> MachineDef:
         phases=tuple(phases),
         file=file,
         digest=digest,
+        checks=tuple(
+            CheckDef(**_step_fields(check), states=tuple(check["in"]))
+            for check in doc.get("checks") or ()
+        ),
     )
+
+
+def _step_fields(step: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a :class:`StepDef` (or a check's) from its validated YAML."""
+    retry = step.get("retry", {})
+    jitter = retry.get("jitter", 0)
+    return {
+        "name": step["name"],
+        "uses": step["uses"],
+        "with_": dict(step.get("with") or {}),
+        "when": step.get("when"),
+        "timeout_s": parse_duration(step["timeout"]) if "timeout" in step else None,
+        "retry": Retry(
+            attempts=int(retry.get("attempts", 1)),
+            delay_s=parse_duration(retry.get("delay", 0)),
+            backoff=float(retry.get("backoff", 1)),
+            max_delay_s=parse_duration(retry["max_delay"]) if "max_delay" in retry else None,
+            jitter=1.0 if jitter == "full" else float(jitter),
+        ),
+        "outputs": dict(step.get("outputs") or {}),
+    }

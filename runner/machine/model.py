@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -31,8 +32,29 @@ def parse_duration(value: str | int | float) -> float:
 
 @dataclass(frozen=True)
 class Retry:
+    """How a failed step is tried again: ``attempts`` in all; before attempt ``n + 1``
+    a pause of ``min(max_delay_s, delay_s * backoff ** (n - 1))``, less a random part of
+    it: up to ``jitter`` of it (a fraction of 0 to 1; 1.0 is ``full``: anywhere from 0
+    to the whole pause)."""
+
     attempts: int = 1
     delay_s: float = 0.0
+    backoff: float = 1.0
+    max_delay_s: float | None = None
+    jitter: float = 0.0
+
+    def base_delay(self, attempt: int) -> float:
+        """The pause after failed attempt ``attempt`` (1 = the first), before jitter."""
+        delay = self.delay_s * self.backoff ** max(0, attempt - 1)
+        return delay if self.max_delay_s is None else min(delay, self.max_delay_s)
+
+    def delay(self, attempt: int, draw: Callable[[], float]) -> float:
+        """The pause after failed attempt ``attempt``; ``draw()`` gives a uniform number
+        in [0, 1) (``random.random``), called only when there is jitter."""
+        base = self.base_delay(attempt)
+        if self.jitter <= 0 or base <= 0:
+            return base
+        return base * (1.0 - self.jitter * draw())
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,14 @@ def step_digests(phase: PhaseDef) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class CheckDef(StepDef):
+    """A check: a step run by `runner check` in the ``states`` (its `in`) it applies
+    to; it never changes the state."""
+
+    states: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class StateDef:
     name: str
     description: str = ""
@@ -79,6 +109,7 @@ class PhaseDef:
     failed: str
     advance: bool = True
     steps: tuple[StepDef, ...] = ()
+    confirm: bool = False
 
     @property
     def start_trigger(self) -> str:
@@ -115,10 +146,15 @@ class MachineDef:
     phases: tuple[PhaseDef, ...]
     file: Path
     digest: str
+    checks: tuple[CheckDef, ...] = ()
 
     @property
     def dir(self) -> Path:
         return self.file.parent
+
+    def checks_in(self, state: str) -> list[CheckDef]:
+        """The checks that apply in ``state``, in the file's order."""
+        return [c for c in self.checks if state in c.states]
 
     def phase(self, name: str) -> PhaseDef | None:
         for phase in self.phases:
@@ -204,21 +240,42 @@ def machine_to_document(machine: MachineDef) -> dict[str, Any]:
                 "to": p.to,
                 "failed": p.failed,
                 "advance": p.advance,
-                "steps": [
-                    {
-                        "name": st.name,
-                        "uses": st.uses,
-                        "with": st.with_,
-                        "when": st.when,
-                        "timeout_s": st.timeout_s,
-                        "retry": [st.retry.attempts, st.retry.delay_s],
-                        "outputs": st.outputs,
-                    }
-                    for st in p.steps
-                ],
+                "confirm": p.confirm,
+                "steps": [_step_document(st) for st in p.steps],
             }
             for p in machine.phases
         ],
+        "checks": [{**_step_document(c), "states": list(c.states)} for c in machine.checks],
+    }
+
+
+def _step_document(st: StepDef) -> dict[str, Any]:
+    return {
+        "name": st.name,
+        "uses": st.uses,
+        "with": st.with_,
+        "when": st.when,
+        "timeout_s": st.timeout_s,
+        "retry": [
+            st.retry.attempts,
+            st.retry.delay_s,
+            st.retry.backoff,
+            st.retry.max_delay_s,
+            st.retry.jitter,
+        ],
+        "outputs": st.outputs,
+    }
+
+
+def _step_fields(st: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": st["name"],
+        "uses": st["uses"],
+        "with_": st["with"],
+        "when": st["when"],
+        "timeout_s": st["timeout_s"],
+        "retry": Retry(*st["retry"]),
+        "outputs": st["outputs"],
     }
 
 
@@ -241,21 +298,14 @@ def machine_from_document(data: dict[str, Any], file: Path) -> MachineDef:
                 to=p["to"],
                 failed=p["failed"],
                 advance=p["advance"],
-                steps=tuple(
-                    StepDef(
-                        name=st["name"],
-                        uses=st["uses"],
-                        with_=st["with"],
-                        when=st["when"],
-                        timeout_s=st["timeout_s"],
-                        retry=Retry(*st["retry"]),
-                        outputs=st["outputs"],
-                    )
-                    for st in p["steps"]
-                ),
+                steps=tuple(StepDef(**_step_fields(st)) for st in p["steps"]),
+                confirm=p["confirm"],
             )
             for p in data["phases"]
         ),
         file=file,
         digest=data["digest"],
+        checks=tuple(
+            CheckDef(**_step_fields(c), states=tuple(c["states"])) for c in data["checks"]
+        ),
     )

@@ -13,11 +13,13 @@ changes go through the :class:`~runner.run.session.Session`; signals through
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import os
+import random
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,7 +37,7 @@ from runner.errors import (
 from runner.log import logger
 from runner.machine.model import PhaseDef, StepDef, step_digests
 from runner.machine.templating import TemplateFailure, evaluate_condition, render_value
-from runner.plugin import StepContext
+from runner.plugin import Step, StepContext
 from runner.result import Result, key
 from runner.run.inputs import SecretResolver, mask_params
 from runner.run.process import ProcessSupervisor, RunLog, Watchdog
@@ -259,11 +261,17 @@ class PhaseRunner:
         progress: Progress | None = None,
         *,
         grace_s: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+        draw: Callable[[], float] = random.random,
     ) -> None:
         self.session = session
         self.registry = registry
         self.progress: Progress = _GuardedProgress(progress) if progress else NullProgress()
         self.grace_s = grace_s
+        #: How the pause between attempts is waited, and its jitter drawn (tests pass a
+        #: fake clock and a seeded random).
+        self.sleep = sleep
+        self.draw = draw
 
     # -- entry points -----------------------------------------------------------------
 
@@ -320,6 +328,80 @@ class PhaseRunner:
 
         return self._run(phase, run, prelude)
 
+    def preview(self, phase: PhaseDef, steps: list[StepDef]) -> dict[str, str]:
+        """What each of ``steps`` of ``phase`` (ones that would run) would change, by
+        step name, from the plugins' ``preview`` (a dry run: nothing changes; a preview
+        that fails says why instead)."""
+        session = self.session
+        found: dict[str, str] = {}
+        wanted = [
+            step
+            for step in steps
+            if (cls := self.registry.get(step.uses)) is not None and cls.preview is not Step.preview
+        ]
+        if not wanted:
+            return found
+        with self.opened(phase, "dry-run") as ctx:
+            for step in wanted:
+                ctx.begin_step(step)
+                context = session.template_context(phase.name, step.name, ctx.secrets)
+                try:
+                    params = self._render(step, context)
+                    with ctx.interrupts.zone(), ctx.interrupts.deadline(step.timeout_s):
+                        said = self.registry.create(step.uses).preview(
+                            self._step_context(ctx, step, context), params
+                        )
+                except StepError as exc:
+                    said = f"no preview: {ctx.secrets.mask(exc.summary)}"
+                except signals.StepDeadline:
+                    said = f"no preview: it took longer than {step.timeout_s:g}s"
+                except InterruptSignal as sig:
+                    raise InterruptedRunError(
+                        f"the dry run of phase '{phase.name}' of environment "
+                        f"'{session.name}' was interrupted; nothing was changed",
+                        signum=sig.signum,
+                        state=session.state,
+                    ) from None
+                except Exception as exc:  # a plugin bug: the dry run still shows the rest
+                    said = f"no preview: plugin '{step.uses}' raised {type(exc).__name__}"
+                if said is not None:
+                    found[step.name] = ctx.secrets.mask(said)
+        return found
+
+    @contextlib.contextmanager
+    def opened(self, phase: PhaseDef, kind: str = "") -> Iterator[RunContext]:
+        """A run context for steps run outside a phase's transitions (checks, a dry
+        run's previews): no state change, its own run log (``<phase>``, or
+        ``<phase>-<kind>`` with a kind), signals held but inside a step's zone, files
+        private as a phase's are."""
+        session = self.session
+        run = Run(phase=phase.name, started_at=now_iso(), pid=os.getpid(), host=session.host)
+        with signals.phase_interrupts() as interrupts:
+            umask = os.umask(0o077)
+            try:
+                ctx = self._open(phase, run, interrupts, session.state, kind)
+                try:
+                    yield ctx
+                finally:
+                    ctx.run_log.close()
+                    ctx.secrets.close()
+                    ctx.watchdog.close()
+            finally:
+                os.umask(umask)
+
+    def run_alone(self, ctx: RunContext, step: StepDef) -> bool:
+        """Run ``step`` in ``ctx`` (of :meth:`opened`) without a phase's bookkeeping: its
+        `when` (False: skipped, nothing run), rendering, the plugin with its retries and
+        deadline. Raises :class:`StepError` when it fails; ``ctx.attempts`` counts."""
+        ctx.begin_step(step)
+        context = self.session.template_context(ctx.phase.name, step.name, ctx.secrets)
+        if not self._condition(step, context):
+            return False
+        ctx.params = self._render(step, context)
+        with ctx.interrupts.zone():
+            self._attempts(ctx, step, context)
+        return True
+
     # -- the loop ---------------------------------------------------------------------
 
     def _new_run(self, phase: PhaseDef) -> Run:
@@ -330,14 +412,22 @@ class PhaseRunner:
         return run
 
     def _open(
-        self, phase: PhaseDef, run: Run, interrupts: signals.Interrupts, from_state: str
+        self,
+        phase: PhaseDef,
+        run: Run,
+        interrupts: signals.Interrupts,
+        from_state: str,
+        kind: str = "",
     ) -> RunContext:
+        """The context of one run of ``phase``: secrets, its run log (named after the
+        phase, and ``kind`` when given), the process helper and its watchdog."""
         session = self.session
         secrets = SecretResolver(
             session.machine.inputs_schema, session.record.inputs, session.workdir
         )
         secrets.preload()  # masked from the start, whatever prints them
-        writer = session.store.open_artifact(session.name, "run", phase.name)
+        label = f"{phase.name}-{kind}" if kind else phase.name
+        writer = session.store.open_artifact(session.name, "run", label)
         run.log = writer.ref
         run_log = RunLog(writer)
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -566,22 +656,7 @@ class PhaseRunner:
         attempts = max(1, step.retry.attempts)
         for attempt in range(1, attempts + 1):
             ctx.attempts = attempt
-            step_ctx = StepContext(
-                env_name=session.name,
-                environment=session.record.copy(),
-                template_context=context,
-                workdir=session.workdir,
-                data_dir=session.workdir / session.record.paths.data_dir,
-                build_dir=session.workdir / session.record.paths.build_dir,
-                machine_dir=session.machine.dir,
-                phase=ctx.phase.name,
-                step=step.name,
-                logger=logger(f"runner.step.{step.uses}"),
-                runner=ctx.supervisor,
-                timeout_s=step.timeout_s,
-                log_line=functools.partial(ctx.run_log.write, step.name),
-                secrets=ctx.secrets.values,
-            )
+            step_ctx = self._step_context(ctx, step, context)
             try:
                 with ctx.interrupts.deadline(step.timeout_s):
                     results = plugin.run(step_ctx, ctx.params)
@@ -600,10 +675,11 @@ class PhaseRunner:
                 )
                 error.__cause__ = exc
             if attempt < attempts and error.retryable:
+                pause = step.retry.delay(attempt, self.draw)
                 ctx.run_log.write(
                     step.name,
                     f"--- attempt {attempt}/{attempts} failed: {error.summary}; "
-                    f"retrying in {step.retry.delay_s:g}s",
+                    f"retrying in {pause:.3g}s",
                 )
                 log.warning(
                     "environment=%s step=%s attempt %d/%d failed: %s",
@@ -613,13 +689,35 @@ class PhaseRunner:
                     attempts,
                     error.summary,
                 )
-                time.sleep(step.retry.delay_s)
+                self.sleep(pause)
                 continue
             if attempt > 1:
                 error.summary = f"{error.summary} (after {attempt} attempts)"
                 error.message = error.summary
             raise error
         raise AssertionError("unreachable")
+
+    def _step_context(
+        self, ctx: RunContext, step: StepDef, context: Mapping[str, Any]
+    ) -> StepContext:
+        """What a plugin gets to run ``step`` (the environment is a copy of the record)."""
+        session = self.session
+        return StepContext(
+            env_name=session.name,
+            environment=session.record.copy(),
+            template_context=context,
+            workdir=session.workdir,
+            data_dir=session.workdir / session.record.paths.data_dir,
+            build_dir=session.workdir / session.record.paths.build_dir,
+            machine_dir=session.machine.dir,
+            phase=ctx.phase.name,
+            step=step.name,
+            logger=logger(f"runner.step.{step.uses}"),
+            runner=ctx.supervisor,
+            timeout_s=step.timeout_s,
+            log_line=functools.partial(ctx.run_log.write, step.name),
+            secrets=ctx.secrets.values,
+        )
 
     def _merge_outputs(
         self, step: StepDef, results: Mapping[str, Any], secrets: SecretResolver

@@ -93,6 +93,7 @@ class Session:
             "pid": os.getpid(),
             "host": self.host,
             "lineage": self.record.lineage,
+            "command": self.command,
         }
         event.update(fields)
         try:

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Iterable
 from typing import Any
 
-from runner.errors import RunnerError, StepError
+from runner.errors import LockLostError, RunnerError, StepError
 from runner.log import logger
 from runner.machine.model import PhaseDef, StepDef
 from runner.run.inputs import SecretResolver, mask_params
@@ -75,6 +75,8 @@ def write_trace(session: Session, phase: PhaseDef, text: str) -> str | None:
     be written (logged: the failure it describes is recorded all the same)."""
     try:
         return session.store.write_artifact(session.name, "trace", phase.name, text)
+    except LockLostError:
+        raise  # nothing more of this command can be written: the caller says so, once
     except (RunnerError, OSError) as err:
         log.error("environment=%s could not write the trace file: %s", session.name, err)
         return None

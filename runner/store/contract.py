@@ -15,7 +15,11 @@ The engine and the commands see a backend only through these protocols, composed
 - :class:`Snapshots`: the versions of each record a save keeps (the current one and
   the ones before it, up to the backend's ``keep_snapshots``), listed and read back by
   serial;
-- listing every environment (:meth:`Records.list`), which survives a broken entry.
+- listing every environment (:meth:`Records.list`), which survives a broken entry;
+- optionally, :class:`Versions`: a cheap token per record that changes with every
+  save, so that a watcher (the dashboard) reads again only what changed.
+- :class:`Imports`: storing a whole :class:`EnvironmentCopy` from another backend, for
+  ``runner state migrate``.
 
 ``tests/store/test_contract.py`` runs one suite of tests against every backend.
 """
@@ -23,7 +27,7 @@ The engine and the commands see a backend only through these protocols, composed
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from runner.store.record import Record, check_name, now_iso
 
@@ -31,8 +35,10 @@ __all__ = [
     "ArtifactKind",
     "ArtifactWriter",
     "Artifacts",
+    "EnvironmentCopy",
     "EventLog",
     "Events",
+    "Imports",
     "Lease",
     "ListEntry",
     "LockInfo",
@@ -41,6 +47,7 @@ __all__ = [
     "SnapshotInfo",
     "Snapshots",
     "Store",
+    "Versions",
     "check_name",
     "now_iso",
 ]
@@ -232,7 +239,46 @@ class Artifacts(Protocol):
         """References of the environment's artifacts of ``kind``, oldest first."""
 
 
-class Store(Records, Snapshots, Locks, EventLog, Artifacts, Protocol):
+@runtime_checkable
+class Versions(Protocol):
+    """An optional capability of a backend: which records changed, without reading
+    them."""
+
+    def versions(self) -> dict[str, object]:
+        """Every environment's name and a token that changes whenever its record is
+        saved, created or replaced (equal tokens: the same record), much cheaper than
+        :meth:`Records.list`."""
+
+
+# --- moving environments between backends -------------------------------------------------
+
+
+@dataclass
+class EnvironmentCopy:
+    """Everything a backend keeps of one environment, as ``runner state migrate`` moves
+    it: the record (its serial and lineage as they are), the events, the kept snapshots
+    and the artifacts. Artifact references inside the records are the source's; an
+    importing backend names them its own way (:func:`runner.store.transfer.rebased`)."""
+
+    record: Record
+    events: Events
+    snapshots: list[Record]
+    """Kept versions, oldest first (the current one included)."""
+    artifacts: list[tuple[ArtifactKind, str, str]]
+    """(kind, reference, text), oldest first."""
+
+
+class Imports(Protocol):
+    """Writing a copied environment exactly as it was."""
+
+    def import_environment(self, copy: EnvironmentCopy) -> None:
+        """Store ``copy`` as a new environment at its serial, with its events, snapshots
+        and artifacts (named by :func:`runner.store.transfer.artifact_ref`);
+        EnvironmentExistsError when the name is taken (nothing written). Either all of
+        it is stored or, on an error, nothing."""
+
+
+class Store(Records, Snapshots, Locks, EventLog, Artifacts, Imports, Protocol):
     """What the engine and the commands need of a backend."""
 
     def data_dir(self, name: str) -> str:

@@ -40,6 +40,7 @@ from runner.errors import (
     EnvironmentExistsError,
     EnvironmentNotFoundError,
     InvalidNameError,
+    RunnerError,
     StateError,
     StateFileError,
     StorageError,
@@ -56,7 +57,14 @@ from runner.files import (
 )
 from runner.settings import DEFAULT_SNAPSHOTS
 from runner.store import filelock
-from runner.store.contract import ArtifactKind, Events, ListEntry, LockInfo, SnapshotInfo
+from runner.store.contract import (
+    ArtifactKind,
+    EnvironmentCopy,
+    Events,
+    ListEntry,
+    LockInfo,
+    SnapshotInfo,
+)
 from runner.store.record import (
     STATE_FORMAT,
     Record,
@@ -312,6 +320,30 @@ class FileStore:
                 continue
             result.append(ListEntry(name=name, record=record))
         return result
+
+    def versions(self) -> dict[str, object]:
+        """Each environment's state file as (inode, size, modification time): a save
+        replaces the file, so any save changes it (the contract's ``Versions``)."""
+        found: dict[str, object] = {}
+        try:
+            scan = os.scandir(self.root)
+        except FileNotFoundError:
+            return found
+        with scan:
+            for entry in scan:
+                if entry.name.startswith(".") or not (entry.is_dir() or entry.is_symlink()):
+                    continue
+                try:
+                    check_name(entry.name)
+                except InvalidNameError:  # as list(): a folder that is no environment
+                    continue
+                try:
+                    info = os.stat(os.path.join(entry.path, STATE_FILE), follow_symlinks=False)
+                except OSError as exc:
+                    found[entry.name] = ("unreadable", exc.errno)
+                    continue
+                found[entry.name] = (info.st_ino, info.st_size, info.st_mtime_ns)
+        return found
 
     # -- writing ---------------------------------------------------------------------
 
@@ -779,6 +811,36 @@ class FileStore:
         except FileNotFoundError:
             return []
         return [self.relative(folder / n) for n in names]
+
+    # -- import (migration) ----------------------------------------------------------
+
+    def import_environment(self, copy: EnvironmentCopy) -> None:
+        """The copy made as ``create`` makes an environment, then filled in: events,
+        artifacts (by their file names) and snapshots; removed again when that fails."""
+        name = copy.record.name
+        self.create(copy.record)
+        try:
+            folder = self._env_dir(name)
+            lines = b"".join(
+                (json.dumps(e, separators=(",", ":")) + "\n").encode("utf-8") for e in copy.events
+            )
+            replace_atomically(folder / EVENTS_FILE, lines)
+            for kind, ref, text in copy.artifacts:
+                path = folder / ARTIFACT_FOLDERS[kind] / os.path.basename(ref)
+                write_new(path, text.encode("utf-8"), sync=True)
+            self._import_snapshots(name, copy.snapshots)
+        except BaseException:
+            with contextlib.suppress(RunnerError):
+                self.delete(name)
+            raise
+
+    def _import_snapshots(self, name: str, snapshots: builtins.list[Record]) -> None:
+        """Keep ``snapshots`` (but the current version, which is ``state.json``) as this
+        environment's versions."""
+        current = self.load(name).serial
+        for version in snapshots:
+            if version.serial != current:
+                self._keep_snapshot(name, version.serial, self._checked(version.to_json()))
 
 
 class FileArtifact:

@@ -12,8 +12,9 @@ Formats: the JSON form carries ``format``. Format 2 added ``failure.attempts``,
 identity, given by ``create``) and ``change`` (what made this version), ``forced`` (the
 last ``force-state``, until a phase runs) and, in ``run``, the digests of the machine
 and of each step of the phase when the run started (``machine_digest``,
-``step_digests``). Older files are read (those fields absent) and written back in the
-current format on their next save, with a new lineage.
+``step_digests``), and the optional ``last_check`` (the latest `runner check`). Older
+files are read (those fields absent) and written back in the current format on their
+next save, with a new lineage.
 A newer format is refused by the store, never rewritten.
 """
 
@@ -35,8 +36,10 @@ __all__ = [
     "NAME_RULE",
     "READABLE_FORMATS",
     "STATE_FORMAT",
+    "CheckEntry",
     "Failure",
     "Forced",
+    "LastCheck",
     "MachineRef",
     "Paths",
     "Record",
@@ -190,6 +193,7 @@ _ORDER = (
     "failure",
     "lineage",
     "change",
+    "last_check",
     "forced",
 )
 
@@ -301,6 +305,39 @@ class Failure:
 
 
 @dataclass
+class CheckEntry:
+    """One check of a `runner check`: passed, failed (with why) or skipped."""
+
+    name: str
+    status: str  # passed | failed | skipped
+    summary: str | None = None
+
+
+@dataclass
+class LastCheck:
+    """The latest `runner check` of an environment: when, in which state, its result
+    (``passed`` when no check failed, else ``failed``) and each check's."""
+
+    checked_at: str
+    state: str
+    status: str  # passed | failed
+    checks: list[CheckEntry] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[CheckEntry]:
+        return [c for c in self.checks if c.status == "failed"]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LastCheck:
+        return cls(
+            checked_at=data["checked_at"],
+            state=data["state"],
+            status=data["status"],
+            checks=[CheckEntry(**c) for c in data.get("checks", ())],
+        )
+
+
+@dataclass
 class Forced:
     """The last ``force-state``: who moved the environment from which state to which,
     when and why, without running anything."""
@@ -346,6 +383,8 @@ class Record:
     events and snapshots (None only in a record of format 1 or 2 not yet saved again)."""
     change: str | None = None
     """What made this version of the record (``created``, ``phase provision``, ...)."""
+    last_check: LastCheck | None = None
+    """The latest `runner check` (None: never checked)."""
     forced: Forced | None = None
     """The last ``force-state``, kept until the next phase starts."""
     format: int = STATE_FORMAT
@@ -397,6 +436,7 @@ class Record:
             failure=None if failure is None else Failure.from_json(failure),
             lineage=data.get("lineage"),
             change=data.get("change"),
+            last_check=LastCheck.from_json(check) if (check := data.get("last_check")) else None,
             forced=None if forced is None else Forced.from_json(forced),
             format=STATE_FORMAT,
         )
@@ -405,7 +445,8 @@ class Record:
         """The stored form (``format`` first), always the current format."""
         body = as_json(self)
         body["format"] = STATE_FORMAT
-        return {key: body[key] for key in _ORDER}
+        # an optional key is written only when it holds something
+        return {key: body[key] for key in _ORDER if key != "last_check" or body[key] is not None}
 
     def copy(self) -> Record:
         """A deep copy: changing it never changes this record."""

@@ -404,3 +404,30 @@ def test_a_valid_machine_is_validated_without_jsonschema(tmp_path: Path) -> None
         [sys.executable, "-c", code], cwd=tmp_path, env=cli_env(), capture_output=True, text=True
     )
     assert (proc.returncode, proc.stdout) == (0, "[]\n"), proc.stderr
+
+
+def test_list_state_filters_while_the_global_state_url_goes_before_the_command(
+    tmp_path: Path,
+) -> None:
+    from runner.cli.main import hoist_globals
+
+    # after `list`, --state is list's own filter; elsewhere it is the backend URL
+    assert hoist_globals(["list", "--state", "created"]) == ["list", "--state", "created"]
+    assert hoist_globals(["list", "--state=created", "-v"]) == ["-v", "list", "--state=created"]
+    assert hoist_globals(["status", "demo", "--state", "file:other"]) == [
+        "--state",
+        "file:other",
+        "status",
+        "demo",
+    ]
+    build_tree(tmp_path, {"machine.yaml": MACHINE})
+    assert run_cli("create", "demo", cwd=tmp_path).returncode == 0
+    assert run_cli("--state", "file:other", "create", "elsewhere", cwd=tmp_path).returncode == 0
+    here = run_cli("list", "--state", "created", "--output", "json", cwd=tmp_path)
+    assert here.returncode == 0, here.stderr
+    assert [e["environment"] for e in json.loads(here.stdout)["environments"]] == ["demo"]
+    there = run_cli(
+        "--state", "file:other", "list", "--state", "created", "--output", "json", cwd=tmp_path
+    )
+    assert there.returncode == 0, there.stderr
+    assert [e["environment"] for e in json.loads(there.stdout)["environments"]] == ["elsewhere"]

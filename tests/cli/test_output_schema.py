@@ -20,9 +20,11 @@ from jsonschema import Draft202012Validator
 
 from runner.api import results
 from runner.result import INTERNAL, JSON_KEY
+from runner.run.checks import CheckOutcome
 from runner.run.phase import PhaseResult, StepOutcome
 from runner.store.contract import LockInfo, SnapshotInfo
-from runner.store.record import Failure, Forced, Paths, Run
+from runner.store.record import Failure, Forced, LastCheck, Paths, Run
+from runner.web.serve import ServeResult
 from tests.helpers import ROOT, build_tree, cli_env, run_cli
 
 SCHEMA: dict[str, Any] = json.loads(
@@ -333,6 +335,9 @@ RESULT_DEFS: dict[type, str] = {
     results.ListResult: "list",
     results.HistoryResult: "history",
     results.RunResult: "run",
+    results.CheckResult: "check",
+    CheckOutcome: "check_outcome",
+    LastCheck: "last_check",
     results.ExistsResult: "exists",
     results.PurgeResult: "purge",
     results.InputsResult: "inputs",
@@ -341,6 +346,9 @@ RESULT_DEFS: dict[type, str] = {
     results.RestoreResult: "restore",
     SnapshotInfo: "snapshot_info",
     Forced: "forced",
+    results.ArtifactsResult: "artifacts",
+    results.ArtifactResult: "artifact",
+    ServeResult: "serve",
 }
 # keys the rendering layer adds: api_version to every document, the error keys of a
 # failed run

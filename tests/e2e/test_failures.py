@@ -128,7 +128,7 @@ def assert_failed(work: Path, failed_state: str, step: str, recovery: str, *word
 
 
 def destroy_cleans_up(work: Path) -> None:
-    ok(work, "destroy", "demo")
+    ok(work, "destroy", "demo", "--yes")
     assert state(work, "demo")["state"] == "destroyed"
     assert not (work / "build" / "demo").exists()
     assert processes_in(work) == {}
@@ -215,7 +215,7 @@ def test_destroy_fails_while_another_engine_holds_the_opentofu_state_lock(work: 
                 "Who": "operator@elsewhere", "Version": "1.8.0",
                 "Created": "2026-11-22T10:00:00Z", "Path": "terraform.tfstate"}  # fmt: skip
         (tofu / ".terraform.tfstate.lock.info").write_text(json.dumps(info))
-        failed(work, "destroy", "demo")
+        failed(work, "destroy", "demo", "--yes")
         (tofu / ".terraform.tfstate.lock.info").unlink()
     assert_failed(work, "destroy_failed", "destroy_infrastructure",
                   "Run `runner destroy demo` again once the cause is fixed",

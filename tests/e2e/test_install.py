@@ -121,7 +121,7 @@ def test_a_plain_install_runs_the_shipped_machine_without_its_tools_on_path(
         assert state_of(runner, work, env) == "created"
         must(run([str(runner), "up", "demo"], cwd=work, env=env))
         assert state_of(runner, work, env) == "running"
-        must(run([str(runner), "destroy", "demo"], cwd=work, env=env))
+        must(run([str(runner), "destroy", "demo", "--yes"], cwd=work, env=env))
         assert state_of(runner, work, env) == "destroyed"
 
     # the tools ran from the venv's bin, found beside the runner's interpreter

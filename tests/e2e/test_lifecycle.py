@@ -60,17 +60,19 @@ def test_whole_local_lifecycle(work: Path) -> None:
 
     # status, text and JSON
     status = ok(work, "status", "demo")
-    assert "running - Tracker running and healthy" in status
+    assert "running - Tracker running, healthy when it started" in status
     assert "runner destroy demo" in status
     data = json.loads(ok(work, "--output", "json", "status", "demo"))
     assert (data["environment"], data["state"], data["kind"]) == ("demo", "running", "stable")
     assert data["failure"] is None and data["interrupted"] is False
-    assert data["allowed_phases"] == ["destroy"]
+    assert data["allowed_phases"] == ["restart", "redeploy", "destroy"]
 
     # list, text and JSON
     assert ["demo", "running"] in [line.split()[:2] for line in ok(work, "list").splitlines()]
     listing = json.loads(ok(work, "--output", "json", "list"))
-    assert [(e["environment"], e["state"]) for e in listing["environments"]] == [("demo", "running")]
+    assert [(e["environment"], e["state"]) for e in listing["environments"]] == [
+        ("demo", "running")
+    ]
 
     # history: every transition of the happy path, in order, and every step's result
     history = json.loads(ok(work, "--output", "json", "history", "demo"))["events"]
@@ -99,7 +101,7 @@ def test_whole_local_lifecycle(work: Path) -> None:
     assert tracker_pid in processes_mentioning(f"{work}{os.sep}")
 
     started = time.monotonic()
-    ok(work, "destroy", "demo")
+    ok(work, "destroy", "demo", "--yes")
     destroy_s = time.monotonic() - started
     assert state(work, "demo")["state"] == "destroyed"
     assert events(work, "demo")[-1]["to"] == "destroyed"

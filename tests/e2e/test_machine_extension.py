@@ -78,7 +78,7 @@ def test_a_phase_added_by_editing_machine_yaml_only(tmp_path: Path, work: Path) 
     summary = cli("validate")
     assert "valid machine 'tracker-deploy'" in summary
     assert "happy path: created → provisioned → configured → released → smoke_tested → running" in summary  # fmt: skip
-    assert re.search(r"phases \(6\): .*release \[5 steps\], smoke_test \[1 steps?\], run ", summary)
+    assert re.search(r"phases \(9\): .*release \[5 steps\], smoke_test \[1 steps?\], run ", summary)
     checked = json.loads(cli("--output", "json", "validate"))
     assert checked["valid"] is True
     assert checked["states"]["smoke_testing"] == "intermediate"
@@ -113,7 +113,7 @@ def test_a_phase_added_by_editing_machine_yaml_only(tmp_path: Path, work: Path) 
         (e["phase"], e["step"], e["status"]) for e in log if e["type"] == "step"
     ]
 
-    cli("destroy", "demo")
+    cli("destroy", "demo", "--yes")
     assert state(work, "demo")["state"] == "destroyed"
     assert not (work / "build" / "demo").exists()
     assert processes_mentioning(f"{work}{os.sep}") == []

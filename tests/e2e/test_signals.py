@@ -225,7 +225,7 @@ def test_sighup_outside_a_phase_exits_129(tmp_path: Path) -> None:
     holder = spawn(work, "advance", "demo")
     try:
         assert wait_for(lambda: step_running(work))
-        waiter = spawn(work, "--lock-timeout", "60", "destroy", "demo")
+        waiter = spawn(work, "--lock-timeout", "60", "destroy", "demo", "--yes")
         time.sleep(1.0)
         waiter.send_signal(signal.SIGHUP)
         _out, err = waiter.communicate(timeout=30)
@@ -312,7 +312,9 @@ def test_kill_loop_leaves_nothing_running(tmp_path: Path) -> None:
         after = run_cli("--output", "json", "status", "demo", cwd=work)
         assert after.returncode == 0, after.stderr
         nxt = (
-            run_cli("--lock-timeout", "10", "destroy", "demo", cwd=work) if attempt == 14 else None
+            run_cli("--lock-timeout", "10", "destroy", "demo", "--yes", cwd=work)
+            if attempt == 14
+            else None
         )
         if nxt is None:
             # the next command that takes the lock: resume (it stops the leftovers first)

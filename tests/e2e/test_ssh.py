@@ -96,7 +96,7 @@ def test_whole_lifecycle_over_ssh(work: Path, ssh_server: SshServer) -> None:
 
     sessions = ssh_server.sessions()
     started = time.monotonic()
-    ok(work, "destroy", "demo")
+    ok(work, "destroy", "demo", "--yes")
     destroy_s = time.monotonic() - started
     assert ssh_server.sessions() > sessions  # stop_services went through SSH
     assert state(work, "demo")["state"] == "destroyed"
@@ -128,7 +128,7 @@ def test_a_rejected_key_fails_provisioning_with_key_rejected(
     assert "step 'wait_ssh_connectivity' (key_rejected)" in status
     assert "`runner destroy demo` and create it again" in status  # the recovery text
 
-    ok(work, "destroy", "demo")
+    ok(work, "destroy", "demo", "--yes")
     assert state(work, "demo")["state"] == "destroyed"
     assert not (work / "build/demo").exists()
     assert processes_mentioning(f"{work}{os.sep}") == []

@@ -39,6 +39,6 @@ def test_two_local_environments_without_port_inputs_run_side_by_side(work: Path)
                 assert response.status == 200 and "Ok" in response.read().decode()
     finally:
         for name in names:
-            runner(work, "destroy", name)
+            runner(work, "destroy", name, "--yes")
     for name in names:
         assert state(work, name)["state"] == "destroyed"

@@ -96,6 +96,9 @@ def test_mermaid_is_the_default_and_goes_to_stdout(tmp_path: Path, shipped: Mach
         "configuring",
         "releasing",
         "starting",
+        "registering",
+        "restarting",
+        "redeploying",
         "destroying",
     }
     assert classes["failed"] == {
@@ -103,6 +106,9 @@ def test_mermaid_is_the_default_and_goes_to_stdout(tmp_path: Path, shipped: Mach
         "configure_failed",
         "release_failed",
         "run_failed",
+        "register_failed",
+        "restart_failed",
+        "redeploy_failed",
         "destroy_failed",
     }
     assert classes["final"] == {"destroyed"}
@@ -157,6 +163,17 @@ def test_graph_json_output(tmp_path: Path) -> None:
 
 
 # --- DOT and Graphviz ----------------------------------------------------------------
+
+
+def test_dot_draws_a_phase_from_any_state_once(shipped: MachineDef) -> None:
+    """`destroy` (`from: any`) starts from one "any non-final state" node, not from each
+    of the 21 states: the drawing stays readable; the other phases keep their edges."""
+    dot = to_dot(shipped)
+    into_destroying = re.findall(r'^\s+"(\S+)" -> "destroying" \[label="destroy"', dot, re.M)
+    assert into_destroying == ["__any_destroy"]
+    assert '"__any_destroy" [label="any non-final state"' in dot
+    assert '"running" -> "restarting" [label="restart"' in dot
+    assert '"run_failed" -> "restarting" [label="restart"' in dot
 
 
 @needs_dot

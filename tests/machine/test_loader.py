@@ -112,6 +112,14 @@ class Case:
         return hits[0]
 
 
+CHECKS = """\
+checks:
+  - name: alive
+    uses: shell
+    with: {argv: [test, -d, build]}
+    in: [built]
+"""
+
 UNREACHABLE = """\
   - name: wake
     from: idle
@@ -222,9 +230,9 @@ CASES = [
     ),
     Case(
         "unknown-retry-key",
-        edit(("delay: 1s}", "delay: 1s, backoff: 2}")),
-        "backoff",
-        ("unknown key 'backoff'", "attempts, delay"),
+        edit(("delay: 1s}", "delay: 1s, factor: 2}")),
+        "factor",
+        ("unknown key 'factor'", "attempts, backoff, delay, jitter, max_delay"),
     ),
     Case(
         "missing-initial",
@@ -481,6 +489,66 @@ CASES = [
         "text",
         ("'inputs' is not a valid JSON Schema",),
     ),
+    Case(
+        "trap-state",
+        edit(("    from: any\n", "    from: [created, build_failed, destroy_failed]\n")),
+        "»built: {description",
+        ("state 'built' is a trap", "final state (destroyed)", "final: true"),
+    ),
+    Case(
+        "retry-backoff-below-one",
+        edit(("delay: 1s}", "delay: 1s, backoff: 0.5}")),
+        "0.5",
+        ("'backoff'", "0.5", "minimum of 1"),
+    ),
+    Case(
+        "retry-jitter-above-one",
+        edit(("delay: 1s}", "delay: 1s, jitter: 1.5}")),
+        "1.5",
+        ("'jitter'",),
+    ),
+    Case(
+        "retry-max-delay-not-a-duration",
+        edit(("delay: 1s}", "delay: 1s, max_delay: soon}")),
+        "soon",
+        ("'soon' is not a duration for 'max_delay'",),
+    ),
+    Case(
+        "check-unknown-plugin",
+        BASE + CHECKS.replace("uses: shell", "uses: sehll"),
+        "sehll",
+        ("check 'alive' uses unknown plugin 'sehll'", "did you mean 'shell'"),
+    ),
+    Case(
+        "check-undeclared-state",
+        BASE + CHECKS.replace("in: [built]", "in: [biult]"),
+        "biult",
+        ("state 'biult' is not declared", "did you mean 'built'"),
+    ),
+    Case(
+        "check-bad-with",
+        BASE + CHECKS.replace("argv: [test, -d, build]", "argv: test"),
+        "argv: »test",
+        ("`with` of check 'alive' (shell)", "not of type 'array'"),
+    ),
+    Case(
+        "check-bad-template",
+        BASE + CHECKS.replace("build]", '"{{ env.build_dir"]'),
+        "»{argv: [test",
+        ("`with` of check 'alive'", "build_dir"),
+    ),
+    Case(
+        "check-without-in",
+        BASE + CHECKS.replace("    in: [built]\n", ""),
+        "- »name: alive",
+        ("'in' is a required property",),
+    ),
+    Case(
+        "check-with-outputs",
+        BASE + CHECKS + "    outputs: {x: stdout}\n",
+        "outputs: {x",
+        ("unknown key 'outputs'",),
+    ),
 ]
 
 BY_ID = {case.id: case for case in CASES}
@@ -716,8 +784,8 @@ def test_shipped_machine_validates(tmp_path: Path) -> None:
     proc = run_cli("--machine", ROOT / "machine.yaml", "validate", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "valid machine 'tracker-deploy'" in proc.stdout
-    assert "states (16)" in proc.stdout
-    assert "phases (5)" in proc.stdout
+    assert "states (22)" in proc.stdout
+    assert "phases (8)" in proc.stdout
     assert "happy path: created → provisioned → configured → released → running" in proc.stdout
     assert not (tmp_path / "data").exists()  # validate writes nothing
 
@@ -727,7 +795,7 @@ def test_shipped_machine_validates_json(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["valid"] is True and data["name"] == "tracker-deploy"
-    assert len(data["states"]) == 16 and len(data["phases"]) == 5
+    assert len(data["states"]) == 22 and len(data["phases"]) == 8
     assert data["happy_path"] == ["created", "provisioned", "configured", "released", "running"]
     assert data["states"]["destroyed"] == "final"
     assert data["states"]["provisioning"] == "intermediate"
@@ -843,6 +911,6 @@ def test_adding_a_phase_is_an_edit_of_machine_yaml(tmp_path: Path) -> None:
     write_machine(tmp_path, text)
     proc = run_cli("--machine", "machine.yaml", "validate", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "phases (6)" in proc.stdout and "smoke_test [1 step]" in proc.stdout
+    assert "phases (9)" in proc.stdout and "smoke_test [1 step]" in proc.stdout
     path = "created → provisioned → configured → released → smoke_tested → running"
     assert f"happy path: {path}" in proc.stdout

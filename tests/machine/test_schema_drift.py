@@ -30,7 +30,7 @@ LEVELS = {
     "state": (DEFS["state"]["properties"], StateDef, {}),
     "phase": (DEFS["phase"]["properties"], PhaseDef, {"from": "sources"}),
     "step": (DEFS["step"]["properties"], StepDef, {"with": "with_", "timeout": "timeout_s"}),
-    "retry": (DEFS["step"]["properties"]["retry"]["properties"], Retry, {"delay": "delay_s"}),
+    "retry": (DEFS["retry"]["properties"], Retry, {"delay": "delay_s", "max_delay": "max_delay_s"}),
 }
 # Model fields that come from no YAML key (where the machine was read from).
 DERIVED = {"file", "digest"}
@@ -48,12 +48,15 @@ COMMANDS = [
     "resume",
     "phase",
     "destroy",
+    "check",
     "exists",
     "purge",
     "inputs",
     "force-state",
     "snapshots",
     "restore",
+    "serve",
+    "state",
 ]
 
 
@@ -78,7 +81,7 @@ def test_schema_levels_refuse_unknown_keys(level: str) -> None:
         "state": DEFS["state"],
         "phase": DEFS["phase"],
         "step": DEFS["step"],
-        "retry": DEFS["step"]["properties"]["retry"],
+        "retry": DEFS["retry"],
     }[level]
     assert owner["additionalProperties"] is False
 

@@ -203,4 +203,4 @@ def test_the_shipped_machine_keeps_its_secret_out_of_argv_and_private(
         for path in holders:
             assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, (path, oct(path.stat().st_mode))
     finally:
-        run_cli("destroy", "demo", cwd=tmp_path, env=env, timeout=300)
+        run_cli("destroy", "demo", "--yes", cwd=tmp_path, env=env, timeout=300)

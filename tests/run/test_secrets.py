@@ -402,7 +402,8 @@ def test_a_secret_in_parsed_output_is_never_stored(tmp_path: Path) -> None:
 
 def test_the_shipped_machine_reads_its_secret_in_the_release_only(tmp_path: Path) -> None:
     """The tracker's admin token is read by the release's templates (their files, not
-    the machine's `with`), and by no other phase: only the release is checked."""
+    the machine's `with`), and by no other phase but the redeploy, which releases again:
+    only those are checked."""
     from runner import Runner
     from runner.run.phase import secrets_used
 
@@ -415,6 +416,9 @@ def test_the_shipped_machine_reads_its_secret_in_the_release_only(tmp_path: Path
         "configure": set(),
         "release": {"tracker.admin_token"},
         "run": set(),
+        "register": set(),
+        "restart": set(),
+        "redeploy": {"tracker.admin_token"},  # the release again
         "destroy": set(),
     }
 

@@ -5,7 +5,8 @@ does one thing to it, printing what happened.
     python -m tests.store.contract_worker SPEC hold NAME SECS   -> "held", then holds
     python -m tests.store.contract_worker SPEC try NAME         -> "taken" | "busy"
 
-SPEC is what a backend fixture of ``test_contract.py`` gives: ``file:WORKDIR``.
+SPEC is what a backend fixture of ``test_contract.py`` gives: ``file:WORKDIR`` or a
+``postgresql://`` URL.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def open_store(spec: str) -> Store:
         from runner.store.files import FileStore
 
         return FileStore(Path(rest))
+    if scheme == "postgresql":
+        from runner.store.postgres import PostgresStore
+
+        return PostgresStore(spec)
     raise SystemExit(f"unknown backend spec {spec!r}")
 
 

@@ -78,14 +78,68 @@ def file_backend(tmp_path: Path) -> Backend:
     )
 
 
-#: Every backend the contract runs against: (id, builder from a temp folder).
-BACKENDS: list[tuple[str, Callable[[Path], Backend]]] = [("file", file_backend)]
+def postgres_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
+    """A new database of the tests' PostgreSQL server (the ``pg_url`` fixture)."""
+    import psycopg
+
+    from runner.store.postgres import PostgresStore
+
+    url: str = request.getfixturevalue("pg_url")
+
+    def sql(statement: str, *args: object) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(statement, args)
+
+    def tear(name: str) -> None:
+        sql(
+            "INSERT INTO runner.events (name, body) VALUES (%s, %s)",
+            name,
+            '{"type": "transition", "serial": 99, "ti',
+        )
+
+    def break_entry(name: str) -> None:
+        sql(
+            "UPDATE runner.environments SET document = %s WHERE name = %s",
+            '{"format": 2, "name": ',
+            name,
+        )
+
+    def plant(name: str, info: LockInfo) -> None:
+        sql(
+            "INSERT INTO runner.lock_holders (name, backend_pid, pid, host, command, "
+            "started_at, processes) VALUES (%s, 0, %s, %s, %s, %s, %s) ON CONFLICT (name) DO "
+            "UPDATE SET backend_pid = 0, pid = EXCLUDED.pid, host = EXCLUDED.host, command = "
+            "EXCLUDED.command, started_at = EXCLUDED.started_at, processes = EXCLUDED.processes",
+            name,
+            info.pid,
+            info.host,
+            info.command,
+            info.started_at,
+            list(info.processes),
+        )
+
+    return Backend(
+        lambda: PostgresStore(url),
+        url,
+        tear,
+        break_entry,
+        plant,
+        lambda keep: PostgresStore(url, keep_snapshots=keep),
+    )
+
+
+#: Every backend the contract runs against: (id, builder from a temp folder and the test's
+#: request, for the fixtures a backend needs).
+BACKENDS: list[tuple[str, Callable[[Path, pytest.FixtureRequest], Backend]]] = [
+    ("file", lambda tmp_path, _: file_backend(tmp_path)),
+    ("postgres", postgres_backend),
+]
 
 
 @pytest.fixture(params=[builder for _, builder in BACKENDS], ids=[i for i, _ in BACKENDS])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    builder: Callable[[Path], Backend] = request.param
-    return builder(tmp_path)
+    builder: Callable[[Path, pytest.FixtureRequest], Backend] = request.param
+    return builder(tmp_path, request)
 
 
 def new_record(name: str = "demo", state: str = "created") -> Record:

@@ -1,0 +1,94 @@
+"""`runner serve`: the dashboard's server (uvicorn on a socket bound here first, so
+that a taken port or a refused address is one clear error before anything starts)."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runner.errors import InputError
+from runner.result import Result
+from runner.web.security import check_bind, read_token
+
+if TYPE_CHECKING:
+    from runner.api.runner import Runner
+
+__all__ = ["ServeResult", "bind", "serve"]
+
+
+@dataclass(frozen=True)
+class ServeResult(Result):
+    """`serve`: where the dashboard listens (said once it listens)."""
+
+    url: str
+    host: str
+    port: int
+    allow_actions: bool
+    token: bool
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host``:``port`` (0: any free port); InputError when the
+    address cannot be had."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InputError(
+            f"cannot listen on {host}: {exc.strerror}",
+            hint="give --host an address of this machine (127.0.0.1, ::1, 0.0.0.0)",
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        why = "is taken" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+        raise InputError(
+            f"port {port} on {host} {why}",
+            hint="give another --port (or stop what listens there)",
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    make_runner: Callable[[str], Runner],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8400,
+    token_file: Path | None = None,
+    allow_actions: bool = False,
+    started: Callable[[ServeResult], None] | None = None,
+) -> None:
+    """Serve the dashboard until SIGINT or SIGTERM; ``started`` is told where it
+    listens."""
+    import uvicorn
+
+    from runner.web.app import Config, create_app
+
+    token = read_token(token_file) if token_file is not None else None
+    check_bind(host, token)
+    make_runner("runner serve").machine(plugins=False)  # a broken machine: say so now
+    sock = bind(host, port)
+    bound_port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    app = create_app(Config(make_runner, token=token, allow_actions=allow_actions))
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    if started is not None:
+        started(
+            ServeResult(
+                f"http://{shown}:{bound_port}/", host, bound_port, allow_actions, token is not None
+            )
+        )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

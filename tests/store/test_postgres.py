@@ -1,0 +1,448 @@
+"""The PostgreSQL backend through the real `runner` CLI, on a real server the tests
+start: backend choice, schema, lock handoff after a crash, fencing after a lost
+connection (a terminated backend, a restarted server), a server that is down, many
+processes on two working directories, and migration both ways."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests import pgserver
+from tests.cli.test_output_schema import check
+from tests.helpers import build_tree, cli_env, run_cli
+
+MACHINE = """\
+version: 1
+name: teams
+initial: idle
+inputs:
+  type: object
+  properties:
+    nap: {type: number, default: 0}
+    code: {type: integer, default: 0}
+states:
+  idle: {description: Idle}
+  building: {description: Building}
+  built: {description: Built}
+  build_failed: {description: Build failed}
+  shipping: {description: Shipping}
+  shipped: {description: Shipped}
+  ship_failed: {description: Ship failed}
+  destroying: {description: Destroying}
+  destroyed: {description: Destroyed, final: true}
+  destroy_failed: {description: Destroy failed}
+phases:
+  - name: build
+    from: idle
+    via: building
+    to: built
+    failed: build_failed
+    steps:
+      - name: nap
+        uses: shell
+        with: {argv: [sh, -c, "sleep {{ inputs.nap }} & echo $! > {{ env.name }}.pid; wait"]}
+      - name: mark
+        uses: shell
+        with: {argv: [sh, -c, "echo build {{ env.name }} >> ../ran.txt; exit {{ inputs.code }}"]}
+  - name: ship
+    from: built
+    via: shipping
+    to: shipped
+    failed: ship_failed
+    steps:
+      - name: mark
+        uses: shell
+        with: {argv: [sh, -c, "echo ship {{ env.name }} >> ../ran.txt"]}
+  - name: destroy
+    from: any
+    via: destroying
+    to: destroyed
+    failed: destroy_failed
+    advance: false
+    steps:
+      - name: mark
+        uses: shell
+        with: {argv: [sh, -c, "echo destroy {{ env.name }} >> ../ran.txt"]}
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Path]:
+    """Two working directories ("machines") a and b side by side with the machine; the
+    steps append to ``ran.txt`` beside them. Steps still running at the end are killed."""
+    for sub in ("a", "b"):
+        build_tree(tmp_path / sub, {"machine.yaml": MACHINE})
+    yield tmp_path
+    for pid_file in tmp_path.glob("*/*.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def cli(work: Path, url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return run_cli("--state", url, *args, cwd=work, timeout=timeout)
+
+
+def ok(work: Path, url: str, *args: str) -> str:
+    proc = cli(work, url, *args)
+    assert proc.returncode == 0, f"runner {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def spawn(work: Path, url: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", "--state", url, *args],
+        cwd=work,
+        env=cli_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def sql(url: str, statement: str, *args: object) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(statement, args)
+        return cur.fetchall() if cur.description else []
+
+
+def stored(url: str, name: str = "demo") -> dict[str, Any]:
+    rows = sql(url, "SELECT document FROM runner.environments WHERE name = %s", name)
+    document: dict[str, Any] = json.loads(rows[0][0])
+    return document
+
+
+def wait_for(path: Path, timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().strip()):
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+    return int(path.read_text())
+
+
+def gone(pid: int, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().split(") ")[-1].startswith("Z"):
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def holder_backend(url: str, name: str = "demo", timeout: float = 30.0) -> int:
+    """The backend pid of the connection holding ``name``'s lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = sql(url, "SELECT backend_pid FROM runner.lock_holders WHERE name = %s", name)
+        if rows:
+            return int(rows[0][0])
+        time.sleep(0.05)
+    raise AssertionError("nobody took the lock")
+
+
+# --- choosing the backend and the schema -------------------------------------------------
+
+
+def test_a_database_without_the_schema_asks_for_state_init(
+    site: Path, pg_server: pgserver.PgServer
+) -> None:
+    url = pg_server.create_database(f"t{os.urandom(6).hex()}")
+    proc = cli(site / "a", url, "status", "demo")
+    assert proc.returncode == 2
+    assert "has no runner schema yet" in proc.stderr and "runner state init" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    made = check(cli(site / "a", url, "--output", "json", "state", "init"), 0, "state_init")
+    assert (made["backend"], made["schema_before"], made["schema_after"]) == ("postgresql", 0, 1)
+    again = check(cli(site / "a", url, "--output", "json", "state", "init"), 0, "state_init")
+    assert again["schema_before"] == again["schema_after"] == 1
+    assert "no environments" in ok(site / "a", url, "list")
+
+
+def test_a_role_with_only_create_on_the_database_is_enough(
+    site: Path, pg_server: pgserver.PgServer
+) -> None:
+    """The set-up of docs/teams.md: a plain login role, and one grant."""
+    database = f"t{os.urandom(6).hex()}"
+    role = f"r{os.urandom(6).hex()}"
+    admin = pg_server.create_database(database)
+    sql(admin, f'CREATE ROLE "{role}" LOGIN')
+    sql(admin, f'GRANT CREATE ON DATABASE "{database}" TO "{role}"')
+    url = admin.replace("user=postgres", f"user={role}")
+    ok(site / "a", url, "state", "init")
+    ok(site / "a", url, "create", "demo")
+    ok(site / "b", url, "up", "demo")
+    assert stored(url)["state"] == "shipped"
+
+
+def test_a_newer_schema_is_refused(site: Path, pg_url: str) -> None:
+    sql(pg_url, "INSERT INTO runner.schema_version (version) VALUES (99)")
+    proc = cli(site / "a", pg_url, "list")
+    assert proc.returncode == 2
+    assert "schema version 99, newer than this runner knows (1)" in proc.stderr
+
+
+def test_the_backend_comes_from_runner_toml_and_runner_state(site: Path, pg_url: str) -> None:
+    work = site / "a"
+    (work / "runner.toml").write_text(f'[state]\nurl = "{pg_url}"\n')
+    ok(work, pg_url, "create", "demo")
+    plain = run_cli("--output", "json", "list", cwd=work)  # runner.toml: the database
+    assert [e["environment"] for e in json.loads(plain.stdout)["environments"]] == ["demo"]
+    assert not (work / "data" / "demo").exists()
+    other = run_cli("list", cwd=work, env={"RUNNER_STATE": "file:elsewhere"})
+    assert "no environments" in other.stdout  # RUNNER_STATE wins over runner.toml
+    given = run_cli("--state", "file:data", "list", cwd=work, env={"RUNNER_STATE": pg_url})
+    assert "no environments" in given.stdout  # --state wins over both
+
+
+def test_a_password_in_the_url_is_refused(site: Path) -> None:
+    proc = run_cli("--state", "postgresql://u:secret@localhost/db", "list", cwd=site / "a")
+    assert proc.returncode == 2
+    assert "holds a password" in proc.stderr and "PGPASSWORD" in proc.stderr
+    assert "secret" not in proc.stderr + proc.stdout
+
+
+def test_without_the_driver_one_message_says_what_to_install(site: Path, tmp_path: Path) -> None:
+    blocker = build_tree(tmp_path / "nodriver", {"psycopg/__init__.py": "raise ImportError\n"})
+    proc = run_cli(
+        "--state",
+        "postgresql:///db",
+        "list",
+        cwd=site / "a",
+        env={"PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'runner[postgres]'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# --- the lifecycle through the database ------------------------------------------------
+
+
+def test_a_lifecycle_readable_from_another_working_directory(site: Path, pg_url: str) -> None:
+    a, b = site / "a", site / "b"
+    ok(a, pg_url, "create", "demo")
+    ok(a, pg_url, "up", "demo")
+    status = check(cli(b, pg_url, "--output", "json", "status", "demo"), 0, "status")
+    assert status["state"] == "shipped"
+    history = check(cli(b, pg_url, "--output", "json", "history", "demo"), 0, "history")
+    visited = [e["to"] for e in history["events"] if e["type"] in ("created", "transition")]
+    assert visited == ["idle", "building", "built", "shipping", "shipped"]
+    listing = check(cli(b, pg_url, "--output", "json", "list"), 0, "list")
+    assert [e["environment"] for e in listing["environments"]] == ["demo"]
+    record = stored(pg_url)
+    log = record["run"]["log"]
+    assert log.startswith("data/demo/runs/")
+    runs = sql(pg_url, "SELECT ref FROM runner.artifacts WHERE name = 'demo' AND kind = 'run'")
+    assert log in [r[0] for r in runs] and len(runs) == 2
+    assert not (a / "data" / "demo" / "state.json").exists()
+    assert (site / "ran.txt").read_text().splitlines() == ["build demo", "ship demo"]
+
+
+def test_a_failure_and_its_trace_are_read_from_another_machine(site: Path, pg_url: str) -> None:
+    a, b = site / "a", site / "b"
+    ok(a, pg_url, "create", "demo", "--set", "code=1")
+    proc = cli(a, pg_url, "advance", "demo")
+    assert proc.returncode == 1
+    status = check(cli(b, pg_url, "--output", "json", "status", "demo"), 0, "status")
+    assert status["state"] == "build_failed"
+    trace = status["failure"]["trace"]
+    rows = sql(
+        pg_url,
+        "SELECT string_agg(c.body, '' ORDER BY c.id) FROM runner.artifacts a JOIN "
+        "runner.artifact_chunks c ON c.artifact = a.id WHERE a.ref = %s",
+        trace,
+    )
+    assert "FAILED (command_failed)" in rows[0][0]
+
+
+# --- the lock ----------------------------------------------------------------------------
+
+
+def test_kill_9_of_the_holder_frees_the_lock_at_once(site: Path, pg_url: str) -> None:
+    a, b = site / "a", site / "b"
+    ok(a, pg_url, "create", "demo", "--set", "nap=120")
+    holder = spawn(a, pg_url, "advance", "demo")
+    step = wait_for(a / "demo.pid")
+    busy = cli(b, pg_url, "--lock-timeout", "0", "advance", "demo")
+    assert busy.returncode == 3
+    assert f"locked by pid {holder.pid}" in busy.stderr
+    shown = check(cli(b, pg_url, "--output", "json", "status", "demo"), 0, "status")
+    assert shown["locked_by"]["pid"] == holder.pid
+    for read in (("list",), ("history", "demo"), ("graph", "--env", "demo")):
+        t0 = time.monotonic()  # read-only commands take no lock: never wait for one
+        assert cli(b, pg_url, "--lock-timeout", "600", *read).returncode == 0, read
+        assert time.monotonic() - t0 < 30
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    t0 = time.monotonic()
+    resumed = cli(b, pg_url, "--lock-timeout", "0", "destroy", "demo")
+    took = time.monotonic() - t0
+    assert resumed.returncode == 0, resumed.stderr
+    assert took < 15
+    assert gone(step)  # the dead holder's step was stopped by the next holder
+    assert stored(pg_url)["state"] == "destroyed"
+
+
+def test_a_terminated_connection_stops_the_step_and_writes_nothing_more(
+    site: Path, pg_url: str
+) -> None:
+    a, b = site / "a", site / "b"
+    ok(a, pg_url, "create", "demo", "--set", "nap=120")
+    holder = spawn(a, pg_url, "advance", "demo")
+    step = wait_for(a / "demo.pid")
+    backend = holder_backend(pg_url)
+    before = stored(pg_url)
+    assert before["state"] == "building"
+    sql(pg_url, "SELECT pg_terminate_backend(%s)", backend)
+    # another command takes the lock at once and moves the environment on
+    taken = cli(b, pg_url, "--lock-timeout", "10", "destroy", "demo")
+    assert taken.returncode == 0, taken.stderr
+    after = stored(pg_url)
+    _, err = holder.communicate(timeout=60)
+    assert holder.returncode == 2, err
+    assert err.startswith("error: lost the lock of environment 'demo'"), err  # said once
+    assert err.count("lost the lock") == 1 and "Traceback" not in err
+    assert gone(step)
+    final = stored(pg_url)
+    assert final == after and final["state"] == "destroyed"  # not overwritten afterwards
+    assert final["serial"] > before["serial"]
+
+
+def test_a_server_restart_during_a_phase_stops_the_step(site: Path) -> None:
+    server = pgserver.start()
+    try:
+        url = server.create_database("restart")
+        ok(site / "a", url, "state", "init")
+        ok(site / "a", url, "create", "demo", "--set", "nap=120")
+        holder = spawn(site / "a", url, "advance", "demo")
+        step = wait_for(site / "a" / "demo.pid")
+        holder_backend(url)
+        before = stored(url)
+        server.restart()
+        _, err = holder.communicate(timeout=60)
+        assert holder.returncode == 2, err
+        assert "lost the lock of environment 'demo'" in err
+        assert gone(step)
+        assert stored(url) == before  # nothing written after the connection ended
+        status = check(cli(site / "b", url, "--output", "json", "status", "demo"), 0, "status")
+        assert status["locked_by"] is None
+    finally:
+        server.stop("immediate")
+        server.remove()
+
+
+def test_a_server_that_is_down_gives_one_message_and_loses_nothing(site: Path) -> None:
+    server = pgserver.start()
+    try:
+        url = server.create_database("down")
+        ok(site / "a", url, "state", "init")
+        ok(site / "a", url, "create", "demo")
+        server.stop()
+        for args in (("status", "demo"), ("list",), ("history", "demo"), ("advance", "demo")):
+            proc = cli(site / "a", url, *args)
+            assert proc.returncode == 2, (args, proc.stderr)
+            lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+            assert len(lines) == 1 and "cannot reach the state database" in lines[0], proc.stderr
+            assert "Traceback" not in proc.stderr
+        failed = cli(site / "a", url, "--output", "json", "status", "demo")
+        check(failed, 2, "error")
+        server.start()
+        assert stored(url)["state"] == "idle"
+        ok(site / "a", url, "advance", "demo")
+    finally:
+        server.stop("immediate")
+        server.remove()
+
+
+def test_sixteen_processes_on_two_machines_run_each_phase_once(site: Path, pg_url: str) -> None:
+    a, b = site / "a", site / "b"
+    ok(a, pg_url, "create", "demo")
+    procs = [
+        spawn(a if i % 2 else b, pg_url, "--lock-timeout", "120", "advance", "demo")
+        for i in range(16)
+    ]
+    results = [(p.wait(timeout=300), p.stderr.read() if p.stderr else "") for p in procs]
+    for p in procs:
+        for stream in (p.stdout, p.stderr):
+            if stream:
+                stream.close()
+    assert all(code == 0 for code, _ in results), results
+    assert (site / "ran.txt").read_text().splitlines() == ["build demo", "ship demo"]
+    events = json.loads(ok(b, pg_url, "--output", "json", "history", "demo"))["events"]
+    serials = [e["serial"] for e in events if e["type"] in ("created", "transition", "step")]
+    assert serials == sorted(serials) and len(set(serials)) == len(serials)
+    visited = [e["to"] for e in events if e["type"] in ("created", "transition")]
+    assert visited == ["idle", "building", "built", "shipping", "shipped"]
+    steps = [(e["phase"], e["step"]) for e in events if e["type"] == "step"]
+    assert steps == [("build", "nap"), ("build", "mark"), ("ship", "mark")]
+    assert stored(pg_url)["serial"] == max(serials)
+
+
+# --- migration ---------------------------------------------------------------------------
+
+
+def _content(work: Path, url: str, name: str) -> dict[str, Any]:
+    status = json.loads(ok(work, url, "--output", "json", "status", name))
+    history = json.loads(ok(work, url, "--output", "json", "history", name))
+    for key in ("locked_by",):
+        status.pop(key, None)
+    return {"status": status, "history": history["events"]}
+
+
+def test_migrate_from_files_to_postgresql_and_back(site: Path, pg_url: str) -> None:
+    a = site / "a"
+    files = "file:data"
+    ok(a, files, "create", "one")
+    ok(a, files, "up", "one")
+    ok(a, files, "create", "two", "--set", "code=1")
+    assert cli(a, files, "advance", "two").returncode == 1
+    before = {n: _content(a, files, n) for n in ("one", "two")}
+    moved = check(
+        cli(a, files, "--output", "json", "state", "migrate", "--to", pg_url), 0, "migrate"
+    )
+    assert moved["environments"] == ["one", "two"]
+    after = {n: _content(a, pg_url, n) for n in ("one", "two")}
+    assert after == before
+    assert _content(a, files, "one") == before["one"]  # the source is untouched
+    from runner.store.files import FileStore
+    from runner.store.postgres import PostgresStore
+
+    source, target = FileStore(a), PostgresStore(pg_url)
+    for name in ("one", "two"):  # lineage, snapshots and artifacts came along as they were
+        assert target.load(name).lineage == source.load(name).lineage
+        assert target.list_snapshots(name) == source.list_snapshots(name)
+        for kind in ("trace", "run"):
+            refs = source.list_artifacts(name, kind)
+            assert target.list_artifacts(name, kind) == refs
+            assert refs or kind == "trace"
+            assert [target.read_artifact(name, r) for r in refs] == [
+                source.read_artifact(name, r) for r in refs
+            ]
+    trace = after["two"]["status"]["failure"]["trace"]
+    rows = sql(pg_url, "SELECT 1 FROM runner.artifacts WHERE ref = %s", trace)
+    assert rows  # the trace came along
+    again = cli(a, files, "state", "migrate", "--to", pg_url)
+    assert again.returncode == 2 and "already has environments 'one', 'two'" in again.stderr
+    back = cli(a, pg_url, "--output", "json", "state", "migrate", "--to", "file:copy")
+    assert check(back, 0, "migrate")["environments"] == ["one", "two"]
+    copied = json.dumps({n: _content(a, "file:copy", n) for n in ("one", "two")})
+    # the same, but for the folder artifacts and paths name (the target's own)
+    assert '"data/' not in copied
+    assert json.loads(copied.replace('"copy/', '"data/')) == before
+    ok(a, "file:copy", "destroy", "one")  # the copy is a working backend
