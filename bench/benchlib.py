@@ -93,6 +93,12 @@ class Figure:
     target: Target | None = None
     runs: int = 0
     note: str = ""
+    #: Why there is no figure (a command or a requirement is absent): "not measured".
+    missing: str = ""
+
+    @classmethod
+    def not_measured(cls, bench: str, name: str, why: str, target: Target | None) -> Figure:
+        return cls(bench, name, float("nan"), target=target, missing=why)
 
     @property
     def ratio(self) -> float | None:
@@ -102,9 +108,13 @@ class Figure:
 
     @property
     def met(self) -> bool | None:
+        if self.missing:
+            return None
         return None if self.target is None else self.target.check(self)
 
     def verdict(self) -> str:
+        if self.missing:
+            return "not measured"
         met = self.met
         if met is None:
             return "" if self.target is None else "n/a"
@@ -130,6 +140,9 @@ def fmt_value(value: float, unit: str, *, signed: bool = False) -> str:
 
 
 def row(fig: Figure) -> list[str]:
+    if fig.missing:
+        target = "" if fig.target is None else fig.target.describe(fig.unit)
+        return [fig.name, "-", "", "", target, fig.verdict(), "", fig.missing]
     ratio = fig.ratio
     baseline = ""
     if fig.baseline is not None:

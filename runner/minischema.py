@@ -304,3 +304,111 @@ def compile_schema(schema: dict[str, Any]) -> Check:
     for definition in defs.values():
         build(definition)  # refuse unsupported keywords up front, not on first use
     return build(schema)
+
+
+# --- is a schema a valid JSON Schema? -----------------------------------------------------
+
+#: The keywords of the JSON Schema 2020-12 vocabularies (and the older ones its
+#: meta-schema still describes). Any other keyword is an annotation of the user's own
+#: (``secret``, ``free_port``): valid with any value.
+_VOCABULARY = frozenset(
+    {
+        *("$schema", "$id", "$ref", "$anchor", "$dynamicRef", "$dynamicAnchor"),
+        *("$vocabulary", "$comment", "$defs", "$recursiveRef", "$recursiveAnchor"),
+        *("prefixItems", "items", "contains", "additionalProperties", "properties"),
+        *("patternProperties", "dependentSchemas", "propertyNames", "if", "then", "else"),
+        *("allOf", "anyOf", "oneOf", "not", "unevaluatedItems", "unevaluatedProperties"),
+        *("type", "const", "enum", "multipleOf", "maximum", "exclusiveMaximum", "minimum"),
+        *("exclusiveMinimum", "maxLength", "minLength", "pattern", "maxItems", "minItems"),
+        *("uniqueItems", "maxContains", "minContains", "maxProperties", "minProperties"),
+        *("required", "dependentRequired", "title", "description", "default", "deprecated"),
+        *("readOnly", "writeOnly", "examples", "format", "contentEncoding"),
+        *("contentMediaType", "contentSchema", "definitions", "dependencies"),
+    }
+)
+_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean", "null"})
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _regex(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        re.compile(value)
+    except re.error:
+        return False
+    return True
+
+
+def _type_value(value: Any) -> bool:
+    if isinstance(value, str):
+        return value in _TYPES
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(t, str) and t in _TYPES for t in value)
+        and len(set(value)) == len(value)
+    )
+
+
+_VALUE_RULES: dict[str, Callable[[Any], bool]] = {
+    "type": _type_value,
+    "const": lambda v: True,
+    "default": lambda v: True,
+    "enum": lambda v: isinstance(v, list),
+    "pattern": _regex,
+    "minimum": _number,
+    "maximum": _number,
+    "exclusiveMinimum": _number,
+    "minLength": _count,
+    "minItems": _count,
+    "minProperties": _count,
+    "uniqueItems": lambda v: isinstance(v, bool),
+    "required": lambda v: (
+        isinstance(v, list) and all(isinstance(k, str) for k in v) and len(set(v)) == len(v)
+    ),
+    "$ref": lambda v: isinstance(v, str),
+    "$schema": lambda v: isinstance(v, str),
+    "$id": lambda v: isinstance(v, str),
+    "$comment": lambda v: isinstance(v, str),
+    "title": lambda v: isinstance(v, str),
+    "description": lambda v: isinstance(v, str),
+    "examples": lambda v: isinstance(v, list),
+}
+#: Keywords whose value is a schema, a mapping of schemas, or a list of schemas.
+_SUBSCHEMA = frozenset({"additionalProperties", "items", "propertyNames"})
+_SUBSCHEMA_MAPS = frozenset({"properties", "$defs"})
+
+
+def well_formed(schema: Any) -> bool:
+    """Whether ``schema`` is certainly a valid JSON Schema (2020-12): it uses only the
+    keywords this module checks (plus keywords of the user's own) and each one has a
+    value of the right shape. False means "not sure": ask `jsonschema`, which says what
+    is wrong, if anything (so the common case never imports it)."""
+    if isinstance(schema, bool):
+        return True
+    if not isinstance(schema, dict):
+        return False
+    for keyword, value in schema.items():
+        if not isinstance(keyword, str):
+            return False
+        if keyword in _SUBSCHEMA:
+            ok = well_formed(value)
+        elif keyword in _SUBSCHEMA_MAPS:
+            ok = isinstance(value, dict) and all(well_formed(v) for v in value.values())
+        elif keyword == "oneOf":
+            ok = isinstance(value, list) and len(value) > 0 and all(well_formed(v) for v in value)
+        elif keyword in _VALUE_RULES:
+            ok = _VALUE_RULES[keyword](value)
+        else:
+            ok = keyword not in _VOCABULARY  # one of the user's own: anything goes
+        if not ok:
+            return False
+    return True

@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import ROOT
 
-BOTTOM = {"errors", "signals", "result", "files", "minischema", "resources", "settings"}
+BOTTOM = {"errors", "signals", "result", "files", "minischema", "resources", "settings", "log"}
 ALLOWED = {
     "machine": BOTTOM | {"machine"},
     "store": BOTTOM | {"store"},

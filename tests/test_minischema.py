@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.minischema import UnsupportedSchema, compile_schema
+from runner.minischema import UnsupportedSchema, compile_schema, well_formed
 from runner.resources import schema_path
 from tests.conftest import failed_record, format_1
 
@@ -47,6 +47,19 @@ def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
     return found
 
 
+def _mutate(doc: Any, data: st.DataObject, replacement: Any, delete: bool) -> tuple:
+    """Replace (or delete) one value of ``doc`` drawn by ``data``, in place; its path."""
+    path = data.draw(st.sampled_from(_paths(doc)[1:]))
+    parent = doc
+    for part in path[:-1]:
+        parent = parent[part]
+    if delete and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = replacement
+    return path
+
+
 def test_the_valid_record_passes_both() -> None:
     assert VALIDATOR.is_valid(VALID)
     assert CHECK(VALID, "") is None
@@ -61,14 +74,7 @@ def test_verdicts_agree_on_mutated_records(
     data: st.DataObject, replacement: Any, delete: bool
 ) -> None:
     record = copy.deepcopy(VALID)
-    path = data.draw(st.sampled_from(_paths(record)[1:]))
-    parent = record
-    for part in path[:-1]:
-        parent = parent[part]
-    if delete and isinstance(parent, dict):
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = replacement
+    path = _mutate(record, data, replacement, delete)
     expected = VALIDATOR.is_valid(record)
     problem = CHECK(record, "")
     assert (problem is None) == expected, (path, replacement, problem)
@@ -112,14 +118,7 @@ def test_verdicts_agree_on_mutated_machines(
     data: st.DataObject, replacement: Any, delete: bool
 ) -> None:
     doc = _shipped_machine()
-    path = data.draw(st.sampled_from(_paths(doc)[1:]))
-    parent = doc
-    for part in path[:-1]:
-        parent = parent[part]
-    if delete and isinstance(parent, dict):
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = replacement
+    path = _mutate(doc, data, replacement, delete)
     assert (MACHINE_CHECK(doc, "") is None) == MACHINE_VALIDATOR.is_valid(doc), (path, replacement)
 
 
@@ -157,16 +156,71 @@ def test_verdicts_agree_on_mutated_step_parameters(
 ) -> None:
     uses, params = data.draw(st.sampled_from(_shipped_withs()))
     params = copy.deepcopy(params)
-    paths = _paths(params)[1:]
-    if paths:
-        path = data.draw(st.sampled_from(paths))
-        parent = params
-        for part in path[:-1]:
-            parent = parent[part]
-        if delete and isinstance(parent, dict):
-            del parent[path[-1]]
-        else:
-            parent[path[-1]] = replacement
+    if _paths(params)[1:]:
+        _mutate(params, data, replacement, delete)
     schema = PLUGINS[uses].params_schema
     fast = compile_schema(schema)(params, "") is None
     assert fast == jsonschema.Draft202012Validator(schema).is_valid(params), (uses, params)
+
+
+# --- is a schema valid? (plugin schemas and a machine's `inputs` are checked at load) ---
+
+
+def _schema_is_valid(schema: Any) -> bool:
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError:
+        return False
+    return True
+
+
+def _shipped_inputs() -> dict[str, Any]:
+    return dict(_shipped_machine()["inputs"])
+
+
+@pytest.mark.parametrize("name", sorted(PLUGINS))
+def test_the_builtin_plugin_schemas_are_well_formed_without_jsonschema(name: str) -> None:
+    assert well_formed(PLUGINS[name].params_schema)
+
+
+def test_the_shipped_inputs_schema_is_well_formed_without_jsonschema() -> None:
+    assert well_formed(_shipped_inputs())
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "strin"},
+        {"type": []},
+        {"minLength": -1},
+        {"minLength": "3"},
+        {"minimum": True},
+        {"required": ["a", "a"]},
+        {"required": "a"},
+        {"pattern": "("},
+        {"properties": {"a": {"type": 3}}},
+        {"additionalProperties": 1},
+        {"oneOf": []},
+        {"enum": "a"},
+        {"uniqueItems": "yes"},
+    ],
+    ids=repr,
+)
+def test_a_broken_schema_is_never_called_well_formed(schema: dict[str, Any]) -> None:
+    assert not _schema_is_valid(schema)
+    assert not well_formed(schema)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), replacement=JSON, delete=st.booleans())
+def test_a_well_formed_schema_is_one_jsonschema_accepts(
+    data: st.DataObject, replacement: Any, delete: bool
+) -> None:
+    """Mutations of the shipped inputs schema and of the plugins' schemas: whenever
+    `well_formed` says yes, jsonschema's meta-schema check agrees (when it says no,
+    jsonschema decides)."""
+    schemas = [_shipped_inputs(), *(p.params_schema for p in PLUGINS.values())]
+    schema = copy.deepcopy(data.draw(st.sampled_from(schemas)))
+    path = _mutate(schema, data, replacement, delete)
+    if well_formed(schema):
+        assert _schema_is_valid(schema), (path, replacement)

@@ -13,36 +13,13 @@ from __future__ import annotations
 
 import copy
 import functools
-import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from runner.api.results import (
-    ArtifactResult,
-    ArtifactsResult,
-    CheckResult,
-    ConfirmRequest,
-    CreateResult,
-    ExistsResult,
-    ForceStateResult,
-    GraphResult,
-    HistoryResult,
-    InputsResult,
-    ListResult,
-    MigrateResult,
-    PhasePlan,
-    PurgeResult,
-    RestoreResult,
-    RunResult,
-    SnapshotsResult,
-    StateInitResult,
-    StatusResult,
-    StepPlan,
-    ValidateResult,
-)
+from runner.api.results import ExistsResult, HistoryResult, ListResult, StatusResult
 from runner.errors import (
     InputError,
     InvalidInputsError,
@@ -50,8 +27,26 @@ from runner.errors import (
     RunnerError,
     did_you_mean,
 )
+from runner.log import logger
 
 if TYPE_CHECKING:
+    from runner.api.outcomes import (
+        ArtifactResult,
+        ArtifactsResult,
+        CheckResult,
+        ConfirmRequest,
+        CreateResult,
+        ForceStateResult,
+        GraphResult,
+        InputsResult,
+        MigrateResult,
+        PurgeResult,
+        RestoreResult,
+        RunResult,
+        SnapshotsResult,
+        StateInitResult,
+        ValidateResult,
+    )
     from runner.machine.model import MachineDef, PhaseDef
     from runner.run.phase import PhaseResult, Progress
     from runner.run.registry import StepRegistry
@@ -60,9 +55,6 @@ if TYPE_CHECKING:
     from runner.store.record import Record
 
 __all__ = ["GRAPH_FORMATS", "STATE_KINDS", "Runner"]
-
-# a library's records go where its user configures logging, and nowhere by default
-logging.getLogger("runner").addHandler(logging.NullHandler())
 
 #: How many of the last events `status` reads to find when the state was entered.
 _ENTERED_EVENTS = 200
@@ -198,6 +190,8 @@ class Runner:
     def validate(self) -> ValidateResult:
         """Check the machine file: syntax, schema, states, phases, plugins, templates.
         Raises :class:`~runner.errors.MachineError` listing every problem."""
+        from runner.api.outcomes import ValidateResult
+
         machine = self.machine()
         from runner.machine.statemachine import build_machine
 
@@ -209,6 +203,7 @@ class Runner:
     def graph(self, format: str = "mermaid", env: str | None = None) -> GraphResult:
         """The machine drawn as ``format`` (mermaid, dot, svg or png; svg and png need
         Graphviz), marking ``env``'s current state when given. Writes nothing."""
+        from runner.api.outcomes import GraphResult
         from runner.machine import graph as graphs
 
         if format not in GRAPH_FORMATS:
@@ -243,6 +238,8 @@ class Runner:
         directory), then the mapping ``inputs`` merged into it, then ``sets``
         (``KEY=VALUE`` with dotted keys, as `--set`), then the schema's defaults;
         they must satisfy the machine's inputs schema."""
+        from runner.api.outcomes import CreateResult
+
         with _about(name):
             from runner.store.contract import check_name
 
@@ -277,6 +274,8 @@ class Runner:
     def artifacts(self, name: str, kind: str = "run") -> ArtifactsResult:
         """The references of ``name``'s run logs (``kind`` "run") or traces ("trace"),
         oldest first."""
+        from runner.api.outcomes import ArtifactsResult
+
         with _about(name):
             if kind not in ("run", "trace"):
                 raise InputError(f"unknown artifact kind {kind!r}", hint="one of: run, trace")
@@ -288,6 +287,8 @@ class Runner:
         """The text of ``name``'s trace or run log ``ref`` (as its record, `status` or
         :meth:`artifacts` name it); with ``offset``, only what follows the first
         ``offset`` characters (to follow a log as it is written)."""
+        from runner.api.outcomes import ArtifactResult
+
         with _about(name):
             if offset < 0:
                 raise InputError(f"offset must be >= 0, not {offset}")
@@ -302,6 +303,8 @@ class Runner:
     def advance(self, name: str, dry_run: bool = False) -> RunResult:
         """Run the next phase on the happy path (none: nothing to advance). With
         ``dry_run``, only say what it would run."""
+        from runner.api.outcomes import RunResult
+
         with _about(name), self._session(name) as session:
             machine, state = session.machine, session.state
             _refuse_unfinished(machine, name, state, "advance")
@@ -322,6 +325,8 @@ class Runner:
     def up(self, name: str, to: str | None = None) -> RunResult:
         """Advance until the environment reaches state ``to`` (default: the end of the
         happy path), or a phase fails."""
+        from runner.api.outcomes import RunResult
+
         with _about(name), self._session(name) as session:
             machine = session.machine
             if to is not None and to not in machine.states:
@@ -365,6 +370,7 @@ class Runner:
         """Continue the interrupted or failed phase from its first unfinished step, or
         re-run it from ``from_step``. A phase whose steps changed since its run started
         is refused (naming them) unless ``accept_machine_change``."""
+        from runner.api.outcomes import RunResult
         from runner.run.phase import PhaseRunner
 
         with _about(name), self._session(name) as session:
@@ -391,6 +397,8 @@ class Runner:
     def run_phase(self, name: str, phase: str, dry_run: bool = False) -> RunResult:
         """Run the named phase, which must be allowed from the current state. With
         ``dry_run``, only say what it would run."""
+        from runner.api.outcomes import RunResult
+
         with _about(name), self._session(name) as session:
             machine = session.machine
             found = machine.phase(phase)
@@ -426,6 +434,7 @@ class Runner:
         `checks:`, by their `in`) and record the result (the record's ``last_check`` and
         a ``check`` event); the state never changes. A check that fails is a result
         (``status`` failed), not an error."""
+        from runner.api.outcomes import CheckResult
         from runner.run.checks import run_checks
         from runner.run.phase import PhaseRunner
 
@@ -457,6 +466,7 @@ class Runner:
         result's warnings say what may still exist (its build folder, the OpenTofu state
         and so infrastructure never destroyed). The build folder is kept unless
         ``build``. Refused while another command holds the lock."""
+        from runner.api.outcomes import PurgeResult
         from runner.errors import StateFileError
         from runner.store.contract import check_name
         from runner.store.locking import hold
@@ -492,7 +502,7 @@ class Runner:
                 self.store.delete(name)
             removed = build and self._remove_build(name, build_dir)
             kept = not removed and (self.workdir / build_dir).is_dir()
-            logging.getLogger("runner").info(
+            logger().info(
                 "environment=%s purged (state %s%s)", name, state, ", forced" if force else ""
             )
             return PurgeResult(name, state, force, build_dir, removed, kept, tuple(warnings))
@@ -540,6 +550,8 @@ class Runner:
 
     def inputs(self, name: str) -> InputsResult:
         """``name``'s inputs (secrets as their references). Never waits for the lock."""
+        from runner.api.outcomes import InputsResult
+
         with _about(name):
             record = self._load(name)
             _same_lineage(record, self.store.read_events(name, limit=1))
@@ -559,6 +571,7 @@ class Runner:
         ``inputs_changed`` event naming the keys changed (never a value). In a failed
         state the steps already done used the old inputs, so the next ``resume`` runs the
         failed phase again from its first step (``restarts_phase``)."""
+        from runner.api.outcomes import InputsResult
         from runner.run import inputs as environment_inputs
 
         with _about(name), self._session(name) as session:
@@ -598,9 +611,7 @@ class Runner:
             session.event(
                 "inputs_changed", state=record.state, keys=changed, restarts_phase=restarts
             )
-            logging.getLogger("runner").info(
-                "environment=%s inputs changed: %s", name, ", ".join(changed)
-            )
+            logger().info("environment=%s inputs changed: %s", name, ", ".join(changed))
             return InputsResult.from_record(record, changed, restarts)
 
     def force_state(self, name: str, state: str, reason: str) -> ForceStateResult:
@@ -611,6 +622,7 @@ class Runner:
         import getpass
         import socket
 
+        from runner.api.outcomes import ForceStateResult
         from runner.store.record import Forced, now_iso
 
         with _about(name):
@@ -649,7 +661,7 @@ class Runner:
                     reason=forced.reason,
                     user=user,
                 )
-                logging.getLogger("runner").info(
+                logger().info(
                     "environment=%s forced from=%s to=%s by %s: %s",
                     name,
                     forced.from_state,
@@ -662,6 +674,8 @@ class Runner:
     def snapshots(self, name: str) -> SnapshotsResult:
         """The kept versions of ``name``'s record, oldest first (the current one last).
         Never waits for the lock."""
+        from runner.api.outcomes import SnapshotsResult
+
         with _about(name):
             record = self._load(name)
             kept = self.store.list_snapshots(name)
@@ -672,6 +686,8 @@ class Runner:
         serial goes on growing) with a ``restored`` event. The way back from a state
         file put back by hand or copied from another environment. Refused while another
         command holds the lock."""
+        from runner.api.outcomes import RestoreResult
+
         with _about(name), self._session(name, lock_timeout=0.0, lineage=False) as session:
             current = session.record
             if isinstance(serial, bool) or not isinstance(serial, int):
@@ -692,7 +708,7 @@ class Runner:
                 **{"from": current.state, "to": version.state},
                 state=version.state,
             )
-            logging.getLogger("runner").info(
+            logger().info(
                 "environment=%s restored serial %d as serial %d (state %s)",
                 name,
                 serial,
@@ -784,6 +800,7 @@ class Runner:
 
     def _confirmed(self, session: Session, phase: PhaseDef) -> None:
         """Ask :attr:`confirm` about ``phase``; ConfirmationError when it says no."""
+        from runner.api.outcomes import ConfirmRequest
         from runner.errors import ConfirmationError
 
         plan = _planned(session, phase).dry_run
@@ -836,9 +853,7 @@ class Runner:
                 "one; nothing was created",
             )
         for dotted, default, port in ports.allocate(marked, given, inputs, others):
-            logging.getLogger("runner").info(
-                "environment=%s %s: %d is taken, using %d", name, dotted, default, port
-            )
+            logger().info("environment=%s %s: %d is taken, using %d", name, dotted, default, port)
 
     def _secrets_readable(self, machine: MachineDef, inputs: dict[str, Any]) -> None:
         """InvalidInputsError when a secret input names a variable that is not set or
@@ -877,9 +892,7 @@ class Runner:
                 "lineage": record.lineage,
             },
         )
-        logging.getLogger("runner").info(
-            "environment=%s created in state=%s", name, machine.initial
-        )
+        logger().info("environment=%s created in state=%s", name, machine.initial)
 
     def _follow(self, record: Record) -> None:
         """Use the machine file ``record`` names when no machine was given and the
@@ -1017,6 +1030,7 @@ class Runner:
     def init_state(self) -> StateInitResult:
         """Make the backend ready: for PostgreSQL, apply the schema migrations it lacks
         (a newer schema than this runner knows is refused); files need nothing."""
+        from runner.api.outcomes import StateInitResult
         from runner.store.backends import choose, is_postgres, open_url
         from runner.store.postgres import PostgresStore, shown_url
 
@@ -1033,6 +1047,7 @@ class Runner:
         records, events, snapshots, artifacts and lineage; names ``to`` has already are
         refused before anything is copied; each copy is read back and compared; this
         backend is left as it was."""
+        from runner.api.outcomes import MigrateResult
         from runner.store.backends import choose, open_url
         from runner.store.postgres import shown_url
         from runner.store.transfer import migrate
@@ -1324,7 +1339,7 @@ def _stop_leftovers(name: str, previous: LockInfo | None) -> None:
 
     stopped = stop_leftovers(previous.processes)
     if stopped:
-        logging.getLogger("runner").warning(
+        logger().warning(
             "environment=%s stopped process group %s left running by pid %d (%s), which "
             "ended without releasing the lock",
             name,
@@ -1372,6 +1387,7 @@ def _refuse_unfinished(machine: MachineDef, name: str, state: str, action: str) 
 
 def _planned(session: Session, phase: PhaseDef) -> RunResult:
     """The dry run of ``phase``: each step rendered (secrets masked), nothing run."""
+    from runner.api.outcomes import PhasePlan, RunResult, StepPlan
     from runner.machine.templating import TemplateFailure, evaluate_condition, render_value
     from runner.run.inputs import SecretResolver, mask_params
 

@@ -336,10 +336,7 @@ def _running(settings: Settings, command: str, yes: bool = False, again: str = "
 def validate(ctx: typer.Context) -> None:
     """Check machine.yaml (syntax, schema, states, phases, plugins, templates)."""
 
-    def body(s: Settings) -> int:
-        return commands.show(s, runner_for(s, "runner validate").validate())
-
-    _run(ctx, "validate", body)
+    _run(ctx, "validate", commands.validate)
 
 
 @app.command()
@@ -658,7 +655,7 @@ def check(
 @app.command()
 def exists(ctx: typer.Context, name: Annotated[str, _environment()]) -> None:
     """Print true or false: whether the environment exists (exit 0 either way)."""
-    _run(ctx, "exists", lambda s: commands.show(s, runner_for(s, "runner exists").exists(name)))
+    _run(ctx, "exists", lambda s: commands.exists(s, name))
 
 
 @app.command()

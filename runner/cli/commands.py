@@ -32,6 +32,7 @@ __all__ = [
     "color_wanted",
     "confirmer",
     "execute",
+    "exists",
     "history",
     "kinds",
     "list_environments",
@@ -39,6 +40,7 @@ __all__ = [
     "runner_for",
     "show",
     "status",
+    "validate",
 ]
 
 
@@ -172,9 +174,9 @@ def _execute(settings: Settings, command: str, body: Callable[[Settings], int | 
         sys.stderr.write("interrupted\n")
         return 128 + exc.signum if isinstance(exc, Terminated) else int(ExitCode.SIGINT)
     except Exception as exc:
-        import logging
+        from runner.log import logger
 
-        logging.getLogger("runner").debug("internal error", exc_info=True)
+        logger().debug("internal error", exc_info=True)
         return report(
             settings,
             RunnerError(
@@ -228,3 +230,11 @@ def list_environments(s: Settings, state: str | None = None, kind: str | None = 
 
 def history(s: Settings, name: str, limit: int | None) -> int:
     return show(s, runner_for(s, "runner history").history(name, limit))
+
+
+def exists(s: Settings, name: str) -> int:
+    return show(s, runner_for(s, "runner exists").exists(name))
+
+
+def validate(s: Settings) -> int:
+    return show(s, runner_for(s, "runner validate").validate())

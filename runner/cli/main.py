@@ -1,9 +1,10 @@
 """The `runner` entry point.
 
-`status`, `list` and `history` are what an operator (or a script polling an
-environment) runs all day, so they must start fast. Importing typer and building its
-command tree costs about a third of their run time; for these three commands the
-arguments are simple, so they are parsed here and the command runs without typer.
+`status`, `exists`, `list` and `history` are what an operator (or a script polling an
+environment) runs all day, so they must start fast, and `validate` is what an editor of
+machine.yaml runs after every change. Importing typer and building its command tree
+costs about a third of their run time; for these commands the arguments are simple, so
+they are parsed here and the command runs without typer.
 Anything this parser is not sure of (another command, `--help`, an unknown option, a
 bad value) goes to the typer application of :mod:`runner.cli.app`, which parses it again
 and gives its usual help and errors. Both paths run the same code of
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from runner import signals
+from runner import log, signals
 from runner.cli import commands
 
 __all__ = ["fast_path", "hoist_globals", "main"]
@@ -162,9 +163,9 @@ def hoist_globals(argv: Sequence[str]) -> list[str]:
 
 
 def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
-    """The command to run for ``argv`` if it is a plain `status`, `list` or `history`
-    (returning the exit code), else None: typer handles it. Global options may come
-    before or after the command (:func:`hoist_globals`)."""
+    """The command to run for ``argv`` if it is a plain `status`, `exists`, `list`,
+    `history` or `validate` (returning the exit code), else None: typer handles it.
+    Global options may come before or after the command (:func:`hoist_globals`)."""
     if os.environ.get("_RUNNER_COMPLETE"):
         return None  # a shell asks for completions: typer answers (`--install-completion`)
     options: dict[str, str] = {}
@@ -206,14 +207,16 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
         return None
 
     run: Callable[[commands.Settings], int]
-    if command == "status" and len(args) == 1 and not args[0].startswith("-"):
-        name = args[0]
+    if command in ("status", "exists") and len(args) == 1 and not args[0].startswith("-"):
+        name, read = args[0], commands.status if command == "status" else commands.exists
 
         def run(s: commands.Settings) -> int:
-            return commands.status(s, name)
+            return read(s, name)
 
     elif command == "list" and not args:
         run = commands.list_environments
+    elif command == "validate" and not args:
+        run = commands.validate
     elif command == "history" and args:
         parsed = _history_args(args)
         if parsed is None:
@@ -227,9 +230,9 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
         return None
 
     def go() -> int:
-        from runner.cli import logs
-
-        logs.setup(level, log_format)
+        # logging is configured when something logs: a read that logs nothing never
+        # imports it
+        log.when_used(lambda: _setup_logging(level, log_format))
         workdir = options.get("--workdir") or os.environ.get("RUNNER_WORKDIR") or None
         machine = options.get("--machine") or os.environ.get("RUNNER_MACHINE") or None
         settings = commands.Settings(
@@ -244,6 +247,12 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
         return commands.execute(settings, command, run)
 
     return go
+
+
+def _setup_logging(level: str, log_format: str) -> None:
+    from runner.cli import logs
+
+    logs.setup(level, log_format)
 
 
 def _history_args(args: list[str]) -> tuple[str, int | None] | None:

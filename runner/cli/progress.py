@@ -52,6 +52,72 @@ def elapsed(seconds: float) -> str:
     return f"{secs}s"
 
 
+class _Heartbeat:
+    """Says ``LABEL still running (T)`` every ``every`` seconds while a step runs. One
+    thread serves every step of the command (a thread per step would cost each step
+    its start and its join); it is told of a step by :meth:`step` and of its end by
+    :meth:`quiet`, and says nothing about a step once the next one started or it ended
+    (``say`` runs under the same lock as those two)."""
+
+    def __init__(self, every: float, say: Callable[[str], None]) -> None:
+        self._every = every
+        self._say = say
+        self._cond = threading.Condition()
+        self._label: str | None = None
+        self._started = 0.0
+        self._step = 0  # which step runs: a new one starts the count again
+        self._idle = False  # the thread waits for a step, with no timeout
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def step(self, label: str) -> None:
+        with self._cond:
+            self._label, self._started, self._step = label, time.monotonic(), self._step + 1
+            if self._thread is None:
+                self._closed = False
+                self._thread = threading.Thread(
+                    target=self._run, name="runner-heartbeat", daemon=True
+                )
+                self._thread.start()
+            elif self._idle:
+                self._cond.notify()
+            # else the thread wakes at the old step's next beat, which comes before
+            # this one's first, and starts counting for this step then
+
+    def quiet(self) -> None:
+        with self._cond:
+            self._label = None
+
+    def close(self) -> None:
+        with self._cond:
+            self._label, self._closed = None, True
+            self._cond.notify()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(1)
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._label is None:
+                    self._idle = True
+                    self._cond.wait()
+                    self._idle = False
+                    continue
+                step, label, started, beats = self._step, self._label, self._started, 1
+                while not self._closed and self._step == step and self._label is not None:
+                    now = time.monotonic()
+                    due = started + beats * self._every
+                    if now < due:
+                        self._cond.wait(due - now)
+                        continue
+                    try:
+                        self._say(f"{label} still running ({elapsed(now - started)})")
+                    except Exception:  # a closed output: the step's end says what went wrong
+                        return
+                    beats += 1
+
+
 class PlainProgress:
     def __init__(
         self,
@@ -63,8 +129,7 @@ class PlainProgress:
         self.verbose = verbose
         self.heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
         self._lock = threading.Lock()
-        self._beat_stop: threading.Event | None = None
-        self._beat: threading.Thread | None = None
+        self._heartbeat: _Heartbeat | None = None
 
     def _print(self, text: str) -> None:
         with self._lock:
@@ -79,28 +144,13 @@ class PlainProgress:
         self._start_heartbeat(f"[{index}/{total}] {step}")
 
     def _start_heartbeat(self, label: str) -> None:
-        self._stop_heartbeat()
-        stop = threading.Event()
-        started = time.monotonic()
-
-        def beat() -> None:
-            while not stop.wait(self.heartbeat_s):
-                try:
-                    self._print(f"{label} still running ({elapsed(time.monotonic() - started)})")
-                except Exception:  # a closed output: the step's end says what went wrong
-                    return
-
-        self._beat_stop = stop
-        self._beat = threading.Thread(target=beat, name="runner-heartbeat", daemon=True)
-        self._beat.start()
+        if self._heartbeat is None:
+            self._heartbeat = _Heartbeat(self.heartbeat_s, self._print)
+        self._heartbeat.step(label)
 
     def _stop_heartbeat(self) -> None:
-        if self._beat_stop is not None:
-            self._beat_stop.set()
-            self._beat_stop = None
-        if self._beat is not None:
-            self._beat.join(1)
-            self._beat = None
+        if self._heartbeat is not None:
+            self._heartbeat.quiet()
 
     def step_finished(
         self, index: int, total: int, step: str, status: str, duration_s: float, detail: str = ""
@@ -121,7 +171,8 @@ class PlainProgress:
 
     def close(self) -> None:
         """Stop whatever still runs (a phase that ended by an error of the store)."""
-        self._stop_heartbeat()
+        if self._heartbeat is not None:
+            self._heartbeat.close()
 
 
 class _Running:

@@ -14,31 +14,38 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from runner.api.results import (
-    CheckResult,
-    CreateResult,
     EnvironmentSummary,
     ExistsResult,
-    ForceStateResult,
-    GraphFileResult,
-    GraphResult,
     HistoryResult,
-    InputsResult,
     ListResult,
-    MigrateResult,
-    PurgeResult,
-    RestoreResult,
-    RunResult,
-    SnapshotsResult,
-    StateInitResult,
     StatusResult,
-    ValidateResult,
+    _outcome,
     document,
 )
 from runner.errors import RunnerError
 from runner.result import Result
+
+if TYPE_CHECKING:
+    from runner.api.outcomes import (
+        ArtifactResult,
+        ArtifactsResult,
+        CheckResult,
+        CreateResult,
+        ForceStateResult,
+        GraphFileResult,
+        GraphResult,
+        InputsResult,
+        MigrateResult,
+        PurgeResult,
+        RestoreResult,
+        RunResult,
+        SnapshotsResult,
+        StateInitResult,
+        ValidateResult,
+    )
 
 __all__ = ["document", "emit_json", "error_document", "show", "text"]
 
@@ -79,10 +86,12 @@ def show(
     ``color`` (standard output is a terminal that may have colour) the text is drawn
     by rich: tables for `list` and `history`, states coloured by their kind
     (``kind_of(state)``, when the result does not say it)."""
+    graph: GraphResult | None = _outcome(result, "GraphResult")
+    run: RunResult | None = _outcome(result, "RunResult")
     if as_json:
         emit_json(document(result))
-    elif isinstance(result, GraphResult):
-        sys.stdout.buffer.write(result.data)  # as drawn: png is binary
+    elif graph is not None:
+        sys.stdout.buffer.write(graph.data)  # as drawn: png is binary
         sys.stdout.flush()
     elif color:
         from runner.cli import styled
@@ -92,7 +101,10 @@ def show(
         body = text(result)
         if body:
             print(body)
-    return result.exit_code if isinstance(result, RunResult | CheckResult) else 0
+    if run is not None:
+        return run.exit_code
+    check: CheckResult | None = _outcome(result, "CheckResult")
+    return check.exit_code if check is not None else 0
 
 
 #: A state's colour on a terminal, by its kind.
@@ -113,10 +125,12 @@ def state_style(kind: str | None) -> str | None:
 # --- text --------------------------------------------------------------------------------
 
 R = TypeVar("R", bound=Result)
-_TEXT: dict[type[Result], Callable[[Any], str]] = {}
+#: The text of each kind of result, by the name of its class (the classes of
+#: runner.api.outcomes are not imported here).
+_TEXT: dict[str, Callable[[Any], str]] = {}
 
 
-def _renders(kind: type[R]) -> Callable[[Callable[[R], str]], Callable[[R], str]]:
+def _renders(kind: str) -> Callable[[Callable[[R], str]], Callable[[R], str]]:
     def register(function: Callable[[R], str]) -> Callable[[R], str]:
         _TEXT[kind] = function
         return function
@@ -126,10 +140,10 @@ def _renders(kind: type[R]) -> Callable[[Callable[[R], str]], Callable[[R], str]
 
 def text(result: Result) -> str:
     """``result`` as text for people (no final newline; empty: nothing to print)."""
-    return _TEXT[type(result)](result)
+    return _TEXT[type(result).__name__](result)
 
 
-@_renders(ValidateResult)
+@_renders("ValidateResult")
 def _validate(result: ValidateResult) -> str:
     states = ", ".join(
         f"{name}{'' if kind in ('stable', 'initial') else f' ({kind})'}"
@@ -150,17 +164,17 @@ def _validate(result: ValidateResult) -> str:
     )
 
 
-@_renders(GraphResult)
+@_renders("GraphResult")
 def _graph(result: GraphResult) -> str:
     return result.graph  # `show` writes its bytes as they are
 
 
-@_renders(GraphFileResult)
+@_renders("GraphFileResult")
 def _graph_file(result: GraphFileResult) -> str:
     return f"wrote {result.file} ({result.format}, {result.bytes} bytes)"
 
 
-@_renders(CreateResult)
+@_renders("CreateResult")
 def _create(result: CreateResult) -> str:
     name = result.environment
     return (
@@ -169,7 +183,7 @@ def _create(result: CreateResult) -> str:
     )
 
 
-@_renders(StatusResult)
+@_renders("StatusResult")
 def _status(result: StatusResult) -> str:
     lines = [f"environment: {result.environment}"]
     flag = " (interrupted)" if result.interrupted else ""
@@ -241,7 +255,7 @@ def check_column(entry: EnvironmentSummary) -> str:
     return "-" if check is None else f"{check.status} {check.checked_at}"
 
 
-@_renders(ListResult)
+@_renders("ListResult")
 def _list(result: ListResult) -> str:
     good, bad = result.environments, result.unreadable
     if not good and not bad and result.filtered:
@@ -313,7 +327,7 @@ def history_rows(result: HistoryResult) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-@_renders(HistoryResult)
+@_renders("HistoryResult")
 def _history(result: HistoryResult) -> str:
     rows = history_rows(result)
     # at least the usual widths; wider for a long phase or step name, never broken
@@ -328,7 +342,7 @@ def _history(result: HistoryResult) -> str:
     )
 
 
-@_renders(RunResult)
+@_renders("RunResult")
 def _run(result: RunResult) -> str:
     lines: list[str] = []
     if result.dry_run:
@@ -360,7 +374,23 @@ def _run(result: RunResult) -> str:
     return "\n".join(lines)
 
 
-@_renders(CheckResult)
+# The dashboard's results (no command shows them; a library user's `show` can).
+
+
+@_renders("ArtifactsResult")
+def _artifacts(result: ArtifactsResult) -> str:
+    logs = "run logs" if result.kind == "run" else "traces"
+    if not result.artifacts:
+        return f"no {logs} of '{result.environment}'"
+    return "\n".join(result.artifacts)
+
+
+@_renders("ArtifactResult")
+def _artifact(result: ArtifactResult) -> str:
+    return result.text.rstrip("\n")
+
+
+@_renders("CheckResult")
 def _check(result: CheckResult) -> str:
     if result.status == "none":
         return result.message or ""
@@ -384,12 +414,12 @@ def _check(result: CheckResult) -> str:
 # --- the operator commands ---------------------------------------------------------------
 
 
-@_renders(ExistsResult)
+@_renders("ExistsResult")
 def _exists(result: ExistsResult) -> str:
     return "true" if result.exists else "false"
 
 
-@_renders(PurgeResult)
+@_renders("PurgeResult")
 def _purge(result: PurgeResult) -> str:
     lines = [f"warning: {w}" for w in result.warnings]
     lines.append(
@@ -415,7 +445,7 @@ def _input_lines(inputs: Any, prefix: str = "") -> list[str]:
     return [f"  {prefix.rstrip('.')} = {json.dumps(inputs, default=str)}"]
 
 
-@_renders(InputsResult)
+@_renders("InputsResult")
 def _inputs(result: InputsResult) -> str:
     head = f"inputs of '{result.environment}' (state '{result.state}'):"
     if result.changed:
@@ -432,7 +462,7 @@ def _inputs(result: InputsResult) -> str:
     return "\n".join(lines)
 
 
-@_renders(ForceStateResult)
+@_renders("ForceStateResult")
 def _force_state(result: ForceStateResult) -> str:
     forced = result.forced
     return (
@@ -442,7 +472,7 @@ def _force_state(result: ForceStateResult) -> str:
     )
 
 
-@_renders(SnapshotsResult)
+@_renders("SnapshotsResult")
 def _snapshots(result: SnapshotsResult) -> str:
     rows = [(str(i.serial), i.saved_at, i.state, i.change or "-") for i in result.snapshots]
     header = ("SERIAL", "SAVED", "STATE", "CHANGE")
@@ -456,7 +486,7 @@ def _snapshots(result: SnapshotsResult) -> str:
     return "\n".join(lines)
 
 
-@_renders(RestoreResult)
+@_renders("RestoreResult")
 def _restore(result: RestoreResult) -> str:
     return (
         f"restored serial {result.restored} of '{result.environment}' as serial {result.serial}: "
@@ -465,7 +495,7 @@ def _restore(result: RestoreResult) -> str:
     )
 
 
-@_renders(StateInitResult)
+@_renders("StateInitResult")
 def _state_init(result: StateInitResult) -> str:
     if result.backend == "file":
         return f"{result.url}: files need no set-up (made on first use)"
@@ -476,7 +506,7 @@ def _state_init(result: StateInitResult) -> str:
     )
 
 
-@_renders(MigrateResult)
+@_renders("MigrateResult")
 def _migrate(result: MigrateResult) -> str:
     count = len(result.environments)
     lines = [

@@ -16,15 +16,23 @@ means a normal load.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runner import __version__, resources
 from runner.files import TooLarge, read_limited, replace_atomically
 from runner.machine.model import MachineDef, machine_from_document, machine_to_document
+
+if TYPE_CHECKING:
+    from hashlib import sha256
+else:
+    try:  # the interpreter's own SHA-256: hashlib would load OpenSSL first (milliseconds)
+        from _sha256 import sha256
+    except ImportError:  # another interpreter or version
+        from hashlib import sha256
 
 #: The modules whose rules decide what a valid machine is.
 _RULES = ("loader.py", "model.py", "yamlguard.py", "templating.py", "statemachine.py")
@@ -46,7 +54,7 @@ def _code_fingerprint() -> bytes:
 
 
 def _key(raw: bytes) -> str:
-    digest = hashlib.sha256(raw)
+    digest = sha256(raw)
     digest.update(__version__.encode())
     digest.update(_code_fingerprint())
     with contextlib.suppress(OSError):
@@ -67,7 +75,7 @@ def load(path: Path, cache_dir: Path) -> MachineDef:
     try:
         document = json.loads(read_limited(entry, "cache", follow=False))
         machine = machine_from_document(document, path.resolve())
-        if machine.digest == "sha256:" + hashlib.sha256(raw).hexdigest():
+        if machine.digest == "sha256:" + sha256(raw).hexdigest():
             return machine
     except Exception:  # missing, truncated or foreign: load normally
         pass

@@ -32,6 +32,7 @@ from runner.machine.model import (
     parse_duration,
 )
 from runner.machine.templating import check_syntax, has_template, template_strings
+from runner.minischema import well_formed
 
 
 class PluginCatalog(Protocol):
@@ -179,8 +180,6 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
 
 
 def _schema_problems(doc: Any) -> list[_Found]:
-    from jsonschema.exceptions import best_match
-
     if not isinstance(doc, dict):
         kind = "empty" if doc is None else type(doc).__name__
         return [
@@ -192,6 +191,8 @@ def _schema_problems(doc: Any) -> list[_Found]:
         ]
     if _fast_check()(doc, "") is None:
         return []  # valid: the slower jsonschema pass is only needed to explain errors
+    from jsonschema.exceptions import best_match
+
     found: list[_Found] = []
     for error in _schema_validator().iter_errors(doc):
         if "propertyNames" in error.schema_path:
@@ -352,19 +353,20 @@ def _semantic_problems(doc: dict[str, Any], registry: PluginCatalog | None) -> l
 
     inputs = doc.get("inputs")
     if inputs is not None:
-        from jsonschema import Draft202012Validator
-        from jsonschema.exceptions import SchemaError
+        if not well_formed(inputs):  # else certainly valid: jsonschema is not needed
+            from jsonschema import Draft202012Validator
+            from jsonschema.exceptions import SchemaError
 
-        try:
-            Draft202012Validator.check_schema(inputs)
-        except SchemaError as exc:
-            found.append(
-                _Found(
-                    ("inputs", *exc.path),
-                    f"'inputs' is not a valid JSON Schema: {exc.message}",
-                    hint="see https://json-schema.org",
+            try:
+                Draft202012Validator.check_schema(inputs)
+            except SchemaError as exc:
+                found.append(
+                    _Found(
+                        ("inputs", *exc.path),
+                        f"'inputs' is not a valid JSON Schema: {exc.message}",
+                        hint="see https://json-schema.org",
+                    )
                 )
-            )
         for misplaced in _misplaced_secrets(inputs):
             found.append(
                 _Found(

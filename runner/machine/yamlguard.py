@@ -174,6 +174,9 @@ class _EventLoader:
         self.open_anchors: set[str] = set()
         self.building = True
         self.documents = 0
+        # the tag of each plain scalar seen: the resolver's regular expressions decide
+        # it from the text alone, and a machine repeats its words (keys, plugin names)
+        self._resolved: dict[tuple[str, Any], str] = {}
 
     def load(self, text: str) -> Any:
         from ruamel.yaml.events import (
@@ -245,7 +248,11 @@ class _EventLoader:
         if event.tag is not None:
             tag = str(event.tag)
         elif event.implicit[0]:
-            tag = str(self.resolver.resolve(self._scalar_node, event.value, event.implicit))
+            key = (event.value, event.implicit)
+            tag = self._resolved.get(key, "")
+            if not tag:
+                resolved = self.resolver.resolve(self._scalar_node, event.value, event.implicit)
+                tag = self._resolved[key] = str(resolved)
         else:
             return event.value
         if tag == _STR:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
-import logging
 import os
 import random
 import signal
@@ -35,6 +34,7 @@ from runner.errors import (
     StorageError,
     did_you_mean,
 )
+from runner.log import logger
 from runner.machine.model import PhaseDef, StepDef, step_digests
 from runner.machine.templating import TemplateFailure, evaluate_condition, render_value
 from runner.plugin import Step, StepContext
@@ -48,7 +48,7 @@ from runner.store.record import Failure, Run, now_iso
 
 __all__ = ["NullProgress", "PhaseResult", "PhaseRunner", "Progress", "StepOutcome"]
 
-log = logging.getLogger("runner")
+log = logger()
 
 
 class Progress(Protocol):
@@ -712,7 +712,7 @@ class PhaseRunner:
             machine_dir=session.machine.dir,
             phase=ctx.phase.name,
             step=step.name,
-            logger=logging.getLogger(f"runner.step.{step.uses}"),
+            logger=logger(f"runner.step.{step.uses}"),
             runner=ctx.supervisor,
             timeout_s=step.timeout_s,
             log_line=functools.partial(ctx.run_log.write, step.name),

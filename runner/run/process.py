@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
 import re
 import shlex
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from runner.errors import StepError, StorageError
+from runner.log import logger
 from runner.plugin import ProcessResult
 from runner.store.contract import ArtifactWriter
 
@@ -321,7 +321,7 @@ class ProcessSupervisor:
                 "`env` or a file from secret_file()"
             )
             self.run_log.write(step, f"runner: warning: {warning}")
-            logging.getLogger("runner").warning("%s", warning)
+            logger().warning("%s", warning)
         kept: dict[Stream, _Tail] = {"out": _Tail(MAX_KEPT_BYTES), "err": _Tail(MAX_KEPT_BYTES)}
 
         def sink(stream: Stream, raw: str) -> None:

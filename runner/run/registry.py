@@ -8,16 +8,16 @@ warning: it breaks only the machines that use it (:meth:`StepRegistry.load_probl
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
 
 from runner.errors import InputError
+from runner.log import logger
 from runner.plugin import Step
 
 ENTRY_POINT_GROUP = "runner.steps"
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
-log = logging.getLogger("runner")
+log = logger()
 
 
 class PluginError(InputError):
@@ -47,15 +47,11 @@ class StepRegistry:
         schema = getattr(plugin, "params_schema", None)
         if not isinstance(schema, dict):
             raise PluginError(f"step plugin '{name}'{where} has no `params_schema` dict")
-        from jsonschema import Draft202012Validator
-        from jsonschema.exceptions import SchemaError
-
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as exc:
+        problem = _schema_problem(schema)
+        if problem:
             raise PluginError(
-                f"step plugin '{name}'{where} has an invalid params_schema: {exc.message}"
-            ) from exc
+                f"step plugin '{name}'{where} has an invalid params_schema: {problem}"
+            )
         if name in self._plugins and self._plugins[name] is not plugin:
             raise PluginError(f"two step plugins are named '{name}'{where}")
         self._plugins[name] = plugin
@@ -151,6 +147,24 @@ class StepRegistry:
 
 
 _UNCOMPILED: Any = object()
+
+
+def _schema_problem(schema: dict[str, Any]) -> str | None:
+    """What makes ``schema`` an invalid JSON Schema, or None. A schema within
+    :mod:`runner.minischema`'s keywords is judged there; `jsonschema` (slow to import)
+    only for the others."""
+    from runner.minischema import well_formed
+
+    if well_formed(schema):
+        return None
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        return str(exc.message)
+    return None
 
 
 def default_registry() -> StepRegistry:

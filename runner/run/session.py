@@ -8,7 +8,6 @@ appends it to the event log.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import uuid
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import StorageError
+from runner.log import logger
 from runner.machine.model import MachineDef
 from runner.machine.statemachine import build_machine
 from runner.store.contract import Lease, Store
@@ -24,7 +24,7 @@ from runner.store.record import MachineRef, Record, now_iso
 if TYPE_CHECKING:
     from runner.run.inputs import SecretResolver
 
-log = logging.getLogger("runner")
+log = logger()
 
 
 class _Model:

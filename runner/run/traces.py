@@ -9,13 +9,13 @@ a trace that cannot be written is logged and never hides the failure itself.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import traceback
 from collections.abc import Iterable
 from typing import Any
 
 from runner.errors import LockLostError, RunnerError, StepError
+from runner.log import logger
 from runner.machine.model import PhaseDef, StepDef
 from runner.run.inputs import SecretResolver, mask_params
 from runner.run.session import Session
@@ -23,7 +23,7 @@ from runner.store.record import now_iso
 
 __all__ = ["TAIL_LINES", "trace_text", "write_trace"]
 
-log = logging.getLogger("runner")
+log = logger()
 
 #: How many lines of a step's output a trace keeps.
 TAIL_LINES = 200

@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import time
 from pathlib import Path
 
 from runner import signals
 from runner.errors import EnvironmentNotFoundError, StorageError
+from runner.log import logger
 from runner.store.contract import LockInfo
-
-log = logging.getLogger("runner")
 
 #: Outside the main thread (where SIGALRM cannot time a blocking wait), waiting for a
 #: held lock polls with a sleep that starts here and doubles ...
@@ -206,7 +204,7 @@ def _take_over(fd: int, env: str, shown: str, me: LockInfo) -> LockInfo | None:
     if previous.strip():
         old = parse_holder(previous)
         if old is None:
-            log.warning(
+            logger().warning(
                 "environment '%s': %s held an unreadable holder record (a holder ended "
                 "while writing it?); taking over",
                 env,
@@ -214,7 +212,7 @@ def _take_over(fd: int, env: str, shown: str, me: LockInfo) -> LockInfo | None:
             )
         elif (old.pid, old.host) != (me.pid, me.host):
             where = "" if old.host == me.host else f" on host {old.host}"
-            log.warning(
+            logger().warning(
                 "environment '%s': previous holder pid %d%s (%s) ended without releasing; "
                 "taking over",
                 env,
@@ -251,7 +249,7 @@ class HeldLock:
         try:
             _write_holder(self._fd, self.holder)
         except OSError as exc:  # the record is a courtesy to the next holder
-            log.debug("environment '%s': cannot update %s: %s", self._env, self._shown, exc)
+            logger().debug("environment '%s': cannot update %s: %s", self._env, self._shown, exc)
 
     def release(self) -> None:
         """Clear the holder record and release the lock (closing the descriptor)."""
@@ -263,11 +261,11 @@ class HeldLock:
         try:
             os.ftruncate(fd, 0)
         except OSError as exc:
-            log.debug("environment '%s': cannot clear %s: %s", self._env, self._shown, exc)
+            logger().debug("environment '%s': cannot clear %s: %s", self._env, self._shown, exc)
         try:
             portalocker.unlock(fd)
         except portalocker.LockException as exc:
-            log.debug("environment '%s': unlock of %s failed: %s", self._env, self._shown, exc)
+            logger().debug("environment '%s': unlock of %s failed: %s", self._env, self._shown, exc)
         finally:
             os.close(fd)
 

@@ -29,7 +29,6 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import stat
 import time
 from datetime import UTC, datetime
@@ -122,6 +121,15 @@ def strict_loads(data: bytes) -> Any:
 
 
 # --- the store --------------------------------------------------------------------------
+
+
+def _remove_tree(path: str | Path) -> None:
+    """Remove a folder and what it holds, ignoring errors. ``shutil`` is imported here:
+    the read-only commands never remove anything, and it costs them its compression
+    modules at start."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 class FileStore:
@@ -411,7 +419,7 @@ class FileStore:
             with os.scandir(self._staging_dir) as entries:
                 for entry in entries:
                     if entry.stat(follow_symlinks=False).st_mtime < horizon:
-                        shutil.rmtree(entry.path, ignore_errors=True)
+                        _remove_tree(entry.path)
         except OSError:
             pass
 
@@ -446,7 +454,7 @@ class FileStore:
                 self._storage_error("create", target, exc, environment=name)
         finally:
             if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+                _remove_tree(staging)
         try:
             fsync_dir(self.root)
         except OSError as exc:
@@ -631,7 +639,7 @@ class FileStore:
         except OSError as exc:
             self._storage_error("delete", folder, exc, environment=name)
         self._known.pop(name, None)
-        shutil.rmtree(trash, ignore_errors=True)
+        _remove_tree(trash)
 
     # -- lock ------------------------------------------------------------------------
 

@@ -41,7 +41,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import signal
 import threading
@@ -60,6 +59,7 @@ from runner.errors import (
     StateFileError,
     StorageError,
 )
+from runner.log import logger
 from runner.store.contract import (
     ArtifactKind,
     EnvironmentCopy,
@@ -80,7 +80,6 @@ from runner.store.record import (
 if TYPE_CHECKING:
     import psycopg
 
-log = logging.getLogger("runner")
 
 __all__ = [
     "MIGRATIONS",
@@ -731,7 +730,7 @@ class PostgresStore:
                     )
                 conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock_key(lease.name))
             except psycopg.Error as exc:  # the session ends with the process anyway
-                log.debug("environment '%s': releasing its lock failed: %s", lease.name, exc)
+                logger().debug("environment '%s': releasing its lock failed: %s", lease.name, exc)
                 self.close()
 
     def _note(self, lease: PostgresLease) -> None:
@@ -1004,7 +1003,7 @@ class PostgresLease:
         """The lock is gone: say so and stop the step's processes."""
         self.lost_reason = why
         groups = self.holder.processes
-        log.info(  # the command's error says it, once
+        logger().info(  # the command's error says it, once
             "environment=%s lost its lock: %s; stopping the step's processes %s",
             self.name,
             why,
@@ -1022,7 +1021,7 @@ class PostgresLease:
         try:
             self._store._note(self)
         except StorageError as exc:  # the record is a courtesy; a lost lock stops groups
-            log.debug("environment '%s': cannot note its processes: %s", self.name, exc)
+            logger().debug("environment '%s': cannot note its processes: %s", self.name, exc)
 
     def release(self) -> None:
         self._done.set()

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import getpass
 import json
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from starlette.staticfiles import StaticFiles
 
 from runner.api.results import document
 from runner.errors import EnvironmentNotFoundError, ExitCode, InputError, RunnerError
+from runner.log import logger
 from runner.result import Result
 from runner.web import pages
 from runner.web.security import TokenGate, form_token, new_secret
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ACTIONS", "Config", "create_app"]
 
-log = logging.getLogger("runner.web")
+log = logger("runner.web")
 
 HERE = Path(__file__).resolve().parent
 

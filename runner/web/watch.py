@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import RunnerError
+from runner.log import logger
 from runner.result import as_json
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Change", "Watcher", "holder_text", "row_of"]
 
-log = logging.getLogger("runner.web")
+log = logger("runner.web")
 
 #: The shortest pause between two passes, in seconds.
 INTERVAL = 0.2

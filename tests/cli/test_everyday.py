@@ -284,6 +284,26 @@ def test_without_a_terminal_steps_say_when_they_start_and_that_they_still_run(
     assert "step=breaks failed (command_failed): false exited with 1" in logged.stderr
 
 
+def test_each_long_step_gets_its_own_heartbeat_and_none_after_it_ends(work: Path) -> None:
+    """One heartbeat serves every step: it counts again from each step's start, names
+    the step that runs, and says nothing between steps or after the last one."""
+    build_tree(
+        work,
+        {"machine.yaml": SLOW.replace('["false"]', '["sleep", "1.3"]').replace('"1.6"', '"1.3"')},
+    )
+    assert run_cli("create", "demo", cwd=work).returncode == 0
+    done = run_cli("advance", "demo", cwd=work, env={"RUNNER_HEARTBEAT_S": "0.5"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for index, step in ((1, "opentofu_apply"), (2, "breaks")):
+        start = lines.index(f"[{index}/2] {step} ...")
+        end = next(i for i, line in enumerate(lines) if line.startswith(f"[{index}/2] {step} ok"))
+        between = lines[start + 1 : end]
+        assert 1 <= len(between) <= 3, done.stdout
+        assert all(re.fullmatch(rf"\[{index}/2\] {step} still running \(\ds\)", b) for b in between)
+    assert not any("still running" in line for line in lines[end:])
+
+
 def test_the_heartbeat_is_a_minute_unless_runner_heartbeat_s_says_otherwise() -> None:
     from runner.cli.progress import elapsed
 

@@ -1,4 +1,4 @@
-"""`status`, `list` and `history` skip typer (runner.cli.main's fast path) and must behave
+"""`status`, `list`, `history` and `validate` skip typer (runner.cli.main's fast path) and must behave
 exactly as through the typer application: same output, same errors, same exit codes."""
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def typer_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fast")
-    build_tree(root, {"machine.yaml": MACHINE})
+    build_tree(
+        root, {"machine.yaml": MACHINE, "broken.yaml": MACHINE.replace("to: built", "to: nowhere")}
+    )
     for name in ("alpha", "beta"):
         assert run_cli("create", name, cwd=root).returncode == 0
     assert run_cli("advance", "beta", cwd=root).returncode == 0
@@ -93,6 +95,17 @@ CASES = [
     ("list", "--workdir", "nowhere"),
     ("status", "alpha", "--machine=missing.yaml"),
     ("status", "broken", "--output", "json", "--log-level", "INFO"),
+    ("exists", "alpha"),
+    ("exists", "nosuch"),
+    ("--output", "json", "exists", "beta"),
+    ("exists", "Bad/Name"),
+    # validate: a valid machine, a missing one, a broken one
+    ("validate",),
+    ("--output", "json", "validate"),
+    ("validate", "--machine", "missing.yaml"),
+    ("--output", "json", "validate", "--machine", "missing.yaml"),
+    ("validate", "--machine", "broken.yaml"),
+    ("--output", "json", "validate", "--machine=broken.yaml"),
 ]
 
 
@@ -148,7 +161,10 @@ def test_the_fast_path_output_is_what_an_operator_expects(work: Path) -> None:
         ["status", "a", "--output", "yaml"],
         ["status", "a", "--", "--output", "json"],
         ["advance", "a"],
-        ["validate"],
+        ["validate", "--help"],
+        ["exists"],
+        ["exists", "a", "b"],
+        ["validate", "extra"],
     ],
 )
 def test_anything_unusual_goes_to_the_typer_application(args: list[str]) -> None:
@@ -233,6 +249,161 @@ def test_a_closed_output_pipe_ends_quietly(work: Path, args: tuple[str, ...]) ->
         os.close(write_end)
     assert proc.returncode == 141, proc.stderr
     assert proc.stderr == ""
+
+
+# --- what a plain read imports ------------------------------------------------------
+#
+# The read-only commands start fast because they import little: no argument parser
+# (typer), no ``logging`` unless something logs, no OpenSSL for the machine cache's key,
+# no archive modules. Each case runs the command in a fresh interpreter and compares the
+# modules it loaded with those of an interpreter that did nothing (whatever this
+# interpreter's start-up loads is not the command's doing).
+
+#: Modules (and their submodules) a plain read must not load: the argument parser, the
+#: terminal's drawing, the machine's loader and validators, logging, OpenSSL, archives,
+#: the results of the commands that act, the engine.
+HEAVY = (
+    "typer",
+    "click",
+    "rich",
+    "jsonschema",
+    "ruamel",
+    "logging",
+    "_hashlib",
+    "shutil",
+    "runner.api.outcomes",
+    "runner.machine.loader",
+    "runner.run",
+)
+
+#: Runs the fast path's command for the words given, then prints, as JSON on stderr,
+#: the modules loaded since the interpreter started.
+_PROBE = """
+import json, sys
+before = set(json.loads(sys.argv[1]))
+from runner.cli.main import fast_path
+command = fast_path(sys.argv[2:])
+assert command is not None, "not a fast-path command line"
+code = command()
+sys.stderr.write(json.dumps({"code": code, "new": sorted(set(sys.modules) - before)}))
+"""
+
+
+def _idle_modules() -> list[str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import json, sys; print(json.dumps(sorted(sys.modules)))"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return list(json.loads(proc.stdout))
+
+
+def _loaded(work: Path, *args: str) -> tuple[int, set[str], str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(_idle_modules()), *args],
+        cwd=work,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    report = proc.stderr[proc.stderr.rindex('{"code"') :]
+    found = json.loads(report)
+    return found["code"], set(found["new"]), proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status", "alpha"),
+        ("exists", "alpha"),
+        ("list",),
+        ("history", "alpha"),
+        ("--output", "json", "status", "alpha"),
+    ],
+    ids=" ".join,
+)
+def test_a_plain_read_loads_no_heavy_module(work: Path, args: tuple[str, ...]) -> None:
+    code, new, stdout = _loaded(work, *args)
+    assert code == 0
+    assert ("true" if args[0] == "exists" else "created") in stdout  # it did its work
+    assert sorted(m for m in new if any(m == h or m.startswith(h + ".") for h in HEAVY)) == []
+
+
+def test_logging_configured_by_a_read_applies_when_something_logs(work: Path) -> None:
+    """The fast path leaves its --log-level/--log-format for the first record: a record
+    logged after the command is shown as the command line asked (JSON, DEBUG)."""
+    code = (
+        "import sys; from runner.cli.main import fast_path; "
+        "fast_path(['--log-level', 'debug', '--log-format', 'json', 'status', 'alpha'])(); "
+        "assert 'logging' not in sys.modules; "
+        "from runner.log import logger; logger().debug('late record')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=work, env=cli_env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert (record["level"], record["message"]) == ("DEBUG", "late record")
+
+
+def test_the_library_logs_nowhere_by_default(tmp_path: Path) -> None:
+    """Used as a library, the runner's records go where the user configures logging:
+    without any configuration a warning is not printed."""
+    code = "from runner.log import logger; logger().warning('unseen'); print('done')"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=cli_env(), capture_output=True, text=True
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "done\n", "")
+
+
+def test_every_result_a_command_returns_has_a_text_form() -> None:
+    """Text renderers are found by the result's class name (so that a read imports only
+    its own result classes): each result a Runner method returns has one."""
+    from runner.api import results
+    from runner.api.runner import Runner
+    from runner.cli import render
+    from runner.result import Result
+
+    returned = set()
+    for name in dir(Runner):
+        method = getattr(Runner, name)
+        if name.startswith("_") or not callable(method):
+            continue
+        kind = getattr(results, str(method.__annotations__.get("return")), None)
+        if isinstance(kind, type) and issubclass(kind, Result):
+            returned.add(kind.__name__)
+    assert {"StatusResult", "RunResult", "ValidateResult"} <= returned
+    assert sorted(returned - set(render._TEXT)) == []
+
+
+def test_the_results_of_outcomes_are_importable_from_results() -> None:
+    """``runner.api.results`` names every result, those of ``outcomes`` on first use."""
+    from runner.api import outcomes, results
+
+    assert set(outcomes.__all__) == results._OUTCOMES
+    for name in outcomes.__all__:
+        assert getattr(results, name) is getattr(outcomes, name)
+    assert set(outcomes.__all__) <= set(results.__all__)
+
+
+def test_a_valid_machine_is_validated_without_jsonschema(tmp_path: Path) -> None:
+    """`jsonschema` only explains errors: a valid machine (the shipped one, with inputs
+    and every built-in plugin) is validated without importing it."""
+    from runner.resources import shipped_machine
+
+    (tmp_path / "machine.yaml").write_bytes(shipped_machine().read_bytes())
+    code = (
+        "import sys; from runner import Runner; "
+        "result = Runner('.').validate(); assert result.valid; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'jsonschema'))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=cli_env(), capture_output=True, text=True
+    )
+    assert (proc.returncode, proc.stdout) == (0, "[]\n"), proc.stderr
 
 
 def test_list_state_filters_while_the_global_state_url_goes_before_the_command(

@@ -43,6 +43,8 @@ FEATURES = [
     "# only a comment\n",
     "just a string\n",
     "date_like: 2024-01-01\nwhen: 2001-12-14t21:59:43.10-05:00\n",
+    # the same words again and again (each plain word's tag is resolved once)
+    "a: 1\nb: '1'\nc: [1, '1', 1, on, 'on', on]\nd: {1: on, x: 1}\ne: [null, 'null', null]\n",
 ]
 
 
