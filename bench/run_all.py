@@ -63,7 +63,8 @@ BENCHMARKS = {
 OPTIONAL_TARGETS: dict[str, list[tuple[str, Target]]] = {
     "postgres": [
         ("per-step durable save, PostgreSQL (Unix socket)", Target("ratio", 2.0)),
-        ("`runner list` of 10,000 environments on PostgreSQL", Target("max", 2.0)),
+        ("`runner status` on PostgreSQL", Target("ratio", 1.5)),
+        ("`runner list` of 10,000 environments on PostgreSQL", Target("max", 1.0)),
         ("lock handoff between processes, PostgreSQL", Target("max", 0.1)),
     ],
     "dashboard": [
