@@ -138,7 +138,7 @@ def create_app(config: Config) -> Starlette:
         await watcher.ready()
         want_state = request.query_params.get("state", "")
         want_kind = request.query_params.get("kind", "")
-        rows, drawn = watcher.rows, watcher.drawn
+        rows, drawn, since = watcher.rows, watcher.drawn, watcher.passes
         names = sorted(drawn)
         if want_state or want_kind:  # filtered here too, for a browser without script
             names = [
@@ -154,6 +154,7 @@ def create_app(config: Config) -> Starlette:
             shown=len(names),
             total=len(drawn),
             filtered="1" if len(names) != len(drawn) else "",
+            since=since,
             states=states,
             kinds=("initial", "stable", "intermediate", "failed", "final"),
             want_state=want_state,
@@ -280,10 +281,12 @@ def create_app(config: Config) -> Starlette:
 
     async def events(request: Request) -> Response:
         only = request.query_params.get("env")
+        since_text = request.query_params.get("since", "")
+        since = int(since_text) if since_text.isdigit() else None
 
         async def stream() -> AsyncIterator[str]:
             yield "retry: 1000\n\n"
-            async with watcher.subscribe() as queue:
+            async with watcher.subscribe(since) as queue:
                 while True:
                     try:
                         change = await asyncio.wait_for(queue.get(), 15)

@@ -16,6 +16,7 @@ saving shows within a few passes; one that saves shows at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -119,6 +120,10 @@ class Watcher:
         self.pass_seconds = 0.0
         self._subscribers: set[asyncio.Queue[Change]] = set()
         self._first = asyncio.Event()
+        #: The last changes with the number of passes done once each was found: a page
+        #: drawn after pass N asks for the changes after it when it subscribes, so a
+        #: change found between its drawing and its subscription is never missed.
+        self._recent: collections.deque[tuple[int, Change]] = collections.deque(maxlen=64)
 
     # -- one pass -------------------------------------------------------------------
 
@@ -256,6 +261,7 @@ class Watcher:
                 self.error = None
                 change = self.apply(rows)
                 if change is not None and self.passes:
+                    self._recent.append((self.passes + 1, change))
                     for queue in list(self._subscribers):
                         queue.put_nowait(change)
             self.passes += 1
@@ -272,9 +278,18 @@ class Watcher:
         await self._first.wait()
 
     @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[asyncio.Queue[Change]]:
-        """A queue that receives every change while the block runs."""
+    async def subscribe(self, since: int | None = None) -> AsyncIterator[asyncio.Queue[Change]]:
+        """A queue that receives every change while the block runs; with ``since`` (the
+        :attr:`passes` a page was drawn after), first the changes found after it (every
+        row, when they are older than the changes kept)."""
         queue: asyncio.Queue[Change] = asyncio.Queue()
+        if since is not None and since < self.passes:
+            missed = [change for done, change in self._recent if done > since]
+            full = len(self._recent) == self._recent.maxlen
+            if full and since + 1 < self._recent[0][0]:  # some are no longer kept: all rows
+                missed = [Change(tuple(self.rows.values()))]
+            for change in missed:
+                queue.put_nowait(change)
         self._subscribers.add(queue)
         try:
             yield queue

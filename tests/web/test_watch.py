@@ -99,3 +99,35 @@ def test_the_file_stores_versions_change_with_every_save_and_only_then(store: Fi
     after = store.versions()
     assert after["one"] != before["one"]
     assert after["two"] == before["two"]
+
+
+def test_a_page_drawn_before_a_change_gets_it_when_it_subscribes_later(
+    store: FileStore, tmp_path: Path
+) -> None:
+    import asyncio
+
+    store.create(make_record("one"))
+
+    async def scenario() -> None:
+        watch = watcher(tmp_path)
+        watch.interval = 0.05
+        task = asyncio.create_task(watch.run())
+        try:
+            await watch.ready()
+            drawn_after = watch.passes  # a page is drawn now...
+            record = store.load("one")
+            record.state = "provisioned"
+            store.save(record)
+            while watch.passes < drawn_after + 3:  # ...the change is found before it listens
+                await asyncio.sleep(0.02)
+            async with watch.subscribe(drawn_after) as queue:
+                change = await asyncio.wait_for(queue.get(), 2)
+            assert [row["state"] for row in change.rows] == ["provisioned"]
+            async with watch.subscribe(watch.passes) as queue:  # up to date: nothing old
+                assert queue.empty()
+            async with watch.subscribe() as queue:
+                assert queue.empty()
+        finally:
+            task.cancel()
+
+    asyncio.run(scenario())

@@ -136,7 +136,8 @@
     filter();
 
     const index = new Map(Array.from(body.rows).map(tr => [tr.dataset.env, tr]));
-    const source = new EventSource("/events");
+    // the changes after the pass this page was drawn from, then every new one
+    const source = new EventSource("/events?since=" + encodeURIComponent(table.dataset.since || ""));
     source.onopen = () => connected(true);
     source.onerror = () => connected(false);
     source.addEventListener("rows", (event) => {
