@@ -44,10 +44,15 @@ def _edges(machine: MachineDef) -> list[tuple[str, str, str, str]]:
     return edges
 
 
-def _from_any(machine: MachineDef, sources: tuple[str, ...], via: str) -> bool:
+def _from_any(non_final: frozenset[str], sources: tuple[str, ...], via: str) -> bool:
     """Whether ``sources`` are every non-final state but ``via`` (`from: any`)."""
-    others = {n for n, s in machine.states.items() if not s.final and n != via}
-    return len(others) > 2 and set(sources) == others
+    if len(sources) != len(non_final) - (via in non_final) or len(sources) <= 2:
+        return False  # the common case, decided without building a set
+    return set(sources) == non_final - {via}
+
+
+def _non_final(machine: MachineDef) -> frozenset[str]:
+    return frozenset(n for n, s in machine.states.items() if not s.final)
 
 
 def to_mermaid(machine: MachineDef, current: str | None = None) -> str:
@@ -95,7 +100,8 @@ def to_dot(machine: MachineDef, current: str | None = None) -> str:
         lines.append(f"    {_quote(name)} [label={label}, tooltip={tooltip}, {style}];")
     # a phase allowed from every non-final state (`from: any`) starts from one "any
     # state" node, not from each state: the drawing stays readable
-    collapsed = {p.name for p in machine.phases if _from_any(machine, p.sources, p.via)}
+    non_final = _non_final(machine)
+    collapsed = {p.name for p in machine.phases if _from_any(non_final, p.sources, p.via)}
     for name in sorted(collapsed):
         lines.append(
             f"    {_quote('__any_' + name)} [label={_quote('any non-final state')}, "
