@@ -28,9 +28,12 @@ each class; the codes are defined once in :class:`ExitCode`). The tree::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from runner.struct import field, struct
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
 
 
 class ExitCode:
@@ -108,7 +111,7 @@ class MachineMismatchError(InputError):
     name differs): fields ``machine`` and ``recorded_machine``."""
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Problem:
     """One thing wrong with a file: where, what, and what to change."""
 

@@ -1,6 +1,7 @@
 """Typed results and records, and their one JSON form.
 
-Every result a command returns, and every record the store keeps, is a dataclass whose
+Every result a command returns, and every record the store keeps, is a dataclass (or a
+light :func:`runner.struct.struct` class, for the modules every command imports) whose
 JSON form is derived from its fields by :func:`as_json`, never written by hand: a
 field's name is its key (``field(metadata=key("from"))`` gives it another one), nested
 dataclasses become objects, tuples become lists, ``None`` stays ``null``, and fields
@@ -9,10 +10,12 @@ with ``metadata=INTERNAL`` are left out.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Mapping
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["API_VERSION", "INTERNAL", "JSON_KEY", "Result", "as_json", "key"]
 
@@ -35,11 +38,15 @@ def key(name: str) -> dict[str, str]:
 
 @functools.cache
 def _keys(cls: type) -> tuple[tuple[str, str], ...]:
-    """(field name, JSON key) of a dataclass's fields in the JSON form, once per class."""
+    """(field name, JSON key) of a dataclass's or struct's fields in the JSON form, once
+    per class."""
+    specs = getattr(cls, "__struct_fields__", None)
+    if specs is None:
+        import dataclasses  # a dataclass: its module is loaded already
+
+        specs = dataclasses.fields(cls)
     return tuple(
-        (f.name, f.metadata.get(JSON_KEY, f.name))
-        for f in dataclasses.fields(cls)
-        if not f.metadata.get("internal")
+        (f.name, f.metadata.get(JSON_KEY, f.name)) for f in specs if not f.metadata.get("internal")
     )
 
 
@@ -51,8 +58,9 @@ def as_json(value: Any) -> Any:
         return {str(k): as_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [as_json(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {key: as_json(getattr(value, name)) for name, key in _keys(type(value))}
+    kind = value.__class__
+    if hasattr(kind, "__struct_fields__") or hasattr(kind, "__dataclass_fields__"):
+        return {key: as_json(getattr(value, name)) for name, key in _keys(kind)}
     if isinstance(value, Mapping):
         return {str(k): as_json(v) for k, v in value.items()}
     return value

@@ -14,11 +14,13 @@ the file, the key and what to change (exit 2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 from runner.errors import InputError
+from runner.struct import struct
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 __all__ = ["DEFAULT_SNAPSHOTS", "SETTINGS_FILE", "Settings", "load_settings"]
 
@@ -29,7 +31,7 @@ DEFAULT_SNAPSHOTS = 20
 _KNOWN = {"state": {"url": str, "snapshots": int}}
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Settings:
     """What ``runner.toml`` says (the defaults where it is silent)."""
 

@@ -16,7 +16,6 @@ The builders are plain functions, imported where a module needs them at import t
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import signal
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from runner import struct
 from runner.store.files import FileStore
 from runner.store.record import Failure, MachineRef, Paths, Record, Run
 from tests.helpers import build_tree
@@ -54,7 +54,7 @@ def make_record(name: str = "demo", **changes: Any) -> Record:
         updated_at=STAMP,
         inputs={"provider": "local"},
     )
-    return dataclasses.replace(record, **changes)
+    return struct.replace(record, **changes)
 
 
 def failed_record(name: str = "demo", **changes: Any) -> Record:
@@ -93,7 +93,7 @@ def failed_record(name: str = "demo", **changes: Any) -> Record:
             duration_s=212.9,
         ),
     )
-    return dataclasses.replace(record, **changes)
+    return struct.replace(record, **changes)
 
 
 def state_document(name: str = "demo", **changes: Any) -> dict[str, Any]:

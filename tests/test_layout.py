@@ -10,7 +10,17 @@ import pytest
 
 from tests.helpers import ROOT
 
-BOTTOM = {"errors", "signals", "result", "files", "minischema", "resources", "settings", "log"}
+BOTTOM = {
+    "errors",
+    "signals",
+    "result",
+    "files",
+    "minischema",
+    "resources",
+    "settings",
+    "log",
+    "struct",
+}
 ALLOWED = {
     "machine": BOTTOM | {"machine"},
     "store": BOTTOM | {"store"},

@@ -16,14 +16,17 @@ dataclass costs about a millisecond at import, and a read never needs those.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from runner.result import INTERNAL, Result
 from runner.store.record import Failure, Forced, LastCheck, Record, Run
+from runner.struct import field, struct
+
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
     from runner.api.outcomes import (
         ArtifactResult,
         ArtifactsResult,
@@ -117,7 +120,7 @@ def __getattr__(name: str) -> Any:
 # PhaseResult with its StepOutcomes. They render through the same as_json.
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class EnvironmentSummary(Result):
     """One readable environment of a listing."""
 
@@ -139,7 +142,7 @@ class EnvironmentSummary(Result):
         )
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Unreadable(Result):
     """An environment of a listing whose record could not be read, and why."""
 
@@ -147,7 +150,7 @@ class Unreadable(Result):
     error: str
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class StatusResult(Result):
     """`status`: where an environment is, what failed, who holds it, what to do next."""
 
@@ -213,7 +216,7 @@ class StatusResult(Result):
         )
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class ListResult(Result):
     """`list`: every environment, sorted by name; unreadable ones apart, with why."""
 
@@ -235,7 +238,7 @@ class ListResult(Result):
         )
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class HistoryResult(Result):
     """`history`: the environment's events, oldest first."""
 
@@ -243,7 +246,7 @@ class HistoryResult(Result):
     events: tuple[Mapping[str, Any], ...]
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class ExistsResult(Result):
     """`exists`: whether the environment exists."""
 

@@ -10,17 +10,18 @@ and exit codes. Results are shown by :mod:`runner.cli.render`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from runner import signals
 from runner.cli import render
 from runner.errors import ExitCode, RunnerError
 from runner.signals import Terminated
+from runner.struct import struct
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
     from runner.api.results import ConfirmRequest
     from runner.api.runner import Runner
     from runner.result import Result
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-@dataclass
+@struct
 class Settings:
     """The global options of every command."""
 
@@ -216,10 +217,10 @@ def status(s: Settings, name: str) -> int:
     result = runner_for(s, "runner status").status(name)
     if not s.json:
         # what the description says was true when the state was entered, not now
-        import dataclasses
+        from runner.struct import replace
 
         shown = f"{result.description} (at {result.entered_at})".lstrip()
-        result = dataclasses.replace(result, description=shown)
+        result = replace(result, description=shown)
     return show(s, result)
 
 

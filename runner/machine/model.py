@@ -1,13 +1,18 @@
-"""The loaded machine: frozen dataclasses built from a validated machine.yaml."""
+"""The loaded machine: frozen data classes (:mod:`runner.struct`) built from a validated
+machine.yaml."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
-from typing import Any
+
+from runner.struct import field, struct
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
 
 ANY = "any"
 
@@ -30,7 +35,7 @@ def parse_duration(value: str | int | float) -> float:
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Retry:
     """How a failed step is tried again: ``attempts`` in all; before attempt ``n + 1``
     a pause of ``min(max_delay_s, delay_s * backoff ** (n - 1))``, less a random part of
@@ -57,7 +62,7 @@ class Retry:
         return base * (1.0 - self.jitter * draw())
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class StepDef:
     name: str
     uses: str
@@ -84,7 +89,7 @@ def step_digests(phase: PhaseDef) -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class CheckDef(StepDef):
     """A check: a step run by `runner check` in the ``states`` (its `in`) it applies
     to; it never changes the state."""
@@ -92,7 +97,7 @@ class CheckDef(StepDef):
     states: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class StateDef:
     name: str
     description: str = ""
@@ -100,7 +105,7 @@ class StateDef:
     final: bool = False
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class PhaseDef:
     name: str
     sources: tuple[str, ...]
@@ -134,7 +139,7 @@ class PhaseDef:
         return None
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class MachineDef:
     """A validated machine definition."""
 

@@ -13,12 +13,14 @@ the folder ``data/`` of the working directory. Two kinds:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from runner.errors import InputError
 from runner.settings import DEFAULT_SNAPSHOTS, load_settings
+from runner.struct import struct
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 if TYPE_CHECKING:
     from runner.store.contract import Store
@@ -28,7 +30,7 @@ __all__ = ["StateChoice", "choose", "open_store", "open_url"]
 _PG_SCHEMES = ("postgresql://", "postgres://")
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class StateChoice:
     """The state URL a command uses, and where the choice came from."""
 
@@ -67,6 +69,8 @@ def open_url(url: str, workdir: Path, *, snapshots: int = DEFAULT_SNAPSHOTS) -> 
                 f"the state URL {url!r} names no folder",
                 hint="write file:PATH, e.g. file:data (see docs/configuration.md)",
             )
+        from pathlib import Path
+
         from runner.store.files import FileStore
 
         return FileStore(workdir, Path(path), keep_snapshots=snapshots)

@@ -14,13 +14,12 @@ holder finds that content and the process groups it names (see
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
 from pathlib import Path
 
-from runner import signals
+from runner import signals, struct
 from runner.errors import EnvironmentNotFoundError, StorageError
 from runner.log import logger
 from runner.store.contract import LockInfo
@@ -245,7 +244,7 @@ class HeldLock:
     def note_processes(self, groups: tuple[int, ...]) -> None:
         if self._fd is None:
             return
-        self.holder = dataclasses.replace(self.holder, processes=groups)
+        self.holder = struct.replace(self.holder, processes=groups)
         try:
             _write_holder(self._fd, self.holder)
         except OSError as exc:  # the record is a courtesy to the next holder

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -49,6 +48,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from runner import struct
 from runner.errors import (
     ConflictError,
     EnvironmentExistsError,
@@ -560,7 +560,7 @@ class PostgresStore:
                 (expected + 1, record.state, updated_at, text, name, expected),
             )
             if done.rowcount == 1:
-                kept = dataclasses.replace(record, serial=expected + 1, updated_at=updated_at)
+                kept = struct.replace(record, serial=expected + 1, updated_at=updated_at)
                 self._keep(db, kept, text)
                 stored = None
             else:
@@ -1013,7 +1013,7 @@ class PostgresLease:
             threading.Thread(target=_stop_groups, args=(groups,), daemon=True).start()
 
     def note_processes(self, groups: tuple[int, ...]) -> None:
-        self.holder = dataclasses.replace(self.holder, processes=groups)
+        self.holder = struct.replace(self.holder, processes=groups)
         if self.lost_reason is not None:
             if groups:
                 _stop_groups(groups)

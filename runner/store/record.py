@@ -23,14 +23,17 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from runner.errors import InvalidNameError
 from runner.result import as_json, key
+from runner.struct import field, struct
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "NAME_RULE",
@@ -198,7 +201,7 @@ _ORDER = (
 )
 
 
-@dataclass
+@struct
 class MachineRef:
     """The machine an environment was created with (or last moved by): its name, the
     digest of its file, and the file (relative to the working directory when inside
@@ -218,7 +221,7 @@ class MachineRef:
         return cls(name, digest, shown)
 
 
-@dataclass
+@struct
 class Paths:
     """The environment's folders, relative to the working directory."""
 
@@ -226,7 +229,7 @@ class Paths:
     build_dir: str
 
 
-@dataclass
+@struct
 class Run:
     """The latest phase run."""
 
@@ -266,7 +269,7 @@ class Run:
         )
 
 
-@dataclass
+@struct
 class Failure:
     """What made the latest run fail: the one shape of a failure everywhere."""
 
@@ -304,7 +307,7 @@ class Failure:
         )
 
 
-@dataclass
+@struct
 class CheckEntry:
     """One check of a `runner check`: passed, failed (with why) or skipped."""
 
@@ -313,7 +316,7 @@ class CheckEntry:
     summary: str | None = None
 
 
-@dataclass
+@struct
 class LastCheck:
     """The latest `runner check` of an environment: when, in which state, its result
     (``passed`` when no check failed, else ``failed``) and each check's."""
@@ -337,7 +340,7 @@ class LastCheck:
         )
 
 
-@dataclass
+@struct
 class Forced:
     """The last ``force-state``: who moved the environment from which state to which,
     when and why, without running anything."""
@@ -363,7 +366,7 @@ class Forced:
         )
 
 
-@dataclass
+@struct
 class Record:
     """One environment's whole state."""
 

@@ -13,11 +13,11 @@ Artifacts keep their file names; their folder becomes the target's
 
 from __future__ import annotations
 
-import dataclasses
 import posixpath
 from collections.abc import Callable
 from typing import Any
 
+from runner import struct
 from runner.errors import EnvironmentExistsError, StorageError
 from runner.store.contract import ArtifactKind, EnvironmentCopy, Store
 from runner.store.record import Record
@@ -56,7 +56,7 @@ def rebased(copy: EnvironmentCopy, data_dir: str) -> EnvironmentCopy:
 
     def moved(record: Record) -> Record:
         record = record.copy()
-        record.paths = dataclasses.replace(record.paths, data_dir=data_dir)
+        record.paths = struct.replace(record.paths, data_dir=data_dir)
         if record.run is not None:
             record.run.log = ref_of(record.run.log)
             record.run.trace = ref_of(record.run.trace)

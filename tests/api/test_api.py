@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from runner import Runner
+from runner import Runner, struct
 from runner.api.results import RunResult, StatusResult
 from runner.errors import (
     EnvironmentNotFoundError,
@@ -168,6 +168,6 @@ def test_results_hold_no_stored_record(work: Path) -> None:
     created = runner.create("demo", inputs={"ssh": {"port": 2222}})
     status = runner.status("demo")
     for result in (created, status):
-        for field in dataclasses.fields(result):
+        for field in struct.fields(result):
             value = getattr(result, field.name)
             assert not (isinstance(value, dict) and "serial" in value), field.name

@@ -4,7 +4,6 @@ error, is validated against the schema; the result classes and the schema agree.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from runner import struct
 from runner.api import results
 from runner.result import INTERNAL, JSON_KEY
 from runner.run.checks import CheckOutcome
@@ -360,7 +360,7 @@ RUN_ENVELOPE = {"error", "exit_code"}
 def test_result_fields_are_the_schema_properties(cls: type) -> None:
     keys = {
         f.metadata.get(JSON_KEY, f.name)
-        for f in dataclasses.fields(cls)
+        for f in struct.fields(cls)
         if not f.metadata.get(next(iter(INTERNAL)))
     }
     added = ENVELOPE | (RUN_ENVELOPE if cls is results.RunResult else set())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
 from ruamel.yaml import YAML
 
+from runner import struct
 from runner.cli.app import app
 from runner.machine.model import MachineDef, PhaseDef, Retry, StateDef, StepDef
 from tests.helpers import ROOT
@@ -64,7 +64,7 @@ COMMANDS = [
 def test_schema_keys_equal_model_fields(level: str) -> None:
     properties, model, renamed = LEVELS[level]
     keys = {renamed.get(key, key) for key in properties} - {None}
-    fields = {f.name for f in dataclasses.fields(model)} - DERIVED - {"name"} | (
+    fields = {f.name for f in struct.fields(model)} - DERIVED - {"name"} | (
         {"name"} if "name" in properties else set()
     )
     assert keys == fields, (

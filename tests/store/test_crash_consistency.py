@@ -30,7 +30,8 @@ from tests.helpers import cli_env
 KILLS = 150
 
 FORK_SERVER = """
-import dataclasses, json, os, sys
+import json, os, sys
+from runner import struct
 from pathlib import Path
 import portalocker  # noqa: F401 - imported before forking, so that workers start warm
 from runner.store.files import FileStore
@@ -53,12 +54,12 @@ def save_forever():
 
 
 def create_forever():
-    base = dataclasses.replace(store.load("demo"), outputs={})
+    base = struct.replace(store.load("demo"), outputs={})
     n = len(os.listdir(sys.argv[1] + "/data"))
     while True:
         n += 1
         name = f"env-{os.getpid()}-{n}"
-        store.create(dataclasses.replace(base, name=name))
+        store.create(struct.replace(base, name=name))
 
 
 for line in sys.stdin:

@@ -424,7 +424,8 @@ def test_delete_removes_everything(store: FileStore, tmp_path: Path) -> None:
 # --- an unwritable data directory ---------------------------------------------------------
 
 WRITE_UNDER_LIMIT = """
-import dataclasses, json, resource, signal, sys
+import json, resource, signal, sys
+from runner import struct
 from pathlib import Path
 from runner.errors import StorageError
 from runner.store.files import FileStore
@@ -437,7 +438,7 @@ results = {}
 for what, call in [
     ("save", lambda: store.save(record)),
     ("event", lambda: store.append_event("demo", {"type": "x" * 200})),
-    ("create", lambda: store.create(dataclasses.replace(record, name="other"))),
+    ("create", lambda: store.create(struct.replace(record, name="other"))),
     ("trace", lambda: store.write_artifact("demo", "trace", "build", "x" * 200)),
 ]:
     try:

@@ -1,0 +1,235 @@
+"""Light data classes for the modules every command imports.
+
+``@struct`` is the declared form of a ``@dataclass`` (fields in annotations, defaults,
+:func:`field` with ``default_factory`` and ``metadata``, ``frozen=True``, inheritance),
+made without the :mod:`dataclasses` module: importing that one (it imports
+:mod:`inspect`, :mod:`ast`, :mod:`dis`, :mod:`tokenize`, ...) and building each class
+with it costs a read-only command like `runner status` more than the rest of its work.
+A struct class gets a generated ``__init__`` (one small ``exec`` per class, so
+instances are as cheap to make as a dataclass's), and shared ``__repr__``, ``__eq__``
+(same class, equal fields), ``__hash__`` (frozen: by the fields; else unhashable, as a
+dataclass), ``__match_args__`` and, when frozen, a ``__setattr__`` that refuses
+(:class:`FrozenInstanceError`). :func:`fields`, :func:`replace` and :func:`is_struct`
+are :mod:`dataclasses`' ``fields``, ``replace`` and ``is_dataclass``. Type checkers
+see a dataclass (``dataclass_transform``).
+Only what the project uses is supported: no ``InitVar``, ``kw_only``, ``order``,
+``slots`` or ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, TypeVar, dataclass_transform, overload
+
+    _T = TypeVar("_T")
+
+__all__ = ["MISSING", "Field", "FrozenInstanceError", "field", "fields", "replace", "struct"]
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+#: No default given.
+MISSING: Any = _Missing()
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+class FrozenInstanceError(AttributeError):
+    """An attribute of a frozen struct was set or deleted."""
+
+
+class Field:
+    """One field of a struct class: its name, default (or factory) and metadata."""
+
+    __slots__ = ("default", "default_factory", "metadata", "name")
+
+    def __init__(
+        self,
+        default: Any = MISSING,
+        default_factory: Callable[[], Any] | Any = MISSING,
+        metadata: Mapping[str, Any] | None = None,
+        name: str = "",
+    ) -> None:
+        if default is not MISSING and default_factory is not MISSING:
+            raise ValueError("cannot give both default and default_factory")
+        self.default = default
+        self.default_factory = default_factory
+        self.metadata: Mapping[str, Any] = metadata or _EMPTY
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Field(name={self.name!r}, default={self.default!r})"
+
+
+def field(
+    *,
+    default: Any = MISSING,
+    default_factory: Callable[[], Any] | Any = MISSING,
+    metadata: Mapping[str, Any] | None = None,
+) -> Any:
+    """A field's default, default factory or metadata, as :func:`dataclasses.field`."""
+    return Field(default, default_factory, metadata)
+
+
+def fields(value: Any) -> tuple[Field, ...]:
+    """The fields of a struct class or instance, in order (of a dataclass too: its
+    :func:`dataclasses.fields`, which have the same ``name`` and ``metadata``)."""
+    found: tuple[Field, ...] | None = getattr(value, "__struct_fields__", None)
+    if found is None:
+        if hasattr(value, "__dataclass_fields__"):
+            import dataclasses
+
+            return dataclasses.fields(value)  # type: ignore[return-value]
+        raise TypeError(f"{value!r} is not a struct class or instance")
+    return found
+
+
+def is_struct(value: object) -> bool:
+    """Whether ``value`` is an instance of a struct class (not the class itself)."""
+    return not isinstance(value, type) and hasattr(type(value), "__struct_fields__")
+
+
+def replace(value: _T, /, **changes: Any) -> _T:
+    """A new instance of ``value``'s class with ``changes`` to its fields (of a
+    dataclass too)."""
+    if hasattr(type(value), "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.replace(value, **changes)  # type: ignore[type-var]
+    for name in changes:
+        if not any(f.name == name for f in fields(value)):
+            raise TypeError(f"{type(value).__name__} has no field {name!r}")
+    values = {f.name: getattr(value, f.name) for f in fields(value)}
+    values.update(changes)
+    result: _T = type(value)(**values)
+    return result
+
+
+def _repr(self: Any) -> str:
+    shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in self.__struct_fields__)
+    return f"{type(self).__qualname__}({shown})"
+
+
+def _values(self: Any) -> tuple[Any, ...]:
+    return tuple(getattr(self, f.name) for f in self.__struct_fields__)
+
+
+def _eq(self: Any, other: object) -> Any:
+    if other.__class__ is not self.__class__:
+        return NotImplemented
+    return _values(self) == _values(other)
+
+
+def _hash(self: Any) -> int:
+    return hash(_values(self))
+
+
+def _frozen_setattr(self: Any, name: str, value: Any) -> None:
+    raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _frozen_delattr(self: Any, name: str) -> None:
+    raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def _own_fields(cls: type) -> list[Field]:
+    # the class's own annotations (inspect.get_annotations would import inspect)
+    annotations = cls.__dict__.get("__annotations__", {})  # noqa: RUF063
+    found = []
+    for name, annotation in annotations.items():
+        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+        if text.startswith(("ClassVar", "typing.ClassVar", "Final", "typing.Final")):
+            continue
+        value = cls.__dict__.get(name, MISSING)
+        spec = value if isinstance(value, Field) else Field(default=value)
+        spec.name = name
+        if isinstance(spec.default, list | dict | set):
+            raise ValueError(
+                f"mutable default {type(spec.default).__name__} for field {name} of "
+                f"{cls.__name__}: use field(default_factory=...)"
+            )
+        found.append(spec)
+    return found
+
+
+def _make(cls: type, frozen: bool, eq: bool) -> type:
+    inherited: dict[str, Field] = {}
+    for base in reversed(cls.__mro__[1:]):
+        for spec in base.__dict__.get("__struct_fields__", ()):
+            inherited[spec.name] = spec
+    for spec in _own_fields(cls):
+        inherited.pop(spec.name, None)
+        inherited[spec.name] = spec
+    specs = tuple(inherited.values())
+    for spec in specs:  # a class attribute that was a field() spec is no default
+        if isinstance(cls.__dict__.get(spec.name), Field):
+            if spec.default is MISSING:
+                delattr(cls, spec.name)
+            else:
+                setattr(cls, spec.name, spec.default)
+    namespace: dict[str, Any] = {"MISSING": MISSING}
+    parameters, body = [], []
+    defaulted = False
+    for index, spec in enumerate(specs):
+        if spec.default is not MISSING:
+            namespace[f"_d{index}"] = spec.default
+            parameters.append(f"{spec.name}=_d{index}")
+            value = spec.name
+            defaulted = True
+        elif spec.default_factory is not MISSING:
+            namespace[f"_f{index}"] = spec.default_factory
+            parameters.append(f"{spec.name}=MISSING")
+            value = f"_f{index}() if {spec.name} is MISSING else {spec.name}"
+            defaulted = True
+        elif defaulted:
+            raise TypeError(f"non-default argument {spec.name!r} follows default argument")
+        else:
+            parameters.append(spec.name)
+            value = spec.name
+        body.append(f"    _d[{spec.name!r}] = {value}")
+    source = (
+        f"def __init__(self, {', '.join(parameters)}):\n"
+        "    _d = self.__dict__\n" + ("\n".join(body) or "    pass") + "\n"
+    )
+    if not specs:
+        source = "def __init__(self):\n    pass\n"
+    exec(compile(source, f"<struct {cls.__qualname__}>", "exec"), namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[misc]
+    cls.__struct_fields__ = specs  # type: ignore[attr-defined]
+    cls.__match_args__ = tuple(s.name for s in specs)  # type: ignore[attr-defined,misc]
+    if "__repr__" not in cls.__dict__:
+        cls.__repr__ = _repr  # type: ignore[assignment]
+    if eq and "__eq__" not in cls.__dict__:
+        cls.__eq__ = _eq  # type: ignore[assignment]
+        cls.__hash__ = _hash if frozen else None  # type: ignore[assignment]
+    if frozen:
+        cls.__setattr__ = _frozen_setattr  # type: ignore[assignment]
+        cls.__delattr__ = _frozen_delattr  # type: ignore[assignment]
+    return cls
+
+
+if TYPE_CHECKING:
+
+    @overload
+    def struct(cls: type[_T], /) -> type[_T]: ...
+
+    @overload
+    def struct(*, frozen: bool = False, eq: bool = True) -> Callable[[type[_T]], type[_T]]: ...
+
+    @dataclass_transform(field_specifiers=(field, Field))
+    def struct(cls: type[_T] | None = None, /, *, frozen: bool = False, eq: bool = True) -> Any: ...
+
+else:
+
+    def struct(cls=None, /, *, frozen=False, eq=True):
+        """Make ``cls`` a struct class (as ``@dataclass``; ``@struct(frozen=True)``)."""
+        if cls is None:
+            return lambda cls: _make(cls, frozen, eq)
+        return _make(cls, frozen, eq)

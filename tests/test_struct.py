@@ -1,0 +1,126 @@
+"""runner.struct: the light data classes behave as the dataclasses they replace."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+
+import pytest
+
+from runner.result import INTERNAL, as_json, key
+from runner.struct import FrozenInstanceError, field, fields, is_struct, replace, struct
+
+
+@struct
+class Point:
+    x: int
+    y: int = 0
+    tags: list[str] = field(default_factory=list)
+
+
+@struct(frozen=True)
+class Frozen:
+    name: str
+    size: int = 1
+    hidden: str | None = field(default=None, metadata=INTERNAL)
+    renamed: str = field(default="", metadata=key("from"))
+
+
+@struct(frozen=True)
+class Child(Frozen):
+    extra: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class DataPoint:
+    x: int
+    y: int = 0
+    tags: list[str] = dataclasses.field(default_factory=list)
+
+
+def test_it_makes_what_the_same_dataclass_makes() -> None:
+    ours, theirs = Point(1, tags=["a"]), DataPoint(1, tags=["a"])
+    assert (ours.x, ours.y, ours.tags) == (theirs.x, theirs.y, theirs.tags)
+    assert repr(ours) == repr(theirs).replace("DataPoint", "Point")
+    assert Point.__match_args__ == DataPoint.__match_args__ == ("x", "y", "tags")
+    with pytest.raises(TypeError):
+        Point()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Point(1, 2, [], 4)  # type: ignore[call-arg]
+
+
+def test_a_default_factory_gives_each_instance_its_own_value() -> None:
+    first, second = Point(1), Point(2)
+    first.tags.append("mine")
+    assert second.tags == [] and Point(3).tags == []
+
+
+def test_equality_is_by_class_and_fields() -> None:
+    assert Point(1, 2) == Point(1, 2) and Point(1, 2) != Point(1, 3)
+    assert Point(1) != DataPoint(1)
+    assert Frozen("a") == Frozen("a") and Frozen("a") != Child("a")
+    assert hash(Frozen("a", 2)) == hash(Frozen("a", 2))
+    with pytest.raises(TypeError):  # mutable and equal by value: unhashable, as a dataclass
+        hash(Point(1))
+
+
+def test_a_frozen_struct_refuses_changes() -> None:
+    value = Frozen("a")
+    with pytest.raises(FrozenInstanceError):
+        value.size = 2  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del value.name  # type: ignore[misc]
+    assert value.size == 1
+
+
+def test_fields_are_inherited_in_order() -> None:
+    child = Child("a", 2, extra=("x",))
+    assert [f.name for f in fields(child)] == ["name", "size", "hidden", "renamed", "extra"]
+    assert (child.name, child.size, child.extra) == ("a", 2, ("x",))
+
+
+def test_replace_copies_with_changes_and_checks_the_names() -> None:
+    value = Child("a", extra=("x",))
+    changed = replace(value, size=5)
+    assert (changed.name, changed.size, changed.extra, value.size) == ("a", 5, ("x",), 1)
+    with pytest.raises(TypeError, match="no field"):
+        replace(value, colour="red")
+    assert replace(DataPoint(1), y=2) == DataPoint(1, 2)  # a dataclass: dataclasses.replace
+
+
+def test_the_json_form_follows_the_field_metadata() -> None:
+    assert as_json(Frozen("a", hidden="secret", renamed="b")) == {
+        "name": "a",
+        "size": 1,
+        "from": "b",
+    }
+    assert as_json(Point(1, tags=["t"])) == {"x": 1, "y": 0, "tags": ["t"]}
+
+
+def test_copies_and_pickles_round_trip() -> None:
+    value = Point(1, 2, ["a"])
+    deep = copy.deepcopy(value)
+    deep.tags.append("b")
+    assert value.tags == ["a"] and deep == Point(1, 2, ["a", "b"])
+    assert pickle.loads(pickle.dumps(Child("a", extra=("x",)))) == Child("a", extra=("x",))
+    assert copy.deepcopy(Frozen("a")) == Frozen("a")
+
+
+def test_is_struct_tells_instances_from_classes() -> None:
+    assert is_struct(Point(1)) and not is_struct(Point) and not is_struct(DataPoint(1))
+
+
+def test_declaration_mistakes_are_refused_as_dataclasses_refuse_them() -> None:
+    with pytest.raises(ValueError, match="mutable default"):
+
+        @struct
+        class Bad:
+            items: list[str] = []
+
+    with pytest.raises(TypeError, match="non-default argument"):
+
+        @struct
+        class Order:
+            a: int = 1
+            b: int  # type: ignore[misc]
