@@ -6,9 +6,10 @@ It is imported on first use, so ``import runner`` stays cheap for the command li
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from runner.api.runner import Runner
 
 __all__ = ["Runner", "__version__"]

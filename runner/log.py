@@ -15,8 +15,8 @@ what was left with :func:`when_used`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
 

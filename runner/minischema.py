@@ -16,10 +16,14 @@ Tests compare its verdicts with `jsonschema` on valid and broken documents.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any
 
-Check = Callable[[Any, str], "str | None"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeAlias
+
+    Check: TypeAlias = Callable[[Any, str], "str | None"]
+
 
 _ANNOTATIONS = frozenset(
     {"description", "title", "default", "$schema", "$id", "$defs", "examples", "$comment"}

@@ -26,13 +26,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
 
 from runner.errors import InterruptSignal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 __all__ = [
     "Interrupts",
@@ -128,6 +131,8 @@ def timer(seconds: float, expired: Callable[[], None] | None = None) -> Iterator
     (by default it raises :class:`TimerExpired`). Yields False, arming nothing, when the
     timer cannot be had: outside the main thread, or while another user holds it."""
     global _timer_busy
+    import threading
+
     if _timer_busy or threading.current_thread() is not threading.main_thread():
         yield False
         return
@@ -249,6 +254,8 @@ def phase_interrupts() -> Iterator[Interrupts]:
         yield _active
         return
     interrupts = Interrupts()
+    import threading
+
     if threading.current_thread() is not threading.main_thread():
         yield interrupts
         return

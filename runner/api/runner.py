@@ -17,7 +17,6 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
 
 from runner.api.results import ExistsResult, HistoryResult, ListResult, StatusResult
 from runner.errors import (
@@ -29,7 +28,10 @@ from runner.errors import (
 )
 from runner.log import logger
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from runner.api.outcomes import (
         ArtifactResult,
         ArtifactsResult,
@@ -220,6 +222,8 @@ class Runner:
                 state = _state_of(record)
         else:
             machine = self.machine(plugins=False)
+        from typing import cast
+
         data = graphs.render(machine, cast("graphs.GraphFormat", format), state)
         return GraphResult.from_data(format, data, env, state)
 
@@ -280,6 +284,8 @@ class Runner:
             if kind not in ("run", "trace"):
                 raise InputError(f"unknown artifact kind {kind!r}", hint="one of: run, trace")
             self._load(name)
+            from typing import cast
+
             refs = self.store.list_artifacts(name, cast("ArtifactKind", kind))
             return ArtifactsResult(name, kind, tuple(refs))
 

@@ -14,7 +14,6 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from runner.api.results import (
     EnvironmentSummary,
@@ -28,7 +27,12 @@ from runner.api.results import (
 from runner.errors import RunnerError
 from runner.result import Result
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    R = TypeVar("R", bound=Result)
+
     from runner.api.outcomes import (
         ArtifactResult,
         ArtifactsResult,
@@ -124,7 +128,6 @@ def state_style(kind: str | None) -> str | None:
 
 # --- text --------------------------------------------------------------------------------
 
-R = TypeVar("R", bound=Result)
 #: The text of each kind of result, by the name of its class (the classes of
 #: runner.api.outcomes are not imported here).
 _TEXT: dict[str, Callable[[Any], str]] = {}

@@ -20,12 +20,12 @@ import json
 import os
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from runner import __version__, resources
 from runner.files import TooLarge, read_limited, replace_atomically
 from runner.machine.model import MachineDef, machine_from_document, machine_to_document
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from hashlib import sha256
 else:

@@ -33,7 +33,6 @@ import stat
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
 
 from runner.errors import (
     ConflictError,
@@ -57,14 +56,7 @@ from runner.files import (
 )
 from runner.settings import DEFAULT_SNAPSHOTS
 from runner.store import filelock
-from runner.store.contract import (
-    ArtifactKind,
-    EnvironmentCopy,
-    Events,
-    ListEntry,
-    LockInfo,
-    SnapshotInfo,
-)
+from runner.store.contract import EnvironmentCopy, ListEntry, LockInfo, SnapshotInfo
 from runner.store.record import (
     STATE_FORMAT,
     Record,
@@ -73,6 +65,12 @@ from runner.store.record import (
     now_iso,
     record_problem,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+    from runner.store.contract import ArtifactKind, Events
 
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
