@@ -124,3 +124,30 @@ def test_declaration_mistakes_are_refused_as_dataclasses_refuse_them() -> None:
         class Order:
             a: int = 1
             b: int  # type: ignore[misc]
+
+
+def test_the_generated_init_takes_over_and_behaves_alike() -> None:
+    """A class starts with a generic __init__ and gets a generated one after a few
+    dozen instances: both take the same arguments and refuse the same mistakes."""
+
+    @struct
+    class Fresh:
+        a: int
+        b: str = "b"
+        c: list[int] = field(default_factory=list)
+
+    generic = Fresh.__init__
+    made = [Fresh(i, c=[i]) for i in range(100)]
+    assert Fresh.__init__ is not generic  # the generated one took over
+    assert [(m.a, m.b, m.c) for m in made[:2]] == [(0, "b", [0]), (1, "b", [1])]
+    assert made[-1] == Fresh(99, "b", [99]) and Fresh(1).c is not Fresh(1).c
+    for init in (generic, Fresh.__init__):
+        blank = object.__new__(Fresh)
+        with pytest.raises(TypeError, match="missing"):
+            init(blank)
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            init(blank, 1, d=2)
+        with pytest.raises(TypeError, match="multiple values"):
+            init(blank, 1, a=2)
+        with pytest.raises(TypeError, match="positional"):
+            init(blank, 1, "b", [], 4)

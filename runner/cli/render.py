@@ -11,7 +11,6 @@ document, besides its ``failure``.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Callable
 
@@ -62,10 +61,13 @@ def error_document(exc: RunnerError) -> dict[str, Any]:
     return exc.to_json()
 
 
+_INFINITY = float("inf")
+
+
 def _finite(value: Any) -> Any:
     """``value`` with NaN and the infinities (which strict JSON has not) as strings: a
     document on stdout is always strict JSON, whatever a step produced."""
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float) and (value != value or value in (_INFINITY, -_INFINITY)):
         return str(value)
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}

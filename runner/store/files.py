@@ -31,7 +31,6 @@ import json
 import os
 import stat
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from runner.errors import (
@@ -883,6 +882,8 @@ def _snapshot_serial(file: str) -> int | None:
 
 def _stamp() -> str:
     """The time in artifact names: ``20261122-103245-123`` (UTC, milliseconds)."""
+    from datetime import UTC, datetime
+
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")[:-3]
 
 

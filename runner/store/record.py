@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path, PurePosixPath
 
@@ -75,6 +74,8 @@ def check_name(name: str) -> str:
 
 def now_iso() -> str:
     """UTC now as ``2026-11-22T10:30:15.123Z``."""
+    from datetime import UTC, datetime  # only a write needs it: reads never load it
+
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
