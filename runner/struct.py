@@ -5,8 +5,8 @@
 made without the :mod:`dataclasses` module: importing that one (it imports
 :mod:`inspect`, :mod:`ast`, :mod:`dis`, :mod:`tokenize`, ...) and building each class
 with it costs a read-only command like `runner status` more than the rest of its work.
-A struct class gets a generated ``__init__`` (one small ``exec`` per class, so
-instances are as cheap to make as a dataclass's), and shared ``__repr__``, ``__eq__``
+A struct class gets an ``__init__`` (generic, then generated once the class has made
+enough instances to be worth compiling one: see :data:`_GENERIC_CALLS`), and shared ``__repr__``, ``__eq__``
 (same class, equal fields), ``__hash__`` (frozen: by the fields; else unhashable, as a
 dataclass), ``__match_args__`` and, when frozen, a ``__setattr__`` that refuses
 (:class:`FrozenInstanceError`). :func:`fields`, :func:`replace` and :func:`is_struct`
@@ -158,9 +158,11 @@ def _own_fields(cls: type) -> list[Field]:
 
 
 #: Instances a class makes through the generic ``__init__`` before it gets its own,
-#: generated one: compiling it costs a class about 80 microseconds, which a command
-#: that makes a few instances of each class (`runner status`) never pays.
-_GENERIC_CALLS = 32
+#: generated one (about three times faster per instance). Generating it needs the
+#: compiler, whose first use in a process costs milliseconds: a command that makes a
+#: few hundred instances (`runner status`, the machine included) never pays that; one
+#: that makes thousands (`runner list` of many environments) pays it once.
+_GENERIC_CALLS = 1000
 
 
 def _first_init(cls: type, specs: tuple[Field, ...]) -> Callable[..., None]:

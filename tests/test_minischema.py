@@ -17,6 +17,8 @@ from tests.conftest import failed_record, format_1
 
 SCHEMA = json.loads(schema_path("state").read_text())
 CHECK = compile_schema(SCHEMA)
+#: The form the store uses: each property's check built when a record first has it.
+LAZY = compile_schema(SCHEMA, lazy=True)
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 #: The design's example record: a failed provision, every optional field set.
@@ -66,6 +68,7 @@ def test_the_valid_record_passes_both() -> None:
     old = format_1(VALID)  # as a format 1 runner wrote it
     assert VALIDATOR.is_valid(old)
     assert CHECK(old, "") is None
+    assert LAZY(VALID, "") is None and LAZY(old, "") is None
 
 
 @settings(max_examples=400, deadline=None)
@@ -78,6 +81,7 @@ def test_verdicts_agree_on_mutated_records(
     expected = VALIDATOR.is_valid(record)
     problem = CHECK(record, "")
     assert (problem is None) == expected, (path, replacement, problem)
+    assert LAZY(record, "") == problem
 
 
 @settings(max_examples=200, deadline=None)

@@ -137,10 +137,10 @@ def test_the_generated_init_takes_over_and_behaves_alike() -> None:
         c: list[int] = field(default_factory=list)
 
     generic = Fresh.__init__
-    made = [Fresh(i, c=[i]) for i in range(100)]
+    made = [Fresh(i, c=[i]) for i in range(2000)]
     assert Fresh.__init__ is not generic  # the generated one took over
     assert [(m.a, m.b, m.c) for m in made[:2]] == [(0, "b", [0]), (1, "b", [1])]
-    assert made[-1] == Fresh(99, "b", [99]) and Fresh(1).c is not Fresh(1).c
+    assert made[-1] == Fresh(1999, "b", [1999]) and Fresh(1).c is not Fresh(1).c
     for init in (generic, Fresh.__init__):
         blank = object.__new__(Fresh)
         with pytest.raises(TypeError, match="missing"):

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
 ANY = "any"
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_DURATION_WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
+_DURATION_PART = r"(\d+(?:\.\d+)?)(ms|s|m|h)"
+_DURATION_WHOLE = r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$"
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -30,9 +30,9 @@ def parse_duration(value: str | int | float) -> float:
             raise ValueError(f"{value!r} is negative")
         return float(value)
     text = value.strip()
-    if not _DURATION_WHOLE.match(text):
+    if not re.match(_DURATION_WHOLE, text):  # compiled on first use (re caches it)
         raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 15m, 1h, 1h30m)")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in re.findall(_DURATION_PART, text))
 
 
 @struct(frozen=True)

@@ -96,7 +96,7 @@ def _schema_check() -> Any:
     # ~80 ms import: status, list and history must start fast
     from runner.minischema import compile_schema
 
-    return compile_schema(_schema())
+    return compile_schema(_schema(), lazy=True)
 
 
 def _format_problem(data: object) -> str | None:
