@@ -6,12 +6,12 @@ made without the :mod:`dataclasses` module: importing that one (it imports
 :mod:`inspect`, :mod:`ast`, :mod:`dis`, :mod:`tokenize`, ...) and building each class
 with it costs a read-only command like `runner status` more than the rest of its work.
 A struct class gets an ``__init__`` (generic, then generated once the class has made
-enough instances to be worth compiling one: see :data:`_GENERIC_CALLS`), and shared ``__repr__``, ``__eq__``
-(same class, equal fields), ``__hash__`` (frozen: by the fields; else unhashable, as a
-dataclass), ``__match_args__`` and, when frozen, a ``__setattr__`` that refuses
-(:class:`FrozenInstanceError`). :func:`fields`, :func:`replace` and :func:`is_struct`
-are :mod:`dataclasses`' ``fields``, ``replace`` and ``is_dataclass``. Type checkers
-see a dataclass (``dataclass_transform``).
+enough instances to be worth compiling one: see :data:`_GENERIC_CALLS`), and shared
+``__repr__``, ``__eq__`` (same class, equal fields), ``__hash__`` (frozen: by the
+fields; else unhashable, as a dataclass), ``__match_args__`` and, when frozen, a
+``__setattr__`` that refuses (:class:`FrozenInstanceError`). :func:`fields`,
+:func:`replace` and :func:`is_struct` are :mod:`dataclasses`' ``fields``, ``replace``
+and ``is_dataclass``. Type checkers see a dataclass (``dataclass_transform``).
 Only what the project uses is supported: no ``InitVar``, ``kw_only``, ``order``,
 ``slots`` or ``__post_init__``.
 """
