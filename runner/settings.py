@@ -14,6 +14,8 @@ the file, the key and what to change (exit 2).
 
 from __future__ import annotations
 
+import os
+
 from runner.errors import InputError
 from runner.struct import struct
 
@@ -43,20 +45,23 @@ class Settings:
     """The file these came from, if any."""
 
 
-def load_settings(workdir: Path) -> Settings:
+def load_settings(workdir: str | os.PathLike[str]) -> Settings:
     """The settings of ``workdir``'s ``runner.toml`` (defaults when there is none)."""
-    path = workdir / SETTINGS_FILE
+    name = os.path.join(workdir, SETTINGS_FILE)
     try:
-        data = path.read_bytes()
+        with open(name, "rb") as file:
+            data = file.read()
     except FileNotFoundError:
         return Settings()
     except OSError as exc:
         raise InputError(
-            f"cannot read {path}: {exc.strerror}",
+            f"cannot read {name}: {exc.strerror}",
             hint="make the file readable, or remove it to use the defaults",
         ) from exc
     import tomllib
+    from pathlib import Path
 
+    path = Path(name)
     try:
         document = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -16,7 +16,6 @@ import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 
 from runner.api.results import ExistsResult, HistoryResult, ListResult, StatusResult
 from runner.errors import (
@@ -30,6 +29,7 @@ from runner.log import logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
     from runner.api.outcomes import (
@@ -108,22 +108,28 @@ class Runner:
         on_lock_wait: Callable[[str, LockInfo | None], None] | None = None,
         confirm: Callable[[ConfirmRequest], bool] | None = None,
     ) -> None:
-        self.workdir = Path(workdir).absolute()
-        if not self.workdir.is_dir():
-            problem = "is not a directory" if self.workdir.exists() else "does not exist"
+        # plain paths: the read-only commands never import pathlib (:attr:`workdir` and
+        # :attr:`machine_file` are the same as Paths)
+        self._workdir = os.path.abspath(workdir)
+        if not os.path.isdir(self._workdir):
+            problem = "is not a directory" if os.path.exists(self._workdir) else "does not exist"
             raise InputError(
-                f"working directory {self.workdir} {problem}",
+                f"working directory {self._workdir} {problem}",
                 hint="pass --workdir DIR (or set RUNNER_WORKDIR) to an existing folder",
             )
-        self.machine_file = _machine_file(self.workdir, machine)
+        self._machine_path = _machine_file(self._workdir, machine)
         #: Where :attr:`machine_file` comes from: "given", "workdir" (machine.yaml there),
         #: "recorded" (the file an environment was created with) or "shipped".
         self.machine_source = (
             "given"
             if machine is not None
-            else ("workdir" if self.machine_file == self.workdir / "machine.yaml" else "shipped")
+            else (
+                "workdir"
+                if self._machine_path == os.path.join(self._workdir, "machine.yaml")
+                else "shipped"
+            )
         )
-        self._default_machine_file = self.machine_file
+        self._default_machine_path = self._machine_path
         if not lock_timeout >= 0:  # negative or NaN
             raise InputError(f"lock_timeout must be a number of seconds >= 0, not {lock_timeout}")
         self.lock_timeout = float(lock_timeout)
@@ -138,7 +144,21 @@ class Runner:
         self._registry: StepRegistry | None = None
 
     def __repr__(self) -> str:
-        return f"Runner(workdir={str(self.workdir)!r}, machine={str(self.machine_file)!r})"
+        return f"Runner(workdir={self._workdir!r}, machine={self._machine_path!r})"
+
+    @property
+    def workdir(self) -> Path:
+        """The working directory (absolute): ``data/`` and ``build/`` are in it."""
+        from pathlib import Path
+
+        return Path(self._workdir)
+
+    @property
+    def machine_file(self) -> Path:
+        """The machine file this Runner uses (absolute): see :attr:`machine_source`."""
+        from pathlib import Path
+
+        return Path(self._machine_path)
 
     # -- the world ----------------------------------------------------------------------
 
@@ -148,7 +168,7 @@ class Runner:
         if self._store is None:
             from runner.store.backends import open_store
 
-            self._store = open_store(self.workdir, self.state_url)
+            self._store = open_store(self._workdir, self.state_url)
         return self._store
 
     def registry(self) -> StepRegistry:
@@ -171,10 +191,10 @@ class Runner:
             else:
                 from runner.machine import cache as machinecache
 
-                self._machine = machinecache.load(self.machine_file, self._cache_dir())
+                self._machine = machinecache.load(self._machine_path, self._cache_dir())
         return self._machine
 
-    def _cache_dir(self) -> Path:
+    def _cache_dir(self) -> str:
         """Where validated machines are cached: ``data/.cache`` beside the files; with a
         database, this machine's own ``build/.cache`` (once a phase made ``build/``)."""
         if self._store is not None:
@@ -184,8 +204,8 @@ class Runner:
         else:
             from runner.store.backends import choose, is_postgres
 
-            local = not is_postgres(choose(self.workdir, self.state_url).url)
-        return self.workdir / ("data" if local else "build") / ".cache"
+            local = not is_postgres(choose(self._workdir, self.state_url).url)
+        return os.path.join(self._workdir, "data" if local else "build", ".cache")
 
     # -- the machine --------------------------------------------------------------------
 
@@ -528,7 +548,7 @@ class Runner:
             for found in states:
                 warnings.append(
                     f"{found} is OpenTofu state: the resources it lists were never destroyed; "
-                    f"destroy them with `tofu -chdir={Path(found).parent} destroy` before "
+                    f"destroy them with `tofu -chdir={os.path.dirname(found)} destroy` before "
                     "removing it"
                 )
         return warnings
@@ -596,7 +616,7 @@ class Runner:
                 )
             given: dict[str, Any] = copy.deepcopy(record.inputs)
             if config is not None:
-                given = _merged(given, environment_inputs.load_config_file(Path(config).absolute()))
+                given = _merged(given, environment_inputs.load_config_file(_absolute(config)))
             given = environment_inputs.apply_sets(given, list(sets))
             for dotted in unset:
                 _unset(given, dotted)
@@ -905,15 +925,14 @@ class Runner:
         working directory has no machine.yaml (and the file still exists)."""
         if self.machine_source in ("given", "workdir"):
             return
-        target, source = self._default_machine_file, "shipped"
+        target, source = self._default_machine_path, "shipped"
         if record.machine.file:
-            recorded = Path(record.machine.file)
-            recorded = recorded if recorded.is_absolute() else self.workdir / recorded
-            if recorded.is_file():
+            recorded = os.path.join(self._workdir, record.machine.file)  # absolute stays
+            if os.path.isfile(recorded):
                 target, source = recorded, "recorded"
         self.machine_source = source
-        if target != self.machine_file:
-            self.machine_file = target
+        if target != self._machine_path:
+            self._machine_path = target
             self._machine = None
             self._plugins_checked = False
 
@@ -1233,16 +1252,21 @@ def _changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
     return [] if before == after else [prefix.rstrip(".")]
 
 
-def _machine_file(workdir: Path, given: str | os.PathLike[str] | None) -> Path:
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    from pathlib import Path
+
+    return Path(path).absolute()
+
+
+def _machine_file(workdir: str, given: str | os.PathLike[str] | None) -> str:
     """``given`` (relative to ``workdir``), else machine.yaml in ``workdir``, else the
     shipped machine."""
     from runner import resources
 
     if given is not None:
-        path = Path(given)
-        return path if path.is_absolute() else workdir / path
-    local = workdir / "machine.yaml"
-    return local if local.exists() else resources.shipped_machine()
+        return os.path.join(workdir, given)  # an absolute ``given`` stays as it is
+    local = os.path.join(workdir, "machine.yaml")
+    return local if os.path.exists(local) else resources.shipped_machine_file()
 
 
 def _mentions(actions: Iterable[str], command: str) -> bool:
@@ -1282,7 +1306,7 @@ def _given_inputs(
         raise InvalidInputsError("sets must be a list of KEY=VALUE strings, not one string")
     data: dict[str, Any] = {}
     if config is not None:
-        data = environment_inputs.load_config_file(Path(config).absolute())
+        data = environment_inputs.load_config_file(_absolute(config))
     if inputs is not None:
         data = _merged(data, _plain(inputs))
     return environment_inputs.apply_sets(data, sets)

@@ -9,6 +9,7 @@ and exit codes. Results are shown by :mod:`runner.cli.render`.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from runner import signals
@@ -20,7 +21,6 @@ from runner.struct import struct
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from runner.api.results import ConfirmRequest
     from runner.api.runner import Runner
@@ -49,8 +49,8 @@ __all__ = [
 class Settings:
     """The global options of every command."""
 
-    workdir: Path
-    machine: Path | None
+    workdir: str | os.PathLike[str]
+    machine: str | os.PathLike[str] | None
     output: str  # "text" or "json"
     lock_timeout: float
     verbose: bool

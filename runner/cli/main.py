@@ -17,7 +17,6 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from runner import log, signals
 from runner.cli import commands
@@ -236,8 +235,8 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
         workdir = options.get("--workdir") or os.environ.get("RUNNER_WORKDIR") or None
         machine = options.get("--machine") or os.environ.get("RUNNER_MACHINE") or None
         settings = commands.Settings(
-            workdir=(Path(workdir) if workdir else Path.cwd()).absolute(),
-            machine=Path(machine) if machine else None,
+            workdir=os.path.abspath(workdir or os.getcwd()),
+            machine=machine,
             output=output,
             lock_timeout=lock_timeout,
             verbose=verbose,

@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 from functools import cache
-from pathlib import Path
 
 from runner import __version__, resources
 from runner.files import TooLarge, read_limited, replace_atomically
@@ -28,6 +27,7 @@ from runner.machine.model import MachineDef, machine_from_document, machine_to_d
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from hashlib import sha256
+    from pathlib import Path
 else:
     try:  # the interpreter's own SHA-256: hashlib would load OpenSSL first (milliseconds)
         from _sha256 import sha256
@@ -41,8 +41,11 @@ _RULES = ("loader.py", "model.py", "yamlguard.py", "templating.py", "statemachin
 @cache
 def _code_fingerprint() -> bytes:
     """Size and modification time of the code that loads machines (a stat each)."""
-    here = Path(__file__).parent
-    parts = [str(here.parent / "minischema.py"), *(str(here / name) for name in _RULES)]
+    here = os.path.dirname(__file__)
+    parts = [
+        os.path.join(os.path.dirname(here), "minischema.py"),
+        *(os.path.join(here, name) for name in _RULES),
+    ]
     fingerprint = []
     for path in parts:
         try:
@@ -57,12 +60,12 @@ def _key(raw: bytes) -> str:
     digest = sha256(raw)
     digest.update(__version__.encode())
     digest.update(_code_fingerprint())
-    with contextlib.suppress(OSError):
-        digest.update(resources.schema_path("machine").read_bytes())
+    with contextlib.suppress(OSError), open(resources.schema_file("machine"), "rb") as schema:
+        digest.update(schema.read())
     return digest.hexdigest()[:40]
 
 
-def load(path: Path, cache_dir: Path) -> MachineDef:
+def load(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> MachineDef:
     """The validated machine in ``path`` (without plugin checks), from the cache when
     it holds these bytes; errors are the loader's own."""
     try:
@@ -70,20 +73,26 @@ def load(path: Path, cache_dir: Path) -> MachineDef:
     except (OSError, TooLarge):
         from runner.machine.loader import load_machine
 
-        return load_machine(path)  # reports the error in the loader's words
-    entry = cache_dir / f"machine-{_key(raw)}.json"
+        return load_machine(_path(path))  # reports the error in the loader's words
+    entry = os.path.join(cache_dir, f"machine-{_key(raw)}.json")
     try:
         document = json.loads(read_limited(entry, "cache", follow=False))
-        machine = machine_from_document(document, path.resolve())
+        machine = machine_from_document(document, os.path.realpath(path))
         if machine.digest == "sha256:" + sha256(raw).hexdigest():
             return machine
     except Exception:  # missing, truncated or foreign: load normally
         pass
     from runner.machine.loader import load_machine  # only on a miss: it costs its imports
 
-    machine = load_machine(path)
-    _store(entry, machine)
+    machine = load_machine(_path(path))
+    _store(_path(entry), machine)
     return machine
+
+
+def _path(path: str | os.PathLike[str]) -> Path:
+    from pathlib import Path  # a miss loads the whole loader anyway
+
+    return Path(path)
 
 
 def _store(entry: Path, machine: MachineDef) -> None:

@@ -849,7 +849,7 @@ def _build(doc: dict[str, Any], file: Path, digest: str) -> MachineDef:
         inputs_schema=doc.get("inputs") or {"type": "object"},
         states=states,
         phases=tuple(phases),
-        file=file,
+        path=str(file),
         digest=digest,
         checks=tuple(
             CheckDef(**_step_fields(check), states=tuple(check["in"]))

@@ -3,6 +3,7 @@ machine.yaml."""
 
 from __future__ import annotations
 
+import os
 import re
 from functools import cached_property
 
@@ -149,9 +150,17 @@ class MachineDef:
     inputs_schema: dict[str, Any]
     states: dict[str, StateDef]
     phases: tuple[PhaseDef, ...]
-    file: Path
+    path: str
+    """The machine file, absolute (:attr:`file` is it as a Path)."""
     digest: str
     checks: tuple[CheckDef, ...] = ()
+
+    @property
+    def file(self) -> Path:
+        """The machine file (pathlib is imported here: reads never need it)."""
+        from pathlib import Path
+
+        return Path(self.path)
 
     @property
     def dir(self) -> Path:
@@ -284,7 +293,7 @@ def _step_fields(st: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def machine_from_document(data: dict[str, Any], file: Path) -> MachineDef:
+def machine_from_document(data: dict[str, Any], file: str | os.PathLike[str]) -> MachineDef:
     """The machine :func:`machine_to_document` wrote, read from ``file``."""
     return MachineDef(
         name=data["name"],
@@ -308,7 +317,7 @@ def machine_from_document(data: dict[str, Any], file: Path) -> MachineDef:
             )
             for p in data["phases"]
         ),
-        file=file,
+        path=os.fspath(file),
         digest=data["digest"],
         checks=tuple(
             CheckDef(**_step_fields(c), states=tuple(c["states"])) for c in data["checks"]

@@ -20,7 +20,7 @@ from runner.struct import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pathlib import Path
+    pass
 
 if TYPE_CHECKING:
     from runner.store.contract import Store
@@ -40,7 +40,7 @@ class StateChoice:
     snapshots: int = DEFAULT_SNAPSHOTS
 
 
-def choose(workdir: Path, given: str | None = None) -> StateChoice:
+def choose(workdir: str | os.PathLike[str], given: str | None = None) -> StateChoice:
     """The state URL for ``workdir``: ``given``, else ``RUNNER_STATE``, else
     ``runner.toml``'s ``state.url``, else ``file:data``."""
     settings = load_settings(workdir)
@@ -58,7 +58,9 @@ def is_postgres(url: str) -> bool:
     return url.startswith(_PG_SCHEMES)
 
 
-def open_url(url: str, workdir: Path, *, snapshots: int = DEFAULT_SNAPSHOTS) -> Store:
+def open_url(
+    url: str, workdir: str | os.PathLike[str], *, snapshots: int = DEFAULT_SNAPSHOTS
+) -> Store:
     """The store ``url`` names (InputError, exit 2, for a URL of no known kind)."""
     if url.startswith("file:"):
         path = url[len("file:") :]
@@ -69,11 +71,9 @@ def open_url(url: str, workdir: Path, *, snapshots: int = DEFAULT_SNAPSHOTS) -> 
                 f"the state URL {url!r} names no folder",
                 hint="write file:PATH, e.g. file:data (see docs/configuration.md)",
             )
-        from pathlib import Path
-
         from runner.store.files import FileStore
 
-        return FileStore(workdir, Path(path), keep_snapshots=snapshots)
+        return FileStore(workdir, path, keep_snapshots=snapshots)
     if is_postgres(url):
         from runner.store.postgres import PostgresStore
 
@@ -85,7 +85,7 @@ def open_url(url: str, workdir: Path, *, snapshots: int = DEFAULT_SNAPSHOTS) -> 
     )
 
 
-def open_store(workdir: Path, given: str | None = None) -> Store:
+def open_store(workdir: str | os.PathLike[str], given: str | None = None) -> Store:
     """The store of ``workdir`` (see :func:`choose`)."""
     choice = choose(workdir, given)
     return open_url(choice.url, workdir, snapshots=choice.snapshots)

@@ -17,12 +17,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 from runner import signals, struct
 from runner.errors import EnvironmentNotFoundError, StorageError
 from runner.log import logger
 from runner.store.contract import LockInfo
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 #: Outside the main thread (where SIGALRM cannot time a blocking wait), waiting for a
 #: held lock polls with a sleep that starts here and doubles ...
@@ -59,7 +62,7 @@ def parse_holder(data: bytes) -> LockInfo | None:
     )
 
 
-def read_holder(path: Path) -> LockInfo | None:
+def read_holder(path: str | Path) -> LockInfo | None:
     """Who ``path`` says holds the lock (without locking); None when it names nobody."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -70,7 +73,7 @@ def read_holder(path: Path) -> LockInfo | None:
     return parse_holder(data) if data.strip() else None
 
 
-def is_locked(path: Path) -> bool:
+def is_locked(path: str | Path) -> bool:
     """Whether some process holds the OS lock on ``path``, decided by the lock itself
     (never by the pid its file names): one non-blocking *shared* attempt on a read-only
     descriptor, released at once. It cannot take the lock from anybody; a command trying
@@ -92,7 +95,7 @@ def is_locked(path: Path) -> bool:
     return False
 
 
-def live_holder(path: Path) -> LockInfo | None:
+def live_holder(path: str | Path) -> LockInfo | None:
     """Who holds the lock on ``path`` now, or None; never locks, never waits. A held
     lock whose file does not (yet) name its holder gives a record of pid 0."""
     if not is_locked(path):
@@ -100,7 +103,7 @@ def live_holder(path: Path) -> LockInfo | None:
     return read_holder(path) or LockInfo.unknown()
 
 
-def stale_holder(path: Path) -> LockInfo | None:
+def stale_holder(path: str | Path) -> LockInfo | None:
     """The record a holder that died without releasing left in ``path`` (None when
     the lock is held, or the file names nobody)."""
     if is_locked(path):

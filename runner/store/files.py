@@ -31,7 +31,7 @@ import json
 import os
 import stat
 import time
-from pathlib import Path
+from functools import cached_property
 
 from runner.errors import (
     ConflictError,
@@ -67,6 +67,7 @@ from runner.store.record import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, NoReturn
 
     from runner.store.contract import ArtifactKind, Events
@@ -135,16 +136,20 @@ class FileStore:
 
     def __init__(
         self,
-        workdir: Path,
-        data_dir: Path | None = None,
+        workdir: str | os.PathLike[str],
+        data_dir: str | os.PathLike[str] | None = None,
         *,
         keep_snapshots: int = DEFAULT_SNAPSHOTS,
     ) -> None:
         if keep_snapshots < 0:
             raise ValueError(f"keep_snapshots must be 0 or more, not {keep_snapshots}")
         self.keep_snapshots = keep_snapshots
-        self.workdir = Path(os.path.abspath(workdir))
-        self.root = Path(os.path.abspath(self.workdir / ("data" if data_dir is None else data_dir)))
+        # plain paths: the read-only commands never import pathlib (the Paths below are
+        # made on first use, by the commands that write)
+        self._workdir = os.path.abspath(workdir)
+        self._root = os.path.abspath(
+            os.path.join(self._workdir, "data" if data_dir is None else data_dir)
+        )
         # The bytes of each state.json this store last read or wrote: when the file on
         # disk still holds exactly these bytes, its serial is known without parsing it.
         self._known: dict[str, tuple[bytes, int]] = {}
@@ -152,10 +157,28 @@ class FileStore:
 
     # -- paths -----------------------------------------------------------------------
 
+    @cached_property
+    def workdir(self) -> Path:
+        """The working directory."""
+        from pathlib import Path
+
+        return Path(self._workdir)
+
+    @cached_property
+    def root(self) -> Path:
+        """The data folder: one folder per environment."""
+        from pathlib import Path
+
+        return Path(self._root)
+
     def _env_dir(self, name: str) -> Path:
         return self.root / check_name(name)
 
-    def _no_link(self, name: str, path: Path) -> None:
+    def _env_folder(self, name: str) -> str:
+        """:meth:`_env_dir` as a plain path, for reads."""
+        return os.path.join(self._root, check_name(name))
+
+    def _no_link(self, name: str, path: str | Path) -> None:
         """Refuse ``path`` when it is a symbolic link: inside ``data/<env>`` the runner
         never follows a link it did not make (it could lead a write, an append or a
         delete anywhere)."""
@@ -166,7 +189,7 @@ class FileStore:
         if stat.S_ISLNK(info.st_mode):
             self._link_error(name, path)
 
-    def _link_error(self, name: str, path: Path) -> NoReturn:
+    def _link_error(self, name: str, path: str | Path) -> NoReturn:
         shown = self.relative(path)
         raise StateFileError(
             f"{shown} is a symbolic link: the runner never follows a link inside an "
@@ -180,32 +203,31 @@ class FileStore:
     def data_dir(self, name: str) -> str:
         return self.relative(self._env_dir(name))
 
-    def relative(self, path: Path) -> str:
+    def relative(self, path: str | Path) -> str:
         """``path`` relative to the working directory, as records and messages show it."""
-        absolute = os.path.normpath(os.path.join(self.workdir, path))
-        try:
-            return Path(absolute).relative_to(self.workdir).as_posix()
-        except ValueError:
-            pass
-        try:  # the same place through symbolic links (e.g. a linked temp folder)
-            return Path(absolute).resolve().relative_to(self.workdir.resolve()).as_posix()
-        except (ValueError, OSError):
-            return absolute
+        absolute = os.path.normpath(os.path.join(self._workdir, path))
+        inside = _inside(absolute, self._workdir)
+        if inside is not None:
+            return inside
+        # the same place through symbolic links (e.g. a linked temp folder)
+        inside = _inside(os.path.realpath(absolute), os.path.realpath(self._workdir))
+        return absolute if inside is None else inside
 
     # -- reading ---------------------------------------------------------------------
 
     def exists(self, name: str) -> bool:
-        return (self._env_dir(name) / STATE_FILE).is_file()
+        return os.path.isfile(os.path.join(self._env_folder(name), STATE_FILE))
 
     def _read_state(self, name: str) -> bytes:
-        path = self._env_dir(name) / STATE_FILE
-        self._no_link(name, path.parent)
+        folder = self._env_folder(name)
+        path = os.path.join(folder, STATE_FILE)
+        self._no_link(name, folder)
         try:
             return read_limited(path, "state", follow=False)
         except TooLarge as exc:
             self._state_error(name, str(exc))
         except FileNotFoundError:
-            if path.parent.is_dir():
+            if os.path.isdir(folder):
                 self._state_error(
                     name,
                     "is missing (the environment's folder exists without it)",
@@ -228,7 +250,7 @@ class FileStore:
             )
 
     def _state_error(self, name: str, problem: str, *, hint: str | None = None) -> NoReturn:
-        shown = self.relative(self.root / name / STATE_FILE)
+        shown = self.relative(os.path.join(self._root, name, STATE_FILE))
         raise StateFileError(
             f"{shown} {problem}",
             hint=hint
@@ -276,7 +298,7 @@ class FileStore:
 
     def list(self) -> list[ListEntry]:
         try:
-            with os.scandir(self.root) as scan:
+            with os.scandir(self._root) as scan:
                 folders = sorted(
                     (entry.name, entry.path, entry.is_symlink())
                     for entry in scan
@@ -286,7 +308,8 @@ class FileStore:
             return []
         except OSError as exc:
             raise StorageError(
-                f"cannot read the data directory {self.relative(self.root)}: {exc.strerror or exc}",
+                f"cannot read the data directory {self.relative(self._root)}: "
+                f"{exc.strerror or exc}",
                 hint="make it readable for this user",
             ) from exc
         result: list[ListEntry] = []
@@ -297,7 +320,7 @@ class FileStore:
                 continue
             try:
                 if linked:
-                    self._link_error(name, Path(folder))
+                    self._link_error(name, folder)
                 try:  # plain os calls: with 10,000 environments pathlib costs a third
                     data = read_limited(os.path.join(folder, STATE_FILE), "state", follow=False)
                 except (OSError, TooLarge):
@@ -323,7 +346,7 @@ class FileStore:
         replaces the file, so any save changes it (the contract's ``Versions``)."""
         found: dict[str, object] = {}
         try:
-            scan = os.scandir(self.root)
+            scan = os.scandir(self._root)
         except FileNotFoundError:
             return found
         with scan:
@@ -664,10 +687,10 @@ class FileStore:
         return self._leased(name, filelock.acquire(path, name, shown, me, seconds))
 
     def lock_holder(self, name: str) -> LockInfo | None:
-        return filelock.live_holder(self._env_dir(name) / LOCK_FILE)
+        return filelock.live_holder(os.path.join(self._env_folder(name), LOCK_FILE))
 
     def last_holder(self, name: str) -> LockInfo | None:
-        return filelock.stale_holder(self._env_dir(name) / LOCK_FILE)
+        return filelock.stale_holder(os.path.join(self._env_folder(name), LOCK_FILE))
 
     # -- events ----------------------------------------------------------------------
 
@@ -697,10 +720,10 @@ class FileStore:
             os.close(fd)
 
     def read_events(self, name: str, limit: int | None = None) -> Events:
-        folder = self._env_dir(name)
-        if not folder.is_dir():
+        folder = self._env_folder(name)
+        if not os.path.isdir(folder):
             self._read_state(name)  # raises EnvironmentNotFoundError
-        path = folder / EVENTS_FILE
+        path = os.path.join(folder, EVENTS_FILE)
         self._no_link(name, folder)
         try:
             fd = os.open(path, _READ_FLAGS)
@@ -767,6 +790,8 @@ class FileStore:
 
     def _artifact_of(self, name: str, ref: str) -> Path | None:
         """The file ``ref`` names, if it is one of ``name``'s artifacts."""
+        from pathlib import Path
+
         path = Path(os.path.normpath(self.workdir / ref))
         folders = {self._env_dir(name) / sub for sub in ARTIFACT_FOLDERS.values()}
         return path if path.parent in folders else None
@@ -878,6 +903,15 @@ def _snapshot_serial(file: str) -> int | None:
     if dot and ext == "json" and stem.isdigit() and stem == str(int(stem)):
         return int(stem)
     return None
+
+
+def _inside(path: str, folder: str) -> str | None:
+    """``path`` relative to ``folder`` ("." for the folder itself), None when it lies
+    elsewhere (both absolute and normalised)."""
+    if path == folder:
+        return "."
+    prefix = folder if folder.endswith(os.sep) else folder + os.sep
+    return path[len(prefix) :] if path.startswith(prefix) else None
 
 
 def _stamp() -> str:

@@ -24,7 +24,6 @@ import copy
 import json
 import re
 from functools import cache
-from pathlib import Path, PurePosixPath
 
 from runner.errors import InvalidNameError
 from runner.result import as_json, key
@@ -32,6 +31,7 @@ from runner.struct import field, struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 __all__ = [
@@ -84,9 +84,10 @@ def now_iso() -> str:
 
 @cache
 def _schema() -> dict[str, Any]:
-    from runner.resources import schema_path
+    from runner.resources import schema_file
 
-    schema: dict[str, Any] = json.loads(schema_path("state").read_text(encoding="utf-8"))
+    with open(schema_file("state"), encoding="utf-8") as file:
+        schema: dict[str, Any] = json.load(file)
     return schema
 
 
@@ -152,8 +153,7 @@ def _path_problem(data: Any) -> str | None:
         value = section.get(field_name) if isinstance(section, dict) else None
         if value is None:
             continue
-        pure = PurePosixPath(value)
-        if not value or pure.is_absolute() or ".." in pure.parts or "\\" in value:
+        if not value or value.startswith("/") or ".." in value.split("/") or "\\" in value:
             return (
                 f"has {part}.{field_name} = {json.dumps(value)}, which leads outside the "
                 "working directory (paths in a state file are relative and stay inside it)"

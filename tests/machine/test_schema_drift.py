@@ -33,7 +33,7 @@ LEVELS = {
     "retry": (DEFS["retry"]["properties"], Retry, {"delay": "delay_s", "max_delay": "max_delay_s"}),
 }
 # Model fields that come from no YAML key (where the machine was read from).
-DERIVED = {"file", "digest"}
+DERIVED = {"path", "digest"}
 
 # Every command of the CLI. A new command must be added here, and documented.
 COMMANDS = [
