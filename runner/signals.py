@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -34,7 +33,12 @@ from runner.errors import InterruptSignal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
     from typing import Any
+else:
+    # the C module: `signal` makes enums of every signal and handler at import, which
+    # every command would pay at start; the functions and numbers are the same
+    import _signal as signal
 
 
 __all__ = [
@@ -172,7 +176,9 @@ class Interrupts:
 
     def _escalate(self, signum: int) -> None:
         """A second signal: SIGKILL the running program's group, never raise."""
-        name = signal.Signals(signum).name
+        from signal import Signals
+
+        name = Signals(signum).name
         group = self._group
         if group is None:
             say(f"runner: {name} again: already stopping, recording where the phase stopped")

@@ -25,7 +25,16 @@ if TYPE_CHECKING:
 
     _T = TypeVar("_T")
 
-__all__ = ["MISSING", "Field", "FrozenInstanceError", "field", "fields", "replace", "struct"]
+__all__ = [
+    "MISSING",
+    "Field",
+    "FrozenInstanceError",
+    "copied",
+    "field",
+    "fields",
+    "replace",
+    "struct",
+]
 
 
 class _Missing:
@@ -108,6 +117,29 @@ def replace(value: _T, /, **changes: Any) -> _T:
     values.update(changes)
     result: _T = type(value)(**values)
     return result
+
+
+def copied(value: _T) -> _T:
+    """A deep copy of ``value``: plain data (dicts, lists, tuples, text, numbers, None)
+    and struct instances holding plain data, as :func:`copy.deepcopy` would make it
+    (without importing :mod:`copy`, and its :mod:`weakref`, on the read path)."""
+    kind = value.__class__
+    if kind is dict:
+        return {k: copied(v) for k, v in value.items()}  # type: ignore[attr-defined,return-value]
+    if kind is list:
+        return [copied(v) for v in value]  # type: ignore[attr-defined,return-value]
+    if kind is tuple:
+        return tuple(copied(v) for v in value)  # type: ignore[attr-defined,return-value]
+    if kind in (str, int, float, bool) or value is None:
+        return value
+    specs = getattr(kind, "__struct_fields__", None)
+    if specs is not None:
+        twin = object.__new__(kind)
+        twin.__dict__.update({f.name: copied(getattr(value, f.name)) for f in specs})
+        return twin
+    import copy
+
+    return copy.deepcopy(value)
 
 
 def _repr(self: Any) -> str:

@@ -151,3 +151,24 @@ def test_the_generated_init_takes_over_and_behaves_alike() -> None:
             init(blank, 1, a=2)
         with pytest.raises(TypeError, match="positional"):
             init(blank, 1, "b", [], 4)
+
+
+def test_copied_is_a_deep_copy_of_structs_and_plain_data() -> None:
+    from runner.struct import copied
+
+    value = Child("a", extra=("x",))
+    nested = {"point": Point(1, tags=["a"]), "list": [1, 2.5, None, True, "t"], "t": (Frozen("f"),)}
+    twin = copied(nested)
+    assert twin == nested == copy.deepcopy(nested)
+    twin["point"].tags.append("b")
+    twin["list"].append(3)
+    assert nested["point"].tags == ["a"] and nested["list"] == [1, 2.5, None, True, "t"]
+    assert copied(value) == value and copied(value) is not value
+    with pytest.raises(FrozenInstanceError):  # a copy of a frozen struct is frozen too
+        copied(value).size = 3  # type: ignore[misc]
+
+    class Other(dict):  # type: ignore[type-arg]
+        pass
+
+    odd = Other(a=[1])
+    assert copied(odd) == odd and type(copied(odd)) is Other  # left to copy.deepcopy

@@ -15,11 +15,9 @@ dataclass costs about a millisecond at import, and a read never needs those.
 
 from __future__ import annotations
 
-import copy
-
 from runner.result import INTERNAL, Result
 from runner.store.record import Failure, Forced, LastCheck, Record, Run
-from runner.struct import field, struct
+from runner.struct import copied, field, struct
 
 TYPE_CHECKING = False
 
@@ -138,7 +136,7 @@ class EnvironmentSummary(Result):
             state=record.state,
             updated_at=record.updated_at,
             failed_step=record.failure.step if record.failure else None,
-            last_check=copy.deepcopy(record.last_check),
+            last_check=copied(record.last_check),
         )
 
 
@@ -201,17 +199,17 @@ class StatusResult(Result):
             kind=kind,
             interrupted=interrupted,
             locked_by=holder,
-            failure=copy.deepcopy(record.failure),
-            run=copy.deepcopy(record.run),
-            outputs=copy.deepcopy(record.outputs),
+            failure=copied(record.failure),
+            run=copied(record.run),
+            outputs=copied(record.outputs),
             updated_at=record.updated_at,
             created_at=record.created_at,
             next=tuple(next_actions),
             allowed_phases=tuple(allowed_phases),
             leftover_processes=tuple(leftovers),
             entered_at=entered_at,
-            last_check=copy.deepcopy(record.last_check),
-            forced=copy.copy(record.forced),
+            last_check=copied(record.last_check),
+            forced=copied(record.forced),
             machine_changed=machine_changed,
         )
 

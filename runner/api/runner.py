@@ -11,7 +11,6 @@ loader, the store and the engine are imported when a method needs them.
 
 from __future__ import annotations
 
-import copy
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -26,6 +25,7 @@ from runner.errors import (
     did_you_mean,
 )
 from runner.log import logger
+from runner.struct import copied
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -614,7 +614,7 @@ class Runner:
                     hint=f"runner status {name}",
                     state=record.state,
                 )
-            given: dict[str, Any] = copy.deepcopy(record.inputs)
+            given: dict[str, Any] = copied(record.inputs)
             if config is not None:
                 given = _merged(given, environment_inputs.load_config_file(_absolute(config)))
             given = environment_inputs.apply_sets(given, list(sets))
@@ -1315,11 +1315,10 @@ def _given_inputs(
 def _inputs(machine: MachineDef, given: dict[str, Any]) -> dict[str, Any]:
     """``given`` (a copy) with the defaults, validated against the machine's inputs
     schema."""
-    import copy
 
     from runner.run import inputs as environment_inputs
 
-    data = copy.deepcopy(given)
+    data = copied(given)
     filled: dict[str, Any] = environment_inputs.apply_defaults(machine.inputs_schema, data)
     environment_inputs.validate(machine.inputs_schema, filled)
     return filled

@@ -20,14 +20,13 @@ A newer format is refused by the store, never rewritten.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from functools import cache
 
 from runner.errors import InvalidNameError
 from runner.result import as_json, key
-from runner.struct import field, struct
+from runner.struct import copied, field, struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -454,4 +453,4 @@ class Record:
 
     def copy(self) -> Record:
         """A deep copy: changing it never changes this record."""
-        return copy.deepcopy(self)
+        return copied(self)
