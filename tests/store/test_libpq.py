@@ -104,6 +104,7 @@ def test_the_read_only_commands_never_import_the_driver(site: Path, pg_url: str)
         "code = _run(sys.argv[1:])\n"
         "sys.stdout.flush()\n"
         "sys.stderr.write(f'driver={\"psycopg\" in sys.modules} code={code}\\n')\n"
+        "sys.stderr.write(f'files={\"runner.store.files\" in sys.modules}\\n')\n"
     )
     for args in (("status", "demo"), ("list",), ("history", "demo"), ("exists", "demo")):
         for reader, imported in (("libpq", False), ("psycopg", True)):
@@ -117,6 +118,18 @@ def test_the_read_only_commands_never_import_the_driver(site: Path, pg_url: str)
                 check=False,
             )
             assert f"driver={imported} code=0" in proc.stderr, (args, reader, proc.stderr)
+            assert "files=False" in proc.stderr  # nor the file backend
+
+
+def test_the_machine_cache_of_a_database_lives_in_build(tmp_path: Path, pg_url: str) -> None:
+    from runner import Runner
+    from runner.store.files import FileStore
+
+    pg = Runner(tmp_path, store=PostgresStore(pg_url))
+    assert pg._cache_dir() == tmp_path / "build" / ".cache"
+    files = Runner(tmp_path, store=FileStore(tmp_path))
+    assert files._cache_dir() == tmp_path / "data" / ".cache"
+    assert Runner(tmp_path, state=pg_url)._cache_dir() == tmp_path / "build" / ".cache"
 
 
 # --- the errors -------------------------------------------------------------------------
