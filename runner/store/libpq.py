@@ -59,7 +59,10 @@ _FUNCTIONS: tuple[tuple[str, list[type], type | None], ...] = (
     ("PQstatus", [_P], _I),
     ("PQerrorMessage", [_P], _S),
     ("PQfinish", [_P], None),
-    ("PQexecParams", [_P, _S, _I, _P, ctypes.POINTER(_S), _P, _P, _I], _P),
+    ("PQsendQueryParams", [_P, _S, _I, _P, ctypes.POINTER(_S), _P, _P, _I], _I),
+    ("PQconsumeInput", [_P], _I),
+    ("PQisBusy", [_P], _I),
+    ("PQgetResult", [_P], _P),
     ("PQresultStatus", [_P], _I),
     ("PQresultErrorField", [_P, _I], _S),
     ("PQresultErrorMessage", [_P], _S),
@@ -262,12 +265,7 @@ class Connection:
             pieces = statement.split("%s")
             numbered = pieces[0] + "".join(f"${i}{p}" for i, p in enumerate(pieces[1:], 1))
             command = self._statements[statement] = numbered.encode()
-        values = (_S * max(1, len(params)))(
-            *(None if p is None else str(p).encode() for p in params)
-        )
-        result = lib.PQexecParams(self._conn, command, len(params), None, values, None, None, 0)
-        if not result:
-            raise PqError(self._message())
+        result = self._execute(command, params)
         try:
             if lib.PQresultStatus(result) not in (_PGRES_TUPLES_OK, _PGRES_COMMAND_OK):
                 raise self._failure(result)
@@ -283,6 +281,44 @@ class Connection:
             return found
         finally:
             lib.PQclear(result)
+
+    def _execute(self, command: bytes, params: Sequence[object]) -> int:
+        """Send ``command`` and wait for its result, as psycopg waits: in ``select``, so
+        that a signal (Ctrl+C) stops the wait. A wait that ends so closes the connection
+        (the next read connects again)."""
+        import select
+
+        lib, conn = self._lib, self._conn
+        values = (_S * max(1, len(params)))(
+            *(None if p is None else str(p).encode() for p in params)
+        )
+        if not lib.PQsendQueryParams(conn, command, len(params), None, values, None, None, 0):
+            raise PqError(self._message())
+        socket = lib.PQsocket(conn)
+        result = 0
+        try:
+            while True:
+                while lib.PQisBusy(conn):
+                    select.select([socket], [], [])
+                    if not lib.PQconsumeInput(conn):
+                        break  # the connection failed: PQgetResult says why
+                found = lib.PQgetResult(conn)
+                if not found:
+                    break
+                if result:  # one statement, one result: the rest is the protocol's
+                    lib.PQclear(found)
+                else:
+                    result = found
+                if lib.PQstatus(conn) != _CONNECTION_OK:
+                    break
+        except BaseException:
+            if result:
+                lib.PQclear(result)
+            self.close()
+            raise
+        if not result:
+            raise PqError(self._message())
+        return result
 
     def row(self, statement: str, params: Sequence[object] = ()) -> tuple[str | None, ...] | None:
         """The first row of ``statement``, None when there is none."""

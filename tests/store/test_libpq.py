@@ -9,8 +9,10 @@ import contextlib
 import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,6 +162,36 @@ def test_errors_are_the_same_with_either_reader(
             assert code == 2, (url, out, err)
             assert message in (out + err).replace('\\"', '"'), (url, out, err)
             assert "Traceback" not in err and "secret" not in out + err
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+def test_ctrl_c_stops_a_read_that_waits_for_the_server(
+    site: Path, pg_url: str, reader: str
+) -> None:
+    a = site / "a"
+    assert run_cli("--state", pg_url, "create", "demo", cwd=a).returncode == 0
+    with psycopg.connect(pg_url) as blocker:  # a transaction holding the table
+        blocker.execute("LOCK TABLE runner.environments IN ACCESS EXCLUSIVE MODE")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner", "--state", pg_url, "status", "demo"],
+            cwd=a,
+            env=cli_env(READERS[reader]),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while not sql(
+            pg_url,
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'runner' AND "
+            "wait_event_type = 'Lock' AND datname = current_database()",
+        ):
+            assert time.monotonic() < deadline and proc.poll() is None, "status never waited"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
 
 
 @pytest.mark.parametrize("reader", ["libpq", "psycopg"], indirect=True)
