@@ -27,7 +27,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["Connection", "PqError", "library", "parse"]
+__all__ = ["Connection", "PqError", "library", "parse", "timeout"]
 
 #: ``RUNNER_PG_LIBPQ``: a libpq to load instead, or ``off`` (psycopg reads).
 LIBPQ_ENV = "RUNNER_PG_LIBPQ"
@@ -180,12 +180,12 @@ def parse(lib: ctypes.CDLL, url: str) -> dict[str, str]:
         lib.PQconninfoFree(options)
 
 
-def _timeout(value: str | None) -> float:
+def timeout(value: str | None) -> float:
     """Seconds to wait for a connection, by psycopg's rule: ``connect_timeout`` (at least
     2), else 130."""
     try:
         seconds = int(float(value)) if value is not None else 130
-    except ValueError:
+    except (ValueError, OverflowError):  # "soon", "inf"
         raise PqError(f"bad value for connect_timeout: {value!r}") from None
     return 130.0 if seconds <= 0 else float(max(2, seconds))
 
@@ -210,7 +210,7 @@ class Connection:
         if not self._conn:
             raise MemoryError("libpq could not allocate a connection")
         try:
-            self._connect(_timeout(params.get("connect_timeout")))
+            self._connect(timeout(params.get("connect_timeout")))
         except BaseException:
             self.close()
             raise

@@ -76,6 +76,7 @@ from runner.store.record import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ctypes
     import threading
     from collections.abc import Iterator, Sequence
     from typing import Any, NoReturn, Protocol
@@ -199,6 +200,9 @@ def check_url(url: str) -> dict[str, str]:
                 params = psycopg.conninfo.conninfo_to_dict(url)
             except psycopg.ProgrammingError as exc:
                 raise libpq.PqError(str(exc)) from None
+        timeout = params.get("connect_timeout")
+        if timeout is not None:
+            libpq.timeout(timeout)
     except libpq.PqError as exc:
         raise InputError(
             f"not a valid PostgreSQL URL: {shown_url(url)} ({str(exc).strip()})",
@@ -462,7 +466,7 @@ class PostgresStore:
                     raise self._unreachable(exc) from None
                 raise self._refused(exc, name) from None
 
-    def _light_connection(self, lib: Any) -> libpq.Connection:
+    def _light_connection(self, lib: ctypes.CDLL) -> libpq.Connection:
         """The libpq connection of :meth:`_read`, opened (and its schema checked) on
         first use, and again after it was lost."""
         conn = self._light

@@ -154,6 +154,7 @@ def test_errors_are_the_same_with_either_reader(
         'database "nosuchdb" does not exist': "postgresql:///nosuchdb?" + pg_url.split("?")[1],
         "cannot read the runner schema": pg_url.replace("user=postgres", f"user={role}"),
         "not a valid PostgreSQL URL": "postgresql://localhost/db?nonsense=1",
+        "(bad value for connect_timeout: 'soon')": "postgresql:///db?connect_timeout=soon",
         "holds a password": "postgresql://u:secret@localhost/db",
     }
     for message, url in cases.items():
