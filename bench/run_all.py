@@ -136,7 +136,9 @@ def not_measured(name: str, why: str) -> list[Figure]:
     ]
 
 
-def collect_optional(name: str, quick: bool, force_profile: bool) -> tuple[list[Figure], list[str]]:
+def collect_optional(
+    name: str, quick: bool, force_profile: bool
+) -> tuple[list[Figure], list[str]]:
     """An optional benchmark's module, when it is there (``bench/bench_postgres.py``,
     ``bench/bench_dashboard.py``): ``collect(quick=, force_profile=)`` like the others.
     A missing module, or one that cannot measure (no PostgreSQL server to start, no
