@@ -9,7 +9,8 @@ production), reached over its Unix socket.
   commit waiting for the WAL fsync) against ``FileStore.save`` of the same record
   (target: within 2x of files).
 - `runner status NAME` as a subprocess on each backend (files as the baseline; target:
-  within 1.5x of files).
+  within 1.5x of files), and again with ``RUNNER_PG_LIBPQ=off`` (reads through psycopg,
+  for information); `runner history` and `runner exists` likewise (for information).
 - `runner list` of 10,000 environments on each backend (one query on PostgreSQL;
   target: at most 1 s). The
   10,000 rows are inserted in bulk for the setup (and the files made as bench_scale
@@ -39,6 +40,7 @@ from benchlib import (
     Figure,
     Target,
     bench_main,
+    cli_env,
     interleaved,
     median,
     profile,
@@ -204,10 +206,16 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
                 )
             )
 
-            # -- runner status
+            # -- runner status (and the other read-only commands)
             status_pg = Command(runner_argv("--state", url, "status", "demo"), work / "pg")
             status_file = Command(runner_argv("status", "demo"), work / "files")
-            status = interleaved({"file": status_file, "pg": status_pg}, rounds)
+            driver = cli_env({"RUNNER_PG_LIBPQ": "off"})
+            status_driver = Command(
+                runner_argv("--state", url, "status", "demo"), work / "pg", driver
+            )
+            status = interleaved(
+                {"file": status_file, "pg": status_pg, "driver": status_driver}, rounds
+            )
             figures.append(
                 Figure(
                     BENCH,
@@ -217,8 +225,38 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
                     baseline_name="`runner status` on files",
                     target=Target("ratio", 1.5),
                     runs=rounds,
+                    note="reads over libpq itself (no driver imported)",
                 )
             )
+            figures.append(
+                Figure(
+                    BENCH,
+                    "`runner status` on PostgreSQL, reading through psycopg",
+                    median(status["driver"]),
+                    baseline=median(status["file"]),
+                    baseline_name="`runner status` on files",
+                    runs=rounds,
+                    note="RUNNER_PG_LIBPQ=off: what reads cost where no libpq loads",
+                )
+            )
+            for command in (["history", "demo"], ["exists", "demo"]):
+                reads = interleaved(
+                    {
+                        "file": Command(runner_argv(*command), work / "files"),
+                        "pg": Command(runner_argv("--state", url, *command), work / "pg"),
+                    },
+                    rounds,
+                )
+                figures.append(
+                    Figure(
+                        BENCH,
+                        f"`runner {command[0]}` on PostgreSQL",
+                        median(reads["pg"]),
+                        baseline=median(reads["file"]),
+                        baseline_name=f"`runner {command[0]}` on files",
+                        runs=rounds,
+                    )
+                )
 
             # -- runner list of 10,000
             many = work / "many"

@@ -198,9 +198,11 @@ class Runner:
         """Where validated machines are cached: ``data/.cache`` beside the files; with a
         database, this machine's own ``build/.cache`` (once a phase made ``build/``)."""
         if self._store is not None:
-            from runner.store.files import FileStore
+            import sys
 
-            local = isinstance(self._store, FileStore)
+            # a FileStore only if its module was imported (a database's reads never do)
+            files = sys.modules.get("runner.store.files")
+            local = files is not None and isinstance(self._store, files.FileStore)
         else:
             from runner.store.backends import choose, is_postgres
 

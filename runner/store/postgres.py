@@ -36,17 +36,13 @@ Passwords never appear in the URL: libpq's own means apply (``PGPASSWORD``,
 
 from __future__ import annotations
 
+import _thread
 import builtins
 import contextlib
-import hashlib
 import json
 import os
 import signal
-import threading
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from runner import struct
 from runner.errors import (
@@ -60,14 +56,8 @@ from runner.errors import (
     StorageError,
 )
 from runner.log import logger
-from runner.store.contract import (
-    ArtifactKind,
-    EnvironmentCopy,
-    Events,
-    ListEntry,
-    LockInfo,
-    SnapshotInfo,
-)
+from runner.store import libpq
+from runner.store.contract import EnvironmentCopy, ListEntry, LockInfo, SnapshotInfo
 from runner.store.record import (
     STATE_FORMAT,
     Record,
@@ -77,8 +67,24 @@ from runner.store.record import (
     record_problem,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ctypes
+    import threading
+    from collections.abc import Iterator, Sequence
+    from typing import Any, NoReturn, Protocol
+
     import psycopg
+
+    from runner.store.contract import ArtifactKind, Events
+
+    class _Reader(Protocol):
+        """What the read-only methods read with: libpq's :class:`~runner.store.libpq.
+        Connection`, or :class:`_DriverReader` over psycopg's."""
+
+        def rows(self, statement: str, params: Sequence[object] = ...) -> list[tuple[Any, ...]]: ...
+
+        def row(self, statement: str, params: Sequence[object] = ...) -> tuple[Any, ...] | None: ...
 
 
 __all__ = [
@@ -151,6 +157,11 @@ MIGRATIONS: dict[int, list[str]] = {
 #: The schema version this code reads and writes.
 SCHEMA_VERSION = max(MIGRATIONS)
 
+#: The second half of an environment's lock key as ``pg_locks`` shows it (an unsigned
+#: oid), computed by the server from the name (as :func:`lock_key` does): a reader
+#: needs no hash library.
+_OBJID = "('x' || left(encode(sha256(convert_to(%s, 'UTF8')), 'hex'), 8))::bit(32)::bigint"
+
 #: The snapshots a store keeping ``keep_snapshots`` offers: the current version and the
 #: ``keep_snapshots`` before it (a store with a larger setting may have left more).
 _KEPT = "serial >= (SELECT e.serial FROM runner.environments e WHERE e.name = %s) - %s"
@@ -172,11 +183,22 @@ def _driver() -> Any:
 
 def check_url(url: str) -> dict[str, str]:
     """The connection parameters of ``url``; InputError when it is not a usable
-    PostgreSQL URL or holds a password."""
-    psycopg = _driver()
+    PostgreSQL URL or holds a password (parsed by libpq, through psycopg or not)."""
+    lib = libpq.library()
+    params: dict[str, str]
     try:
-        params: dict[str, str] = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
+        if lib is not None:
+            params = libpq.parse(lib, url)
+        else:
+            psycopg = _driver()
+            try:
+                params = psycopg.conninfo.conninfo_to_dict(url)
+            except psycopg.ProgrammingError as exc:
+                raise libpq.PqError(str(exc)) from None
+        timeout = params.get("connect_timeout")
+        if timeout is not None:
+            libpq.timeout(timeout)
+    except libpq.PqError as exc:
         raise InputError(
             f"not a valid PostgreSQL URL: {shown_url(url)} ({str(exc).strip()})",
             hint="write it as postgresql://[user@]host[:port]/database (see docs/configuration.md)",
@@ -200,6 +222,8 @@ def shown_url(url: str) -> str:
 
 def lock_key(name: str) -> tuple[int, int]:
     """The advisory lock key of environment ``name``: (namespace, 32-bit hash)."""
+    import hashlib
+
     digest = hashlib.sha256(name.encode("utf-8")).digest()
     return NAMESPACE, int.from_bytes(digest[:4], "big", signed=True)
 
@@ -210,6 +234,8 @@ def _oid(value: int) -> int:
 
 
 def _stamp() -> str:
+    from datetime import UTC, datetime
+
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")[:-3]
 
 
@@ -237,15 +263,19 @@ class PostgresStore:
         self._leases: dict[str, PostgresLease] = {}
         self._lost: str | None = None
         self._last_stamp = ""
-        self._mutex = threading.RLock()
+        self._mutex = _thread.RLock()
+        #: The read-only connection over libpq (see :meth:`_read`); unused once psycopg's
+        #: is open (``_driven``).
+        self._light: libpq.Connection | None = None
+        self._driven = False
 
     def __repr__(self) -> str:
         return f"PostgresStore({shown_url(self.url)!r})"
 
     # -- the connection --------------------------------------------------------------
 
-    def _open(self, *, check_schema: bool = True) -> psycopg.Connection[Any]:
-        driver = _driver()
+    def _connection_params(self) -> dict[str, str]:
+        """The URL's parameters, and the runner's defaults for what it leaves out."""
         params = dict(self.params)
         params.setdefault("application_name", "runner")
         params.setdefault("connect_timeout", "10")
@@ -254,6 +284,11 @@ class PostgresStore:
             params.setdefault("keepalives_idle", "10")
             params.setdefault("keepalives_interval", "3")
             params.setdefault("keepalives_count", "3")
+        return params
+
+    def _open(self, *, check_schema: bool = True) -> psycopg.Connection[Any]:
+        driver = _driver()
+        params = self._connection_params()
         try:
             conn: psycopg.Connection[Any] = driver.connect(autocommit=True, **params)
         except driver.OperationalError as exc:
@@ -263,15 +298,18 @@ class PostgresStore:
                 self._check_schema(conn)
             except driver.Error as exc:  # e.g. no right to read the runner's schema
                 conn.close()
-                raise StorageError(
-                    f"cannot read the runner schema of {shown_url(self.url)}: {_first_line(exc)}",
-                    hint="the runner's role needs the grants of docs/teams.md",
-                    url=shown_url(self.url),
-                ) from None
+                raise self._unreadable_schema(exc) from None
             except BaseException:
                 conn.close()
                 raise
         return conn
+
+    def _unreadable_schema(self, exc: Exception) -> StorageError:
+        return StorageError(
+            f"cannot read the runner schema of {shown_url(self.url)}: {_first_line(exc)}",
+            hint="the runner's role needs the grants of docs/teams.md",
+            url=shown_url(self.url),
+        )
 
     def _unreachable(self, exc: Exception) -> StorageError:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -294,7 +332,10 @@ class PostgresStore:
         return None if row is None or row[0] is None else int(row[0])
 
     def _check_schema(self, conn: psycopg.Connection[Any]) -> None:
-        version = self.schema_version(conn)
+        self._check_version(self.schema_version(conn))
+
+    def _check_version(self, version: int | None) -> None:
+        """StateError unless ``version`` (of the database's schema) is this code's."""
         if version is None:
             raise StateError(
                 f"the state database {shown_url(self.url)} has no runner schema yet",
@@ -357,6 +398,10 @@ class PostgresStore:
         if conn is not None and self._leases:
             self._lose("the connection to the database ended")
         self._conn = self._open()
+        self._driven = True  # reads go through it too from now on
+        if self._light is not None:
+            self._light.close()
+            self._light = None
         return self._conn
 
     @contextlib.contextmanager
@@ -384,12 +429,64 @@ class PostgresStore:
                 self._lose(f"the connection to the database ended ({_first_line(exc)})")
             self._conn = None
             raise self._unreachable(exc) from None
-        raise StorageError(
+        raise self._refused(exc, name) from None
+
+    def _refused(self, exc: Exception, name: str | None) -> StorageError:
+        return StorageError(
             f"the state database refused a request: {_first_line(exc)}",
             hint="check the database's health and the runner role's grants (see "
             "docs/teams.md); nothing was changed",
             environment=name,
-        ) from None
+        )
+
+    @contextlib.contextmanager
+    def _read(self, name: str | None = None) -> Iterator[_Reader]:
+        """Statements that only read: over libpq itself while this store has not needed
+        psycopg (no write, no lock yet: importing psycopg costs more than a read-only
+        command does in all), else on psycopg's connection (see :meth:`_tx`); the same
+        rows and the same errors either way."""
+        with self._mutex:
+            lib = None if self._driven or self._leases else libpq.library()
+            if lib is None:
+                with self._tx(name, atomic=False) as db:
+                    yield _DriverReader(db)
+                return
+            reader = self._light_connection(lib)
+            try:
+                yield reader
+            except libpq.PqError as exc:
+                if reader.broken:  # the server went away: the next read connects again
+                    reader.close()
+                    self._light = None
+                    raise self._unreachable(exc) from None
+                raise self._refused(exc, name) from None
+
+    def _light_connection(self, lib: ctypes.CDLL) -> libpq.Connection:
+        """The libpq connection of :meth:`_read`, opened (and its schema checked) on
+        first use, and again after it was lost."""
+        conn = self._light
+        if conn is not None and not conn.broken:
+            return conn
+        if conn is not None:
+            conn.close()
+            self._light = None
+        try:
+            conn = libpq.Connection(lib, self._connection_params())
+        except libpq.PqError as exc:
+            raise self._unreachable(exc) from None
+        try:
+            try:
+                row = conn.row("SELECT max(version) FROM runner.schema_version")
+            except libpq.PqError as exc:
+                if exc.sqlstate != "42P01":  # undefined_table: no schema yet
+                    raise self._unreadable_schema(exc) from None
+                row = None
+            self._check_version(None if row is None or row[0] is None else int(row[0]))
+        except BaseException:
+            conn.close()
+            raise
+        self._light = conn
+        return conn
 
     def _lose(self, why: str) -> NoReturn:
         """The connection of held locks ended: fence every later write, stop what the
@@ -412,6 +509,9 @@ class PostgresStore:
 
     def close(self) -> None:
         with self._mutex:
+            if self._light is not None:
+                self._light.close()
+                self._light = None
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -423,11 +523,8 @@ class PostgresStore:
 
     def exists(self, name: str) -> bool:
         check_name(name)
-        with self._tx(name, atomic=False) as db:
-            return (
-                db.execute("SELECT 1 FROM runner.environments WHERE name = %s", (name,)).fetchone()
-                is not None
-            )
+        with self._read(name) as db:
+            return self._exists(db, name)
 
     def _not_found(self, name: str) -> EnvironmentNotFoundError:
         return EnvironmentNotFoundError(
@@ -540,10 +637,8 @@ class PostgresStore:
 
     def load(self, name: str) -> Record:
         check_name(name)
-        with self._tx(name, atomic=False) as db:
-            row = db.execute(
-                "SELECT document FROM runner.environments WHERE name = %s", (name,)
-            ).fetchone()
+        with self._read(name) as db:
+            row = db.row("SELECT document FROM runner.environments WHERE name = %s", (name,))
         if row is None:
             raise self._not_found(name)
         return self._parsed(name, row[0])
@@ -594,10 +689,10 @@ class PostgresStore:
             )
 
     def list(self) -> builtins.list[ListEntry]:
-        with self._tx(atomic=False) as db:
-            rows = db.execute(
+        with self._read() as db:
+            rows = db.rows(
                 'SELECT name, document FROM runner.environments ORDER BY name COLLATE "C"'
-            ).fetchall()
+            )
         result: builtins.list[ListEntry] = []
         for name, text in rows:
             try:
@@ -612,12 +707,12 @@ class PostgresStore:
 
     def list_snapshots(self, name: str) -> builtins.list[SnapshotInfo]:
         check_name(name)
-        with self._tx(name, atomic=False) as db:
-            rows = db.execute(
+        with self._read(name) as db:
+            rows = db.rows(
                 "SELECT serial, saved_at, state, change, lineage FROM runner.snapshots "
                 f"WHERE name = %s AND {_KEPT} ORDER BY serial",
                 (name, name, self.keep_snapshots),
-            ).fetchall()
+            )
             if not rows and not self._exists(db, name):
                 raise self._not_found(name)
         return [
@@ -627,12 +722,12 @@ class PostgresStore:
 
     def load_snapshot(self, name: str, serial: int) -> Record:
         check_name(name)
-        with self._tx(name, atomic=False) as db:
-            row = db.execute(
+        with self._read(name) as db:
+            row = db.row(
                 "SELECT document FROM runner.snapshots WHERE name = %s AND serial = %s AND "
                 + _KEPT,
                 (name, serial, name, self.keep_snapshots),
-            ).fetchone()
+            )
         if row is None:
             kept = [s.serial for s in self.list_snapshots(name)]
             raise StateError(
@@ -644,9 +739,8 @@ class PostgresStore:
         return self._parsed(name, row[0])
 
     @staticmethod
-    def _exists(db: psycopg.Connection[Any], name: str) -> bool:
-        found = db.execute("SELECT 1 FROM runner.environments WHERE name = %s", (name,))
-        return found.fetchone() is not None
+    def _exists(db: _Reader, name: str) -> bool:
+        return db.row("SELECT 1 FROM runner.environments WHERE name = %s", (name,)) is not None
 
     # -- the lock --------------------------------------------------------------------
 
@@ -744,16 +838,16 @@ class PostgresStore:
     def _holders(self, name: str) -> tuple[bool, LockInfo | None, LockInfo | None]:
         """(whether the lock is held, the holder row of the lock's backend, the row of a
         holder that is gone)."""
-        classid, objid = (_oid(k) for k in lock_key(name))
-        with self._tx(name, atomic=False) as db:
-            rows = db.execute(
+        with self._read(name) as db:
+            rows = db.rows(
                 "SELECT l.pid, h.backend_pid, h.pid, h.host, h.command, h.started_at, "
-                "h.processes FROM (SELECT 1) one LEFT JOIN pg_locks l ON l.locktype = "
-                "'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = %s AND "
-                "l.objid = %s AND l.database = (SELECT oid FROM pg_database WHERE datname = "
-                "current_database()) LEFT JOIN runner.lock_holders h ON h.name = %s",
-                (classid, objid, name),
-            ).fetchall()
+                "array_to_string(h.processes, ',') FROM (SELECT 1) one LEFT JOIN pg_locks l "
+                "ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = "
+                f"%s AND l.objid::bigint = {_OBJID} AND l.database = (SELECT oid FROM "
+                "pg_database WHERE datname = current_database()) LEFT JOIN "
+                "runner.lock_holders h ON h.name = %s",
+                (_oid(NAMESPACE), name, name),
+            )
         lock_pids = {r[0] for r in rows if r[0] is not None}
         row = rows[0] if rows else None
         info = _holder(row[2:]) if row is not None and row[1] is not None else None
@@ -793,17 +887,17 @@ class PostgresStore:
             if not self.exists(name):
                 raise self._not_found(name)
             return []
-        with self._tx(name, atomic=False) as db:
+        with self._read(name) as db:
             if limit is None:
-                rows = db.execute(
+                rows = db.rows(
                     "SELECT body FROM runner.events WHERE name = %s ORDER BY id", (name,)
-                ).fetchall()
+                )
             else:
-                rows = db.execute(
+                rows = db.rows(
                     "SELECT body FROM (SELECT id, body FROM runner.events WHERE name = %s "
                     "ORDER BY id DESC LIMIT %s) last ORDER BY id",
                     (name, limit + 16),
-                ).fetchall()
+                )
             if not rows and not self._exists(db, name):
                 raise self._not_found(name)
         events: Events = []
@@ -868,13 +962,13 @@ class PostgresStore:
 
     def read_artifact(self, name: str, ref: str) -> str:
         check_name(name)
-        with self._tx(name, atomic=False) as db:
-            row = db.execute(
+        with self._read(name) as db:
+            row = db.row(
                 "SELECT (SELECT coalesce(string_agg(c.body, '' ORDER BY c.id), '') FROM "
                 "runner.artifact_chunks c WHERE c.artifact = a.id) FROM runner.artifacts a "
                 "WHERE a.name = %s AND a.ref = %s",
                 (name, ref),
-            ).fetchone()
+            )
             if row is None and not self._exists(db, name):
                 raise self._not_found(name)
         if row is None:
@@ -887,11 +981,11 @@ class PostgresStore:
 
     def list_artifacts(self, name: str, kind: ArtifactKind) -> builtins.list[str]:
         check_name(name)
-        with self._tx(name, atomic=False) as db:
-            rows = db.execute(
+        with self._read(name) as db:
+            rows = db.rows(
                 "SELECT ref FROM runner.artifacts WHERE name = %s AND kind = %s ORDER BY id",
                 (name, kind),
-            ).fetchall()
+            )
             if not rows and not self._exists(db, name):
                 raise self._not_found(name)
         return [r[0] for r in rows]
@@ -934,8 +1028,26 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _holder(row: Any) -> LockInfo:
+    """The holder of a ``lock_holders`` row (its process groups as an array, or as the
+    text of ``array_to_string``)."""
     pid, host, command, started_at, processes = row
+    if isinstance(processes, str):
+        processes = [int(group) for group in processes.split(",") if group]
     return LockInfo(int(pid), host, command, started_at, tuple(processes or ()))
+
+
+class _DriverReader:
+    """Reads on psycopg's connection, as :class:`~runner.store.libpq.Connection` reads on
+    libpq's."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def rows(self, statement: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(statement, params or None).fetchall()
+
+    def row(self, statement: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
+        return self._conn.execute(statement, params or None).fetchone()
 
 
 class PostgresArtifact:
@@ -966,6 +1078,8 @@ class PostgresLease:
         self.name = name
         self.holder = me
         self.previous = previous
+        import threading
+
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost_reason: str | None = None
@@ -973,6 +1087,8 @@ class PostgresLease:
     def watch(self) -> None:
         if self._store.check_interval <= 0:
             return
+        import threading
+
         self._thread = threading.Thread(
             target=self._watch, name=f"runner-lock-{self.name}", daemon=True
         )
@@ -1010,6 +1126,8 @@ class PostgresLease:
             ", ".join(map(str, groups)) or "(none)",
         )
         if groups:
+            import threading
+
             threading.Thread(target=_stop_groups, args=(groups,), daemon=True).start()
 
     def note_processes(self, groups: tuple[int, ...]) -> None:

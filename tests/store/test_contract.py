@@ -128,11 +128,21 @@ def postgres_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
     )
 
 
+def postgres_driver_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
+    """The PostgreSQL backend reading through psycopg too (``RUNNER_PG_LIBPQ=off``), as
+    it does where no libpq can be loaded: both readers must give the same answers."""
+    monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setenv("RUNNER_PG_LIBPQ", "off")
+    return postgres_backend(tmp_path, request)
+
+
 #: Every backend the contract runs against: (id, builder from a temp folder and the test's
-#: request, for the fixtures a backend needs).
+#: request, for the fixtures a backend needs). "postgres" reads over libpq itself (see
+#: runner.store.libpq), "postgres-psycopg" through the driver.
 BACKENDS: list[tuple[str, Callable[[Path, pytest.FixtureRequest], Backend]]] = [
     ("file", lambda tmp_path, _: file_backend(tmp_path)),
     ("postgres", postgres_backend),
+    ("postgres-psycopg", postgres_driver_backend),
 ]
 
 

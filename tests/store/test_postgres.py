@@ -217,12 +217,32 @@ def test_a_password_in_the_url_is_refused(site: Path) -> None:
     assert "secret" not in proc.stderr + proc.stdout
 
 
-def test_without_the_driver_one_message_says_what_to_install(site: Path, tmp_path: Path) -> None:
-    blocker = build_tree(tmp_path / "nodriver", {"psycopg/__init__.py": "raise ImportError\n"})
+#: A ``sitecustomize`` that makes the driver's packages not installed for the process.
+_NO_DRIVER = """\
+import sys
+
+
+class NoDriver:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("psycopg", "psycopg_binary", "psycopg_c"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NoDriver())
+"""
+
+
+@pytest.mark.parametrize("args", [("list",), ("status", "demo"), ("create", "demo")])
+def test_without_the_driver_one_message_says_what_to_install(
+    site: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """Reads too, though they need only libpq: the driver is what the extra installs."""
+    blocker = build_tree(tmp_path / "nodriver", {"sitecustomize.py": _NO_DRIVER})
     proc = run_cli(
         "--state",
         "postgresql:///db",
-        "list",
+        *args,
         cwd=site / "a",
         env={"PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
     )
