@@ -128,10 +128,10 @@ def test_the_machine_cache_of_a_database_lives_in_build(tmp_path: Path, pg_url: 
     from runner.store.files import FileStore
 
     pg = Runner(tmp_path, store=PostgresStore(pg_url))
-    assert pg._cache_dir() == tmp_path / "build" / ".cache"
+    assert pg._cache_dir() == str(tmp_path / "build" / ".cache")
     files = Runner(tmp_path, store=FileStore(tmp_path))
-    assert files._cache_dir() == tmp_path / "data" / ".cache"
-    assert Runner(tmp_path, state=pg_url)._cache_dir() == tmp_path / "build" / ".cache"
+    assert files._cache_dir() == str(tmp_path / "data" / ".cache")
+    assert Runner(tmp_path, state=pg_url)._cache_dir() == str(tmp_path / "build" / ".cache")
 
 
 # --- the errors -------------------------------------------------------------------------
