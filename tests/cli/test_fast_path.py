@@ -274,6 +274,17 @@ HEAVY = (
     "runner.api.outcomes",
     "runner.machine.loader",
     "runner.run",
+    # the standard library's own slow starters: a read is near the interpreter's floor
+    "dataclasses",
+    "inspect",
+    "typing",
+    "pathlib",
+    "urllib",
+    "threading",
+    "signal",
+    "copy",
+    "datetime",
+    "runner.store.protocols",
 )
 
 #: Runs the fast path's command for the words given, then prints, as JSON on stderr,
