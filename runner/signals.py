@@ -83,8 +83,40 @@ _installed = False
 received: int | None = None
 
 
+#: Times in a row a signal was put off (see :func:`_put_off`), and the most.
+_put_off_count = 0
+_PUT_OFF_LIMIT = 100
+
+
+def _put_off(signum: int, frame: FrameType | None) -> bool:
+    """Whether ``signum`` arrived in importlib's own code and was put off: an exception
+    raised there may be lost (in a module lock's weakref callback it is printed as
+    "Exception ignored" and dropped), and raising it a moment later, once the import is
+    done, loses nothing. A short-lived thread sends it again to the main thread after
+    2 ms (at most :data:`_PUT_OFF_LIMIT` times in a row)."""
+    global _put_off_count
+    inside = frame is not None and frame.f_code.co_filename.startswith("<frozen importlib")
+    if not inside or _put_off_count >= _PUT_OFF_LIMIT:
+        _put_off_count = 0
+        return False
+    _put_off_count += 1
+    import _thread  # both built in and loaded at start: no import machinery here
+    import time
+
+    main = _thread.get_ident()  # handlers run in the main thread
+
+    def again() -> None:
+        time.sleep(0.002)
+        signal.pthread_kill(main, signum)  # ignored once the handlers are SIG_IGN
+
+    _thread.start_new_thread(again, ())
+    return True
+
+
 def _dispatch(signum: int, frame: FrameType | None) -> None:
     global received
+    if _put_off(signum, frame):
+        return
     if _active is not None:
         _active._handler(signum, frame)
         return
@@ -168,6 +200,8 @@ class Interrupts:
         self._group: int | None = None
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if _put_off(signum, frame):
+            return
         if self.signum is not None:
             self._escalate(signum)
             return
