@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from runner import signals
 from runner.errors import (
@@ -44,7 +44,7 @@ from runner.run.process import ProcessSupervisor, RunLog, Watchdog
 from runner.run.registry import StepRegistry
 from runner.run.session import Session
 from runner.run.traces import TAIL_LINES, trace_text, write_trace
-from runner.store.record import Failure, Run, now_iso
+from runner.store.record import Failure, Record, Run, now_iso
 
 __all__ = ["NullProgress", "PhaseResult", "PhaseRunner", "Progress", "StepOutcome"]
 
@@ -61,6 +61,34 @@ class Progress(Protocol):
     ) -> None: ...
     def output_line(self, step: str, line: str) -> None: ...
     def phase_finished(self, phase: str, status: str, state: str) -> None: ...
+
+
+class _CopyWhenRead:
+    """What :class:`_StepContext` is given for its ``environment``: the record to copy."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+
+
+class _StepContext(StepContext):
+    """The :class:`StepContext` the engine gives a plugin: its ``environment``, a copy of
+    the record, is made when the plugin first reads it (most never do, and a deep copy
+    of the record was the dearest part of a step's bookkeeping). The record does not
+    change while the plugin runs (the engine waits for it), so the copy is the record
+    the step was given. A value a plugin assigns is kept as it is."""
+
+    @property
+    def environment(self) -> Record:
+        held = self.__dict__["_environment"]
+        if isinstance(held, _CopyWhenRead):
+            held = self.__dict__["_environment"] = held.record.copy()
+        return cast(Record, held)
+
+    @environment.setter
+    def environment(self, value: Record) -> None:
+        self.__dict__["_environment"] = value
 
 
 class NullProgress:
@@ -702,9 +730,9 @@ class PhaseRunner:
     ) -> StepContext:
         """What a plugin gets to run ``step`` (the environment is a copy of the record)."""
         session = self.session
-        return StepContext(
+        return _StepContext(
             env_name=session.name,
-            environment=session.record.copy(),
+            environment=_CopyWhenRead(session.record),  # type: ignore[arg-type]
             template_context=context,
             workdir=session.workdir,
             data_dir=session.workdir / session.record.paths.data_dir,

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
 from runner.errors import ConflictError
 from runner.machine.loader import load_machine
+from runner.plugin import Step, StepContext
+from runner.run.phase import PhaseRunner
+from runner.run.registry import StepRegistry
 from runner.run.session import Session
 from runner.store.files import FileStore
 from runner.store.record import MachineRef, Record
@@ -111,3 +115,59 @@ def test_a_changed_state_file_is_a_conflict_not_overwritten(
     with pytest.raises(ConflictError):
         session.fire("start_provision", phase="provision")
     assert (tmp_path / "data/demo/state.json").read_bytes() == before
+
+
+PEEKING = MACHINE.replace(
+    "    steps: []\n",
+    """\
+    steps:
+      - name: first
+        uses: peek
+        outputs: {first: said}
+      - name: second
+        uses: peek
+        outputs: {second: said}
+""",
+)
+
+
+class _Peek(Step):
+    """Says what the copy of the record it is given holds, then changes the copy."""
+
+    name = "peek"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    seen: ClassVar[list[tuple[str, dict[str, Any], int]]] = []
+
+    def run(self, ctx: StepContext, params: dict[str, Any]) -> dict[str, Any]:
+        record = ctx.environment
+        _Peek.seen.append((record.state, dict(record.outputs), record.serial))
+        record.state = "tampered"
+        record.outputs["first"] = "tampered"
+        assert ctx.environment is record  # one copy per step, changed only by the step
+        ctx.environment = replacement = record.copy()
+        assert ctx.environment is replacement  # a value a plugin assigns is kept
+        return {"said": f"{ctx.step} ran"}
+
+
+def test_a_step_gets_a_copy_of_the_record_as_the_step_starts(work: Path, store: FileStore) -> None:
+    """What a plugin sees in ``ctx.environment``: the record as its step starts (the
+    earlier steps' outputs, the via state); changing it changes nothing stored."""
+    (work / "machine.yaml").write_text(PEEKING, encoding="utf-8")
+    machine = load_machine(work / "machine.yaml")
+    ref = MachineRef(machine.name, machine.digest)
+    store.create(Record.new("demo", machine.initial, ref, {}, data_dir=store.data_dir("demo")))
+    session = Session(store, machine, store.load("demo"), "runner test", work)
+    registry = StepRegistry()
+    registry.register(_Peek, source="tests")
+    _Peek.seen.clear()
+
+    result = PhaseRunner(session, registry).start(machine.phases[0])
+
+    assert result.status == "succeeded"
+    assert _Peek.seen == [
+        ("provisioning", {}, 2),
+        ("provisioning", {"first": "first ran"}, 3),
+    ]
+    stored = read_state(work)
+    assert stored["state"] == "provisioned"
+    assert stored["outputs"] == {"first": "first ran", "second": "second ran"}
