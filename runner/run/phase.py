@@ -36,7 +36,7 @@ from runner.errors import (
 )
 from runner.log import logger
 from runner.machine.model import PhaseDef, StepDef, step_digests
-from runner.machine.templating import TemplateFailure, evaluate_condition, render_value
+from runner.machine.templated import TemplateFailure, has_template
 from runner.plugin import Step, StepContext
 from runner.result import Result, key
 from runner.run.inputs import SecretResolver, mask_params
@@ -61,6 +61,26 @@ class Progress(Protocol):
     ) -> None: ...
     def output_line(self, step: str, line: str) -> None: ...
     def phase_finished(self, phase: str, status: str, state: str) -> None: ...
+
+
+def _rendered(value: Any, context: Mapping[str, Any]) -> Any:
+    """``value`` with its templates rendered, as a new structure (the sandbox, slow to
+    import, is imported for the first step that has a template)."""
+    if has_template(value):
+        from runner.machine.templating import render_value
+
+        return render_value(value, context)
+    return _copied(value)
+
+
+def _copied(value: Any) -> Any:
+    """What rendering makes of ``value`` when it holds no template: the same values in
+    new dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copied(v) for v in value]
+    return value
 
 
 class _CopyWhenRead:
@@ -220,7 +240,7 @@ def secrets_used(session: Session, phase: PhaseDef, steps: list[StepDef]) -> set
         source = step.with_.get("source") if step.uses == "template" else None
         if isinstance(source, str):
             try:
-                rendered = render_value(source, session.template_context(phase.name, step.name))
+                rendered = _rendered(source, session.template_context(phase.name, step.name))
             except (TemplateFailure, InputError):
                 rendered = None
             if isinstance(rendered, str) and rendered:
@@ -634,6 +654,10 @@ class PhaseRunner:
             )
 
     def _condition(self, step: StepDef, context: Mapping[str, Any]) -> bool:
+        if step.when is None:
+            return True
+        from runner.machine.templating import evaluate_condition
+
         try:
             return evaluate_condition(step.when, context)
         except TemplateFailure as exc:
@@ -645,7 +669,7 @@ class PhaseRunner:
 
     def _render(self, step: StepDef, context: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            params = render_value(step.with_, context)
+            params = _rendered(step.with_, context)
         except TemplateFailure as exc:
             raise StepError(
                 "template",
