@@ -228,10 +228,7 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
         def run(s: commands.Settings) -> int:
             from runner.cli import running
 
-            try:
-                return running.advance(s, env_name, dry_run, yes)
-            finally:
-                running.close_displays()
+            return running.advance(s, env_name, dry_run, yes)
 
     elif command == "history" and args:
         parsed = _history_args(args)
@@ -260,7 +257,13 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
             color=commands.color_wanted(no_color),
             state=options.get("--state"),
         )
-        return commands.execute(settings, command, run)
+        try:
+            return commands.execute(settings, command, run)
+        finally:
+            if command == "advance":  # the display a phase left running, as the app does
+                from runner.cli import running
+
+                running.close_displays()
 
     return go
 
