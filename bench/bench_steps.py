@@ -327,7 +327,7 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
                 baseline=api_fig.baseline,
                 baseline_name="subprocess.run",
                 runs=n,
-                note="process group, stdout/stderr reader threads, run log",
+                note="process group, stdout/stderr read line by line, run log",
             ),
             Figure(
                 BENCH,

@@ -100,6 +100,41 @@ def _unique(items: list[Any]) -> bool:
     return True
 
 
+#: The Python classes of the JSON types whose test is one ``isinstance`` (``bool`` is an
+#: ``int``: "integer" and "number" need more).
+_PLAIN_TYPES: dict[str, type | tuple[type, ...]] = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+    "null": type(None),
+}
+
+
+def _type_check(declared: str | list[str]) -> Check:
+    """The check of ``type``: one ``isinstance`` when every type allows it (the record's
+    hundreds of strings are checked on every save), else :func:`_is_type` for each."""
+    types = declared if isinstance(declared, list) else [declared]
+    wanted = " or ".join(types)
+    if all(name in _PLAIN_TYPES for name in types):
+        classes = tuple(_PLAIN_TYPES[name] for name in types)
+        plain = classes[0] if len(classes) == 1 else classes
+
+        def check_plain(value: Any, path: str) -> str | None:
+            if isinstance(value, plain):
+                return None
+            return f"{path or '/'}: {_type_name(value)} is not of type {wanted}"
+
+        return check_plain
+
+    def check_type(value: Any, path: str) -> str | None:
+        if any(_is_type(value, t) for t in types):
+            return None
+        return f"{path or '/'}: {_type_name(value)} is not of type {wanted}"
+
+    return check_type
+
+
 def _rule(ok: Callable[[Any], bool], why: Callable[[Any], str]) -> Check:
     def check(value: Any, path: str) -> str | None:
         return None if ok(value) else f"{path or '/'}: {why(value)}"
@@ -154,14 +189,7 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
         if "$ref" in node:
             checks.append(ref_check(node["$ref"]))
         if "type" in node:
-            types = node["type"] if isinstance(node["type"], list) else [node["type"]]
-
-            def check_type(value: Any, path: str, types: list[str] = types) -> str | None:
-                if any(_is_type(value, t) for t in types):
-                    return None
-                return f"{path or '/'}: {_type_name(value)} is not of type {' or '.join(types)}"
-
-            checks.append(check_type)
+            checks.append(_type_check(node["type"]))
         if "const" in node:
             const = node["const"]
             checks.append(_rule(lambda v: _equal(v, const), lambda v: f"{v!r} is not {const!r}"))
@@ -313,6 +341,9 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
                 return f"{path or '/'}: matches more than one of the allowed forms"
 
             checks.append(check_one_of)
+
+        if len(checks) == 1:
+            return checks[0]  # most nodes: no loop around their one check
 
         def check_all(value: Any, path: str, checks: list[Check] = checks) -> str | None:
             for check in checks:

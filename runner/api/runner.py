@@ -216,6 +216,9 @@ class Runner:
         Raises :class:`~runner.errors.MachineError` listing every problem."""
         from runner.api.outcomes import ValidateResult
 
+        # every installed plugin is imported here (elsewhere only those a machine uses):
+        # a broken one is reported, whichever the machine uses
+        self.registry().names()
         machine = self.machine()
         from runner.machine.statemachine import build_machine
 

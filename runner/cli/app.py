@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from runner.cli import commands
+from runner.cli import commands, running
 from runner.cli.commands import Settings, execute, runner_for
 from runner.errors import RunnerError
 
 if TYPE_CHECKING:
     from runner.api.runner import Runner
-    from runner.cli.progress import PlainProgress
     from runner.machine.model import MachineDef
 
 if os.environ.get("_RUNNER_COMPLETE"):  # a shell asks for completions (see main.fast_path)
@@ -288,45 +287,15 @@ def _global(
     )
 
 
-_DISPLAYS: list[PlainProgress] = []
-
-
 def _run(ctx: typer.Context, command: str, body: Callable[[Settings], int | None]) -> None:
     try:
         code = execute(_settings(ctx), command, body)
     finally:
-        while _DISPLAYS:  # a phase that ended by an error of the store leaves one running
-            _DISPLAYS.pop().close()
+        running.close_displays()
     raise typer.Exit(code)
 
 
-def _progress(settings: Settings) -> PlainProgress | None:
-    """The progress display of a run: none for --output json (only the document)."""
-    if settings.json:
-        return None
-    from runner.cli.progress import LiveProgress, PlainProgress
-
-    display = (
-        LiveProgress(verbose=settings.verbose, color=settings.color)
-        if sys.stdout.isatty()
-        else PlainProgress(verbose=settings.verbose)
-    )
-    _DISPLAYS.append(display)
-    return display
-
-
-def _running(settings: Settings, command: str, yes: bool = False, again: str = "") -> Runner:
-    """The Runner of a command that runs phases, with its progress display; a phase
-    marked `confirm: true` is confirmed by ``yes`` or asked on the terminal (``again``:
-    the command line to repeat with --yes)."""
-    from runner.cli.progress import LiveProgress
-
-    display = _progress(settings)
-    confirm = commands.confirmer(yes, again or command)
-    runner = runner_for(settings, command, display, confirm)
-    if isinstance(display, LiveProgress):
-        display.kind_of = commands.kinds(runner)
-    return runner
+_running = running.running
 
 
 # --- machine commands --------------------------------------------------------------
@@ -529,11 +498,7 @@ def advance(
 ) -> None:
     """Run the next phase on the happy path."""
 
-    def body(s: Settings) -> int:
-        runner = _running(s, "runner advance", yes, f"runner advance {name}")
-        return commands.show(s, runner.advance(name, dry_run=dry_run), runner)
-
-    _run(ctx, "advance", body)
+    _run(ctx, "advance", lambda s: running.advance(s, name, dry_run, yes))
 
 
 @app.command()

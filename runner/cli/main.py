@@ -4,7 +4,8 @@
 environment) runs all day, so they must start fast, and `validate` is what an editor of
 machine.yaml runs after every change. Importing typer and building its command tree
 costs about a third of their run time; for these commands the arguments are simple, so
-they are parsed here and the command runs without typer.
+they are parsed here and the command runs without typer. So is `advance NAME`, whose
+start-up is spread over its steps: a phase of short steps must not pay typer's.
 Anything this parser is not sure of (another command, `--help`, an unknown option, a
 bad value) goes to the typer application of :mod:`runner.cli.app`, which parses it again
 and gives its usual help and errors. Both paths run the same code of
@@ -163,7 +164,8 @@ def hoist_globals(argv: Sequence[str]) -> list[str]:
 
 def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
     """The command to run for ``argv`` if it is a plain `status`, `exists`, `list`,
-    `history` or `validate` (returning the exit code), else None: typer handles it.
+    `history`, `validate` or `advance` (returning the exit code), else None: typer
+    handles it.
     Global options may come before or after the command (:func:`hoist_globals`)."""
     if os.environ.get("_RUNNER_COMPLETE"):
         return None  # a shell asks for completions: typer answers (`--install-completion`)
@@ -216,6 +218,17 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
         run = commands.list_environments
     elif command == "validate" and not args:
         run = commands.validate
+    elif command == "advance" and args:
+        parsed_run = _advance_args(args)
+        if parsed_run is None:
+            return None
+        env_name, dry_run, yes = parsed_run
+
+        def run(s: commands.Settings) -> int:
+            from runner.cli import running
+
+            return running.advance(s, env_name, dry_run, yes)
+
     elif command == "history" and args:
         parsed = _history_args(args)
         if parsed is None:
@@ -243,7 +256,13 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
             color=commands.color_wanted(no_color),
             state=options.get("--state"),
         )
-        return commands.execute(settings, command, run)
+        try:
+            return commands.execute(settings, command, run)
+        finally:
+            if command == "advance":  # the display a phase left running, as the app does
+                from runner.cli import running
+
+                running.close_displays()
 
     return go
 
@@ -252,6 +271,23 @@ def _setup_logging(level: str, log_format: str) -> None:
     from runner.cli import logs
 
     logs.setup(level, log_format)
+
+
+def _advance_args(args: list[str]) -> tuple[str, bool, bool] | None:
+    """``NAME [--dry-run] [--yes | -y]`` in any order, else None."""
+    flags = {"--dry-run": False, "--yes": False}
+    names: list[str] = []
+    for word in args:
+        flag = "--yes" if word == "-y" else word
+        if flag in flags and not flags[flag]:
+            flags[flag] = True
+        elif word.startswith("-") or names:
+            return None
+        else:
+            names.append(word)
+    if not names:
+        return None
+    return names[0], flags["--dry-run"], flags["--yes"]
 
 
 def _history_args(args: list[str]) -> tuple[str, int | None] | None:

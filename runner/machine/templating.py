@@ -16,15 +16,24 @@ from typing import Any
 import jinja2
 import jinja2.sandbox
 
+from runner.machine.templated import TemplateFailure, has_template, is_template, template_strings
+
+__all__ = [
+    "MAX_OUTPUT",
+    "TemplateFailure",
+    "check_syntax",
+    "environment",
+    "evaluate_condition",
+    "file_environment",
+    "has_template",
+    "is_template",
+    "render_bounded",
+    "render_string",
+    "render_value",
+    "template_strings",
+]
+
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
-
-
-class TemplateFailure(Exception):
-    """A template could not be parsed or rendered; the message says why."""
-
-
-def is_template(value: str) -> bool:
-    return "{{" in value or "{%" in value or "{#" in value
 
 
 #: The longest text (characters) or collection one template may make: a rendered
@@ -266,18 +275,3 @@ def evaluate_condition(when: str | bool | None, context: Mapping[str, Any]) -> b
     if isinstance(value, str):
         return value.strip().lower() not in ("", "false", "no", "0", "none")
     return bool(value)
-
-
-def template_strings(value: Any) -> list[str]:
-    """Every templated string inside ``value``."""
-    if isinstance(value, str):
-        return [value] if is_template(value) else []
-    if isinstance(value, Mapping):
-        return [s for v in value.values() for s in template_strings(v)]
-    if isinstance(value, list | tuple):
-        return [s for v in value for s in template_strings(v)]
-    return []
-
-
-def has_template(value: Any) -> bool:
-    return bool(template_strings(value))

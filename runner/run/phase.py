@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from runner import signals
 from runner.errors import (
@@ -36,7 +36,7 @@ from runner.errors import (
 )
 from runner.log import logger
 from runner.machine.model import PhaseDef, StepDef, step_digests
-from runner.machine.templating import TemplateFailure, evaluate_condition, render_value
+from runner.machine.templated import TemplateFailure, has_template
 from runner.plugin import Step, StepContext
 from runner.result import Result, key
 from runner.run.inputs import SecretResolver, mask_params
@@ -44,7 +44,7 @@ from runner.run.process import ProcessSupervisor, RunLog, Watchdog
 from runner.run.registry import StepRegistry
 from runner.run.session import Session
 from runner.run.traces import TAIL_LINES, trace_text, write_trace
-from runner.store.record import Failure, Run, now_iso
+from runner.store.record import Failure, Record, Run, now_iso
 
 __all__ = ["NullProgress", "PhaseResult", "PhaseRunner", "Progress", "StepOutcome"]
 
@@ -61,6 +61,54 @@ class Progress(Protocol):
     ) -> None: ...
     def output_line(self, step: str, line: str) -> None: ...
     def phase_finished(self, phase: str, status: str, state: str) -> None: ...
+
+
+def _rendered(value: Any, context: Mapping[str, Any]) -> Any:
+    """``value`` with its templates rendered, as a new structure (the sandbox, slow to
+    import, is imported for the first step that has a template)."""
+    if has_template(value):
+        from runner.machine.templating import render_value
+
+        return render_value(value, context)
+    return _copied(value)
+
+
+def _copied(value: Any) -> Any:
+    """What rendering makes of ``value`` when it holds no template: the same values in
+    new dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copied(v) for v in value]
+    return value
+
+
+class _CopyWhenRead:
+    """What :class:`_StepContext` is given for its ``environment``: the record to copy."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+
+
+class _StepContext(StepContext):
+    """The :class:`StepContext` the engine gives a plugin: its ``environment``, a copy of
+    the record, is made when the plugin first reads it (most never do, and a deep copy
+    of the record was the dearest part of a step's bookkeeping). The record does not
+    change while the plugin runs (the engine waits for it), so the copy is the record
+    the step was given. A value a plugin assigns is kept as it is."""
+
+    @property
+    def environment(self) -> Record:
+        held = self.__dict__["_environment"]
+        if isinstance(held, _CopyWhenRead):
+            held = self.__dict__["_environment"] = held.record.copy()
+        return cast(Record, held)
+
+    @environment.setter
+    def environment(self, value: Record) -> None:
+        self.__dict__["_environment"] = value
 
 
 class NullProgress:
@@ -192,7 +240,7 @@ def secrets_used(session: Session, phase: PhaseDef, steps: list[StepDef]) -> set
         source = step.with_.get("source") if step.uses == "template" else None
         if isinstance(source, str):
             try:
-                rendered = render_value(source, session.template_context(phase.name, step.name))
+                rendered = _rendered(source, session.template_context(phase.name, step.name))
             except (TemplateFailure, InputError):
                 rendered = None
             if isinstance(rendered, str) and rendered:
@@ -606,6 +654,10 @@ class PhaseRunner:
             )
 
     def _condition(self, step: StepDef, context: Mapping[str, Any]) -> bool:
+        if step.when is None:
+            return True
+        from runner.machine.templating import evaluate_condition
+
         try:
             return evaluate_condition(step.when, context)
         except TemplateFailure as exc:
@@ -617,7 +669,7 @@ class PhaseRunner:
 
     def _render(self, step: StepDef, context: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            params = render_value(step.with_, context)
+            params = _rendered(step.with_, context)
         except TemplateFailure as exc:
             raise StepError(
                 "template",
@@ -702,9 +754,9 @@ class PhaseRunner:
     ) -> StepContext:
         """What a plugin gets to run ``step`` (the environment is a copy of the record)."""
         session = self.session
-        return StepContext(
+        return _StepContext(
             env_name=session.name,
-            environment=session.record.copy(),
+            environment=_CopyWhenRead(session.record),  # type: ignore[arg-type]
             template_context=context,
             workdir=session.workdir,
             data_dir=session.workdir / session.record.paths.data_dir,

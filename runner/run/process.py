@@ -19,6 +19,7 @@ import contextlib
 import functools
 import os
 import re
+import selectors
 import shlex
 import shutil
 import signal
@@ -114,14 +115,27 @@ def find_program(program: str, path: str | None = None) -> str | None:
     ``python3``, ``python3.11``) are only looked for on ``path``: a step that runs
     ``python3`` gets the machine's Python, not the runner's.
     """
-    search = os.environ.get("PATH", os.defpath) if path is None else path
     if os.sep in program or (os.altsep and os.altsep in program):
         return shutil.which(program)
-    if not _INTERPRETER_NAME.fullmatch(program):
-        found = shutil.which(program, path=os.pathsep.join(installation_dirs()))
-        if found:
-            return found
-    return shutil.which(program, path=search)
+    own, on_path = _lookups(program, path)
+    return own() or on_path()
+
+
+def _lookups(program: str, path: str | None) -> tuple[Callable[[], str | None], ...]:
+    """The two places :func:`find_program` looks for the bare name ``program``, in
+    order, each searched when called: the runner's own folders, then ``path``."""
+
+    def own() -> str | None:
+        if _INTERPRETER_NAME.fullmatch(program):
+            return None
+        return shutil.which(program, path=os.pathsep.join(installation_dirs()))
+
+    def on_path() -> str | None:
+        return shutil.which(
+            program, path=os.environ.get("PATH", os.defpath) if path is None else path
+        )
+
+    return own, on_path
 
 
 def _timestamp() -> str:
@@ -210,62 +224,173 @@ class _Tail:
         return body
 
 
-class _Reader(threading.Thread):
-    """Reads one pipe line by line until it closes or :meth:`stop` is called."""
+class _Lines:
+    """Cuts one stream's bytes into lines for ``sink``: decoded across reads (a character
+    cut by a read is not mangled), passed on whole (so a secret in a line is masked
+    whole), a line longer than :data:`_MAX_LINE` in pieces."""
 
-    def __init__(
-        self, pipe: IO[bytes], stream: Stream, sink: Callable[[Stream, str], None]
-    ) -> None:
-        super().__init__(daemon=True, name=f"runner-{stream}-reader")
-        self._pipe = pipe
-        self._stream: Stream = stream
-        self._sink = sink
-        self._stopped = threading.Event()
-
-    def close_pipe(self) -> None:
-        with contextlib.suppress(OSError):
-            self._pipe.close()
-
-    def stop(self) -> None:
-        """Stop passing lines on; keep draining the pipe so its writer never blocks."""
-        self._stopped.set()
-
-    def run(self) -> None:
+    def __init__(self, stream: Stream, sink: Callable[[Stream, str], None]) -> None:
         import codecs
 
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        parts: list[str] = []  # a line longer than a read, so far
-        size = 0
-        try:
-            for raw in iter(lambda: self._pipe.readline(_READ_CHUNK), b""):
-                # decoded across reads: a character cut by a read is not mangled
-                text = decoder.decode(raw)
-                parts.append(text)
-                size += len(text)
-                if text.endswith("\n") or size >= _MAX_LINE:
-                    # a line is passed on whole, so a secret in it is masked whole
-                    self._pass("".join(parts))
-                    parts, size = [], 0
-            parts.append(decoder.decode(b"", final=True))
-            if "".join(parts):
-                self._pass("".join(parts))
-        except (OSError, ValueError):
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                self._pipe.close()
+        self._stream: Stream = stream
+        self._sink = sink
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._parts: list[str] = []  # a line longer than a read, so far
+        self._size = 0
 
-    def _pass(self, text: str) -> None:
-        if not self._stopped.is_set():
-            self._sink(self._stream, text)
+    def feed(self, data: bytes) -> None:
+        text = self._decoder.decode(data)
+        start = 0
+        while (end := text.find("\n", start)) >= 0:
+            line = text[start : end + 1]
+            if self._parts:
+                self._parts.append(line)
+                line = "".join(self._parts)
+                self._parts, self._size = [], 0
+            self._sink(self._stream, line)
+            start = end + 1
+        if start < len(text):
+            self._parts.append(text[start:])
+            self._size += len(text) - start
+            if self._size >= _MAX_LINE:
+                self._sink(self._stream, "".join(self._parts))
+                self._parts, self._size = [], 0
+
+    def end(self) -> None:
+        """The stream closed: pass on its last line, which has no end of line."""
+        self._parts.append(self._decoder.decode(b"", final=True))
+        rest = "".join(self._parts)
+        self._parts, self._size = [], 0
+        if rest:
+            self._sink(self._stream, rest)
+
+
+#: The longest a wait for a program's output sleeps without looking again.
+_WAKE_S = 0.05
+
+
+class _Output:
+    """A program's stdout and stderr, read in the calling thread (no reader threads:
+    a step's program costs no thread start or join). Each read is passed on as lines
+    with signals held (``hold``), so an interrupt never cuts a line between the kept
+    output and the run log; it is raised in the wait between two reads."""
+
+    def __init__(
+        self,
+        pipes: Mapping[Stream, IO[bytes]],
+        sink: Callable[[Stream, str], None],
+        hold: Callable[[], AbstractContextManager[None]],
+    ) -> None:
+        self._hold = hold
+        self._open: dict[int, tuple[IO[bytes], _Lines]] = {
+            pipe.fileno(): (pipe, _Lines(stream, sink)) for stream, pipe in pipes.items()
+        }
+
+    def pump(self, until: float | None, pid: int | None = None) -> str:
+        """Pass the output on until both pipes are closed (``"closed"``), the time
+        ``until`` (monotonic) has come (``"deadline"``), or, with ``pid``, that program
+        has exited while a pipe is still open (``"exited"``: a daemonized grandchild
+        may hold it)."""
+        watch = _pidfd(pid) if pid is not None else None
+        with _selector() as selector:
+            for fd in self._open:
+                selector.register(fd, selectors.EVENT_READ)
+            if watch is not None:
+                selector.register(watch, selectors.EVENT_READ)
+            try:
+                while self._open:
+                    wait = None if until is None else until - time.monotonic()
+                    if wait is not None and wait <= 0:
+                        return "deadline"
+                    # a signal taken by another thread of the runner does not end
+                    # the wait: its handler runs once this thread wakes
+                    wait = _WAKE_S if wait is None else min(wait, _WAKE_S)
+                    exited = False
+                    for key, _events in selector.select(wait):
+                        if key.fd == watch:
+                            exited = True
+                        else:
+                            self._read(key.fd, selector)
+                    if watch is None and pid is not None:  # no pidfd: ask
+                        exited = _exited(pid)
+                    if exited and self._open:
+                        return "exited"
+            finally:
+                if watch is not None:
+                    os.close(watch)
+        return "closed"
+
+    def _read(self, fd: int, selector: selectors.BaseSelector) -> None:
+        pipe, lines = self._open[fd]
+        try:
+            data = os.read(fd, _READ_CHUNK)
+        except OSError:
+            data = b""
+        with self._hold():
+            if data:
+                lines.feed(data)
+                return
+            selector.unregister(fd)
+            del self._open[fd]
+            with contextlib.suppress(OSError):
+                pipe.close()
+            lines.end()
+
+    def close(self) -> None:
+        """Stop passing lines on. A pipe still open (a grandchild holds it) is drained
+        by a thread of its own, so its writer never blocks, and its lines are dropped."""
+        for pipe, _lines in self._open.values():
+            threading.Thread(
+                target=_discard, args=(pipe,), daemon=True, name="runner-pipe-drain"
+            ).start()
+        self._open.clear()
+
+
+def _discard(pipe: IO[bytes]) -> None:
+    try:
+        while os.read(pipe.fileno(), _READ_CHUNK):
+            pass
+    except (OSError, ValueError):
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            pipe.close()
+
+
+def _selector() -> selectors.BaseSelector:
+    # poll(2) needs no descriptor of its own (epoll does) and two or three are watched
+    poll = getattr(selectors, "PollSelector", None)
+    return poll() if poll is not None else selectors.DefaultSelector()
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when process ``pid`` (our child) exits, where
+    the system has them (Linux 5.3 and later); else None."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        fd: int = opener(pid)
+    except OSError:
+        return None
+    return fd
+
+
+def _exited(pid: int) -> bool:
+    """Whether our child ``pid`` has exited, without reaping it."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
 
 
 class ProcessSupervisor:
     """Runs programs for steps; see the module docstring.
 
-    ``on_line(step, line)`` receives every (masked) output line as it arrives, from a
-    reader thread. ``grace_s`` is how long a stopped process group gets between
-    SIGTERM and SIGKILL.
+    ``on_line(step, line)`` receives every (masked) output line as it arrives, in the
+    thread that called it (with signals held). ``grace_s`` is how long a stopped process
+    group gets between SIGTERM and SIGKILL.
     """
 
     def __init__(
@@ -305,11 +430,14 @@ class ProcessSupervisor:
         if isinstance(argv, str) or not argv:
             raise StepError("configuration", "a program must be given as a non-empty argv list")
         args = tuple(str(arg) for arg in argv)
-        child_env = {k: v for k, v in os.environ.items() if k not in self._withheld}
-        child_env.update({key: str(value) for key, value in (env or {}).items()})
+        child_env: dict[str, str] | None = None  # None: the runner's environment as it is
+        if env or any(name in os.environ for name in self._withheld):
+            child_env = {k: v for k, v in os.environ.items() if k not in self._withheld}
+            child_env.update({key: str(value) for key, value in (env or {}).items()})
         if cwd is not None and not Path(cwd).is_dir():
             raise StepError("configuration", f"working directory {cwd} does not exist")
-        args = self._located(args, child_env.get("PATH", os.defpath))
+        path = (os.environ if child_env is None else child_env).get("PATH", os.defpath)
+        args, executable = self._located(args, path)
 
         # each argument is masked before quoting: a quoted secret no longer matches
         shown = [self._masked(arg) for arg in args]
@@ -336,31 +464,33 @@ class ProcessSupervisor:
         program = Path(args[0]).name
         started = time.monotonic()
         proc: subprocess.Popen[bytes] | None = None
-        readers: list[_Reader] = []
+        output: _Output | None = None
         try:
-            # An interrupt held while Popen starts the program is raised once ``proc``
-            # is known, so the handler below can still stop the program.
-            with self._hold_signals():
-                proc = _spawn(args, cwd, child_env, with_stdin=stdin is not None)
-                self._on_group(proc.pid)
-            assert proc.stdout is not None and proc.stderr is not None
-            readers = [_Reader(proc.stdout, "out", sink), _Reader(proc.stderr, "err", sink)]
-            for reader in readers:
-                reader.start()
-            if stdin is not None:
-                _feed(proc, stdin)
-            timed_out = self._wait(proc, timeout_s)
-        except BaseException:
-            # an interrupt (or anything else) while the program runs: stop its group
-            if proc is not None:
-                self._stop_group(proc)
-                self._on_group(None)
-                _join(readers, READER_JOIN_S)
-                self.run_log.write(step, f"runner: stopped {program} (interrupted)")
-            raise
+            try:
+                # An interrupt held while Popen starts the program is raised once
+                # ``proc`` is known, so the handler below can still stop the program.
+                with self._hold_signals():
+                    proc = _spawn(args, executable, cwd, child_env, with_stdin=stdin is not None)
+                    self._on_group(proc.pid)
+                assert proc.stdout is not None and proc.stderr is not None
+                output = _Output({"out": proc.stdout, "err": proc.stderr}, sink, self._hold_signals)
+                if stdin is not None:
+                    _feed(proc, stdin)
+                timed_out = self._wait(proc, output, timeout_s)
+            except BaseException:
+                # an interrupt (or anything else) while the program runs: stop its group
+                if proc is not None:
+                    self._stop_group(proc)
+                    self._on_group(None)
+                    if output is not None:
+                        output.pump(time.monotonic() + READER_JOIN_S)
+                    self.run_log.write(step, f"runner: stopped {program} (interrupted)")
+                raise
+        finally:
+            if output is not None:
+                output.close()
         self._on_group(None)
         duration = time.monotonic() - started
-        _join(readers, READER_JOIN_S)
         result = ProcessResult(
             argv=args,
             returncode=proc.returncode,
@@ -389,29 +519,46 @@ class ProcessSupervisor:
             return "[runner: line hidden, masking failed]"
 
     @staticmethod
-    def _located(args: tuple[str, ...], path: str) -> tuple[str, ...]:
-        """``args`` with the program found by :func:`find_program`: its full path when
-        it is one of the runner's own tools (Popen would only search ``path``)."""
+    def _located(args: tuple[str, ...], path: str) -> tuple[tuple[str, ...], str | None]:
+        """``args`` with the program found by :func:`find_program` (its full path when
+        it is one of the runner's own tools: Popen would only search ``path``), and the
+        file to run when it was found on ``path`` at an absolute place (so that Popen
+        does not search ``path`` again)."""
         program = args[0]
         if os.sep in program or (os.altsep and os.altsep in program):
-            return args  # a path: Popen says whether it exists
-        found = find_program(program, path)
-        if found is None:
-            raise _tool_missing(program, "was not found on PATH or beside the runner's Python")
-        if shutil.which(program, path=path) == found:
-            return args
-        return (found, *args[1:])
+            return args, None  # a path: Popen says whether it exists
+        own, on_path = _lookups(program, path)
+        found = own()
+        searched = on_path()  # what Popen would run, searching ``path``: once only
+        if found is None or found == searched:
+            if searched is None:
+                raise _tool_missing(program, "was not found on PATH or beside the runner's Python")
+            # a relative folder of PATH is the program's working directory's: Popen's
+            return args, searched if os.path.isabs(searched) else None
+        return (found, *args[1:]), None
 
-    def _wait(self, proc: subprocess.Popen[bytes], timeout_s: float | None) -> bool:
-        """Wait for ``proc``; True when it overran ``timeout_s`` and was stopped.
+    def _wait(
+        self, proc: subprocess.Popen[bytes], output: _Output, timeout_s: float | None
+    ) -> bool:
+        """Pass ``proc``'s output on and wait for it; True when it overran ``timeout_s``
+        and was stopped. Once it has exited, its pipes get :data:`READER_JOIN_S` to
+        close (a daemonized grandchild may keep them open).
 
-        Both ways of waiting let a signal handler's exception through (waitpid and
-        sleep are interrupted, PEP 475), so an interrupt is never stuck behind a wait.
+        Every wait lets a signal handler's exception through (poll, waitpid and sleep
+        are interrupted, PEP 475), so an interrupt is never stuck behind a wait.
         """
+        deadline = None if not timeout_s else time.monotonic() + timeout_s
+        end = output.pump(deadline, proc.pid)
+        if end == "deadline" and proc.poll() is None:
+            self._stop_group(proc)
+            output.pump(time.monotonic() + READER_JOIN_S)
+            return True
+        if end != "closed":
+            output.pump(time.monotonic() + READER_JOIN_S)
         try:
-            proc.wait(timeout=timeout_s)
+            proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
             return False
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # it closed its output and ran on
             self._stop_group(proc)
             return True
 
@@ -433,13 +580,19 @@ class ProcessSupervisor:
 
 
 def _spawn(
-    args: tuple[str, ...], cwd: Path | None, env: dict[str, str], *, with_stdin: bool
+    args: tuple[str, ...],
+    executable: str | None,
+    cwd: Path | None,
+    env: dict[str, str] | None,
+    *,
+    with_stdin: bool,
 ) -> subprocess.Popen[bytes]:
     """Start ``args`` as the leader of a new process group (so it can be stopped with
     all its children); a program that cannot be started is a ``tool_missing`` failure."""
     try:
         return subprocess.Popen(
             args,
+            executable=executable,
             cwd=cwd,
             env=env,
             stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
@@ -611,17 +764,3 @@ def _feed(proc: subprocess.Popen[bytes], text: str) -> None:
                 pipe.close()
 
     threading.Thread(target=write, daemon=True, name="runner-stdin-writer").start()
-
-
-def _join(readers: list[_Reader], within_s: float) -> None:
-    """Wait for the readers to reach the end of their pipes, at most ``within_s``; a
-    daemonized grandchild may keep a pipe open, in which case stop using its lines."""
-    deadline = time.monotonic() + within_s
-    for reader in readers:
-        if reader.ident is None:  # interrupted before it started
-            reader.close_pipe()
-            continue
-        reader.join(max(0.0, deadline - time.monotonic()))
-    for reader in readers:
-        if reader.is_alive():
-            reader.stop()

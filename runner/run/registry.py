@@ -1,9 +1,12 @@
 """The step plugin registry: an object, filled from the ``runner.steps`` entry points.
 
 Built-in steps are registered through the same entry point group as third-party
-ones (see pyproject.toml). Each plugin is checked when it registers. A plugin that
-cannot be loaded (its import fails, or it is not a valid Step) is set aside with a
-warning: it breaks only the machines that use it (:meth:`StepRegistry.load_problem`).
+ones (see pyproject.toml). An entry point is imported when its plugin is first asked
+for (a phase of `shell` steps never imports the OpenTofu or HTTP plugins); asking for
+every name (:meth:`StepRegistry.names`) imports them all. Each plugin is checked when
+it registers. A plugin that cannot be loaded (its import fails, or it is not a valid
+Step) is set aside with a warning: it breaks only the machines that use it
+(:meth:`StepRegistry.load_problem`).
 """
 
 from __future__ import annotations
@@ -29,8 +32,15 @@ class StepRegistry:
         self._plugins: dict[str, type[Step]] = {}
         self._validators: dict[str, Any] = {}
         self._fast_checks: dict[str, Any] = {}
-        #: Entry points that could not be loaded: their name, and why.
-        self.broken: dict[str, str] = {}
+        self._broken: dict[str, str] = {}
+        #: Entry points found but not imported yet, by name.
+        self._pending: dict[str, list[Any]] = {}
+
+    @property
+    def broken(self) -> dict[str, str]:
+        """Entry points that could not be loaded: their name, and why (all imported)."""
+        self._load_all()
+        return self._broken
 
     def register(self, plugin: Any, *, source: str = "") -> None:
         where = f" (from {source})" if source else ""
@@ -57,9 +67,17 @@ class StepRegistry:
         self._plugins[name] = plugin
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
+        """Find the plugins the entry points of ``group`` declare; each is imported
+        when it is first asked for."""
         from importlib.metadata import entry_points
 
         for ep in entry_points(group=group):
+            self._pending.setdefault(ep.name, []).append(ep)
+
+    def _load(self, name: str) -> None:
+        """Import the entry points named ``name``, if any are still pending; a plugin
+        whose own name is another than its entry point's is found by loading them all."""
+        for ep in self._pending.pop(name, ()):
             try:
                 plugin = ep.load()
                 self.register(plugin, source=ep.value)
@@ -72,12 +90,26 @@ class StepRegistry:
                     f"{type(exc).__name__}: {exc}",
                 )
 
+    def _load_all(self) -> None:
+        while self._pending:
+            self._load(next(iter(self._pending)))
+
+    def _find(self, name: str) -> type[Step] | None:
+        plugin = self._plugins.get(name)
+        if plugin is None and self._pending:
+            self._load(name)
+            plugin = self._plugins.get(name)
+            if plugin is None and name not in self._broken:
+                self._load_all()
+                plugin = self._plugins.get(name)
+        return plugin
+
     def _set_aside(self, name: str, problem: str) -> None:
         """A broken plugin: machines that do not use it go on (one warning says so);
         the ones that do fail with ``problem`` (:meth:`load_problem`)."""
-        if name in self.broken:
+        if name in self._broken:
             return
-        self.broken[name] = problem
+        self._broken[name] = problem
         log.warning(
             "%s; machines that use it fail, others go on (reinstall the package that "
             "provides it, or uninstall it)",
@@ -86,19 +118,20 @@ class StepRegistry:
 
     def load_problem(self, name: str) -> str | None:
         """Why the plugin ``name`` is not available although installed, if it is broken."""
-        return None if name in self._plugins else self.broken.get(name)
+        return None if self._find(name) is not None else self._broken.get(name)
 
     def names(self) -> list[str]:
+        self._load_all()
         return sorted(self._plugins)
 
     def get(self, name: str) -> type[Step] | None:
-        return self._plugins.get(name)
+        return self._find(name)
 
     def create(self, name: str) -> Step:
-        plugin = self._plugins.get(name)
-        if plugin is None and name in self.broken:
+        plugin = self._find(name)
+        if plugin is None and name in self._broken:
             raise PluginError(
-                self.broken[name], hint="reinstall the package that provides it, or uninstall it"
+                self._broken[name], hint="reinstall the package that provides it, or uninstall it"
             )
         if plugin is None:
             raise PluginError(
@@ -118,6 +151,7 @@ class StepRegistry:
         when the plugin's schema is within its subset; `jsonschema` explains errors
         (and reports a templated parameter as missing: the caller filters those).
         """
+        self._find(name)
         fast = self._fast_checks.get(name, _UNCOMPILED)
         if fast is _UNCOMPILED:
             from runner.minischema import UnsupportedSchema, compile_schema

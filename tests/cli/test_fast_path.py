@@ -1,9 +1,10 @@
-"""`status`, `list`, `history` and `validate` skip typer (runner.cli.main's fast path) and must behave
+"""`status`, `list`, `history`, `validate` and `advance` skip typer (runner.cli.main's fast path) and must behave
 exactly as through the typer application: same output, same errors, same exit codes."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,15 @@ CASES = [
     ("--output", "json", "validate", "--machine", "missing.yaml"),
     ("validate", "--machine", "broken.yaml"),
     ("--output", "json", "validate", "--machine=broken.yaml"),
+    # advance: at the end of the happy path, a dry run, errors
+    ("advance", "beta"),
+    ("--output", "json", "advance", "beta", "--yes"),
+    ("advance", "--dry-run", "alpha"),
+    ("advance", "alpha", "-y", "--dry-run", "--output", "json"),
+    ("advance", "nosuch"),
+    ("advance", "Bad/Name"),
+    ("--output", "json", "advance", "broken"),
+    ("advance", "alpha", "--dry-run", "--machine", "missing.yaml"),
 ]
 
 
@@ -118,6 +128,30 @@ def test_the_fast_path_answers_like_the_typer_application(
     assert (fast.returncode, fast.stdout) == (full.returncode, full.stdout), fast.stderr
     assert fast.stderr == full.stderr
     assert "Traceback" not in fast.stderr
+
+
+def test_an_advance_runs_its_phase_as_through_the_typer_application(tmp_path: Path) -> None:
+    """Two environments advanced, one by each path: the same lines (but the name and
+    the durations), the same state and the same history."""
+    build_tree(tmp_path, {"machine.yaml": MACHINE})
+    for name in ("gamma", "delta"):
+        assert run_cli("create", name, cwd=tmp_path).returncode == 0
+    assert fast_path(["advance", "gamma"]) is not None
+    fast, full = (
+        run_cli("advance", "gamma", cwd=tmp_path),
+        typer_cli("advance", "delta", cwd=tmp_path),
+    )
+
+    def shown(proc: subprocess.CompletedProcess[str], name: str) -> tuple[int, str, str]:
+        text = re.sub(r"\(\d+\.\d+s\)", "(T)", proc.stdout.replace(name, "NAME"))
+        return proc.returncode, text, proc.stderr
+
+    assert shown(fast, "gamma") == shown(full, "delta")
+    assert "phase build succeeded: state is now built" in fast.stdout
+    store = FileStore(tmp_path)
+    assert store.load("gamma").state == store.load("delta").state == "built"
+    kinds = [[e["type"] for e in store.read_events(n)] for n in ("gamma", "delta")]
+    assert kinds[0] == kinds[1] and "step" in kinds[0]
 
 
 def test_the_fast_path_output_is_what_an_operator_expects(work: Path) -> None:
@@ -160,7 +194,11 @@ def test_the_fast_path_output_is_what_an_operator_expects(work: Path) -> None:
         ["list", "--frobnicate"],
         ["status", "a", "--output", "yaml"],
         ["status", "a", "--", "--output", "json"],
-        ["advance", "a"],
+        ["advance"],
+        ["advance", "a", "b"],
+        ["advance", "a", "--to", "built"],
+        ["advance", "a", "--yes", "--yes"],
+        ["advance", "--help"],
         ["validate", "--help"],
         ["exists"],
         ["exists", "a", "b"],

@@ -3,17 +3,25 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
 from runner.errors import ConflictError
+from runner.machine import cache
 from runner.machine.loader import load_machine
+from runner.plugin import Step, StepContext
+from runner.run.phase import PhaseRunner
+from runner.run.registry import StepRegistry
 from runner.run.session import Session
 from runner.store.files import FileStore
 from runner.store.record import MachineRef, Record
-from tests.helpers import read_events, read_state
+from tests.helpers import cli_env, read_events, read_state
 
 MACHINE = """\
 version: 1
@@ -111,3 +119,110 @@ def test_a_changed_state_file_is_a_conflict_not_overwritten(
     with pytest.raises(ConflictError):
         session.fire("start_provision", phase="provision")
     assert (tmp_path / "data/demo/state.json").read_bytes() == before
+
+
+PEEKING = MACHINE.replace(
+    "    steps: []\n",
+    """\
+    steps:
+      - name: first
+        uses: peek
+        outputs: {first: said}
+      - name: second
+        uses: peek
+        outputs: {second: said}
+""",
+)
+
+
+class _Peek(Step):
+    """Says what the copy of the record it is given holds, then changes the copy."""
+
+    name = "peek"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    seen: ClassVar[list[tuple[str, dict[str, Any], int]]] = []
+
+    def run(self, ctx: StepContext, params: dict[str, Any]) -> dict[str, Any]:
+        record = ctx.environment
+        _Peek.seen.append((record.state, dict(record.outputs), record.serial))
+        record.state = "tampered"
+        record.outputs["first"] = "tampered"
+        assert ctx.environment is record  # one copy per step, changed only by the step
+        ctx.environment = replacement = record.copy()
+        assert ctx.environment is replacement  # a value a plugin assigns is kept
+        return {"said": f"{ctx.step} ran"}
+
+
+def test_a_step_gets_a_copy_of_the_record_as_the_step_starts(work: Path, store: FileStore) -> None:
+    """What a plugin sees in ``ctx.environment``: the record as its step starts (the
+    earlier steps' outputs, the via state); changing it changes nothing stored."""
+    (work / "machine.yaml").write_text(PEEKING, encoding="utf-8")
+    machine = load_machine(work / "machine.yaml")
+    ref = MachineRef(machine.name, machine.digest)
+    store.create(Record.new("demo", machine.initial, ref, {}, data_dir=store.data_dir("demo")))
+    session = Session(store, machine, store.load("demo"), "runner test", work)
+    registry = StepRegistry()
+    registry.register(_Peek, source="tests")
+    _Peek.seen.clear()
+
+    result = PhaseRunner(session, registry).start(machine.phases[0])
+
+    assert result.status == "succeeded"
+    assert _Peek.seen == [
+        ("provisioning", {}, 2),
+        ("provisioning", {"first": "first ran"}, 3),
+    ]
+    stored = read_state(work)
+    assert stored["state"] == "provisioned"
+    assert stored["outputs"] == {"first": "first ran", "second": "second ran"}
+
+
+_RUN_ONE_PHASE = """\
+import json, sys
+from pathlib import Path
+from runner.machine import cache
+from runner.run.phase import PhaseRunner
+from runner.run.registry import default_registry
+from runner.run.session import Session
+from runner.store.files import FileStore
+from runner.store.record import MachineRef, Record
+work = Path.cwd()
+machine = cache.load(work / "machine.yaml", work / "data" / ".cache")
+before = "jinja2" in sys.modules
+store = FileStore(work)
+ref = MachineRef(machine.name, machine.digest)
+store.create(Record.new("demo", machine.initial, ref, {}, data_dir=store.data_dir("demo")))
+session = Session(store, machine, store.load("demo"), "runner test", work)
+result = PhaseRunner(session, default_registry()).start(machine.phases[0])
+print(json.dumps([result.status, before, "jinja2" in sys.modules, session.record.outputs]))
+"""
+
+
+@pytest.mark.parametrize("templated", [False, True], ids=["plain", "templated"])
+def test_the_template_sandbox_is_imported_for_the_first_step_with_a_template(
+    tmp_path: Path, templated: bool
+) -> None:
+    """A phase of steps without templates never imports Jinja2 (slow to import); one
+    with a template renders it."""
+    argv = '["echo", "{{ env.name }}"]' if templated else '["echo", "plain"]'
+    steps = f"""\
+    steps:
+      - name: say
+        uses: shell
+        with: {{argv: {argv}}}
+        outputs: {{said: stdout}}
+"""
+    (tmp_path / "machine.yaml").write_text(MACHINE.replace("    steps: []\n", steps))
+    (tmp_path / "data").mkdir(mode=0o700)
+    cache.load(tmp_path / "machine.yaml", tmp_path / "data" / ".cache")  # a warm cache
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_ONE_PHASE],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    status, before, after, outputs = json.loads(done.stdout.splitlines()[-1])
+    assert (status, before, after) == ("succeeded", False, templated)
+    assert outputs == {"said": "demo" if templated else "plain"}

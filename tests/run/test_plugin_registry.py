@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -11,7 +14,7 @@ from jsonschema import Draft202012Validator
 
 from runner.plugin import Step, StepContext
 from runner.run.registry import ENTRY_POINT_GROUP, PluginError, StepRegistry, default_registry
-from tests.helpers import ROOT
+from tests.helpers import ROOT, cli_env
 
 BUILT_INS = {
     "template": "steps.template:TemplateStep",
@@ -159,3 +162,21 @@ def test_the_plugin_guide_documents_every_parameter(name: str) -> None:
     section = text.split(heading, 1)[1].split("\n### ", 1)[0]
     for key in built_in(name).params_schema["properties"]:
         assert f"`{key}`" in section, f"docs/plugins.md does not document {name}.{key}"
+
+
+def test_a_plugin_is_imported_when_it_is_first_asked_for() -> None:
+    """A phase of `shell` steps never imports the other plugins (the HTTP one imports
+    http.client and ssl); asking for every name imports them all."""
+    probe = (
+        "import json, sys; from runner.run.registry import default_registry\n"
+        "registry = default_registry()\n"
+        "loaded = lambda: json.dumps(sorted(m for m in sys.modules if m.startswith('steps.')))\n"
+        "print(loaded()); registry.get('shell'); print(loaded())\n"
+        "registry.names(); print(loaded())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=cli_env(), capture_output=True, text=True, check=True
+    )
+    before, after_shell, after_all = (json.loads(line) for line in done.stdout.splitlines())
+    assert before == [] and after_shell == ["steps.shell"]
+    assert {f"steps.{name}" for name in BUILT_INS} <= set(after_all)

@@ -379,3 +379,23 @@ def test_run_log_is_private_appends_and_is_thread_safe(tmp_path: Path) -> None:
     assert len(lines) == 2 + 800 + 2
     assert ("s:err", "an error") in lines
     assert lines[-1] == ("s", "appended")
+
+
+def test_a_program_that_closes_its_output_still_gets_its_timeout(run_log: RunLog) -> None:
+    """Its pipes are closed long before it exits: the wait for it keeps the deadline."""
+    started = time.monotonic()
+    with pytest.raises(StepError) as caught:
+        ProcessSupervisor(run_log, grace_s=1.0)(
+            ["sh", "-c", "echo bye; exec >&- 2>&-; sleep 30"], step="s", timeout_s=0.5
+        )
+    assert caught.value.kind == "timeout"
+    assert caught.value.output_tail == ["bye"]
+    assert time.monotonic() - started < 3
+
+
+def test_a_last_line_without_an_end_of_line_is_kept(run_log: RunLog) -> None:
+    result = ProcessSupervisor(run_log)(
+        ["sh", "-c", "printf 'one\\ntwo'; printf 'err' >&2"], step="s"
+    )
+    assert (result.stdout, result.stderr) == ("one\ntwo", "err")
+    assert ("s", "two") in log_lines(run_log) and ("s:err", "err") in log_lines(run_log)
