@@ -162,15 +162,25 @@ class Runner:
         the installed plugins; without, a cached validation of the same bytes may serve."""
         if self._machine is None or (plugins and not self._plugins_checked):
             if plugins:
-                from runner.machine.loader import load_machine
+                from runner.machine import cache as machinecache
 
-                self._machine = load_machine(self.machine_file, self.registry())
+                self._machine = machinecache.load_checked(
+                    self.machine_file, self._cache_dir(), self._check_machine
+                )
                 self._plugins_checked = True
             else:
                 from runner.machine import cache as machinecache
 
                 self._machine = machinecache.load(self.machine_file, self._cache_dir())
         return self._machine
+
+    def _check_machine(self, path: Path) -> tuple[MachineDef, bool]:
+        """The full check of the machine in ``path`` against the installed plugins; its
+        verdict may be kept unless a plugin is broken (its warning is due every time)."""
+        from runner.machine.loader import load_machine
+
+        registry = self.registry()
+        return load_machine(path, registry), not registry.broken
 
     def _cache_dir(self) -> Path:
         """Where validated machines are cached: ``data/.cache`` beside the files; with a
@@ -192,13 +202,7 @@ class Runner:
         Raises :class:`~runner.errors.MachineError` listing every problem."""
         from runner.api.outcomes import ValidateResult
 
-        machine = self.machine()
-        from runner.machine.statemachine import build_machine
-
-        # the last stage of loading: `transitions` accepts every state and trigger (no
-        # model is attached: that is the engine's job, and would only add its methods)
-        build_machine(machine, [])
-        return ValidateResult.from_machine(machine)
+        return ValidateResult.from_machine(self.machine())
 
     def graph(self, format: str = "mermaid", env: str | None = None) -> GraphResult:
         """The machine drawn as ``format`` (mermaid, dot, svg or png; svg and png need
