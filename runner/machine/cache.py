@@ -39,21 +39,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner import __version__, resources
-from runner.files import TooLarge, read_limited, replace_atomically
+from runner.files import TooLarge, read_limited, replace_atomically, sha256
 from runner.machine.model import MachineDef, machine_from_document, machine_to_document
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
-    from hashlib import sha256
 
     #: A checker of the machine in a file: the machine, and whether its verdict may be
     #: kept (false when something must be said again next time: a broken plugin).
     Checker = Callable[[Path], tuple[MachineDef, bool]]
-else:
-    try:  # the interpreter's own SHA-256: hashlib would load OpenSSL first (milliseconds)
-        from _sha256 import sha256
-    except ImportError:  # another interpreter or version
-        from hashlib import sha256
 
 #: The modules whose rules decide what a valid machine is.
 _RULES = ("loader.py", "model.py", "yamlguard.py", "templating.py", "statemachine.py")
