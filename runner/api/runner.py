@@ -200,7 +200,7 @@ class Runner:
     def validate(self) -> ValidateResult:
         """Check the machine file: syntax, schema, states, phases, plugins, templates.
         Raises :class:`~runner.errors.MachineError` listing every problem."""
-        from runner.api.outcomes import ValidateResult
+        from runner.api.validated import ValidateResult
 
         return ValidateResult.from_machine(self.machine())
 
