@@ -134,7 +134,7 @@ def _text_depth(text: str) -> int:
     """An upper bound of the nesting depth of ``text``: the longest leading run of
     spaces and indicators of a line, plus every opening bracket (brackets inside
     strings and comments count too: a bound, never an underestimate)."""
-    block = max((m.end() - m.start() for m in _LEADING.finditer(text)), default=0)
+    block = max(map(len, _LEADING.findall(text)), default=0)
     return block + text.count("[") + text.count("{")
 
 
@@ -195,6 +195,14 @@ class _EventLoader:
         frames = self.frames
         resolved = self._resolved
         resolve = self.resolver.resolve
+        # the first characters an implicit tag may start with: a plain scalar beginning
+        # with another is text, as the resolver finds after trying no expression
+        table = self.resolver.versioned_resolver
+        tagged_first = (
+            None
+            if table.get(None) or self.resolver.yaml_path_resolvers
+            else frozenset(first for first in table if first is not None)
+        )
         scalar_node = self._scalar_node
         json_tags = _JSON_TAGS
         for event in self.yaml.parse(text):
@@ -210,9 +218,11 @@ class _EventLoader:
                     key = (text_value, event.implicit)
                     found = resolved.get(key)
                     if found is None:
-                        found = resolved[key] = str(
-                            resolve(scalar_node, text_value, event.implicit)
-                        )
+                        if tagged_first is not None and text_value[:1] not in tagged_first:
+                            found = _STR  # ("" is in the table: an empty one is null)
+                        else:
+                            found = str(resolve(scalar_node, text_value, event.implicit))
+                        resolved[key] = found
                     value = text_value if found == _STR else self._scalar(event)
                 elif tag is None:
                     value = text_value
