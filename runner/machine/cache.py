@@ -132,7 +132,7 @@ def load_checked(path: Path, cache_dir: Path, check: Checker) -> MachineDef:
     stamps = _stamps(_search_path_inputs()) + _stamps(_module_files(sys.modules))
     machine, keep = check(path)
     if keep and machine.digest == "sha256:" + sha256(raw).hexdigest():
-        loaded = {name: sys.modules[name] for name in set(sys.modules) - before}
+        loaded = {name: sys.modules.get(name) for name in set(sys.modules) - before}
         stamps += _stamps(_module_files(loaded))
         _write(entry, {"stamps": stamps, "machine": machine_to_document(machine)})
     return machine

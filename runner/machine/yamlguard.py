@@ -267,12 +267,31 @@ class _EventLoader:
                     self.open_anchors.add(event.anchor)
                 frames.append(_Frame(kind is MappingStartEvent, event.anchor))
             elif kind is MappingEndEvent or kind is SequenceEndEvent:
-                frame = frames.pop()
-                value = self._finish(frame) if self.building else None
-                if frame.anchor is not None:
-                    self.open_anchors.discard(frame.anchor)
-                    self.anchors[frame.anchor] = (value, frame.values + 1, frame.chars)
-                self._add(value, frame.values + 1, frame.chars, event)
+                done = frames.pop()
+                value = (
+                    (done.obj if not done.merges else self._finish(done)) if self.building else None
+                )
+                if done.anchor is not None:
+                    self.open_anchors.discard(done.anchor)
+                    self.anchors[done.anchor] = (value, done.values + 1, done.chars)
+                frame = frames[-1]
+                if (
+                    self.building
+                    and frame.is_map
+                    and frame.items % 2
+                    and frame.key is not _MergeKey
+                    and frame.key not in frame.explicit
+                    and frame.values + done.values < MAX_VALUES
+                    and frame.chars + done.chars <= MAX_CHARS
+                ):
+                    # a collection as a new key's value: the common case of _add, inline
+                    frame.explicit.add(frame.key)
+                    frame.obj[frame.key] = value
+                    frame.items += 1
+                    frame.values += done.values + 1
+                    frame.chars += done.chars
+                else:
+                    self._add(value, done.values + 1, done.chars, event)
             elif kind is AliasEvent:
                 if event.anchor in self.open_anchors:
                     raise YamlShapeError(
