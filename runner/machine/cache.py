@@ -25,7 +25,8 @@ the plugins, their helpers, Jinja2, ruamel.yaml, `transitions`). Its key adds th
 interpreter and the import path to the machine cache's. A repeat check of unchanged
 inputs is one ``os.stat`` per stamp; any changed stamp means a full check. Only a clean
 verdict is kept: an invalid machine, or a broken plugin (whose warning must be given
-again), is checked anew every time.
+again), is checked anew every time. A clean verdict also writes the machine's entry
+for the commands without plugin checks.
 """
 
 from __future__ import annotations
@@ -135,6 +136,9 @@ def load_checked(path: Path, cache_dir: Path, check: Checker) -> MachineDef:
         loaded = {name: sys.modules.get(name) for name in set(sys.modules) - before}
         stamps += _stamps(_module_files(loaded))
         _write(entry, {"stamps": stamps, "machine": machine_to_document(machine)})
+        # a clean full check is a check without the plugins too: the next `status` of
+        # the machine just validated (or advanced) need not load it again
+        _store(cache_dir / f"machine-{_key(raw)}.json", machine)
     return machine
 
 

@@ -89,10 +89,10 @@ def _env(site: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([str(ROOT), str(site)]), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def _validate(work: Path, site: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
-    """`runner validate` in ``work``, and the modules it imported."""
+def _run(work: Path, site: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """`runner ARGS` in ``work``, and the modules it imported."""
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "runner", "validate"],
+        [sys.executable, "-X", "importtime", "-m", "runner", *args],
         cwd=work,
         env=cli_env(_env(site)),
         capture_output=True,
@@ -108,6 +108,10 @@ def _validate(work: Path, site: Path) -> tuple[subprocess.CompletedProcess[str],
         line for line in done.stderr.splitlines() if not line.startswith("import time:")
     )
     return done, imported
+
+
+def _validate(work: Path, site: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    return _run(work, site, "validate")
 
 
 def _checking(imported: set[str]) -> list[str]:
@@ -256,3 +260,16 @@ def test_every_command_that_checks_plugins_uses_the_kept_verdict(
     assert machine == first.machine()
     assert again._registry is None
     assert again.machine() is machine
+
+
+def test_graph_after_validate_loads_nothing_again(work: Path, site: Path) -> None:
+    """A clean full check also keeps the machine for the commands without plugin
+    checks (`status`, `graph`, ...): after `validate` of the same bytes they import
+    neither ruamel nor Jinja2."""
+    first, _ = _validate(work, site)
+    assert first.returncode == 0, first.stderr
+    assert len(list((work / "data" / ".cache").glob("machine-*.json"))) == 1
+    graph, imported = _run(work, site, "graph")
+    assert graph.returncode == 0, graph.stderr
+    assert "stateDiagram" in graph.stdout
+    assert [m for m in imported if m.startswith(("ruamel", "jinja2"))] == []
