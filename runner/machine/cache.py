@@ -129,6 +129,8 @@ def load_checked(path: Path, cache_dir: Path, check: Checker) -> MachineDef:
                 return machine
     except Exception:  # missing, truncated, foreign or stale: check again
         pass
+    if not cache_dir.parent.is_dir():
+        return check(path)[0]  # no data directory: nothing is kept, nothing to stamp
     before = set(sys.modules)
     stamps = _stamps(_search_path_inputs()) + _stamps(_module_files(sys.modules))
     machine, keep = check(path)
