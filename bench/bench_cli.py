@@ -9,7 +9,8 @@ is the median wall time, with the child's CPU time in the notes:
 - `runner status NAME`, `runner list` (10 environments), `runner history NAME`,
   `runner validate` and `runner graph` (mermaid to stdout), machine cache warm;
 - `runner status NAME` cold: data/.cache removed before every run (the first read-only
-  command after an edit of machine.yaml validates it and writes the cache);
+  command after an edit of machine.yaml validates it and writes the cache); for
+  information, `runner validate` so too (the full check, plugins included);
 - `runner status NAME` without a bytecode cache (PYTHONDONTWRITEBYTECODE=1). Every
   other figure caches bytecode in a temporary folder (PYTHONPYCACHEPREFIX), as an
   installed package would have it, whatever the calling shell says;
@@ -201,6 +202,14 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
             before=lambda: shutil.rmtree(cache, ignore_errors=True),
         )
         cold.note += "; data/.cache removed before each run"
+        cold_validate = measure(
+            "runner validate (shipped machine), cold machine cache",
+            runner_argv("validate"),
+            None,
+            cold_runs,
+            before=lambda: shutil.rmtree(cache, ignore_errors=True),
+        )
+        cold_validate.note += "; data/.cache removed before each run"
         Command(runner_argv("status", name), work)()  # warm again
         nobytecode = measure(
             "runner status NAME, no bytecode cache",

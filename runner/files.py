@@ -16,7 +16,13 @@ import stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from hashlib import sha256
     from pathlib import Path
+else:
+    try:  # the interpreter's own SHA-256: hashlib would load OpenSSL first (milliseconds)
+        from _sha256 import sha256
+    except ImportError:  # another interpreter or version
+        from hashlib import sha256
 
 __all__ = [
     "FILE_MODE",
@@ -25,6 +31,7 @@ __all__ = [
     "fsync_dir",
     "read_limited",
     "replace_atomically",
+    "sha256",
     "write_all",
     "write_new",
 ]

@@ -55,7 +55,7 @@ class FrozenInstanceError(AttributeError):
 class Field:
     """One field of a struct class: its name, default (or factory) and metadata."""
 
-    __slots__ = ("default", "default_factory", "metadata", "name")
+    __slots__ = ("compare", "default", "default_factory", "metadata", "name", "repr")
 
     def __init__(
         self,
@@ -63,6 +63,8 @@ class Field:
         default_factory: Callable[[], Any] | Any = MISSING,
         metadata: Mapping[str, Any] | None = None,
         name: str = "",
+        repr: bool = True,
+        compare: bool = True,
     ) -> None:
         if default is not MISSING and default_factory is not MISSING:
             raise ValueError("cannot give both default and default_factory")
@@ -70,6 +72,8 @@ class Field:
         self.default_factory = default_factory
         self.metadata: Mapping[str, Any] = metadata or _EMPTY
         self.name = name
+        self.repr = repr
+        self.compare = compare
 
     def __repr__(self) -> str:
         return f"Field(name={self.name!r}, default={self.default!r})"
@@ -80,9 +84,12 @@ def field(
     default: Any = MISSING,
     default_factory: Callable[[], Any] | Any = MISSING,
     metadata: Mapping[str, Any] | None = None,
+    repr: bool = True,
+    compare: bool = True,
 ) -> Any:
-    """A field's default, default factory or metadata, as :func:`dataclasses.field`."""
-    return Field(default, default_factory, metadata)
+    """A field's default, default factory, metadata, and whether ``repr`` shows it and
+    ``==`` (and ``hash``) compares it, as :func:`dataclasses.field`."""
+    return Field(default, default_factory, metadata, repr=repr, compare=compare)
 
 
 def fields(value: Any) -> tuple[Field, ...]:
@@ -143,12 +150,14 @@ def copied(value: _T) -> _T:
 
 
 def _repr(self: Any) -> str:
-    shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in self.__struct_fields__)
+    shown = ", ".join(
+        f"{f.name}={getattr(self, f.name)!r}" for f in self.__struct_fields__ if f.repr
+    )
     return f"{type(self).__qualname__}({shown})"
 
 
 def _values(self: Any) -> tuple[Any, ...]:
-    return tuple(getattr(self, f.name) for f in self.__struct_fields__)
+    return tuple(getattr(self, f.name) for f in self.__struct_fields__ if f.compare)
 
 
 def _eq(self: Any, other: object) -> Any:

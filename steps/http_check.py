@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import http.client
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +117,12 @@ class HttpCheckStep(Step):
 
 
 def _request(url: str, method: str, timeout_s: float) -> _Observation:
+    # imported when a check runs: every command that loads the plugins (validate, advance)
+    # would otherwise pay for urllib, http.client and ssl
+    import http.client
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(url, method=method)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:

@@ -97,6 +97,35 @@ def test_a_schema_with_an_unsupported_keyword_is_refused() -> None:
         compile_schema({"type": "object", "patternProperties": {"x": {}}})
 
 
+@pytest.mark.parametrize("kind", ["text", ["string", "date"], 5])
+def test_a_schema_with_an_unknown_type_is_refused_when_compiled(kind: Any) -> None:
+    """Not when a value is checked: the caller falls back to jsonschema up front."""
+    with pytest.raises(UnsupportedSchema):
+        compile_schema({"properties": {"x": {"type": kind}}})
+
+
+@pytest.mark.parametrize(
+    ("kind", "good", "bad"),
+    [
+        ("integer", [1, 2.0, -3], [1.5, True, "1", None]),
+        ("number", [1, 2.5], [True, "1", None]),
+        ("boolean", [True, False], [0, 1, None]),
+        ("null", [None], [0, "", False]),
+        (["string", "null"], ["x", None], [1, [], {}]),
+    ],
+)
+def test_types_are_checked_as_jsonschema_checks_them(
+    kind: Any, good: list[Any], bad: list[Any]
+) -> None:
+    schema = {"type": kind}
+    check = compile_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for value in good:
+        assert check(value, "") is None and validator.is_valid(value), value
+    for value in bad:
+        assert check(value, "") is not None and not validator.is_valid(value), value
+
+
 MACHINE_SCHEMA = json.loads(schema_path("machine").read_text())
 MACHINE_CHECK = compile_schema(MACHINE_SCHEMA)
 MACHINE_VALIDATOR = jsonschema.Draft202012Validator(MACHINE_SCHEMA)

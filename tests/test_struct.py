@@ -172,3 +172,14 @@ def test_copied_is_a_deep_copy_of_structs_and_plain_data() -> None:
 
     odd = Other(a=[1])
     assert copied(odd) == odd and type(copied(odd)) is Other  # left to copy.deepcopy
+
+
+def test_a_field_can_stay_out_of_repr_and_comparisons() -> None:
+    @struct(frozen=True)
+    class Shown:
+        name: str
+        live: object = field(default=None, repr=False, compare=False)
+
+    first, second = Shown("a", live=object()), Shown("a", live=object())
+    assert first == second and hash(first) == hash(second)
+    assert repr(first) == "test_a_field_can_stay_out_of_repr_and_comparisons.<locals>.Shown(name='a')"

@@ -4,9 +4,10 @@ artifacts or set up and migrate a state backend return: typed, frozen results, a
 those of :mod:`runner.api.results` (and importable from there too).
 
 They live apart so that the read-only commands, which must start fast, never build
-them. A dry run's plan (:class:`StepPlan`, :class:`PhasePlan`), a phase's confirmation
-question (:class:`ConfirmRequest`) and a validated machine's phases
-(:class:`PhaseSummary`) are their parts.
+them; `validate`'s own (:class:`ValidateResult` and a validated machine's phases,
+:class:`PhaseSummary`) live in :mod:`runner.api.validated`, so that `validate` builds
+only those two. A dry run's plan (:class:`StepPlan`, :class:`PhasePlan`) and a phase's
+confirmation question (:class:`ConfirmRequest`) are their parts.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runner.api.validated import PhaseSummary, ValidateResult
 from runner.result import INTERNAL, Result, key
 from runner.store.record import Failure, Forced, Paths, Record
 
 if TYPE_CHECKING:
-    from runner.machine.model import MachineDef
     from runner.run.checks import CheckOutcome, ChecksRun
     from runner.run.phase import PhaseResult
     from runner.store.contract import SnapshotInfo
@@ -98,59 +99,6 @@ class ConfirmRequest(Result):
         return (
             f"phase '{self.phase}' of environment '{self.environment}' (now in "
             f"'{self.state}', then '{self.to}') will run: {runs}{skips}"
-        )
-
-
-@dataclass(frozen=True)
-class PhaseSummary(Result):
-    """A phase of a validated machine."""
-
-    name: str
-    sources: tuple[str, ...] = field(metadata=key("from"))
-    via: str
-    to: str
-    failed: str
-    advance: bool
-    steps: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ValidateResult(Result):
-    """`validate`: the machine is valid; what it declares."""
-
-    valid: bool
-    file: str
-    name: str
-    digest: str
-    initial: str
-    states: Mapping[str, str]  # state -> kind
-    phases: tuple[PhaseSummary, ...]
-    happy_path: tuple[str, ...]
-    machine: MachineDef = field(metadata=INTERNAL, repr=False, compare=False)
-
-    @classmethod
-    def from_machine(cls, machine: MachineDef) -> ValidateResult:
-        return cls(
-            valid=True,
-            file=str(machine.file),
-            name=machine.name,
-            digest=machine.digest,
-            initial=machine.initial,
-            states={name: machine.state_kind(name) for name in machine.states},
-            phases=tuple(
-                PhaseSummary(
-                    name=p.name,
-                    sources=p.sources,
-                    via=p.via,
-                    to=p.to,
-                    failed=p.failed,
-                    advance=p.advance,
-                    steps=tuple(s.name for s in p.steps),
-                )
-                for p in machine.phases
-            ),
-            happy_path=tuple(machine.happy_path()),
-            machine=machine,
         )
 
 

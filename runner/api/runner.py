@@ -184,15 +184,28 @@ class Runner:
         the installed plugins; without, a cached validation of the same bytes may serve."""
         if self._machine is None or (plugins and not self._plugins_checked):
             if plugins:
-                from runner.machine.loader import load_machine
+                from runner.machine import cache as machinecache
 
-                self._machine = load_machine(self.machine_file, self.registry())
+                self._machine = machinecache.load_checked(
+                    self.machine_file, _absolute(self._cache_dir()), self._check_machine
+                )
                 self._plugins_checked = True
             else:
                 from runner.machine import cache as machinecache
 
                 self._machine = machinecache.load(self._machine_path, self._cache_dir())
         return self._machine
+
+    def _check_machine(self, path: Path) -> tuple[MachineDef, bool]:
+        """The full check of the machine in ``path`` against the installed plugins; its
+        verdict may be kept unless a plugin is broken (its warning is due every time).
+        Asking for the broken ones imports every installed plugin (elsewhere only those a
+        machine uses are): a broken one is reported, whichever the machine uses, and a
+        kept verdict never hides it from a later `validate`."""
+        from runner.machine.loader import load_machine
+
+        registry = self.registry()
+        return load_machine(path, registry), not registry.broken
 
     def _cache_dir(self) -> str:
         """Where validated machines are cached: ``data/.cache`` beside the files; with a
@@ -214,18 +227,9 @@ class Runner:
     def validate(self) -> ValidateResult:
         """Check the machine file: syntax, schema, states, phases, plugins, templates.
         Raises :class:`~runner.errors.MachineError` listing every problem."""
-        from runner.api.outcomes import ValidateResult
+        from runner.api.validated import ValidateResult
 
-        # every installed plugin is imported here (elsewhere only those a machine uses):
-        # a broken one is reported, whichever the machine uses
-        self.registry().names()
-        machine = self.machine()
-        from runner.machine.statemachine import build_machine
-
-        # the last stage of loading: `transitions` accepts every state and trigger (no
-        # model is attached: that is the engine's job, and would only add its methods)
-        build_machine(machine, [])
-        return ValidateResult.from_machine(machine)
+        return ValidateResult.from_machine(self.machine())
 
     def graph(self, format: str = "mermaid", env: str | None = None) -> GraphResult:
         """The machine drawn as ``format`` (mermaid, dot, svg or png; svg and png need

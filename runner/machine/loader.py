@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import functools
 import gc
-import hashlib
 import json
 from collections import defaultdict, deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from runner import resources
 from runner.errors import MachineError, Problem, did_you_mean
-from runner.files import TooLarge, read_limited
+from runner.files import TooLarge, read_limited, sha256
 from runner.machine.model import (
     ANY,
     CheckDef,
@@ -56,13 +54,25 @@ YAML11_BOOLEANS = frozenset(
 # The vocabulary the loader understands; tests compare it with the JSON Schema.
 
 
-@dataclass
 class _Found:
-    path: tuple[str | int, ...]
-    message: str
-    hint: str | None = None
-    at_key: bool = False
-    value: Any = None
+    """A problem found, before its line is looked up (a plain class: the loader runs on
+    the start of commands that build no dataclass)."""
+
+    __slots__ = ("at_key", "hint", "message", "path", "value")
+
+    def __init__(
+        self,
+        path: tuple[str | int, ...],
+        message: str,
+        hint: str | None = None,
+        at_key: bool = False,
+        value: Any = None,
+    ) -> None:
+        self.path = path
+        self.message = message
+        self.hint = hint
+        self.at_key = at_key
+        self.value = value
 
 
 def load_machine(path: str | Path, registry: PluginCatalog | None = None) -> MachineDef:
@@ -88,7 +98,7 @@ def load_machine(path: str | Path, registry: PluginCatalog | None = None) -> Mac
         raise MachineError(
             shown, [Problem(shown, f"not UTF-8 text (byte {exc.start})", hint="save it as UTF-8")]
         ) from exc
-    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    digest = "sha256:" + sha256(raw).hexdigest()
     # Loading makes many small objects and frees none of them until it is done: the
     # cycle collector would only rescan them again and again (a third of the time of a
     # large machine). Aliases may make cycles; the collector runs once loading ends.

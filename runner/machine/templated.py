@@ -30,4 +30,11 @@ def template_strings(value: Any) -> list[str]:
 
 
 def has_template(value: Any) -> bool:
-    return bool(template_strings(value))
+    """Whether some string inside ``value`` is templated (the first one found says so)."""
+    if isinstance(value, str):
+        return is_template(value)
+    if isinstance(value, Mapping):
+        return any(has_template(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(has_template(v) for v in value)
+    return False

@@ -212,15 +212,83 @@ def _compiled_expression(source: str) -> Any:
 
 
 def check_syntax(source: str, *, expression: bool = False) -> str | None:
-    """None when ``source`` parses, else what is wrong with it."""
+    """None when ``source`` compiles, else what is wrong with it.
+
+    Most templates are plain: names, attributes, calls, operators, known filters and
+    tests, `if`. Parsing proves those compile (Jinja2's code generation can only fail
+    on other nodes: an unknown filter or test, blocks, loops, macros, imports), so a
+    plain template is only parsed, several times faster than compiled; any other, and
+    any error, is compiled, so the verdict and the message are the compiler's.
+    """
+    return _verdict(_checked_expression if expression else _checked, source, expression)
+
+
+def check_by_compiling(source: str, *, expression: bool = False) -> str | None:
+    """:func:`check_syntax`, by compiling ``source`` whatever it holds (tests compare
+    the two)."""
+    return _verdict(_compiled_expression if expression else _compiled, source, expression)
+
+
+def _verdict(check: Callable[[str], object], source: str, expression: bool) -> str | None:
     try:
-        if expression:
-            _compiled_expression(_strip_braces(source))
-        else:
-            _compiled(source)
+        check(_strip_braces(source) if expression else source)
     except jinja2.TemplateError as exc:
         return _describe(exc)
     return None
+
+
+@lru_cache(maxsize=4096)
+def _checked(source: str) -> None:
+    try:
+        tree = environment().parse(source)
+    except jinja2.TemplateError:
+        tree = None
+    if tree is None or not _plain(tree):
+        _compiled(source)  # raises the compiler's error, if any
+
+
+@lru_cache(maxsize=4096)
+def _checked_expression(source: str) -> None:
+    from jinja2.parser import Parser
+
+    try:
+        parser = Parser(environment(), source, state="variable")
+        tree = parser.parse_expression()
+        plain = parser.stream.eos and _plain(tree)
+    except jinja2.TemplateError:
+        plain = False
+    if not plain:
+        _compiled_expression(source)  # raises the compiler's error, if any
+
+
+@lru_cache(maxsize=1)
+def _plain_nodes() -> frozenset[type]:
+    """The nodes whose code generation cannot fail (filters and tests: when known)."""
+    n = jinja2.nodes
+    return frozenset(
+        {
+            n.Template, n.Output, n.TemplateData, n.Name, n.Const, n.Getattr, n.Getitem,
+            n.Slice, n.Call, n.Keyword, n.Compare, n.Operand, n.And, n.Or, n.Not, n.Neg,
+            n.Pos, n.Add, n.Sub, n.Mul, n.Div, n.FloorDiv, n.Mod, n.Pow, n.Concat,
+            n.CondExpr, n.If, n.List, n.Tuple, n.Dict, n.Pair, n.Filter, n.Test,
+        }
+    )  # fmt: skip
+
+
+def _plain(tree: jinja2.nodes.Node) -> bool:
+    plain = _plain_nodes()
+    env = environment()
+    for node in (tree, *tree.find_all(jinja2.nodes.Node)):
+        kind = type(node)
+        if kind not in plain:
+            return False
+        if kind is jinja2.nodes.Filter and node.name not in env.filters:  # type: ignore[attr-defined]
+            return False
+        if kind is jinja2.nodes.Test and node.name not in env.tests:  # type: ignore[attr-defined]
+            return False
+        if kind is jinja2.nodes.Name and node.ctx != "load":  # type: ignore[attr-defined]
+            return False
+    return True
 
 
 def _strip_braces(expr: str) -> str:

@@ -134,7 +134,7 @@ def _text_depth(text: str) -> int:
     """An upper bound of the nesting depth of ``text``: the longest leading run of
     spaces and indicators of a line, plus every opening bracket (brackets inside
     strings and comments count too: a bound, never an underestimate)."""
-    block = max((m.end() - m.start() for m in _LEADING.finditer(text)), default=0)
+    block = max(map(len, _LEADING.findall(text)), default=0)
     return block + text.count("[") + text.count("{")
 
 
@@ -181,52 +181,134 @@ class _EventLoader:
     def load(self, text: str) -> Any:
         from ruamel.yaml.events import (
             AliasEvent,
-            CollectionEndEvent,
-            CollectionStartEvent,
             DocumentStartEvent,
+            MappingEndEvent,
             MappingStartEvent,
             ScalarEvent,
+            SequenceEndEvent,
+            SequenceStartEvent,
         )
 
+        # The loop of a large machine (about a hundred thousand events): plain scalars,
+        # the common case, are handled inline; the line of an event is only looked up
+        # to report a problem.
+        frames = self.frames
+        resolved = self._resolved
+        resolve = self.resolver.resolve
+        # the first characters an implicit tag may start with: a plain scalar beginning
+        # with another is text, as the resolver finds after trying no expression
+        table = self.resolver.versioned_resolver
+        tagged_first = (
+            None
+            if table.get(None) or self.resolver.yaml_path_resolvers
+            else frozenset(first for first in table if first is not None)
+        )
+        scalar_node = self._scalar_node
+        json_tags = _JSON_TAGS
         for event in self.yaml.parse(text):
-            line = event.start_mark.line + 1 if event.start_mark is not None else None
-            if isinstance(event, ScalarEvent):
-                self._check_tag(event.tag, line)
-                value = self._scalar(event) if self.building else None
+            kind = type(event)
+            if kind is ScalarEvent:
+                tag = event.tag
+                text_value = event.value
+                if tag is not None and str(tag) not in json_tags:
+                    self._check_tag(tag, _line(event))
+                if not self.building:
+                    value = None
+                elif tag is None and event.implicit[0]:
+                    key = (text_value, event.implicit)
+                    found = resolved.get(key)
+                    if found is None:
+                        if tagged_first is not None and text_value[:1] not in tagged_first:
+                            found = _STR  # ("" is in the table: an empty one is null)
+                        else:
+                            found = str(resolve(scalar_node, text_value, event.implicit))
+                        resolved[key] = found
+                    value = text_value if found == _STR else self._scalar(event)
+                elif tag is None:
+                    value = text_value
+                else:
+                    value = self._scalar(event)
                 if event.anchor is not None:
-                    self.anchors[event.anchor] = (value, 1, len(event.value))
-                self._add(value, 1, len(event.value), line)
-            elif isinstance(event, CollectionStartEvent):
-                self._check_tag(event.tag, line)
+                    self.anchors[event.anchor] = (value, 1, len(text_value))
+                frame = frames[-1]
+                size = len(text_value)
+                if (
+                    self.building
+                    and frame.values < MAX_VALUES
+                    and frame.chars + size <= MAX_CHARS
+                    and (
+                        not frame.is_map
+                        or frame.items % 2 == 0
+                        or (frame.key is not _MergeKey and frame.key not in frame.explicit)
+                    )
+                ):
+                    # an item, a key, or a new key's value: the common cases of _add,
+                    # inline
+                    if not frame.is_map:
+                        frame.obj.append(value)
+                    elif frame.items % 2 == 0:
+                        frame.key = value
+                    else:
+                        frame.explicit.add(frame.key)
+                        frame.obj[frame.key] = value
+                    frame.items += 1
+                    frame.values += 1
+                    frame.chars += size
+                else:
+                    self._add(value, 1, size, event)
+            elif kind is MappingStartEvent or kind is SequenceStartEvent:
+                if event.tag is not None:
+                    self._check_tag(event.tag, _line(event))
                 if self._key_position():
-                    raise YamlShapeError(_KEY_NOT_TEXT, line)
-                if len(self.frames) > MAX_DEPTH:
-                    raise YamlShapeError(_too_deep(), line)
+                    raise YamlShapeError(_KEY_NOT_TEXT, _line(event))
+                if len(frames) > MAX_DEPTH:
+                    raise YamlShapeError(_too_deep(), _line(event))
                 if event.anchor is not None:
                     self.open_anchors.add(event.anchor)
-                self.frames.append(_Frame(isinstance(event, MappingStartEvent), event.anchor))
-            elif isinstance(event, CollectionEndEvent):
-                frame = self.frames.pop()
-                value = self._finish(frame) if self.building else None
-                if frame.anchor is not None:
-                    self.open_anchors.discard(frame.anchor)
-                    self.anchors[frame.anchor] = (value, frame.values + 1, frame.chars)
-                self._add(value, frame.values + 1, frame.chars, line)
-            elif isinstance(event, AliasEvent):
+                frames.append(_Frame(kind is MappingStartEvent, event.anchor))
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                done = frames.pop()
+                value = (
+                    (done.obj if not done.merges else self._finish(done)) if self.building else None
+                )
+                if done.anchor is not None:
+                    self.open_anchors.discard(done.anchor)
+                    self.anchors[done.anchor] = (value, done.values + 1, done.chars)
+                frame = frames[-1]
+                if (
+                    self.building
+                    and frame.is_map
+                    and frame.items % 2
+                    and frame.key is not _MergeKey
+                    and frame.key not in frame.explicit
+                    and frame.values + done.values < MAX_VALUES
+                    and frame.chars + done.chars <= MAX_CHARS
+                ):
+                    # a collection as a new key's value: the common case of _add, inline
+                    frame.explicit.add(frame.key)
+                    frame.obj[frame.key] = value
+                    frame.items += 1
+                    frame.values += done.values + 1
+                    frame.chars += done.chars
+                else:
+                    self._add(value, done.values + 1, done.chars, event)
+            elif kind is AliasEvent:
                 if event.anchor in self.open_anchors:
                     raise YamlShapeError(
                         "an alias refers to a value that contains it (a cycle); remove the alias",
-                        line,
+                        _line(event),
                     )
+                if event.anchor not in self.anchors:
+                    self.building = False  # an undefined alias: ruamel reports it
                 value, values, chars = self.anchors.get(event.anchor, (None, 1, 0))
                 if self._key_position() and isinstance(value, dict | list):
-                    raise YamlShapeError(_KEY_NOT_TEXT, line)
-                self._add(value, values, chars, line)
-            elif isinstance(event, DocumentStartEvent):
+                    raise YamlShapeError(_KEY_NOT_TEXT, _line(event))
+                self._add(value, values, chars, event)
+            elif kind is DocumentStartEvent:
                 self.documents += 1
                 if self.documents > 1:
                     self.building = False  # ruamel says what is wrong with that
-        root = self.frames[0]
+        root = frames[0]
         if not self.building:
             return _UNBUILT
         return root.obj[0] if root.obj else None
@@ -265,7 +347,7 @@ class _EventLoader:
         except _UNREADABLE as exc:
             raise YamlShapeError(f"value {event.value[:40]!r} cannot be read: {exc}") from None
 
-    def _add(self, value: Any, values: int, chars: int, line: int | None) -> None:
+    def _add(self, value: Any, values: int, chars: int, event: Any) -> None:
         frame = self.frames[-1]
         if self.building:
             if not frame.is_map:
@@ -291,7 +373,7 @@ class _EventLoader:
                 f"its aliases expand to more than {MAX_VALUES:,} values or "
                 f"{MAX_CHARS:,} characters; write the values out, or use fewer aliases "
                 "(and merge keys) of aliases",
-                line,
+                _line(event),
             )
 
     @staticmethod
@@ -303,6 +385,10 @@ class _EventLoader:
             merged.update(source)
         merged.update(frame.obj)  # and the mapping's own keys over all of them
         return merged
+
+
+def _line(event: Any) -> int | None:
+    return event.start_mark.line + 1 if event.start_mark is not None else None
 
 
 class _MergeKey:

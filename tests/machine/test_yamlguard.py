@@ -59,6 +59,16 @@ def test_shared_values_stay_shared_as_in_ruamel() -> None:
     assert doc["a"] is doc["b"]
 
 
+@pytest.mark.parametrize("text", ["a: *x\n", "a: *x\nb: 'x != y'\n", "- &y 1\n- *x\n"])
+def test_an_undefined_alias_is_ruamel_s_error_on_every_path(text: str) -> None:
+    """Whichever loader a document takes (a `!` or `&` anywhere sends it through the
+    event loader), an alias of no anchor is an error, never a null."""
+    with pytest.raises(Exception, match="found undefined alias"):
+        ruamel_load(text)
+    with pytest.raises(Exception, match="found undefined alias"):
+        yamlguard.load(text)
+
+
 def test_dates_stay_text() -> None:
     assert yamlguard.load("d: 2024-01-01\n") == {"d": "2024-01-01"}
 
