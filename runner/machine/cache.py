@@ -142,11 +142,17 @@ def load_checked(path: Path, cache_dir: Path, check: Checker) -> MachineDef:
     if not cache_dir.parent.is_dir():
         return check(path)[0]  # no data directory: nothing is kept, nothing to stamp
     before = set(sys.modules)
-    stamps = _stamps(_search_path_inputs()) + _stamps(_module_files(sys.modules))
+    found = _stamps(_search_path_inputs())
+    stamps = _stamps(_module_files(sys.modules))
     machine, keep = check(path)
-    if keep and machine.digest == "sha256:" + sha256(raw).hexdigest():
+    # the import path's folders are stamped once the check is done: importing the
+    # plugins may have written their bytecode there (a new __pycache__ changes the
+    # folder), which must not make the next command check again; a distribution
+    # installed or changed during the check (its entry_points.txt) keeps nothing
+    after = _stamps(_search_path_inputs())
+    if keep and _same_files(found, after) and machine.digest == "sha256:" + sha256(raw).hexdigest():
         loaded = {name: sys.modules.get(name) for name in set(sys.modules) - before}
-        stamps += _stamps(_module_files(loaded))
+        stamps = after + stamps + _stamps(_module_files(loaded))
         _write(entry, {"stamps": stamps, "machine": machine_to_document(machine)})
         # a clean full check is a check without the plugins too: the next `status` of
         # the machine just validated (or advanced) need not load it again
@@ -203,6 +209,19 @@ def _stamp(path: str) -> list[int] | None:
 
 def _stamps(paths: list[str]) -> list[list[object]]:
     return [[path, _stamp(path)] for path in dict.fromkeys(paths)]
+
+
+def _same_files(before: list[list[object]], after: list[list[object]]) -> bool:
+    """Whether two stampings of the import path name the same files and folders, with
+    the same stamps for the files (a folder's may differ)."""
+    was, now = dict(_pairs(before)), dict(_pairs(after))
+    return was.keys() == now.keys() and all(
+        was[path] == now[path] for path in now if not os.path.isdir(path)
+    )
+
+
+def _pairs(stamps: list[list[object]]) -> list[tuple[str, object]]:
+    return [(str(path), stamp) for path, stamp in stamps]
 
 
 def _unchanged(stamps: list[list[object]]) -> bool:
