@@ -117,10 +117,10 @@ def replace(value: _T, /, **changes: Any) -> _T:
         import dataclasses
 
         return dataclasses.replace(value, **changes)  # type: ignore[type-var]
-    for name in changes:
-        if not any(f.name == name for f in fields(value)):
-            raise TypeError(f"{type(value).__name__} has no field {name!r}")
     values = {f.name: getattr(value, f.name) for f in fields(value)}
+    for name in changes:
+        if name not in values:
+            raise TypeError(f"{type(value).__name__} has no field {name!r}")
     values.update(changes)
     result: _T = type(value)(**values)
     return result

@@ -146,7 +146,7 @@ class Runner:
     def __repr__(self) -> str:
         return f"Runner(workdir={self._workdir!r}, machine={self._machine_path!r})"
 
-    @property
+    @functools.cached_property
     def workdir(self) -> Path:
         """The working directory (absolute): ``data/`` and ``build/`` are in it."""
         from pathlib import Path

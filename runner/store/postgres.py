@@ -233,6 +233,24 @@ def _oid(value: int) -> int:
     return value & 0xFFFFFFFF
 
 
+def _add_artifact(
+    db: psycopg.Connection[Any], name: str, kind: ArtifactKind, ref: str, text: str | None
+) -> int:
+    """Insert artifact ``ref`` of ``name`` (with ``text`` as its first chunk, if any) in
+    the transaction of ``db``; its id."""
+    row = db.execute(
+        "INSERT INTO runner.artifacts (name, kind, ref) VALUES (%s, %s, %s) RETURNING id",
+        (name, kind, ref),
+    ).fetchone()
+    assert row is not None
+    if text:
+        db.execute(
+            "INSERT INTO runner.artifact_chunks (artifact, body) VALUES (%s, %s)",
+            (row[0], text),
+        )
+    return int(row[0])
+
+
 def _stamp() -> str:
     from datetime import UTC, datetime
 
@@ -924,22 +942,11 @@ class PostgresStore:
         psycopg = _driver()
         try:
             with self._tx(name) as db:
-                row = db.execute(
-                    "INSERT INTO runner.artifacts (name, kind, ref) VALUES (%s, %s, %s) "
-                    "RETURNING id",
-                    (name, kind, ref),
-                ).fetchone()
-                assert row is not None
-                if text:
-                    db.execute(
-                        "INSERT INTO runner.artifact_chunks (artifact, body) VALUES (%s, %s)",
-                        (row[0], text),
-                    )
+                return _add_artifact(db, name, kind, ref, text)
         except StorageError as exc:
             if isinstance(exc.__context__, psycopg.errors.ForeignKeyViolation):
                 raise self._not_found(name) from None
             raise
-        return int(row[0])
 
     def open_artifact(self, name: str, kind: ArtifactKind, label: str) -> PostgresArtifact:
         ref = self._new_ref(check_name(name), kind, label)
@@ -1008,16 +1015,7 @@ class PostgresStore:
                 for version, document in versions:
                     self._keep(db, version, document)
                 for kind, ref, body in copy.artifacts:
-                    row = db.execute(
-                        "INSERT INTO runner.artifacts (name, kind, ref) VALUES (%s, %s, %s) "
-                        "RETURNING id",
-                        (name, kind, ref),
-                    ).fetchone()
-                    assert row is not None
-                    db.execute(
-                        "INSERT INTO runner.artifact_chunks (artifact, body) VALUES (%s, %s)",
-                        (row[0], body),
-                    )
+                    _add_artifact(db, name, kind, ref, body)
         if not made:
             self._exists_error(name)
 
