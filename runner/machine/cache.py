@@ -1,9 +1,12 @@
 """A cache of validated machines, for the commands that must start fast.
 
-`status`, `list`, `history`, `graph` and `create` need the machine's states and
-phases but not its plugin checks; loading and validating a machine.yaml costs more
-than the rest of such a command (YAML parsing, JSON Schema). The first load of a
-machine file stores the validated definition as JSON under
+`status`, `list`, `history`, `graph` and `create` run no step: they need the machine's
+structure (its states, phases and steps, checked by YAML syntax, schema and the rules
+on states and phases) but neither its plugin checks nor the Jinja2 syntax of its
+templates, which only a step's run reads; loading and validating a machine.yaml costs
+more than the rest of such a command (YAML parsing, JSON Schema, and the import of
+Jinja2 and a parse of every template, which these commands skip). The first load of a
+machine file stores the structurally validated definition as JSON under
 ``data/.cache/machine-<key>.json``, where the key hashes the file's bytes, the runner
 version, the machine schema and a fingerprint of the code that loads and checks
 machines (so an edited rule in a checkout never serves an old verdict); later loads
@@ -13,20 +16,22 @@ The folder is the data directory's (0700); anything wrong with a cache file just
 means a normal load.
 
 The commands that run steps (`validate`, `advance`, `up`, `check`, ...) also check
-every `uses` and `with` against the installed step plugins, which costs the import of
-the entry point machinery, of every plugin and of Jinja2. :func:`load_checked` keeps
-that complete verdict in ``data/.cache/checked-<key>.json``: the machine and the
-*stamps* (inode, size, modification and change times) of everything else the verdict
-was drawn from: every folder on the import path (installing or removing a distribution
-or a module changes its folder), the ``entry_points.txt`` of every distribution found
-there (where the plugins are declared), and the file of every module outside the
-standard library that was loaded when the verdict was reached (the runner's own code,
-the plugins, their helpers, Jinja2, ruamel.yaml, `transitions`). Its key adds the
-interpreter and the import path to the machine cache's. A repeat check of unchanged
-inputs is one ``os.stat`` per stamp; any changed stamp means a full check. Only a clean
-verdict is kept: an invalid machine, or a broken plugin (whose warning must be given
-again), is checked anew every time. A clean verdict also writes the machine's entry
-for the commands without plugin checks.
+every template's syntax and every `uses` and `with` against the installed step
+plugins, which costs the import of the entry point machinery, of every plugin and of
+Jinja2; a machine with a broken template is refused there, before any step runs.
+:func:`load_checked` keeps that complete verdict in
+``data/.cache/checked-<key>.json``: the machine and the *stamps* (inode, size,
+modification and change times) of everything else the verdict was drawn from: every
+folder on the import path (installing or removing a distribution or a module changes
+its folder), the ``entry_points.txt`` of every distribution found there (where the
+plugins are declared), and the file of every module outside the standard library that
+was loaded when the verdict was reached (the runner's own code, the plugins, their
+helpers, Jinja2, ruamel.yaml, `transitions`). Its key adds the interpreter and the
+import path to the machine cache's. A repeat check of unchanged inputs is one
+``os.stat`` per stamp; any changed stamp means a full check. Only a clean verdict is
+kept: an invalid machine, or a broken plugin (whose warning must be given again), is
+checked anew every time. A clean verdict also writes the machine's structure entry
+(a complete verdict includes it); a structure entry never stands for a complete one.
 """
 
 from __future__ import annotations
@@ -84,9 +89,10 @@ def _key(raw: bytes, context: str = "") -> str:
 
 
 def load(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> MachineDef:
-    """The validated machine in ``path`` (without plugin checks), from the cache when
-    it holds these bytes; errors are the loader's own. Plain paths all the way: a
-    read-only command never imports pathlib."""
+    """The machine in ``path`` with its structure validated (syntax, schema, states and
+    phases; neither plugins nor template syntax), from the cache when it holds these
+    bytes; errors are the loader's own. Plain paths all the way: a read-only command
+    never imports pathlib, nor Jinja2."""
     try:
         raw = read_limited(path, "machine")
     except (OSError, TooLarge):
@@ -103,7 +109,7 @@ def load(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> Mac
         pass
     from runner.machine.loader import load_machine  # only on a miss: it costs its imports
 
-    machine = load_machine(_path(path))
+    machine = load_machine(_path(path), templates=False)
     _store(_path(entry), machine)
     return machine
 
