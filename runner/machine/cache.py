@@ -98,7 +98,7 @@ def load(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> Mac
     except (OSError, TooLarge):
         from runner.machine.loader import load_machine
 
-        return load_machine(_path(path))  # reports the error in the loader's words
+        return load_machine(path)  # reports the error in the loader's words
     entry = os.path.join(cache_dir, f"machine-{_key(raw)}.json")
     try:
         document = json.loads(read_limited(entry, "cache", follow=False))
@@ -109,18 +109,12 @@ def load(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> Mac
         pass
     from runner.machine.loader import load_machine  # only on a miss: it costs its imports
 
-    machine = load_machine(_path(path), templates=False)
-    _store(_path(entry), machine)
+    machine = load_machine(path, templates=False)
+    _store(entry, machine)
     return machine
 
 
-def _path(path: str | os.PathLike[str]) -> Path:
-    from pathlib import Path  # a miss loads the whole loader anyway
-
-    return Path(path)
-
-
-def _store(entry: Path, machine: MachineDef) -> None:
+def _store(entry: str | os.PathLike[str], machine: MachineDef) -> None:
     _write(entry, machine_to_document(machine))
 
 
@@ -234,11 +228,12 @@ def _unchanged(stamps: list[list[object]]) -> bool:
     return all(_stamp(path) == stamp for path, stamp in stamps)  # type: ignore[arg-type]
 
 
-def _write(entry: Path, document: dict[str, object]) -> None:
-    if not entry.parent.parent.is_dir():
+def _write(entry: str | os.PathLike[str], document: dict[str, object]) -> None:
+    folder = os.path.dirname(os.fspath(entry))
+    if not os.path.isdir(os.path.dirname(folder)):
         return  # no data directory yet: a read-only command does not create one
     try:
-        entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
         data = json.dumps(document, separators=(",", ":")).encode()
         replace_atomically(entry, data, durable=False)  # a lost entry costs a check
     except (OSError, TypeError, ValueError):

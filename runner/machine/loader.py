@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import os
 from collections import defaultdict, deque
-from pathlib import Path
 from typing import Any, Protocol
 
 from runner import resources
@@ -76,15 +76,17 @@ class _Found:
 
 
 def load_machine(
-    path: str | Path, registry: PluginCatalog | None = None, *, templates: bool = True
+    path: str | os.PathLike[str],
+    registry: PluginCatalog | None = None,
+    *,
+    templates: bool = True,
 ) -> MachineDef:
     """Load and validate ``path``. ``registry`` enables the `uses`/`with` checks;
     without ``templates`` the Jinja2 syntax of `when`, `with` and recovery texts is not
     checked (the structure is: what a command that runs no step needs)."""
-    file = Path(path)
-    shown = str(path)
+    shown = os.fspath(path)  # plain paths: a read-only command never imports pathlib
     try:
-        raw = read_limited(file, "machine")
+        raw = read_limited(shown, "machine")
     except TooLarge as exc:
         raise MachineError(shown, [Problem(shown, f"the file {exc}")]) from None
     except FileNotFoundError:
@@ -115,7 +117,7 @@ def load_machine(
             found = _semantic_problems(doc, registry, templates)
         if found:
             raise MachineError(shown, _place(shown, text, found))
-        return _build(doc, file.resolve(), digest)
+        return _build(doc, os.path.realpath(shown), digest)
     finally:
         if collecting:
             gc.enable()
@@ -167,7 +169,8 @@ def _fast_check() -> Any:
     confirmed several times faster than by jsonschema; tests compare the two."""
     from runner.minischema import compile_schema
 
-    return compile_schema(json.loads(resources.schema_path("machine").read_text("utf-8")))
+    with open(resources.schema_file("machine"), encoding="utf-8") as schema:
+        return compile_schema(json.load(schema))
 
 
 def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
@@ -866,7 +869,7 @@ def _position(
 # --- building ----------------------------------------------------------------------
 
 
-def _build(doc: dict[str, Any], file: Path, digest: str) -> MachineDef:
+def _build(doc: dict[str, Any], file: str, digest: str) -> MachineDef:
     states = {
         name: StateDef(
             name=name,
