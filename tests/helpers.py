@@ -49,15 +49,17 @@ def run_cli(
     timeout: float = 120,
     input: str | None = None,
     python: str | None = None,
+    flags: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m runner ARGS`` in ``cwd`` and return the finished process.
 
     ``env`` is added to (not replacing) the test process's environment; variables
     named ``RUNNER_*`` are dropped first so the caller's shell never leaks in.
-    ``python`` is the interpreter to use (default: the one running the tests).
+    ``python`` is the interpreter to use (default: the one running the tests), with the
+    interpreter options ``flags``.
     """
     return subprocess.run(
-        [python or sys.executable, "-m", "runner", *(os.fspath(a) for a in args)],
+        [python or sys.executable, *flags, "-m", "runner", *(os.fspath(a) for a in args)],
         cwd=os.fspath(cwd),
         env=cli_env(env),
         input=input,
@@ -66,6 +68,21 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def run_cli_imports(
+    *args: str | os.PathLike[str],
+    cwd: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """:func:`run_cli` under ``python -X importtime``: the finished process (its stderr
+    without the import lines) and the names of the modules the command imported."""
+    done = run_cli(*args, cwd=cwd, env=env, timeout=timeout, flags=("-X", "importtime"))
+    lines = done.stderr.splitlines()
+    imported = {line.split("|")[-1].strip() for line in lines if line.startswith("import time:")}
+    done.stderr = "\n".join(line for line in lines if not line.startswith("import time:"))
+    return done, imported
 
 
 def read_state(work: Path, name: str = "demo") -> dict[str, Any]:

@@ -180,8 +180,10 @@ class Runner:
         return self._registry
 
     def machine(self, *, plugins: bool = True) -> MachineDef:
-        """The validated machine. With ``plugins`` every `uses`/`with` is checked against
-        the installed plugins; without, a cached validation of the same bytes may serve."""
+        """The validated machine. With ``plugins`` every template's syntax and every
+        `uses`/`with` (against the installed plugins) is checked too; without, only its
+        structure is (for the commands that run no step), and a cached validation of
+        the same bytes may serve."""
         if self._machine is None or (plugins and not self._plugins_checked):
             if plugins:
                 from runner.machine import cache as machinecache

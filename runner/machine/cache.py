@@ -1,9 +1,12 @@
 """A cache of validated machines, for the commands that must start fast.
 
-`status`, `list`, `history`, `graph` and `create` need the machine's states and
-phases but not its plugin checks; loading and validating a machine.yaml costs more
-than the rest of such a command (YAML parsing, JSON Schema). The first load of a
-machine file stores the validated definition as JSON under
+`status`, `list`, `history`, `graph` and `create` run no step: they need the machine's
+structure (its states, phases and steps, checked by YAML syntax, schema and the rules
+on states and phases) but neither its plugin checks nor the Jinja2 syntax of its
+templates, which only a step's run reads; loading and validating a machine.yaml costs
+more than the rest of such a command (YAML parsing, JSON Schema, and the import of
+Jinja2 and a parse of every template, which these commands skip). The first load of a
+machine file stores the structurally validated definition as JSON under
 ``data/.cache/machine-<key>.json``, where the key hashes the file's bytes, the runner
 version, the machine schema and a fingerprint of the code that loads and checks
 machines (so an edited rule in a checkout never serves an old verdict); later loads
@@ -13,20 +16,22 @@ The folder is the data directory's (0700); anything wrong with a cache file just
 means a normal load.
 
 The commands that run steps (`validate`, `advance`, `up`, `check`, ...) also check
-every `uses` and `with` against the installed step plugins, which costs the import of
-the entry point machinery, of every plugin and of Jinja2. :func:`load_checked` keeps
-that complete verdict in ``data/.cache/checked-<key>.json``: the machine and the
-*stamps* (inode, size, modification and change times) of everything else the verdict
-was drawn from: every folder on the import path (installing or removing a distribution
-or a module changes its folder), the ``entry_points.txt`` of every distribution found
-there (where the plugins are declared), and the file of every module outside the
-standard library that was loaded when the verdict was reached (the runner's own code,
-the plugins, their helpers, Jinja2, ruamel.yaml, `transitions`). Its key adds the
-interpreter and the import path to the machine cache's. A repeat check of unchanged
-inputs is one ``os.stat`` per stamp; any changed stamp means a full check. Only a clean
-verdict is kept: an invalid machine, or a broken plugin (whose warning must be given
-again), is checked anew every time. A clean verdict also writes the machine's entry
-for the commands without plugin checks.
+every template's syntax and every `uses` and `with` against the installed step
+plugins, which costs the import of the entry point machinery, of every plugin and of
+Jinja2; a machine with a broken template is refused there, before any step runs.
+:func:`load_checked` keeps that complete verdict in
+``data/.cache/checked-<key>.json``: the machine and the *stamps* (inode, size,
+modification and change times) of everything else the verdict was drawn from: every
+folder on the import path (installing or removing a distribution or a module changes
+its folder), the ``entry_points.txt`` of every distribution found there (where the
+plugins are declared), and the file of every module outside the standard library that
+was loaded when the verdict was reached (the runner's own code, the plugins, their
+helpers, Jinja2, ruamel.yaml, `transitions`). Its key adds the interpreter and the
+import path to the machine cache's. A repeat check of unchanged inputs is one
+``os.stat`` per stamp; any changed stamp means a full check. Only a clean verdict is
+kept: an invalid machine, or a broken plugin (whose warning must be given again), is
+checked anew every time. A clean verdict also writes the machine's structure entry
+(a complete verdict includes it); a structure entry never stands for a complete one.
 """
 
 from __future__ import annotations
@@ -84,15 +89,16 @@ def _key(raw: bytes, context: str = "") -> str:
 
 
 def load(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> MachineDef:
-    """The validated machine in ``path`` (without plugin checks), from the cache when
-    it holds these bytes; errors are the loader's own. Plain paths all the way: a
-    read-only command never imports pathlib."""
+    """The machine in ``path`` with its structure validated (syntax, schema, states and
+    phases; neither plugins nor template syntax), from the cache when it holds these
+    bytes; errors are the loader's own. Plain paths all the way: a read-only command
+    never imports pathlib, nor Jinja2."""
     try:
         raw = read_limited(path, "machine")
     except (OSError, TooLarge):
         from runner.machine.loader import load_machine
 
-        return load_machine(_path(path))  # reports the error in the loader's words
+        return load_machine(path)  # reports the error in the loader's words
     entry = os.path.join(cache_dir, f"machine-{_key(raw)}.json")
     try:
         document = json.loads(read_limited(entry, "cache", follow=False))
@@ -103,18 +109,12 @@ def load(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> Mac
         pass
     from runner.machine.loader import load_machine  # only on a miss: it costs its imports
 
-    machine = load_machine(_path(path))
-    _store(_path(entry), machine)
+    machine = load_machine(path, templates=False)
+    _store(entry, machine)
     return machine
 
 
-def _path(path: str | os.PathLike[str]) -> Path:
-    from pathlib import Path  # a miss loads the whole loader anyway
-
-    return Path(path)
-
-
-def _store(entry: Path, machine: MachineDef) -> None:
+def _store(entry: str | os.PathLike[str], machine: MachineDef) -> None:
     _write(entry, machine_to_document(machine))
 
 
@@ -228,11 +228,12 @@ def _unchanged(stamps: list[list[object]]) -> bool:
     return all(_stamp(path) == stamp for path, stamp in stamps)  # type: ignore[arg-type]
 
 
-def _write(entry: Path, document: dict[str, object]) -> None:
-    if not entry.parent.parent.is_dir():
+def _write(entry: str | os.PathLike[str], document: dict[str, object]) -> None:
+    folder = os.path.dirname(os.fspath(entry))
+    if not os.path.isdir(os.path.dirname(folder)):
         return  # no data directory yet: a read-only command does not create one
     try:
-        entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
         data = json.dumps(document, separators=(",", ":")).encode()
         replace_atomically(entry, data, durable=False)  # a lost entry costs a check
     except (OSError, TypeError, ValueError):

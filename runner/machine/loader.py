@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import os
 from collections import defaultdict, deque
-from pathlib import Path
 from typing import Any, Protocol
 
 from runner import resources
@@ -29,7 +29,7 @@ from runner.machine.model import (
     StepDef,
     parse_duration,
 )
-from runner.machine.templating import check_syntax, has_template, template_strings
+from runner.machine.templated import has_template, template_strings
 from runner.minischema import well_formed
 
 
@@ -75,12 +75,18 @@ class _Found:
         self.value = value
 
 
-def load_machine(path: str | Path, registry: PluginCatalog | None = None) -> MachineDef:
-    """Load and validate ``path``. ``registry`` enables the `uses`/`with` checks."""
-    file = Path(path)
-    shown = str(path)
+def load_machine(
+    path: str | os.PathLike[str],
+    registry: PluginCatalog | None = None,
+    *,
+    templates: bool = True,
+) -> MachineDef:
+    """Load and validate ``path``. ``registry`` enables the `uses`/`with` checks;
+    without ``templates`` the Jinja2 syntax of `when`, `with` and recovery texts is not
+    checked (the structure is: what a command that runs no step needs)."""
+    shown = os.fspath(path)  # plain paths: a read-only command never imports pathlib
     try:
-        raw = read_limited(file, "machine")
+        raw = read_limited(shown, "machine")
     except TooLarge as exc:
         raise MachineError(shown, [Problem(shown, f"the file {exc}")]) from None
     except FileNotFoundError:
@@ -108,10 +114,10 @@ def load_machine(path: str | Path, registry: PluginCatalog | None = None) -> Mac
         doc = _parse(shown, text)
         found = _schema_problems(doc)
         if not found:
-            found = _semantic_problems(doc, registry)
+            found = _semantic_problems(doc, registry, templates)
         if found:
             raise MachineError(shown, _place(shown, text, found))
-        return _build(doc, file.resolve(), digest)
+        return _build(doc, os.path.realpath(shown), digest)
     finally:
         if collecting:
             gc.enable()
@@ -163,7 +169,8 @@ def _fast_check() -> Any:
     confirmed several times faster than by jsonschema; tests compare the two."""
     from runner.minischema import compile_schema
 
-    return compile_schema(json.loads(resources.schema_path("machine").read_text("utf-8")))
+    with open(resources.schema_file("machine"), encoding="utf-8") as schema:
+        return compile_schema(json.load(schema))
 
 
 def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
@@ -327,7 +334,9 @@ def _misplaced_secrets(schema: Any, path: tuple[str, ...] = (), chain: bool = Tr
     return found
 
 
-def _semantic_problems(doc: dict[str, Any], registry: PluginCatalog | None) -> list[_Found]:
+def _semantic_problems(
+    doc: dict[str, Any], registry: PluginCatalog | None, templates: bool = True
+) -> list[_Found]:
     found: list[_Found] = []
     states: dict[str, dict[str, Any]] = {k: (v or {}) for k, v in doc["states"].items()}
     phases: list[dict[str, Any]] = doc["phases"]
@@ -462,8 +471,8 @@ def _semantic_problems(doc: dict[str, Any], registry: PluginCatalog | None) -> l
                         hint="remove `final: true` from it",
                     )
                 )
-        found.extend(_step_problems(phase, base, registry))
-    found.extend(_check_problems(doc, declared, registry))
+        found.extend(_step_problems(phase, base, registry, templates))
+    found.extend(_check_problems(doc, declared, registry, templates))
 
     for name in states:
         if name not in used and name not in YAML11_BOOLEANS:
@@ -572,6 +581,15 @@ def _semantic_problems(doc: dict[str, Any], registry: PluginCatalog | None) -> l
             )
     found.extend(_trap_states(doc, states, final, edges, seen))
 
+    if templates:
+        found.extend(_recovery_problems(states))
+    return found
+
+
+def _recovery_problems(states: dict[str, dict[str, Any]]) -> list[_Found]:
+    from runner.machine.templating import check_syntax  # Jinja2: only when checked
+
+    found = []
     for name, spec in states.items():
         recovery = spec.get("recovery")
         if isinstance(recovery, str):
@@ -640,20 +658,33 @@ def _resolve_sources(doc: dict[str, Any]) -> list[list[str]]:
 
 
 def _step_problems(
-    phase: dict[str, Any], base: tuple[str | int, ...], registry: PluginCatalog | None
+    phase: dict[str, Any],
+    base: tuple[str | int, ...],
+    registry: PluginCatalog | None,
+    templates: bool = True,
 ) -> list[_Found]:
     return _steps_problems(
-        phase["steps"], (*base, "steps"), f"phase '{phase['name']}'", "a phase", registry
+        phase["steps"],
+        (*base, "steps"),
+        f"phase '{phase['name']}'",
+        "a phase",
+        registry,
+        templates=templates,
     )
 
 
 def _check_problems(
-    doc: dict[str, Any], declared: set[str], registry: PluginCatalog | None
+    doc: dict[str, Any],
+    declared: set[str],
+    registry: PluginCatalog | None,
+    templates: bool = True,
 ) -> list[_Found]:
     """The checks: steps like a phase's (plugin, `with`, templates, unique names), and
     every state of their `in` declared."""
     checks = doc.get("checks") or []
-    found = _steps_problems(checks, ("checks",), "the checks", "the checks", registry, "check")
+    found = _steps_problems(
+        checks, ("checks",), "the checks", "the checks", registry, "check", templates
+    )
     for k, check in enumerate(checks):
         for j, state in enumerate(check["in"]):
             if state not in declared:
@@ -668,6 +699,7 @@ def _steps_problems(
     unique_in: str,
     registry: PluginCatalog | None,
     noun: str = "step",
+    templates: bool = True,
 ) -> list[_Found]:
     found: list[_Found] = []
     seen: dict[str, int] = {}
@@ -682,30 +714,41 @@ def _steps_problems(
                 )
             )
         seen.setdefault(step["name"], k)
-        when = step.get("when")
-        if isinstance(when, str):
-            error = check_syntax(when, expression=True)
-            if error:
-                found.append(
-                    _Found(
-                        (*where, "when"),
-                        f"`when` of {noun} '{step['name']}': {error}",
-                        hint="write a Jinja2 expression such as inputs.provider != 'local'",
-                    )
-                )
-        params = step.get("with", {})
-        for text in template_strings(params):
-            error = check_syntax(text)
-            if error:
-                found.append(
-                    _Found(
-                        (*where, "with"),
-                        f"`with` of {noun} '{step['name']}': {error} in {text!r}",
-                        hint="fix the Jinja2 template",
-                    )
-                )
+        if templates:
+            found.extend(_template_problems(step, where, noun))
         if registry is not None:
             found.extend(_plugin_problems(step, where, registry, noun))
+    return found
+
+
+def _template_problems(
+    step: dict[str, Any], where: tuple[str | int, ...], noun: str
+) -> list[_Found]:
+    """The Jinja2 syntax of a step's `when` and of every template in its `with`."""
+    from runner.machine.templating import check_syntax  # Jinja2: only when checked
+
+    found = []
+    when = step.get("when")
+    if isinstance(when, str):
+        error = check_syntax(when, expression=True)
+        if error:
+            found.append(
+                _Found(
+                    (*where, "when"),
+                    f"`when` of {noun} '{step['name']}': {error}",
+                    hint="write a Jinja2 expression such as inputs.provider != 'local'",
+                )
+            )
+    for text in template_strings(step.get("with", {})):
+        error = check_syntax(text)
+        if error:
+            found.append(
+                _Found(
+                    (*where, "with"),
+                    f"`with` of {noun} '{step['name']}': {error} in {text!r}",
+                    hint="fix the Jinja2 template",
+                )
+            )
     return found
 
 
@@ -826,7 +869,7 @@ def _position(
 # --- building ----------------------------------------------------------------------
 
 
-def _build(doc: dict[str, Any], file: Path, digest: str) -> MachineDef:
+def _build(doc: dict[str, Any], file: str, digest: str) -> MachineDef:
     states = {
         name: StateDef(
             name=name,

@@ -10,14 +10,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from runner.api.runner import Runner
-from tests.helpers import ROOT, build_tree, cli_env, run_cli
+from tests.helpers import ROOT, build_tree, run_cli, run_cli_imports
 
 MACHINE = """\
 version: 1
@@ -91,23 +90,7 @@ def _env(site: Path) -> dict[str, str]:
 
 def _run(work: Path, site: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """`runner ARGS` in ``work``, and the modules it imported."""
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "runner", *args],
-        cwd=work,
-        env=cli_env(_env(site)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    imported = {
-        line.split("|")[-1].strip()
-        for line in done.stderr.splitlines()
-        if line.startswith("import time:")
-    }
-    done.stderr = "\n".join(
-        line for line in done.stderr.splitlines() if not line.startswith("import time:")
-    )
-    return done, imported
+    return run_cli_imports(*args, cwd=work, env=_env(site))
 
 
 def _validate(work: Path, site: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
