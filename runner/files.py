@@ -108,7 +108,7 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def write_new(path: Path, data: bytes, *, mode: int = FILE_MODE, sync: bool = False) -> None:
+def write_new(path: str | Path, data: bytes, *, mode: int = FILE_MODE, sync: bool = False) -> None:
     """Create ``path`` (it must not exist) holding ``data``, with ``mode`` whatever the
     umask; with ``sync``, fsync it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
@@ -121,7 +121,7 @@ def write_new(path: Path, data: bytes, *, mode: int = FILE_MODE, sync: bool = Fa
         os.close(fd)
 
 
-def fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -130,7 +130,7 @@ def fsync_dir(folder: Path) -> None:
 
 
 def replace_atomically(
-    path: Path, data: bytes, *, mode: int = FILE_MODE, durable: bool = True
+    path: str | Path, data: bytes, *, mode: int = FILE_MODE, durable: bool = True
 ) -> None:
     """Write ``data`` to a unique temp file beside ``path`` and rename it over ``path``.
 
@@ -138,8 +138,10 @@ def replace_atomically(
     it, so the new content survives a power loss; without, a crash still leaves the old
     file or the new one, never a mix.
     """
+    folder, name = os.path.split(path)
+    folder = folder or os.curdir
     unique = f"{os.getpid()}.{os.urandom(4).hex()}"
-    temp = path.with_name(f"{temp_prefix(path.name)}{unique}{TEMP_SUFFIX}")
+    temp = os.path.join(folder, f"{temp_prefix(name)}{unique}{TEMP_SUFFIX}")
     try:
         write_new(temp, data, mode=mode, sync=durable)
         os.replace(temp, path)
@@ -148,4 +150,4 @@ def replace_atomically(
             os.unlink(temp)
         raise
     if durable:
-        fsync_dir(path.parent)
+        fsync_dir(folder)

@@ -32,6 +32,7 @@ import os
 import stat
 import time
 from functools import cached_property
+from json.encoder import encode_basestring_ascii as _json_string
 
 from runner.errors import (
     ConflictError,
@@ -95,8 +96,57 @@ _EVENT_BLOCK = 64 * 1024
 
 
 def _serialize(data: dict[str, Any]) -> bytes:
-    """The bytes of a record: strict JSON (no NaN or infinity, which JSON has not)."""
-    return (json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
+    """The bytes of a record: ``json.dumps(data, indent=2)`` and a newline, strict JSON
+    (no NaN or infinity, which JSON has not: ValueError). The plain values a record's
+    ``to_json`` is made of are written by :func:`_indented`, the same text (json's own
+    encoder runs in pure Python once it indents, at a third of the speed); anything
+    else is left to ``json.dumps``, which also raises the errors."""
+    try:
+        text = _indented(data, "\n")
+    except (_NotPlain, TypeError, RecursionError):
+        text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False)
+    return (text + "\n").encode("utf-8")
+
+
+class _NotPlain(Exception):
+    """A value :func:`_indented` leaves to ``json.dumps``."""
+
+
+_INFINITY = float("inf")
+
+
+def _indented(value: Any, newline: str) -> str:
+    """``value`` as ``json.dumps(value, indent=2)`` writes it, ``newline`` being a line
+    break and the indentation of the line ``value`` starts on. Only exact dicts with
+    string keys, lists, strings, ints, finite floats, booleans and None: _NotPlain (or
+    TypeError, for a key that is not a string) for anything else."""
+    kind = value.__class__
+    if kind is str:
+        return _json_string(value)
+    if kind is dict:
+        if not value:
+            return "{}"
+        inner = newline + "  "
+        items = [_json_string(k) + ": " + _indented(v, inner) for k, v in value.items()]
+        return "{" + inner + ("," + inner).join(items) + newline + "}"
+    if kind is list:
+        if not value:
+            return "[]"
+        inner = newline + "  "
+        return (
+            "[" + inner + ("," + inner).join([_indented(v, inner) for v in value]) + newline + "]"
+        )
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and value == value and value != _INFINITY and value != -_INFINITY:
+        return float.__repr__(value)
+    raise _NotPlain
 
 
 def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -367,7 +417,9 @@ class FileStore:
 
     # -- writing ---------------------------------------------------------------------
 
-    def _storage_error(self, action: str, path: Path, exc: OSError, **fields: Any) -> NoReturn:
+    def _storage_error(
+        self, action: str, path: str | Path, exc: OSError, **fields: Any
+    ) -> NoReturn:
         reason = exc.strerror or str(exc)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             what = "free some disk space (or raise the quota)"
@@ -521,12 +573,12 @@ class FileStore:
                 environment=name,
                 path=shown,
             )
-        folder = self._env_dir(name)
+        path = os.path.join(self._root, name, STATE_FILE)  # plain paths: a save a step
         self._keep_snapshot(name, document["serial"], data)
         try:
-            replace_atomically(folder / STATE_FILE, data)
+            replace_atomically(path, data)
         except OSError as exc:
-            self._storage_error("write", folder / STATE_FILE, exc, environment=name)
+            self._storage_error("write", path, exc, environment=name)
         self._known[name] = (data, document["serial"])
         self._prune_snapshots(name, document["serial"])
         record.serial = document["serial"]
@@ -535,8 +587,8 @@ class FileStore:
 
     # -- snapshots -------------------------------------------------------------------
 
-    def _snapshot_dir(self, name: str) -> Path:
-        folder = self._env_dir(name) / SNAPSHOT_FOLDER
+    def _snapshot_dir(self, name: str) -> str:
+        folder = os.path.join(self._env_folder(name), SNAPSHOT_FOLDER)
         self._no_link(name, folder)
         return folder
 
@@ -546,7 +598,7 @@ class FileStore:
         if self.keep_snapshots == 0:
             return
         folder = self._snapshot_dir(name)
-        path = folder / _snapshot_file(serial)
+        path = os.path.join(folder, _snapshot_file(serial))
         try:
             try:
                 replace_atomically(path, data, durable=False)
@@ -576,15 +628,15 @@ class FileStore:
         """Remove the snapshots older than the ``keep_snapshots`` before ``current``
         (usually the one that just fell out: a single unlink)."""
         oldest = current - self.keep_snapshots
-        folder = self._env_dir(name) / SNAPSHOT_FOLDER
+        folder = os.path.join(self._root, name, SNAPSHOT_FOLDER)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(folder / _snapshot_file(oldest - 1))
+            os.unlink(os.path.join(folder, _snapshot_file(oldest - 1)))
             return
         if current % 16 == 0:  # now and then: what a smaller setting left behind
             for serial in self._snapshot_serials(name):
                 if serial < oldest:
                     with contextlib.suppress(OSError):
-                        os.unlink(folder / _snapshot_file(serial))
+                        os.unlink(os.path.join(folder, _snapshot_file(serial)))
 
     def _kept(self, name: str, current: int) -> builtins.list[int]:
         """The serials kept besides the current one, oldest first."""
