@@ -9,8 +9,9 @@ One folder per environment under the data directory (``workdir/data`` unless tol
     data/<env>/runs/          run logs
     data/<env>/snapshots/     kept versions of the record: <serial>.json
 
-A save writes the new version's snapshot (a copy, renamed into place but not fsynced)
-before it replaces ``state.json`` durably, so a snapshot costs no second fsync. A crash
+A save writes the new version's snapshot (a copy, created under its own name, not
+fsynced) before it replaces ``state.json`` durably, so a snapshot costs no second fsync
+and no rename. A crash
 between the two leaves a snapshot whose serial is above the current one: listings
 ignore it and the next save writes over it. The current version is always listed from
 ``state.json`` itself; snapshots beyond ``keep_snapshots`` older ones are removed.
@@ -593,19 +594,22 @@ class FileStore:
         return folder
 
     def _keep_snapshot(self, name: str, serial: int, data: bytes) -> None:
-        """Write version ``serial`` (``data``) as a snapshot: a copy, renamed into place,
-        not fsynced (``state.json`` is the durable one)."""
+        """Write version ``serial`` (``data``) as a snapshot: a new file, not fsynced
+        (``state.json`` is the durable one). It is written before ``state.json`` names
+        that serial, so no reader takes it until it is whole (a save cut short leaves it
+        above the current serial, where it is ignored, and the next save replaces it);
+        written under its own name, it costs no temp file and no rename."""
         if self.keep_snapshots == 0:
             return
         folder = self._snapshot_dir(name)
         path = os.path.join(folder, _snapshot_file(serial))
         try:
             try:
-                replace_atomically(path, data, durable=False)
+                _write_whole(path, data)
             except FileNotFoundError:  # a folder made before snapshots were kept
                 os.mkdir(folder, DIR_MODE)
                 os.chmod(folder, DIR_MODE)
-                replace_atomically(path, data, durable=False)
+                _write_whole(path, data)
         except OSError as exc:
             self._storage_error("write", path, exc, environment=name)
 
@@ -974,6 +978,20 @@ def _stamp() -> str:
 
 
 # --- file primitives --------------------------------------------------------------------
+
+
+def _write_whole(path: str, data: bytes) -> None:
+    """Create ``path`` holding ``data``, replacing a file left there (a snapshot of a save
+    cut short); a write that fails leaves no file."""
+    try:
+        write_new(path, data)
+    except FileExistsError:
+        os.unlink(path)
+        _write_whole(path, data)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 def _remove_stale_temp_files(folder: Path, prefix: str = _TEMP_PREFIX) -> None:

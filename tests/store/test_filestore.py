@@ -513,6 +513,7 @@ def test_a_failing_disk_keeps_the_old_state_and_says_what_to_do(
     assert store.load("demo").serial == 1
     assert leftovers(tmp_path / "data/demo") == [] and leftovers(tmp_path / "data") == []
     assert leftovers(tmp_path / "data/demo/snapshots") == []
+    assert not (tmp_path / "data/demo/snapshots/2.json").exists()  # no half a snapshot
     assert [s.serial for s in store.list_snapshots("demo")] == [1]
     assert not (tmp_path / "data/other").exists()
 
