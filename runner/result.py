@@ -50,15 +50,26 @@ def _keys(cls: type) -> tuple[tuple[str, str], ...]:
     )
 
 
+#: The classes :func:`as_json` returns as they are, tested first by identity (a record's
+#: save converts thousands of values; ``isinstance`` against a union is the slow test).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def as_json(value: Any) -> Any:
     """``value`` as plain JSON data: dataclasses by their fields, recursively."""
-    if isinstance(value, str | int | float | bool) or value is None:
+    kind = value.__class__
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {k if k.__class__ is str else str(k): as_json(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [as_json(v) for v in value]
+    if isinstance(value, str | int | float | bool):  # subclasses: an enum's value, say
         return value
     if isinstance(value, dict):
         return {str(k): as_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [as_json(v) for v in value]
-    kind = value.__class__
     if hasattr(kind, "__struct_fields__") or hasattr(kind, "__dataclass_fields__"):
         return {key: as_json(getattr(value, name)) for name, key in _keys(kind)}
     if isinstance(value, Mapping):

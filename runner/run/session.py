@@ -55,6 +55,7 @@ class Session:
         self.workdir = workdir
         self.host = socket.gethostname()
         self.model = _Model(record.state)
+        self._machine_ref: tuple[MachineDef, str | None] | None = None
         self.machine_sm = build_machine(
             machine, self.model, initial=record.state, after_state_change=self._after_transition
         )
@@ -74,9 +75,11 @@ class Session:
         made this version (``change``; by default the phase running). A record of an
         older format gets its lineage here."""
         record = self.record
-        record.machine = MachineRef.at(
-            self.machine.name, self.machine.digest, self.machine.file, self.workdir
-        )
+        machine = self.machine
+        if self._machine_ref is None or self._machine_ref[0] is not machine:
+            ref = MachineRef.at(machine.name, machine.digest, machine.file, self.workdir)
+            self._machine_ref = (machine, ref.file)  # worked out once, not at every save
+        record.machine = MachineRef(machine.name, machine.digest, self._machine_ref[1])
         if record.lineage is None:
             record.lineage = uuid.uuid4().hex
         if change is None and record.run is not None:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runner.errors import (
     ConflictError,
@@ -24,7 +26,7 @@ from runner.errors import (
     StorageError,
 )
 from runner.store.contract import LockInfo
-from runner.store.files import FileStore
+from runner.store.files import FileStore, _serialize
 from runner.store.locking import hold
 from runner.store.record import MachineRef, Record, Run, record_problem
 from tests.conftest import STAMP, failed_record, format_1, make_record, state_document
@@ -60,6 +62,44 @@ def test_create_then_load_round_trips(store: FileStore, tmp_path: Path) -> None:
     assert text == json.dumps(make_record().to_json(), indent=2) + "\n"
     assert text == json.dumps(state_document(), indent=2) + "\n"
     assert json.loads(text)["format"] == 3
+
+
+class Word(str):
+    """A string of a class of its own (an enum's value, say)."""
+
+
+_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+    | st.sampled_from(["\u00e9t\u00e9", "\U0001f600", 'a "quote" \\ and \n', Word("w")])
+)
+_KEYS = st.text(max_size=6) | st.integers(-3, 3) | st.sampled_from([True, None, 1.5, Word("k")])
+_VALUES = st.recursive(
+    _LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(_KEYS, inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_VALUES)
+def test_the_state_file_text_is_what_json_writes_for_any_value(value: Any) -> None:
+    document = {"format": 3, "outputs": {"value": value, "empty": {}, "none": []}}
+    try:
+        expected = (json.dumps(document, indent=2, allow_nan=False) + "\n").encode()
+    except ValueError as exc:  # NaN or infinity: refused with the same words
+        with pytest.raises(ValueError) as caught:
+            _serialize(document)
+        assert str(caught.value) == str(exc)
+    else:
+        assert _serialize(document) == expected
 
 
 def test_files_are_0600_and_folders_0700(store: FileStore, tmp_path: Path) -> None:
@@ -473,6 +513,7 @@ def test_a_failing_disk_keeps_the_old_state_and_says_what_to_do(
     assert store.load("demo").serial == 1
     assert leftovers(tmp_path / "data/demo") == [] and leftovers(tmp_path / "data") == []
     assert leftovers(tmp_path / "data/demo/snapshots") == []
+    assert not (tmp_path / "data/demo/snapshots/2.json").exists()  # no half a snapshot
     assert [s.serial for s in store.list_snapshots("demo")] == [1]
     assert not (tmp_path / "data/other").exists()
 
