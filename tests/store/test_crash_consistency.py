@@ -129,7 +129,11 @@ def test_killing_a_saving_process_never_corrupts_or_rolls_back_the_state(
     rng = random.Random(20261122)
     last_serial = 1
     started = time.monotonic()
-    for _ in range(KILLS):
+    kills = 0
+    # at least KILLS kills, and more (up to 4x) while the workers saved too little for
+    # the kills to have cut saves short: a loaded machine makes each save slower
+    while kills < KILLS or (last_serial <= KILLS and kills < 4 * KILLS):
+        kills += 1
         status = server.run_and_kill(rng.uniform(0.002, 0.03))
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
         raw = state.read_bytes()
@@ -151,11 +155,11 @@ def test_killing_a_saving_process_never_corrupts_or_rolls_back_the_state(
     # torn event lines come only from kills, and every later event starts a new line
     lines = (tmp_path / "data/demo/events.jsonl").read_bytes().split(b"\n")
     torn = [line for line in lines[:-1] if line and not _is_json(line)]
-    assert len(torn) <= KILLS
+    assert len(torn) <= kills
     # saves cut short leave temp files; the next holder of the lock removes them
     with hold(store, "demo", "runner check", 0):
         assert [p.name for p in state.parent.iterdir() if p.name.startswith(".")] == []
-    assert elapsed < 20, elapsed
+    assert elapsed < 60, elapsed
 
 
 def test_killing_a_creating_process_leaves_only_whole_environments(
