@@ -29,7 +29,7 @@ from runner.machine.model import (
     StepDef,
     parse_duration,
 )
-from runner.machine.templating import check_syntax, has_template, template_strings
+from runner.machine.templating import check_syntax, template_strings
 from runner.minischema import well_formed
 
 
@@ -394,6 +394,7 @@ def _semantic_problems(doc: dict[str, Any], registry: PluginCatalog | None) -> l
     entered_by: dict[str, list[tuple[int, str]]] = defaultdict(list)  # state -> (phase, role)
     explicit_from: dict[str, list[int]] = defaultdict(list)
     phase_names: dict[str, int] = {}
+    step_checks = _StepChecks(registry)
     for i, phase in enumerate(phases):
         base = ("phases", i)
         if phase["name"] in phase_names:
@@ -462,8 +463,8 @@ def _semantic_problems(doc: dict[str, Any], registry: PluginCatalog | None) -> l
                         hint="remove `final: true` from it",
                     )
                 )
-        found.extend(_step_problems(phase, base, registry))
-    found.extend(_check_problems(doc, declared, registry))
+        found.extend(_step_problems(phase, base, step_checks))
+    found.extend(_check_problems(doc, declared, step_checks))
 
     for name in states:
         if name not in used and name not in YAML11_BOOLEANS:
@@ -639,22 +640,56 @@ def _resolve_sources(doc: dict[str, Any]) -> list[list[str]]:
     return result
 
 
+class _StepChecks:
+    """The checks of the steps (and checks) of one machine, keeping what a large
+    machine repeats: the verdict of each template text and of each plugin name."""
+
+    __slots__ = ("_plugins", "_texts", "_whens", "registry")
+
+    def __init__(self, registry: PluginCatalog | None) -> None:
+        self.registry = registry
+        self._texts: dict[str, str | None] = {}
+        self._whens: dict[str, str | None] = {}
+        self._plugins: dict[str, tuple[str, str] | None] = {}
+
+    def text(self, source: str) -> str | None:
+        """What is wrong with the template ``source`` (a `with` text), if anything."""
+        if source not in self._texts:
+            self._texts[source] = check_syntax(source)
+        return self._texts[source]
+
+    def when(self, source: str) -> str | None:
+        """What is wrong with the expression ``source`` (a `when`), if anything."""
+        if source not in self._whens:
+            self._whens[source] = check_syntax(source, expression=True)
+        return self._whens[source]
+
+    def plugin(self, registry: PluginCatalog, uses: str) -> tuple[str, str] | None:
+        """``("broken", why)`` or ``("unknown", "")`` for a plugin name, else None."""
+        if uses not in self._plugins:
+            verdict: tuple[str, str] | None = None
+            if registry.get(uses) is None:
+                broken = getattr(registry, "load_problem", None)
+                problem = broken(uses) if broken is not None else None
+                verdict = ("broken", problem) if problem else ("unknown", "")
+            self._plugins[uses] = verdict
+        return self._plugins[uses]
+
+
 def _step_problems(
-    phase: dict[str, Any], base: tuple[str | int, ...], registry: PluginCatalog | None
+    phase: dict[str, Any], base: tuple[str | int, ...], checks: _StepChecks
 ) -> list[_Found]:
     return _steps_problems(
-        phase["steps"], (*base, "steps"), f"phase '{phase['name']}'", "a phase", registry
+        phase["steps"], (*base, "steps"), f"phase '{phase['name']}'", "a phase", checks
     )
 
 
-def _check_problems(
-    doc: dict[str, Any], declared: set[str], registry: PluginCatalog | None
-) -> list[_Found]:
+def _check_problems(doc: dict[str, Any], declared: set[str], checks: _StepChecks) -> list[_Found]:
     """The checks: steps like a phase's (plugin, `with`, templates, unique names), and
     every state of their `in` declared."""
-    checks = doc.get("checks") or []
-    found = _steps_problems(checks, ("checks",), "the checks", "the checks", registry, "check")
-    for k, check in enumerate(checks):
+    defined = doc.get("checks") or []
+    found = _steps_problems(defined, ("checks",), "the checks", "the checks", checks, "check")
+    for k, check in enumerate(defined):
         for j, state in enumerate(check["in"]):
             if state not in declared:
                 found.append(_undeclared(("checks", k, "in", j), state, declared))
@@ -666,64 +701,73 @@ def _steps_problems(
     base: tuple[str | int, ...],
     owner: str,
     unique_in: str,
-    registry: PluginCatalog | None,
+    checks: _StepChecks,
     noun: str = "step",
 ) -> list[_Found]:
     found: list[_Found] = []
     seen: dict[str, int] = {}
+    registry = checks.registry
     for k, step in enumerate(steps):
-        where = (*base, k)
-        if step["name"] in seen:
+        name = step["name"]
+        if name in seen:
             found.append(
                 _Found(
-                    (*where, "name"),
-                    f"{noun} name '{step['name']}' appears twice in {owner}",
+                    (*base, k, "name"),
+                    f"{noun} name '{name}' appears twice in {owner}",
                     hint=f"{noun} names must be unique in {unique_in}",
                 )
             )
-        seen.setdefault(step["name"], k)
+        else:
+            seen[name] = k
         when = step.get("when")
         if isinstance(when, str):
-            error = check_syntax(when, expression=True)
+            error = checks.when(when)
             if error:
                 found.append(
                     _Found(
-                        (*where, "when"),
-                        f"`when` of {noun} '{step['name']}': {error}",
+                        (*base, k, "when"),
+                        f"`when` of {noun} '{name}': {error}",
                         hint="write a Jinja2 expression such as inputs.provider != 'local'",
                     )
                 )
         params = step.get("with", {})
-        for text in template_strings(params):
-            error = check_syntax(text)
-            if error:
-                found.append(
-                    _Found(
-                        (*where, "with"),
-                        f"`with` of {noun} '{step['name']}': {error} in {text!r}",
-                        hint="fix the Jinja2 template",
+        # the templated strings of each parameter, found in one walk
+        texts = {key: template_strings(value) for key, value in params.items()}
+        for strings in texts.values():
+            for text in strings:
+                error = checks.text(text)
+                if error:
+                    found.append(
+                        _Found(
+                            (*base, k, "with"),
+                            f"`with` of {noun} '{name}': {error} in {text!r}",
+                            hint="fix the Jinja2 template",
+                        )
                     )
-                )
         if registry is not None:
-            found.extend(_plugin_problems(step, where, registry, noun))
+            found.extend(_plugin_problems(step, (*base, k), registry, checks, texts, noun))
     return found
 
 
 def _plugin_problems(
-    step: dict[str, Any], where: tuple[str | int, ...], registry: PluginCatalog, noun: str
+    step: dict[str, Any],
+    where: tuple[str | int, ...],
+    registry: PluginCatalog,
+    checks: _StepChecks,
+    texts: dict[str, list[str]],
+    noun: str,
 ) -> list[_Found]:
     uses = step["uses"]
-    broken = getattr(registry, "load_problem", None)
-    problem = broken(uses) if broken is not None and registry.get(uses) is None else None
-    if problem:
+    verdict = checks.plugin(registry, uses)
+    if verdict is not None and verdict[0] == "broken":
         return [
             _Found(
                 (*where, "uses"),
-                f"{noun} '{step['name']}' uses plugin '{uses}', which is broken: {problem}",
+                f"{noun} '{step['name']}' uses plugin '{uses}', which is broken: {verdict[1]}",
                 hint="reinstall the package that provides it, or uninstall it",
             )
         ]
-    if registry.get(uses) is None:
+    if verdict is not None:
         return [
             _Found(
                 (*where, "uses"),
@@ -734,8 +778,8 @@ def _plugin_problems(
         ]
     params = step.get("with", {})
     # literal values are checked now; templated ones after rendering, when the step runs
-    literal = {k: v for k, v in params.items() if not has_template(v)}
-    templated = frozenset(params.keys() - literal.keys())
+    literal = {k: v for k, v in params.items() if not texts[k]}
+    templated = frozenset(k for k, strings in texts.items() if strings)
     found = []
     for path, message in registry.param_errors(uses, literal, templated):
         if path or "required" not in message or not _missing_is_templated(message, params):
