@@ -871,19 +871,20 @@ def _position(
 
 
 def _build(doc: dict[str, Any], file: Path, digest: str) -> MachineDef:
-    states = {
-        name: StateDef(
+    states = {}
+    for name, spec in doc["states"].items():
+        spec = spec or {}
+        states[name] = StateDef(
             name=name,
-            description=(spec or {}).get("description", ""),
-            recovery=(spec or {}).get("recovery"),
-            final=bool((spec or {}).get("final", False)),
+            description=spec.get("description", ""),
+            recovery=spec.get("recovery"),
+            final=bool(spec.get("final", False)),
         )
-        for name, spec in doc["states"].items()
-    }
     resolved = _resolve_sources(doc)
+    retries: dict[Any, Retry] = {}  # a machine repeats its retries: one (frozen) of each
     phases = []
     for i, phase in enumerate(doc["phases"]):
-        steps = tuple(StepDef(**_step_fields(step)) for step in phase["steps"])
+        steps = tuple(StepDef(**_step_fields(step, retries)) for step in phase["steps"])
         phases.append(
             PhaseDef(
                 name=phase["name"],
@@ -906,28 +907,37 @@ def _build(doc: dict[str, Any], file: Path, digest: str) -> MachineDef:
         path=str(file),
         digest=digest,
         checks=tuple(
-            CheckDef(**_step_fields(check), states=tuple(check["in"]))
+            CheckDef(**_step_fields(check, retries), states=tuple(check["in"]))
             for check in doc.get("checks") or ()
         ),
     )
 
 
-def _step_fields(step: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a :class:`StepDef` (or a check's) from its validated YAML."""
-    retry = step.get("retry", {})
-    jitter = retry.get("jitter", 0)
+#: :func:`parse_duration` of each duration text or number met (``typed``: never 1 for True).
+_duration = functools.lru_cache(maxsize=1024, typed=True)(parse_duration)
+
+
+def _step_fields(step: dict[str, Any], retries: dict[Any, Retry]) -> dict[str, Any]:
+    """The fields of a :class:`StepDef` (or a check's) from its validated YAML; the
+    ``Retry`` is taken from ``retries`` when one alike was built."""
+    spec = step.get("retry", {})
+    key = tuple(spec.items())
+    retry = retries.get(key)
+    if retry is None:
+        jitter = spec.get("jitter", 0)
+        retry = retries[key] = Retry(
+            attempts=int(spec.get("attempts", 1)),
+            delay_s=_duration(spec.get("delay", 0)),
+            backoff=float(spec.get("backoff", 1)),
+            max_delay_s=_duration(spec["max_delay"]) if "max_delay" in spec else None,
+            jitter=1.0 if jitter == "full" else float(jitter),
+        )
     return {
         "name": step["name"],
         "uses": step["uses"],
         "with_": dict(step.get("with") or {}),
         "when": step.get("when"),
-        "timeout_s": parse_duration(step["timeout"]) if "timeout" in step else None,
-        "retry": Retry(
-            attempts=int(retry.get("attempts", 1)),
-            delay_s=parse_duration(retry.get("delay", 0)),
-            backoff=float(retry.get("backoff", 1)),
-            max_delay_s=parse_duration(retry["max_delay"]) if "max_delay" in retry else None,
-            jitter=1.0 if jitter == "full" else float(jitter),
-        ),
+        "timeout_s": _duration(step["timeout"]) if "timeout" in step else None,
+        "retry": retry,
         "outputs": dict(step.get("outputs") or {}),
     }

@@ -204,6 +204,8 @@ class _EventLoader:
         anchors: dict[str, tuple[Any, int, int]] = {}  # -> (value, values, chars)
         open_anchors: set[str] = set()
         building = True
+        anchored = "&" in text  # else no event has an anchor: none is asked for
+        most_values, most_chars = MAX_VALUES, MAX_CHARS
         while True:
             event = next_event()
             kind = type(event)
@@ -223,10 +225,11 @@ class _EventLoader:
                         value = self._resolve(text_value, event) if building else None
                     if value is _MergeKey and not want_key:
                         building = False  # `<<` as a value: ruamel says what is wrong
-                if event.anchor is not None:
-                    anchors[event.anchor] = (value, 1, len(text_value))
+                size = len(text_value)
+                if anchored and event.anchor is not None:
+                    anchors[event.anchor] = (value, 1, size)
                 values += 1
-                chars += len(text_value)
+                chars += size
             elif kind is MappingEndEvent or kind is SequenceEndEvent:
                 if not building:
                     value = None
@@ -281,7 +284,7 @@ class _EventLoader:
                     if documents > 1:
                         building = False  # ruamel says what is wrong with that
                 continue
-            if values > MAX_VALUES or chars > MAX_CHARS:
+            if values > most_values or chars > most_chars:
                 raise YamlShapeError(
                     f"its aliases expand to more than {MAX_VALUES:,} values or "
                     f"{MAX_CHARS:,} characters; write the values out, or use fewer aliases "
