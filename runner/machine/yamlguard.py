@@ -99,7 +99,7 @@ def load(text: str) -> Any:
 
     yaml = YAML(typ="safe")
     yaml.Resolver = resolver()
-    if _text_depth(text) <= MAX_DEPTH and "&" not in text and "!" not in text:
+    if "&" not in text and "!" not in text and _text_depth(text) <= MAX_DEPTH:
         value = _build(yaml.load, text)
         _check_json(value)
         return value
