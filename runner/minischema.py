@@ -163,6 +163,8 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
     sub = later if lazy else None
 
     building: set[str] = set()
+    #: the checks that test only a type, and its classes
+    only_type: dict[Check, tuple[type, ...]] = {}
 
     def ref_check(ref: str) -> Check:
         """The check of a definition, built once; a definition that refers to itself
@@ -321,16 +323,23 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
             extra_node = node.get("additionalProperties", True)
             extra = build(extra_node)
 
+            # properties whose whole check is their type: tested here, without a call
+            typed = {k: only_type[c] for k, c in props.items() if c in only_type}
+
             def check_object(
                 value: Any,
                 path: Any,
                 props: dict[str, Check] = props,
                 extra: Check = extra,
                 closed: bool = extra_node is False,
+                typed: dict[str, tuple[type, ...]] = typed,
             ) -> str | None:
                 if not isinstance(value, dict):
                     return None
                 for key, item in value.items():
+                    classes = typed.get(key)
+                    if classes is not None and isinstance(item, classes):
+                        continue
                     sub = props.get(key)
                     if sub is None:
                         if closed:
@@ -345,8 +354,17 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
         if "items" in node:
             item_check = build(node["items"])
 
-            def check_items(value: Any, path: Any, item_check: Check = item_check) -> str | None:
+            item_classes = only_type.get(item_check)
+
+            def check_items(
+                value: Any,
+                path: Any,
+                item_check: Check = item_check,
+                classes: tuple[type, ...] | None = item_classes,
+            ) -> str | None:
                 if not isinstance(value, list):
+                    return None
+                if classes is not None and all(isinstance(item, classes) for item in value):
                     return None
                 for index, item in enumerate(value):
                     problem = item_check(item, (path, index))
@@ -402,6 +420,8 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
                         return problem
                 return None
 
+            if len(checks) == 1:
+                only_type[check_typed] = classes
             return check_typed
 
         if len(checks) == 1:
