@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TypeAlias
 
-    Check: TypeAlias = Callable[[Any, str], "str | None"]
+    #: ``check(value, path)``: what is wrong with ``value`` at ``path`` (the caller's text,
+    #: often "", and below it ``(parent path, key)`` pairs), or None.
+    Check: TypeAlias = Callable[[Any, Any], "str | None"]
 
 
 _ANNOTATIONS = frozenset(
@@ -91,6 +93,10 @@ _TYPE_TESTS: dict[str, Callable[[Any], bool]] = {
 }
 
 
+def _type_problem(value: Any, path: Any, types: list[str]) -> str:
+    return f"{_where(path)}: {_type_name(value)} is not of type {' or '.join(types)}"
+
+
 def _type_name(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number"
@@ -112,11 +118,25 @@ def _unique(items: list[Any]) -> bool:
     return True
 
 
+def _where(path: Any) -> str:
+    """The JSON pointer of ``path``: a checker's text, or ``(parent path, key)`` as the
+    checks pass it down (joined only for a message: a valid document makes no text)."""
+    keys = []
+    while type(path) is tuple:
+        path, key = path
+        keys.append(key)
+    return (path + "".join(f"/{key}" for key in reversed(keys))) or "/"
+
+
 def _rule(ok: Callable[[Any], bool], why: Callable[[Any], str]) -> Check:
-    def check(value: Any, path: str) -> str | None:
-        return None if ok(value) else f"{path or '/'}: {why(value)}"
+    def check(value: Any, path: Any) -> str | None:
+        return None if ok(value) else f"{_where(path)}: {why(value)}"
 
     return check
+
+
+#: The types whose test is one ``isinstance`` (integers and numbers leave out booleans).
+_CLASSES: dict[str, type] = {"object": dict, "array": list, "string": str, "boolean": bool}
 
 
 def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
@@ -133,7 +153,7 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
     def later(node: Any) -> Check:
         built: list[Check] = []
 
-        def check(value: Any, path: str) -> str | None:
+        def check(value: Any, path: Any) -> str | None:
             if not built:
                 built.append(build(node))
             return built[0](value, path)
@@ -142,27 +162,41 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
 
     sub = later if lazy else None
 
+    building: set[str] = set()
+    #: the checks that test only a type, and its classes
+    only_type: dict[Check, tuple[type, ...]] = {}
+
     def ref_check(ref: str) -> Check:
+        """The check of a definition, built once; a definition that refers to itself
+        (directly or not) is looked up as it is checked."""
         if not ref.startswith("#/$defs/"):
             raise UnsupportedSchema(f"only local $defs references are supported, not {ref!r}")
         name = ref[len("#/$defs/") :]
+        if name not in defs:
+            raise UnsupportedSchema(f"no definition {name!r} for {ref!r}")
+        if name in compiled_refs:
+            return compiled_refs[name]
+        if name in building:
 
-        def check(value: Any, path: str) -> str | None:
-            if name not in compiled_refs:
-                compiled_refs[name] = build(defs[name])
-            return compiled_refs[name](value, path)
+            def check(value: Any, path: Any) -> str | None:
+                return compiled_refs[name](value, path)
 
-        return check
+            return check
+        building.add(name)
+        compiled_refs[name] = build(defs[name])
+        building.discard(name)
+        return compiled_refs[name]
 
     def build(node: Any) -> Check:
         if node is True or node == {}:
             return lambda value, path: None
         if node is False:
-            return lambda value, path: f"{path or '/'}: no value is allowed here"
+            return lambda value, path: f"{_where(path)}: no value is allowed here"
         unknown = set(node) - _KNOWN
         if unknown:
             raise UnsupportedSchema(f"unsupported keywords {sorted(unknown)}")
         checks: list[Check] = []
+        classes: tuple[type, ...] | None = None  # the type's classes, when one isinstance
         if "$ref" in node:
             checks.append(ref_check(node["$ref"]))
         if "type" in node:
@@ -174,13 +208,15 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
             test = tests[0] if len(tests) == 1 else lambda v: any(t(v) for t in tests)
 
             def check_type(
-                value: Any, path: str, types: list[str] = types, test: Callable[[Any], bool] = test
+                value: Any, path: Any, types: list[str] = types, test: Callable[[Any], bool] = test
             ) -> str | None:
                 if test(value):
                     return None
-                return f"{path or '/'}: {_type_name(value)} is not of type {' or '.join(types)}"
+                return _type_problem(value, path, types)
 
             checks.append(check_type)
+            if all(t in _CLASSES for t in types):
+                classes = tuple(_CLASSES[t] for t in types)
         if "const" in node:
             const = node["const"]
             checks.append(_rule(lambda v: _equal(v, const), lambda v: f"{v!r} is not {const!r}"))
@@ -194,12 +230,13 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
             )
         if "pattern" in node:
             regex = re.compile(node["pattern"])
-            checks.append(
-                _rule(
-                    lambda v: not isinstance(v, str) or bool(regex.search(v)),
-                    lambda v: f"{v!r} does not match {regex.pattern!r}",
-                )
-            )
+
+            def check_pattern(value: Any, path: Any, search: Any = regex.search) -> str | None:
+                if not isinstance(value, str) or search(value):
+                    return None
+                return f"{_where(path)}: {value!r} does not match {regex.pattern!r}"
+
+            checks.append(check_pattern)
         if "minimum" in node:
             low = node["minimum"]
             checks.append(
@@ -218,12 +255,13 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
             )
         if "minLength" in node:
             min_length = int(node["minLength"])
-            checks.append(
-                _rule(
-                    lambda v: not isinstance(v, str) or len(v) >= min_length,
-                    lambda v: f"{v!r} is shorter than {min_length}",
-                )
-            )
+
+            def check_length(value: Any, path: Any, least: int = min_length) -> str | None:
+                if not isinstance(value, str) or len(value) >= least:
+                    return None
+                return f"{_where(path)}: {value!r} is shorter than {least}"
+
+            checks.append(check_length)
         if "maximum" in node:
             high = node["maximum"]
             checks.append(
@@ -250,11 +288,11 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
         if "propertyNames" in node:
             name_check = build(node["propertyNames"])
 
-            def check_names(value: Any, path: str, name_check: Check = name_check) -> str | None:
+            def check_names(value: Any, path: Any, name_check: Check = name_check) -> str | None:
                 if not isinstance(value, dict):
                     return None
                 for key in value:
-                    problem = name_check(key, f"{path}/{key}")
+                    problem = name_check(key, (path, key))
                     if problem:
                         return problem
                 return None
@@ -271,12 +309,12 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
         if "required" in node:
             required = list(node["required"])
 
-            def check_required(value: Any, path: str, required: list[str] = required) -> str | None:
+            def check_required(value: Any, path: Any, required: list[str] = required) -> str | None:
                 if not isinstance(value, dict):
                     return None
                 for key in required:
                     if key not in value:
-                        return f"{path or '/'}: {key!r} is a required property"
+                        return f"{_where(path)}: {key!r} is a required property"
                 return None
 
             checks.append(check_required)
@@ -285,22 +323,29 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
             extra_node = node.get("additionalProperties", True)
             extra = build(extra_node)
 
+            # properties whose whole check is their type: tested here, without a call
+            typed = {k: only_type[c] for k, c in props.items() if c in only_type}
+
             def check_object(
                 value: Any,
-                path: str,
+                path: Any,
                 props: dict[str, Check] = props,
                 extra: Check = extra,
                 closed: bool = extra_node is False,
+                typed: dict[str, tuple[type, ...]] = typed,
             ) -> str | None:
                 if not isinstance(value, dict):
                     return None
                 for key, item in value.items():
+                    classes = typed.get(key)
+                    if classes is not None and isinstance(item, classes):
+                        continue
                     sub = props.get(key)
                     if sub is None:
                         if closed:
-                            return f"{path or '/'}: unknown property {key!r}"
+                            return f"{_where(path)}: unknown property {key!r}"
                         sub = extra
-                    problem = sub(item, f"{path}/{key}")
+                    problem = sub(item, (path, key))
                     if problem:
                         return problem
                 return None
@@ -309,11 +354,20 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
         if "items" in node:
             item_check = build(node["items"])
 
-            def check_items(value: Any, path: str, item_check: Check = item_check) -> str | None:
+            item_classes = only_type.get(item_check)
+
+            def check_items(
+                value: Any,
+                path: Any,
+                item_check: Check = item_check,
+                classes: tuple[type, ...] | None = item_classes,
+            ) -> str | None:
                 if not isinstance(value, list):
                     return None
+                if classes is not None and all(isinstance(item, classes) for item in value):
+                    return None
                 for index, item in enumerate(value):
-                    problem = item_check(item, f"{path}/{index}")
+                    problem = item_check(item, (path, index))
                     if problem:
                         return problem
                 return None
@@ -321,22 +375,59 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
             checks.append(check_items)
         if "oneOf" in node:
             options = [build(option) for option in node["oneOf"]]
+            # an option whose type the value does not have fails without being asked
+            # (nor its message made); the messages are made when no option passes
+            gates = [
+                _TYPE_TESTS.get(option["type"])
+                if isinstance(option, dict) and isinstance(option.get("type"), str)
+                else None
+                for option in node["oneOf"]
+            ]
 
-            def check_one_of(value: Any, path: str, options: list[Check] = options) -> str | None:
+            def check_one_of(
+                value: Any, path: Any, options: list[Check] = options, gates: Any = gates
+            ) -> str | None:
+                passed = 0
+                for option, gate in zip(options, gates, strict=True):
+                    if (gate is None or gate(value)) and option(value, path) is None:
+                        passed += 1
+                if passed == 1:
+                    return None
                 problems = [option(value, path) for option in options]
                 passed = sum(1 for problem in problems if problem is None)
                 if passed == 1:
                     return None
                 if passed == 0:
                     return min((p for p in problems if p), key=len)
-                return f"{path or '/'}: matches more than one of the allowed forms"
+                return f"{_where(path)}: matches more than one of the allowed forms"
 
             checks.append(check_one_of)
+
+        if classes is not None and "$ref" not in node:
+            # the type, first of the checks, tested here with one isinstance (no call)
+            def check_typed(
+                value: Any,
+                path: Any,
+                classes: tuple[type, ...] = classes,
+                first: Check = checks[0],
+                rest: list[Check] = checks[1:],
+            ) -> str | None:
+                if not isinstance(value, classes):
+                    return first(value, path)
+                for check in rest:
+                    problem = check(value, path)
+                    if problem:
+                        return problem
+                return None
+
+            if len(checks) == 1:
+                only_type[check_typed] = classes
+            return check_typed
 
         if len(checks) == 1:
             return checks[0]  # one call less for each value of a large document
 
-        def check_all(value: Any, path: str, checks: list[Check] = checks) -> str | None:
+        def check_all(value: Any, path: Any, checks: list[Check] = checks) -> str | None:
             for check in checks:
                 problem = check(value, path)
                 if problem:
@@ -345,8 +436,8 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
 
         return check_all
 
-    for definition in defs.values():
-        build(definition)  # refuse unsupported keywords up front, not on first use
+    for name in defs:
+        ref_check(f"#/$defs/{name}")  # refuse unsupported keywords up front, not on first use
     return build(schema)
 
 

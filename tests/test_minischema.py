@@ -104,6 +104,52 @@ def test_a_schema_with_an_unknown_type_is_refused_when_compiled(kind: Any) -> No
         compile_schema({"properties": {"x": {"type": kind}}})
 
 
+def test_a_reference_to_no_definition_is_refused_when_compiled() -> None:
+    with pytest.raises(UnsupportedSchema, match="no definition 'gone'"):
+        compile_schema({"properties": {"x": {"$ref": "#/$defs/gone"}}, "$defs": {}})
+
+
+def test_a_definition_that_refers_to_itself_checks_every_level() -> None:
+    schema = {
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {"child": {"$ref": "#/$defs/node"}, "name": {"type": "string"}},
+            }
+        },
+        "$ref": "#/$defs/node",
+    }
+    check = compile_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    deep = {"child": {"child": {"child": {"name": "leaf"}}}}
+    assert check(deep, "") is None and validator.is_valid(deep)
+    deep["child"]["child"]["child"]["name"] = 5
+    assert check(deep, "") == "/child/child/child/name: number is not of type string"
+    assert not validator.is_valid(deep)
+
+
+@pytest.mark.parametrize(
+    ("schema", "fits", "value", "problem"),
+    [
+        ({"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]}, 2, -1, "less than 0"),
+        ({"oneOf": [{"type": "string"}, {"type": "integer"}]}, "a", [], "not of type"),
+        ({"oneOf": [{"type": "number"}, {"type": "integer"}]}, 1.5, 3, "more than one"),
+        ({"oneOf": [{"type": ["string", "null"]}, {"type": "null"}]}, "a", None, "more than one"),
+    ],
+)
+def test_one_of_says_why_no_option_or_several_fit(
+    schema: dict[str, Any], fits: Any, value: Any, problem: str
+) -> None:
+    """An option of another type is passed over without being checked, and still
+    explains the value when no option fits."""
+    check = compile_schema({"properties": {"x": schema}})
+    validator = jsonschema.Draft202012Validator(schema)
+    assert not validator.is_valid(value) and validator.is_valid(fits)
+    found = check({"x": value}, "")
+    assert found is not None and found.startswith("/x: ") and problem in found, found
+    assert check({"x": fits}, "") is None
+
+
 @pytest.mark.parametrize(
     ("kind", "good", "bad"),
     [

@@ -29,7 +29,7 @@ from runner.machine.model import (
     StepDef,
     parse_duration,
 )
-from runner.machine.templated import has_template, template_strings
+from runner.machine.templated import template_strings
 from runner.minischema import well_formed
 
 
@@ -403,6 +403,7 @@ def _semantic_problems(
     entered_by: dict[str, list[tuple[int, str]]] = defaultdict(list)  # state -> (phase, role)
     explicit_from: dict[str, list[int]] = defaultdict(list)
     phase_names: dict[str, int] = {}
+    step_checks = _StepChecks(registry, templates)
     for i, phase in enumerate(phases):
         base = ("phases", i)
         if phase["name"] in phase_names:
@@ -471,8 +472,8 @@ def _semantic_problems(
                         hint="remove `final: true` from it",
                     )
                 )
-        found.extend(_step_problems(phase, base, registry, templates))
-    found.extend(_check_problems(doc, declared, registry, templates))
+        found.extend(_step_problems(phase, base, step_checks))
+    found.extend(_check_problems(doc, declared, step_checks))
 
     for name in states:
         if name not in used and name not in YAML11_BOOLEANS:
@@ -657,35 +658,61 @@ def _resolve_sources(doc: dict[str, Any]) -> list[list[str]]:
     return result
 
 
+class _StepChecks:
+    """The checks of the steps (and checks) of one machine, keeping what a large
+    machine repeats: the verdict of each template text and of each plugin name."""
+
+    __slots__ = ("_plugins", "_texts", "_whens", "registry", "templates")
+
+    def __init__(self, registry: PluginCatalog | None, templates: bool = True) -> None:
+        self.registry = registry
+        self.templates = templates  # without, the Jinja2 syntax is not checked
+        self._texts: dict[str, str | None] = {}
+        self._whens: dict[str, str | None] = {}
+        self._plugins: dict[str, tuple[str, str] | None] = {}
+
+    def text(self, source: str) -> str | None:
+        """What is wrong with the template ``source`` (a `with` text), if anything."""
+        if source not in self._texts:
+            from runner.machine.templating import check_syntax  # Jinja2: when checked
+
+            self._texts[source] = check_syntax(source)
+        return self._texts[source]
+
+    def when(self, source: str) -> str | None:
+        """What is wrong with the expression ``source`` (a `when`), if anything."""
+        if source not in self._whens:
+            from runner.machine.templating import check_syntax  # Jinja2: when checked
+
+            self._whens[source] = check_syntax(source, expression=True)
+        return self._whens[source]
+
+    def plugin(self, registry: PluginCatalog, uses: str) -> tuple[str, str] | None:
+        """``("broken", why)`` or ``("unknown", "")`` for a plugin name, else None."""
+        if uses not in self._plugins:
+            verdict: tuple[str, str] | None = None
+            if registry.get(uses) is None:
+                broken = getattr(registry, "load_problem", None)
+                problem = broken(uses) if broken is not None else None
+                verdict = ("broken", problem) if problem else ("unknown", "")
+            self._plugins[uses] = verdict
+        return self._plugins[uses]
+
+
 def _step_problems(
-    phase: dict[str, Any],
-    base: tuple[str | int, ...],
-    registry: PluginCatalog | None,
-    templates: bool = True,
+    phase: dict[str, Any], base: tuple[str | int, ...], checks: _StepChecks
 ) -> list[_Found]:
     return _steps_problems(
-        phase["steps"],
-        (*base, "steps"),
-        f"phase '{phase['name']}'",
-        "a phase",
-        registry,
-        templates=templates,
+        phase["steps"], (*base, "steps"), f"phase '{phase['name']}'", "a phase", checks
     )
 
 
-def _check_problems(
-    doc: dict[str, Any],
-    declared: set[str],
-    registry: PluginCatalog | None,
-    templates: bool = True,
-) -> list[_Found]:
+def _check_problems(doc: dict[str, Any], declared: set[str], checks: _StepChecks) -> list[_Found]:
     """The checks: steps like a phase's (plugin, `with`, templates, unique names), and
     every state of their `in` declared."""
-    checks = doc.get("checks") or []
-    found = _steps_problems(
-        checks, ("checks",), "the checks", "the checks", registry, "check", templates
-    )
-    for k, check in enumerate(checks):
+    defined = doc.get("checks") or []
+    found = _steps_problems(defined, ("checks",), "the checks", "the checks", checks, "check")
+    for k, check in enumerate(defined):
         for j, state in enumerate(check["in"]):
             if state not in declared:
                 found.append(_undeclared(("checks", k, "in", j), state, declared))
@@ -697,76 +724,73 @@ def _steps_problems(
     base: tuple[str | int, ...],
     owner: str,
     unique_in: str,
-    registry: PluginCatalog | None,
+    checks: _StepChecks,
     noun: str = "step",
-    templates: bool = True,
 ) -> list[_Found]:
     found: list[_Found] = []
     seen: dict[str, int] = {}
+    registry = checks.registry
     for k, step in enumerate(steps):
-        where = (*base, k)
-        if step["name"] in seen:
+        name = step["name"]
+        if name in seen:
             found.append(
                 _Found(
-                    (*where, "name"),
-                    f"{noun} name '{step['name']}' appears twice in {owner}",
+                    (*base, k, "name"),
+                    f"{noun} name '{name}' appears twice in {owner}",
                     hint=f"{noun} names must be unique in {unique_in}",
                 )
             )
-        seen.setdefault(step["name"], k)
-        if templates:
-            found.extend(_template_problems(step, where, noun))
+        else:
+            seen[name] = k
+        when = step.get("when")
+        if checks.templates and isinstance(when, str):
+            error = checks.when(when)
+            if error:
+                found.append(
+                    _Found(
+                        (*base, k, "when"),
+                        f"`when` of {noun} '{name}': {error}",
+                        hint="write a Jinja2 expression such as inputs.provider != 'local'",
+                    )
+                )
+        params = step.get("with", {})
+        # the templated strings of each parameter, found in one walk
+        texts = {key: template_strings(value) for key, value in params.items()}
+        for strings in texts.values() if checks.templates else ():
+            for text in strings:
+                error = checks.text(text)
+                if error:
+                    found.append(
+                        _Found(
+                            (*base, k, "with"),
+                            f"`with` of {noun} '{name}': {error} in {text!r}",
+                            hint="fix the Jinja2 template",
+                        )
+                    )
         if registry is not None:
-            found.extend(_plugin_problems(step, where, registry, noun))
-    return found
-
-
-def _template_problems(
-    step: dict[str, Any], where: tuple[str | int, ...], noun: str
-) -> list[_Found]:
-    """The Jinja2 syntax of a step's `when` and of every template in its `with`."""
-    from runner.machine.templating import check_syntax  # Jinja2: only when checked
-
-    found = []
-    when = step.get("when")
-    if isinstance(when, str):
-        error = check_syntax(when, expression=True)
-        if error:
-            found.append(
-                _Found(
-                    (*where, "when"),
-                    f"`when` of {noun} '{step['name']}': {error}",
-                    hint="write a Jinja2 expression such as inputs.provider != 'local'",
-                )
-            )
-    for text in template_strings(step.get("with", {})):
-        error = check_syntax(text)
-        if error:
-            found.append(
-                _Found(
-                    (*where, "with"),
-                    f"`with` of {noun} '{step['name']}': {error} in {text!r}",
-                    hint="fix the Jinja2 template",
-                )
-            )
+            found.extend(_plugin_problems(step, (*base, k), registry, checks, texts, noun))
     return found
 
 
 def _plugin_problems(
-    step: dict[str, Any], where: tuple[str | int, ...], registry: PluginCatalog, noun: str
+    step: dict[str, Any],
+    where: tuple[str | int, ...],
+    registry: PluginCatalog,
+    checks: _StepChecks,
+    texts: dict[str, list[str]],
+    noun: str,
 ) -> list[_Found]:
     uses = step["uses"]
-    broken = getattr(registry, "load_problem", None)
-    problem = broken(uses) if broken is not None and registry.get(uses) is None else None
-    if problem:
+    verdict = checks.plugin(registry, uses)
+    if verdict is not None and verdict[0] == "broken":
         return [
             _Found(
                 (*where, "uses"),
-                f"{noun} '{step['name']}' uses plugin '{uses}', which is broken: {problem}",
+                f"{noun} '{step['name']}' uses plugin '{uses}', which is broken: {verdict[1]}",
                 hint="reinstall the package that provides it, or uninstall it",
             )
         ]
-    if registry.get(uses) is None:
+    if verdict is not None:
         return [
             _Found(
                 (*where, "uses"),
@@ -777,8 +801,8 @@ def _plugin_problems(
         ]
     params = step.get("with", {})
     # literal values are checked now; templated ones after rendering, when the step runs
-    literal = {k: v for k, v in params.items() if not has_template(v)}
-    templated = frozenset(params.keys() - literal.keys())
+    literal = {k: v for k, v in params.items() if not texts[k]}
+    templated = frozenset(k for k, strings in texts.items() if strings)
     found = []
     for path, message in registry.param_errors(uses, literal, templated):
         if path or "required" not in message or not _missing_is_templated(message, params):
@@ -870,19 +894,20 @@ def _position(
 
 
 def _build(doc: dict[str, Any], file: str, digest: str) -> MachineDef:
-    states = {
-        name: StateDef(
+    states = {}
+    for name, spec in doc["states"].items():
+        spec = spec or {}
+        states[name] = StateDef(
             name=name,
-            description=(spec or {}).get("description", ""),
-            recovery=(spec or {}).get("recovery"),
-            final=bool((spec or {}).get("final", False)),
+            description=spec.get("description", ""),
+            recovery=spec.get("recovery"),
+            final=bool(spec.get("final", False)),
         )
-        for name, spec in doc["states"].items()
-    }
     resolved = _resolve_sources(doc)
+    retries: dict[Any, Retry] = {}  # a machine repeats its retries: one (frozen) of each
     phases = []
     for i, phase in enumerate(doc["phases"]):
-        steps = tuple(StepDef(**_step_fields(step)) for step in phase["steps"])
+        steps = tuple(StepDef(**_step_fields(step, retries)) for step in phase["steps"])
         phases.append(
             PhaseDef(
                 name=phase["name"],
@@ -905,28 +930,37 @@ def _build(doc: dict[str, Any], file: str, digest: str) -> MachineDef:
         path=str(file),
         digest=digest,
         checks=tuple(
-            CheckDef(**_step_fields(check), states=tuple(check["in"]))
+            CheckDef(**_step_fields(check, retries), states=tuple(check["in"]))
             for check in doc.get("checks") or ()
         ),
     )
 
 
-def _step_fields(step: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a :class:`StepDef` (or a check's) from its validated YAML."""
-    retry = step.get("retry", {})
-    jitter = retry.get("jitter", 0)
+#: :func:`parse_duration` of each duration text or number met (``typed``: never 1 for True).
+_duration = functools.lru_cache(maxsize=1024, typed=True)(parse_duration)
+
+
+def _step_fields(step: dict[str, Any], retries: dict[Any, Retry]) -> dict[str, Any]:
+    """The fields of a :class:`StepDef` (or a check's) from its validated YAML; the
+    ``Retry`` is taken from ``retries`` when one alike was built."""
+    spec = step.get("retry", {})
+    key = tuple(spec.items())
+    retry = retries.get(key)
+    if retry is None:
+        jitter = spec.get("jitter", 0)
+        retry = retries[key] = Retry(
+            attempts=int(spec.get("attempts", 1)),
+            delay_s=_duration(spec.get("delay", 0)),
+            backoff=float(spec.get("backoff", 1)),
+            max_delay_s=_duration(spec["max_delay"]) if "max_delay" in spec else None,
+            jitter=1.0 if jitter == "full" else float(jitter),
+        )
     return {
         "name": step["name"],
         "uses": step["uses"],
         "with_": dict(step.get("with") or {}),
         "when": step.get("when"),
-        "timeout_s": parse_duration(step["timeout"]) if "timeout" in step else None,
-        "retry": Retry(
-            attempts=int(retry.get("attempts", 1)),
-            delay_s=parse_duration(retry.get("delay", 0)),
-            backoff=float(retry.get("backoff", 1)),
-            max_delay_s=parse_duration(retry["max_delay"]) if "max_delay" in retry else None,
-            jitter=1.0 if jitter == "full" else float(jitter),
-        ),
+        "timeout_s": _duration(step["timeout"]) if "timeout" in step else None,
+        "retry": retry,
         "outputs": dict(step.get("outputs") or {}),
     }

@@ -99,7 +99,7 @@ def load(text: str) -> Any:
 
     yaml = YAML(typ="safe")
     yaml.Resolver = resolver()
-    if _text_depth(text) <= MAX_DEPTH and "&" not in text and "!" not in text:
+    if "&" not in text and "!" not in text and _text_depth(text) <= MAX_DEPTH:
         value = _build(yaml.load, text)
         _check_json(value)
         return value
@@ -114,6 +114,7 @@ def load(text: str) -> Any:
 
 
 _UNBUILT: Any = object()
+_UNSEEN: Any = object()
 _KEY_NOT_TEXT = "a key is a list or a mapping; keys must be text"
 _UNREADABLE = (ValueError, TypeError, KeyError, OverflowError)
 """What building a scalar its tag cannot hold raises (`!!int abc`, 5,000 digits)."""
@@ -138,23 +139,6 @@ def _text_depth(text: str) -> int:
     return block + text.count("[") + text.count("{")
 
 
-class _Frame:
-    """An open collection while reading events."""
-
-    __slots__ = ("anchor", "chars", "explicit", "is_map", "items", "key", "merges", "obj", "values")
-
-    def __init__(self, is_map: bool, anchor: str | None) -> None:
-        self.is_map = is_map
-        self.anchor = anchor
-        self.items = 0  # completed children; in a mapping, even counts are keys
-        self.values = 0  # expanded values inside
-        self.chars = 0  # expanded characters of scalars inside
-        self.obj: Any = {} if is_map else []
-        self.key: Any = None
-        self.merges: list[dict[Any, Any]] = []
-        self.explicit: set[Any] = set()
-
-
 class _EventLoader:
     """Builds a document from parser events, checking it as it goes (no recursion, each
     alias measured, never expanded). Returns ``_UNBUILT`` for what it leaves to ruamel
@@ -162,21 +146,31 @@ class _EventLoader:
 
     def __init__(self, yaml: Any) -> None:
         self.yaml = yaml
-        from ruamel.yaml.nodes import ScalarNode
-        from ruamel.yaml.tag import Tag
-
         self.resolver = yaml.resolver
         self.constructor = yaml.constructor
-        self._scalar_node = ScalarNode
-        self._tag = Tag
-        self.frames: list[_Frame] = [_Frame(False, None)]
-        self.anchors: dict[str, tuple[Any, int, int]] = {}  # -> (value, values, chars)
-        self.open_anchors: set[str] = set()
-        self.building = True
-        self.documents = 0
-        # the tag of each plain scalar seen: the resolver's regular expressions decide
-        # it from the text alone, and a machine repeats its words (keys, plugin names)
-        self._resolved: dict[tuple[str, Any], str] = {}
+        # the value of each plain scalar seen: the resolver's regular expressions decide
+        # its tag from the text alone, and a machine repeats its words (keys, plugin
+        # names, `true`); values of other types are immutable, so one is shared
+        self._plain: dict[str, Any] = {}
+        # the first characters an implicit tag may start with: a plain scalar beginning
+        # with another is text, as the resolver finds after trying no expression
+        table = self.resolver.versioned_resolver
+        self._tagged_first = (
+            None
+            if table.get(None) or self.resolver.yaml_path_resolvers
+            else frozenset(first for first in table if first is not None)
+        )
+
+    def _events(self, text: str) -> Any:
+        """A function returning the next parser event of ``text``: the C parser's own
+        (a generator around it costs a tenth of the parse), or ruamel's Python parser
+        where there is no C one."""
+        from ruamel.yaml import main
+
+        parser = getattr(main, "CParser", None)  # None without ruamel.yaml.clib
+        if parser is None:  # pragma: no cover - the clib is installed with CPython
+            return iter(self.yaml.parse(text)).__next__
+        return parser(text).get_event
 
     def load(self, text: str) -> Any:
         from ruamel.yaml.events import (
@@ -187,204 +181,185 @@ class _EventLoader:
             ScalarEvent,
             SequenceEndEvent,
             SequenceStartEvent,
+            StreamEndEvent,
         )
 
-        # The loop of a large machine (about a hundred thousand events): plain scalars,
-        # the common case, are handled inline; the line of an event is only looked up
-        # to report a problem.
-        frames = self.frames
-        resolved = self._resolved
-        resolve = self.resolver.resolve
-        # the first characters an implicit tag may start with: a plain scalar beginning
-        # with another is text, as the resolver finds after trying no expression
-        table = self.resolver.versioned_resolver
-        tagged_first = (
-            None
-            if table.get(None) or self.resolver.yaml_path_resolvers
-            else frozenset(first for first in table if first is not None)
-        )
-        scalar_node = self._scalar_node
+        # The loop of a large machine (about a hundred thousand events), in local
+        # variables: the open collection is `obj` (a dict when `is_map`, where `want_key`
+        # says whether the next value is a key), the collections around it wait in
+        # `stack`. `values` and `chars` count what the document stands for so far,
+        # aliases expanded; an anchored collection's own size is what they grew by
+        # while it was open. The line of an event is only looked up to report a problem.
+        next_event = self._events(text)
+        plain = self._plain
         json_tags = _JSON_TAGS
-        for event in self.yaml.parse(text):
+        stack: list[tuple[Any, ...]] = []
+        obj: Any = []  # the documents
+        is_map = want_key = False
+        key: Any = None
+        anchor: str | None = None
+        start_values = start_chars = 0
+        merges: list[dict[Any, Any]] | None = None
+        values = chars = documents = 0
+        anchors: dict[str, tuple[Any, int, int]] = {}  # -> (value, values, chars)
+        open_anchors: set[str] = set()
+        building = True
+        anchored = "&" in text  # else no event has an anchor: none is asked for
+        most_values, most_chars = MAX_VALUES, MAX_CHARS
+        while True:
+            event = next_event()
             kind = type(event)
             if kind is ScalarEvent:
-                tag = event.tag
                 text_value = event.value
-                if tag is not None and str(tag) not in json_tags:
-                    self._check_tag(tag, _line(event))
-                if not self.building:
-                    value = None
-                elif tag is None and event.implicit[0]:
-                    key = (text_value, event.implicit)
-                    found = resolved.get(key)
-                    if found is None:
-                        if tagged_first is not None and text_value[:1] not in tagged_first:
-                            found = _STR  # ("" is in the table: an empty one is null)
-                        else:
-                            found = str(resolve(scalar_node, text_value, event.implicit))
-                        resolved[key] = found
-                    value = text_value if found == _STR else self._scalar(event)
-                elif tag is None:
-                    value = text_value
+                tag = event.ctag
+                if tag is not None:
+                    tag = str(tag)
+                    if tag not in json_tags:
+                        raise YamlShapeError(_tag_problem(tag), _line(event))
+                    value = self._tagged(tag, text_value, event) if building else None
+                elif not event.implicit[0]:
+                    value = text_value  # quoted, or a block scalar: text
                 else:
-                    value = self._scalar(event)
-                if event.anchor is not None:
-                    self.anchors[event.anchor] = (value, 1, len(text_value))
-                frame = frames[-1]
+                    value = plain.get(text_value, _UNSEEN)
+                    if value is _UNSEEN:
+                        value = self._resolve(text_value, event) if building else None
+                    if value is _MergeKey and not want_key:
+                        building = False  # `<<` as a value: ruamel says what is wrong
                 size = len(text_value)
-                if (
-                    self.building
-                    and frame.values < MAX_VALUES
-                    and frame.chars + size <= MAX_CHARS
-                    and (
-                        not frame.is_map
-                        or frame.items % 2 == 0
-                        or (frame.key is not _MergeKey and frame.key not in frame.explicit)
-                    )
-                ):
-                    # an item, a key, or a new key's value: the common cases of _add,
-                    # inline
-                    if not frame.is_map:
-                        frame.obj.append(value)
-                    elif frame.items % 2 == 0:
-                        frame.key = value
-                    else:
-                        frame.explicit.add(frame.key)
-                        frame.obj[frame.key] = value
-                    frame.items += 1
-                    frame.values += 1
-                    frame.chars += size
-                else:
-                    self._add(value, 1, size, event)
-            elif kind is MappingStartEvent or kind is SequenceStartEvent:
-                if event.tag is not None:
-                    self._check_tag(event.tag, _line(event))
-                if self._key_position():
-                    raise YamlShapeError(_KEY_NOT_TEXT, _line(event))
-                if len(frames) > MAX_DEPTH:
-                    raise YamlShapeError(_too_deep(), _line(event))
-                if event.anchor is not None:
-                    self.open_anchors.add(event.anchor)
-                frames.append(_Frame(kind is MappingStartEvent, event.anchor))
+                if anchored and event.anchor is not None:
+                    anchors[event.anchor] = (value, 1, size)
+                values += 1
+                chars += size
             elif kind is MappingEndEvent or kind is SequenceEndEvent:
-                done = frames.pop()
-                value = (
-                    (done.obj if not done.merges else self._finish(done)) if self.building else None
-                )
-                if done.anchor is not None:
-                    self.open_anchors.discard(done.anchor)
-                    self.anchors[done.anchor] = (value, done.values + 1, done.chars)
-                frame = frames[-1]
-                if (
-                    self.building
-                    and frame.is_map
-                    and frame.items % 2
-                    and frame.key is not _MergeKey
-                    and frame.key not in frame.explicit
-                    and frame.values + done.values < MAX_VALUES
-                    and frame.chars + done.chars <= MAX_CHARS
-                ):
-                    # a collection as a new key's value: the common case of _add, inline
-                    frame.explicit.add(frame.key)
-                    frame.obj[frame.key] = value
-                    frame.items += 1
-                    frame.values += done.values + 1
-                    frame.chars += done.chars
+                if not building:
+                    value = None
+                elif merges is None:
+                    value = obj
                 else:
-                    self._add(value, done.values + 1, done.chars, event)
+                    value = _merged(obj, merges)
+                if anchor is not None:
+                    open_anchors.discard(anchor)
+                    anchors[anchor] = (value, values - start_values + 1, chars - start_chars)
+                values += 1
+                obj, is_map, want_key, key, anchor, start_values, start_chars, merges = stack.pop()
+            elif kind is MappingStartEvent or kind is SequenceStartEvent:
+                if event.ctag is not None and str(event.ctag) not in json_tags:
+                    raise YamlShapeError(_tag_problem(event.ctag), _line(event))
+                if want_key:
+                    raise YamlShapeError(_KEY_NOT_TEXT, _line(event))
+                if len(stack) >= MAX_DEPTH:
+                    raise YamlShapeError(_too_deep(), _line(event))
+                stack.append(
+                    (obj, is_map, want_key, key, anchor, start_values, start_chars, merges)
+                )
+                is_map = want_key = kind is MappingStartEvent
+                obj = {} if is_map else []
+                key = merges = None
+                anchor = event.anchor
+                if anchor is not None:
+                    open_anchors.add(anchor)
+                start_values, start_chars = values, chars
+                continue
             elif kind is AliasEvent:
-                if event.anchor in self.open_anchors:
+                name = event.anchor
+                if name in open_anchors:
                     raise YamlShapeError(
                         "an alias refers to a value that contains it (a cycle); remove the alias",
                         _line(event),
                     )
-                if event.anchor not in self.anchors:
-                    self.building = False  # an undefined alias: ruamel reports it
-                value, values, chars = self.anchors.get(event.anchor, (None, 1, 0))
-                if self._key_position() and isinstance(value, dict | list):
+                if name not in anchors:
+                    building = False  # an undefined alias: ruamel reports it
+                value, alias_values, alias_chars = anchors.get(name, (None, 1, 0))
+                if value is _MergeKey and not want_key:
+                    building = False
+                if want_key and isinstance(value, dict | list):
                     raise YamlShapeError(_KEY_NOT_TEXT, _line(event))
-                self._add(value, values, chars, event)
-            elif kind is DocumentStartEvent:
-                self.documents += 1
-                if self.documents > 1:
-                    self.building = False  # ruamel says what is wrong with that
-        root = frames[0]
-        if not self.building:
+                values += alias_values
+                chars += alias_chars
+            elif kind is StreamEndEvent:
+                break
+            else:  # the stream's and the documents' starts and ends
+                if kind is DocumentStartEvent:
+                    documents += 1
+                    if documents > 1:
+                        building = False  # ruamel says what is wrong with that
+                continue
+            if values > most_values or chars > most_chars:
+                raise YamlShapeError(
+                    f"its aliases expand to more than {MAX_VALUES:,} values or "
+                    f"{MAX_CHARS:,} characters; write the values out, or use fewer aliases "
+                    "(and merge keys) of aliases",
+                    _line(event),
+                )
+            # the value completed goes into the open collection
+            if not is_map:
+                obj.append(value)
+            elif want_key:
+                key = value
+                want_key = False
+            else:
+                want_key = True
+                if key is _MergeKey:
+                    merged: list[Any] = value if isinstance(value, list) else [value]
+                    if not all(isinstance(m, dict) for m in merged):
+                        building = False  # ruamel says what is wrong with that
+                    elif merges is None:
+                        merges = list(merged)
+                    else:
+                        merges.extend(merged)
+                elif key in obj:
+                    building = False  # a duplicate key: ruamel reports it
+                else:
+                    obj[key] = value
+        if not building:
             return _UNBUILT
-        return root.obj[0] if root.obj else None
+        return obj[0] if obj else None
 
-    def _key_position(self) -> bool:
-        frame = self.frames[-1]
-        return frame.is_map and frame.items % 2 == 0
-
-    @staticmethod
-    def _check_tag(tag: Any, line: int | None) -> None:
-        if tag is not None and str(tag) not in _JSON_TAGS:
-            raise YamlShapeError(
-                f"tag {tag} makes a value JSON cannot hold; remove the tag (and quote the "
-                "value if it should be text)",
-                line,
-            )
-
-    def _scalar(self, event: Any) -> Any:
-        if event.tag is not None:
-            tag = str(event.tag)
-        elif event.implicit[0]:
-            key = (event.value, event.implicit)
-            tag = self._resolved.get(key, "")
-            if not tag:
-                resolved = self.resolver.resolve(self._scalar_node, event.value, event.implicit)
-                tag = self._resolved[key] = str(resolved)
+    def _resolve(self, text: str, event: Any) -> Any:
+        """The value of the plain scalar ``text`` (kept for the next one alike)."""
+        if self._tagged_first is not None and text[:1] not in self._tagged_first:
+            value: Any = text  # ("" is in the table: an empty one is null)
         else:
-            return event.value
+            from ruamel.yaml.nodes import ScalarNode
+
+            tag = str(self.resolver.resolve(ScalarNode, text, (True, False)))
+            value = text if tag == _STR else self._tagged(tag, text, event)
+        self._plain[text] = value
+        return value
+
+    def _tagged(self, tag: str, text: str, event: Any) -> Any:
+        """The value of a scalar of JSON tag ``tag``."""
         if tag == _STR:
-            return event.value
+            return text
         if tag == _MERGE:
             return _MergeKey
-        node = self._scalar_node(self._tag(suffix=tag), event.value)
+        from ruamel.yaml.nodes import ScalarNode
+        from ruamel.yaml.tag import Tag
+
+        node = ScalarNode(Tag(suffix=tag), text)
         try:
             return self.constructor.construct_object(node, deep=True)
         except _UNREADABLE as exc:
-            raise YamlShapeError(f"value {event.value[:40]!r} cannot be read: {exc}") from None
-
-    def _add(self, value: Any, values: int, chars: int, event: Any) -> None:
-        frame = self.frames[-1]
-        if self.building:
-            if not frame.is_map:
-                frame.obj.append(value)
-            elif frame.items % 2 == 0:  # collections as keys were refused as they began
-                frame.key = value
-            elif frame.key is _MergeKey:
-                merged = value if isinstance(value, list) else [value]
-                if not all(isinstance(m, dict) for m in merged):
-                    self.building = False  # ruamel says what is wrong with that
-                else:
-                    frame.merges.extend(merged)
-            elif frame.key in frame.explicit:
-                self.building = False  # a duplicate key: ruamel reports it
-            else:
-                frame.explicit.add(frame.key)
-                frame.obj[frame.key] = value
-        frame.items += 1
-        frame.values += values
-        frame.chars += chars
-        if frame.values > MAX_VALUES or frame.chars > MAX_CHARS:
             raise YamlShapeError(
-                f"its aliases expand to more than {MAX_VALUES:,} values or "
-                f"{MAX_CHARS:,} characters; write the values out, or use fewer aliases "
-                "(and merge keys) of aliases",
-                _line(event),
-            )
+                f"value {text[:40]!r} cannot be read: {exc}", _line(event)
+            ) from None
 
-    @staticmethod
-    def _finish(frame: _Frame) -> Any:
-        if not frame.merges:
-            return frame.obj
-        merged: dict[Any, Any] = {}
-        for source in reversed(frame.merges):  # earlier mappings win over later ones
-            merged.update(source)
-        merged.update(frame.obj)  # and the mapping's own keys over all of them
-        return merged
+
+def _tag_problem(tag: Any) -> str:
+    return (
+        f"tag {tag} makes a value JSON cannot hold; remove the tag (and quote the value if "
+        "it should be text)"
+    )
+
+
+def _merged(obj: dict[Any, Any], merges: list[dict[Any, Any]]) -> dict[Any, Any]:
+    """A mapping with merge keys: earlier merged mappings win over later ones, and the
+    mapping's own keys over all of them."""
+    merged: dict[Any, Any] = {}
+    for source in reversed(merges):
+        merged.update(source)
+    merged.update(obj)
+    return merged
 
 
 def _line(event: Any) -> int | None:

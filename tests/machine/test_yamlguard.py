@@ -69,6 +69,17 @@ def test_an_undefined_alias_is_ruamel_s_error_on_every_path(text: str) -> None:
         yamlguard.load(text)
 
 
+@pytest.mark.parametrize("text", ["a: <<\n", "- <<\n", "a: &m <<\nb: *m\n"])
+def test_a_merge_key_as_a_value_is_ruamel_s_error(text: str) -> None:
+    """`<<` means "merge" only as a key; as a value ruamel refuses it, and so does the
+    guarded loader (it never hands back its own marker as a value)."""
+    with pytest.raises(Exception, match="could not determine a constructor"):
+        ruamel_load(text)
+    with pytest.raises(Exception, match="could not determine a constructor"):
+        yamlguard.load(text)
+    assert event_load(text) is yamlguard._UNBUILT  # left to ruamel, which reports it
+
+
 def test_dates_stay_text() -> None:
     assert yamlguard.load("d: 2024-01-01\n") == {"d": "2024-01-01"}
 
