@@ -20,7 +20,6 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -45,6 +44,7 @@ from runner.run.registry import StepRegistry
 from runner.run.session import Session
 from runner.run.traces import TAIL_LINES, trace_text, write_trace
 from runner.store.record import Failure, Record, Run, now_iso
+from runner.struct import field, struct
 
 __all__ = ["NullProgress", "PhaseResult", "PhaseRunner", "Progress", "StepOutcome"]
 
@@ -98,6 +98,13 @@ class _StepContext(StepContext):
     of the record was the dearest part of a step's bookkeeping). The record does not
     change while the plugin runs (the engine waits for it), so the copy is the record
     the step was given. A value a plugin assigns is kept as it is."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # a struct's __init__ fills the instance's fields directly: the one behind the
+        # property is moved to where the property keeps it
+        values = self.__dict__
+        values["_environment"] = values.pop("environment")
 
     @property
     def environment(self) -> Record:
@@ -166,7 +173,7 @@ class _GuardedProgress:
         self._call("phase_finished", phase, status, state)
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class StepOutcome(Result):
     """One step of a phase run. ``attempts`` counts the attempts made (0: not run)."""
 
@@ -177,7 +184,7 @@ class StepOutcome(Result):
     summary: str = ""
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class PhaseResult(Result):
     """What one phase run did."""
 
@@ -192,7 +199,7 @@ class PhaseResult(Result):
     log: str | None = None
 
 
-@dataclass
+@struct
 class RunContext:
     """What one run of a phase carries from step to step."""
 
@@ -756,7 +763,7 @@ class PhaseRunner:
         session = self.session
         return _StepContext(
             env_name=session.name,
-            environment=_CopyWhenRead(session.record),  # type: ignore[arg-type]
+            environment=_CopyWhenRead(session.record),
             template_context=context,
             workdir=session.workdir,
             data_dir=session.workdir / session.record.paths.data_dir,
