@@ -11,7 +11,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
 
 from runner.errors import StepError
 from runner.store.record import Record
@@ -20,6 +19,9 @@ from runner.struct import field, struct
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    from typing import Any, ClassVar, Protocol
+else:
+    Protocol = object  # a protocol is the type checkers' notion (typing is slow to import)
 
 __all__ = ["ProcessResult", "ProcessRunner", "Step", "StepContext", "StepError"]
 

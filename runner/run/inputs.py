@@ -13,9 +13,12 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 from runner.errors import InvalidInputsError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

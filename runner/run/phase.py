@@ -16,12 +16,10 @@ import collections
 import contextlib
 import functools
 import os
-import random
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol, cast
 
 from runner import signals
 from runner.errors import (
@@ -45,6 +43,12 @@ from runner.run.session import Session
 from runner.run.traces import TAIL_LINES, trace_text, write_trace
 from runner.store.record import Failure, Record, Run, now_iso
 from runner.struct import field, struct
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+else:
+    Protocol = object  # a protocol is the type checkers' notion (typing is slow to import)
 
 __all__ = ["NullProgress", "PhaseResult", "PhaseRunner", "Progress", "StepOutcome"]
 
@@ -111,7 +115,7 @@ class _StepContext(StepContext):
         held = self.__dict__["_environment"]
         if isinstance(held, _CopyWhenRead):
             held = self.__dict__["_environment"] = held.record.copy()
-        return cast(Record, held)
+        return held  # type: ignore[no-any-return]
 
     @environment.setter
     def environment(self, value: Record) -> None:
@@ -306,6 +310,14 @@ def refuse_taken_ports(session: Session, phase: PhaseDef) -> None:
         )
 
 
+def _jitter() -> float:
+    """A random draw in [0, 1) for the pause between attempts (:mod:`random` is imported
+    for the first retry: a phase whose steps all succeed never needs it)."""
+    import random
+
+    return random.random()
+
+
 class PhaseRunner:
     """Runs one phase of one environment, step by step."""
 
@@ -317,7 +329,7 @@ class PhaseRunner:
         *,
         grace_s: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
-        draw: Callable[[], float] = random.random,
+        draw: Callable[[], float] | None = None,
     ) -> None:
         self.session = session
         self.registry = registry
@@ -326,7 +338,7 @@ class PhaseRunner:
         #: How the pause between attempts is waited, and its jitter drawn (tests pass a
         #: fake clock and a seeded random).
         self.sleep = sleep
-        self.draw = draw
+        self.draw = draw or _jitter
 
     # -- entry points -----------------------------------------------------------------
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
 
 from runner.errors import InputError
 from runner.log import logger
 from runner.plugin import Step
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 ENTRY_POINT_GROUP = "runner.steps"
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")

@@ -14,7 +14,6 @@ from runner.errors import StorageError
 from runner.log import logger
 from runner.machine.model import MachineDef
 from runner.machine.statemachine import build_machine
-from runner.store.contract import Lease, Store
 from runner.store.record import MachineRef, Record, now_iso
 
 TYPE_CHECKING = False
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from runner.run.inputs import SecretResolver
+    from runner.store.contract import Lease, Store
 
 log = logger()
 

@@ -387,7 +387,8 @@ def test_a_plain_read_loads_no_heavy_module(work: Path, args: tuple[str, ...]) -
 #: (no step has a template), the YAML parser and the machine's loader (the verdict is
 #: cached), `jsonschema` (valid parameters), `dataclasses` (structs), OpenSSL (the
 #: interpreter's own SHA-256), `socket` and `uuid` (`uname` names the host; the record
-#: has its lineage), the argument parser and the terminal's drawing.
+#: has its lineage), `typing` and the storage protocols (type checkers' names only),
+#: `random` (no step is retried), the argument parser and the terminal's drawing.
 ADVANCE_HEAVY = (
     "portalocker",
     "importlib.metadata",
@@ -402,6 +403,9 @@ ADVANCE_HEAVY = (
     "_hashlib",
     "socket",
     "uuid",
+    "typing",
+    "runner.store.protocols",
+    "random",
     "typer",
     "click",
     "rich",
