@@ -12,7 +12,6 @@ confirmation question (:class:`ConfirmRequest`) are their parts.
 
 from __future__ import annotations
 
-from runner.api.validated import PhaseSummary, ValidateResult
 from runner.result import INTERNAL, Result, key
 from runner.store.record import Failure, Forced, Paths, Record
 from runner.struct import copied, field, struct
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
 
+    from runner.api.validated import PhaseSummary, ValidateResult
     from runner.run.checks import CheckOutcome, ChecksRun
     from runner.run.phase import PhaseResult
     from runner.store.contract import SnapshotInfo
@@ -47,6 +47,15 @@ __all__ = [
     "StepPlan",
     "ValidateResult",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # validate's results, found here too; a run never builds their classes
+    if name in ("PhaseSummary", "ValidateResult"):
+        from runner.api import validated
+
+        return getattr(validated, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @struct(frozen=True)

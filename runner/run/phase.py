@@ -292,6 +292,10 @@ def refuse_taken_ports(session: Session, phase: PhaseDef) -> None:
     the environment names (``free_port`` inputs) is another environment's or in use:
     checked before the phase that leaves the initial state (the one that makes the
     instance)."""
+    from runner.run.inputs import marked_properties
+
+    if next(marked_properties(session.machine.inputs_schema, "free_port"), None) is None:
+        return  # no port: the ports' module (sockets) is not needed
     from runner.run import ports
 
     marked = list(ports.port_inputs(session.machine.inputs_schema))

@@ -31,12 +31,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from pathlib import Path
 
 from runner.errors import StepError, StorageError
 from runner.log import logger
 from runner.plugin import ProcessResult
+from runner.store.record import now_iso
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -144,8 +144,7 @@ def _lookups(program: str, path: str | None) -> tuple[Callable[[], str | None], 
 
 
 def _timestamp() -> str:
-    now = datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return now_iso()
 
 
 class RunLog:

@@ -279,15 +279,35 @@ def entry_points(group: str) -> list[Any]:
 
 
 def _normalized(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
+    """A distribution's name as importlib.metadata compares them: runs of ``-``, ``_``
+    and ``.`` are one ``_`` (the name is lower case already)."""
+    name = name.replace("-", "_").replace(".", "_")
+    while "__" in name:
+        name = name.replace("__", "_")
+    return name
 
 
 def _declared(path: str, group: str) -> list[Any]:
-    """The entry points of ``group`` in one ``entry_points.txt`` (none if unreadable)."""
+    """The entry points of ``group`` in one ``entry_points.txt`` (none if unreadable).
+    A file that does not name the group's section (most) is not parsed."""
     try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-    except (OSError, UnicodeDecodeError):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if f"[{group}]".encode() not in data:
+        return []
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
         return []
     found: list[Any] = []
     section = None

@@ -388,7 +388,9 @@ def test_a_plain_read_loads_no_heavy_module(work: Path, args: tuple[str, ...]) -
 #: cached), `jsonschema` (valid parameters), `dataclasses` (structs), OpenSSL (the
 #: interpreter's own SHA-256), `socket` and `uuid` (`uname` names the host; the record
 #: has its lineage), `typing` and the storage protocols (type checkers' names only),
-#: `random` (no step is retried), the argument parser and the terminal's drawing.
+#: `random` (no step is retried), `datetime` (the clock of the time module), the ports'
+#: module (no input names a port), `validate`'s results, the argument parser and the
+#: terminal's drawing.
 ADVANCE_HEAVY = (
     "portalocker",
     "importlib.metadata",
@@ -406,6 +408,9 @@ ADVANCE_HEAVY = (
     "typing",
     "runner.store.protocols",
     "random",
+    "datetime",
+    "runner.run.ports",
+    "runner.api.validated",
     "typer",
     "click",
     "rich",
