@@ -388,8 +388,8 @@ def test_a_plain_read_loads_no_heavy_module(work: Path, args: tuple[str, ...]) -
 #: cached), `jsonschema` (valid parameters), `dataclasses` (structs), OpenSSL (the
 #: interpreter's own SHA-256), `socket` and `uuid` (`uname` names the host; the record
 #: has its lineage), `typing` and the storage protocols (type checkers' names only),
-#: `random` (no step is retried), `datetime` (the clock of the time module), the ports'
-#: module (no input names a port), `validate`'s results, the argument parser and the
+#: `random` (no step is retried), `datetime` (the clock of the time module), `copy`
+#: (plain data is copied by runner.struct), the ports' module (no input names a port), `validate`'s results, the argument parser and the
 #: terminal's drawing.
 ADVANCE_HEAVY = (
     "portalocker",
@@ -409,6 +409,7 @@ ADVANCE_HEAVY = (
     "runner.store.protocols",
     "random",
     "datetime",
+    "copy",
     "runner.run.ports",
     "runner.api.validated",
     "typer",
