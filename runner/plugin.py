@@ -8,20 +8,25 @@ parameters; it returns a dict of results (mapped to environment outputs by the s
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
 
 from runner.errors import StepError
 from runner.store.record import Record
+from runner.struct import field, struct
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+    from typing import Any, ClassVar, Protocol
+else:
+    Protocol = object  # a protocol is the type checkers' notion (typing is slow to import)
 
 __all__ = ["ProcessResult", "ProcessRunner", "Step", "StepContext", "StepError"]
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class ProcessResult:
     """What a finished program did."""
 
@@ -50,7 +55,7 @@ class ProcessRunner(Protocol):
     ) -> ProcessResult: ...
 
 
-@dataclass
+@struct
 class StepContext:
     """Everything a step may use. ``environment`` is a copy of the record: changing it
     changes nothing stored."""

@@ -12,16 +12,16 @@ confirmation question (:class:`ConfirmRequest`) are their parts.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-from runner.api.validated import PhaseSummary, ValidateResult
 from runner.result import INTERNAL, Result, key
 from runner.store.record import Failure, Forced, Paths, Record
+from runner.struct import copied, field, struct
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    from runner.api.validated import PhaseSummary, ValidateResult
     from runner.run.checks import CheckOutcome, ChecksRun
     from runner.run.phase import PhaseResult
     from runner.store.contract import SnapshotInfo
@@ -49,7 +49,16 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+def __getattr__(name: str) -> object:
+    # validate's results, found here too; a run never builds their classes
+    if name in ("PhaseSummary", "ValidateResult"):
+        from runner.api import validated
+
+        return getattr(validated, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@struct(frozen=True)
 class StepPlan(Result):
     """One step of a dry run: whether it would run, and with what (secrets masked).
 
@@ -67,7 +76,7 @@ class StepPlan(Result):
     (the real plan of a `tofu` apply or destroy whose folder exists)."""
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class PhasePlan(Result):
     """The phase a dry run would run, and its steps as they would be rendered."""
 
@@ -78,7 +87,7 @@ class PhasePlan(Result):
     steps: tuple[StepPlan, ...]
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class ConfirmRequest(Result):
     """What a phase marked `confirm: true` asks before it runs: the environment, its
     state, the phase and where it leads, and the steps it would run and skip (their
@@ -102,7 +111,7 @@ class ConfirmRequest(Result):
         )
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class GraphResult(Result):
     """`graph`: the drawing of the machine (``data``, bytes: text for mermaid, dot and
     svg, binary for png), marking ``environment``'s current ``state`` when asked."""
@@ -120,7 +129,7 @@ class GraphResult(Result):
         return cls(fmt, environment, state, data.decode(errors="replace"), data)
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class GraphFileResult(Result):
     """`graph --out FILE`: where the drawing was written."""
 
@@ -130,7 +139,7 @@ class GraphFileResult(Result):
     bytes: int
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class CreateResult(Result):
     """`create`: the new environment, its initial state, inputs and folders."""
 
@@ -144,12 +153,12 @@ class CreateResult(Result):
         return cls(
             environment=record.name,
             state=record.state,
-            inputs=copy.deepcopy(record.inputs),
-            paths=copy.copy(record.paths),
+            inputs=copied(record.inputs),
+            paths=copied(record.paths),
         )
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class ArtifactsResult(Result):
     """The references of an environment's traces or run logs, oldest first."""
 
@@ -158,7 +167,7 @@ class ArtifactsResult(Result):
     artifacts: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class ArtifactResult(Result):
     """One trace or run log of an environment: its text (secrets are masked when it is
     written), or, with an ``offset``, the text after the first ``offset`` characters.
@@ -171,7 +180,7 @@ class ArtifactResult(Result):
     text: str
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class RunResult(Result):
     """What `advance`, `up`, `resume`, `run_phase` and `destroy` did.
 
@@ -215,7 +224,7 @@ class RunResult(Result):
         return ExitCode.STEP_FAILED if self.failed else ExitCode.OK
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class CheckResult(Result):
     """`check`: the checks of the environment's current state and each one's result.
 
@@ -253,7 +262,7 @@ class CheckResult(Result):
         return ExitCode.STEP_FAILED if self.failed else ExitCode.OK
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class PurgeResult(Result):
     """`purge`: the environment's records are gone and its name is free; what may still
     exist outside them (``warnings``) and what became of its build folder."""
@@ -269,7 +278,7 @@ class PurgeResult(Result):
     warnings: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class InputsResult(Result):
     """`inputs`: the environment's inputs (secrets as their references) and, after a
     change, the keys changed."""
@@ -290,14 +299,14 @@ class InputsResult(Result):
         return cls(
             environment=record.name,
             state=record.state,
-            inputs=copy.deepcopy(record.inputs),
+            inputs=copied(record.inputs),
             changed=tuple(changed),
             serial=record.serial,
             restarts_phase=restarts,
         )
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class ForceStateResult(Result):
     """`force-state`: the environment was moved to ``state`` without running anything."""
 
@@ -309,10 +318,10 @@ class ForceStateResult(Result):
     @classmethod
     def from_record(cls, record: Record) -> ForceStateResult:
         assert record.forced is not None
-        return cls(record.name, record.state, copy.copy(record.forced), record.serial)
+        return cls(record.name, record.state, copied(record.forced), record.serial)
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class SnapshotsResult(Result):
     """`snapshots`: the kept versions of the environment's record, oldest first (the
     current one last)."""
@@ -322,7 +331,7 @@ class SnapshotsResult(Result):
     snapshots: tuple[SnapshotInfo, ...]
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class RestoreResult(Result):
     """`restore`: the version ``restored`` is current again, saved as ``serial``."""
 
@@ -333,7 +342,7 @@ class RestoreResult(Result):
     from_state: str = field(metadata=key("from"))
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class StateInitResult(Result):
     """`state init`: the backend made ready (its schema version before and after)."""
 
@@ -343,7 +352,7 @@ class StateInitResult(Result):
     schema_after: int
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class MigrateResult(Result):
     """`state migrate`: the environments copied (and verified) from one backend to
     another; the source is unchanged."""

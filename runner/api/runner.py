@@ -819,9 +819,8 @@ class Runner:
     def _planned(self, session: Session, phase: PhaseDef) -> RunResult:
         """The dry run of ``phase``: its steps rendered, and what the plugins that can
         tell would change (the real plan of its OpenTofu apply or destroy)."""
-        import dataclasses
-
         from runner.run.phase import PhaseRunner
+        from runner.struct import replace
 
         planned = _planned(session, phase)
         assert planned.dry_run
@@ -832,8 +831,8 @@ class Runner:
         )
         if not previews:
             return planned
-        steps = tuple(dataclasses.replace(s, preview=previews.get(s.name)) for s in plan.steps)
-        return dataclasses.replace(planned, dry_run=(dataclasses.replace(plan, steps=steps),))
+        steps = tuple(replace(s, preview=previews.get(s.name)) for s in plan.steps)
+        return replace(planned, dry_run=(replace(plan, steps=steps),))
 
     def _confirmed(self, session: Session, phase: PhaseDef) -> None:
         """Ask :attr:`confirm` about ``phase``; ConfirmationError when it says no."""

@@ -18,7 +18,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 __all__ = ["HEARTBEAT_S", "LiveProgress", "PlainProgress", "elapsed"]
 

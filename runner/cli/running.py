@@ -6,10 +6,10 @@ phase of a hundred short steps would otherwise pay typer's start on top of them)
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 from runner.cli import commands
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from runner.api.runner import Runner
     from runner.cli.commands import Settings

@@ -77,13 +77,13 @@ class StepDef:
 def step_digests(phase: PhaseDef) -> dict[str, str]:
     """Each step of ``phase``, in order: its name and a digest of its definition (what
     it uses, with what, when, its retries, timeout and outputs)."""
-    import hashlib
     import json
 
+    from runner.files import sha256  # the interpreter's own: hashlib loads OpenSSL
     from runner.result import as_json
 
     return {
-        step.name: hashlib.sha256(
+        step.name: sha256(
             json.dumps(as_json(step), sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
         for step in phase.steps

@@ -8,9 +8,12 @@ No auto transitions: every state change is one of four triggers per phase,
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from runner.machine.model import MachineDef
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def transitions_of(machine: MachineDef) -> list[dict[str, Any]]:

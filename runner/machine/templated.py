@@ -5,7 +5,10 @@ imports the sandbox of :mod:`runner.machine.templating`, which re-exports them."
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["TemplateFailure", "has_template", "is_template", "template_strings"]
 

@@ -8,14 +8,17 @@ read only when a step needs it (``secret('path.to.input')`` in a template).
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 from runner.errors import InvalidInputsError
+from runner.struct import copied
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -82,7 +85,7 @@ def _scalar(text: str) -> Any:
 
 def apply_sets(data: dict[str, Any], assignments: Iterable[str]) -> dict[str, Any]:
     """Apply `--set a.b=c` assignments to a copy of ``data``."""
-    result = copy.deepcopy(data)
+    result = copied(data)
     for item in assignments:
         key, sep, raw = item.partition("=")
         parts = key.split(".")
@@ -116,7 +119,7 @@ def apply_defaults(schema: Mapping[str, Any], data: Any) -> Any:
         if not isinstance(sub, Mapping):
             continue
         if key not in data and "default" in sub:
-            data[key] = copy.deepcopy(sub["default"])
+            data[key] = copied(sub["default"])
         if key in data:
             data[key] = apply_defaults(sub, data[key])
     return data

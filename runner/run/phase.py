@@ -16,13 +16,10 @@ import collections
 import contextlib
 import functools
 import os
-import random
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
 
 from runner import signals
 from runner.errors import (
@@ -45,6 +42,13 @@ from runner.run.registry import StepRegistry
 from runner.run.session import Session
 from runner.run.traces import TAIL_LINES, trace_text, write_trace
 from runner.store.record import Failure, Record, Run, now_iso
+from runner.struct import field, struct
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+else:
+    Protocol = object  # a protocol is the type checkers' notion (typing is slow to import)
 
 __all__ = ["NullProgress", "PhaseResult", "PhaseRunner", "Progress", "StepOutcome"]
 
@@ -99,12 +103,19 @@ class _StepContext(StepContext):
     change while the plugin runs (the engine waits for it), so the copy is the record
     the step was given. A value a plugin assigns is kept as it is."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # a struct's __init__ fills the instance's fields directly: the one behind the
+        # property is moved to where the property keeps it
+        values = self.__dict__
+        values["_environment"] = values.pop("environment")
+
     @property
     def environment(self) -> Record:
         held = self.__dict__["_environment"]
         if isinstance(held, _CopyWhenRead):
             held = self.__dict__["_environment"] = held.record.copy()
-        return cast(Record, held)
+        return held  # type: ignore[no-any-return]
 
     @environment.setter
     def environment(self, value: Record) -> None:
@@ -166,7 +177,7 @@ class _GuardedProgress:
         self._call("phase_finished", phase, status, state)
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class StepOutcome(Result):
     """One step of a phase run. ``attempts`` counts the attempts made (0: not run)."""
 
@@ -177,7 +188,7 @@ class StepOutcome(Result):
     summary: str = ""
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class PhaseResult(Result):
     """What one phase run did."""
 
@@ -192,7 +203,7 @@ class PhaseResult(Result):
     log: str | None = None
 
 
-@dataclass
+@struct
 class RunContext:
     """What one run of a phase carries from step to step."""
 
@@ -281,6 +292,10 @@ def refuse_taken_ports(session: Session, phase: PhaseDef) -> None:
     the environment names (``free_port`` inputs) is another environment's or in use:
     checked before the phase that leaves the initial state (the one that makes the
     instance)."""
+    from runner.run.inputs import marked_properties
+
+    if next(marked_properties(session.machine.inputs_schema, "free_port"), None) is None:
+        return  # no port: the ports' module (sockets) is not needed
     from runner.run import ports
 
     marked = list(ports.port_inputs(session.machine.inputs_schema))
@@ -299,6 +314,14 @@ def refuse_taken_ports(session: Session, phase: PhaseDef) -> None:
         )
 
 
+def _jitter() -> float:
+    """A random draw in [0, 1) for the pause between attempts (:mod:`random` is imported
+    for the first retry: a phase whose steps all succeed never needs it)."""
+    import random
+
+    return random.random()
+
+
 class PhaseRunner:
     """Runs one phase of one environment, step by step."""
 
@@ -310,7 +333,7 @@ class PhaseRunner:
         *,
         grace_s: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
-        draw: Callable[[], float] = random.random,
+        draw: Callable[[], float] | None = None,
     ) -> None:
         self.session = session
         self.registry = registry
@@ -319,7 +342,7 @@ class PhaseRunner:
         #: How the pause between attempts is waited, and its jitter drawn (tests pass a
         #: fake clock and a seeded random).
         self.sleep = sleep
-        self.draw = draw
+        self.draw = draw or _jitter
 
     # -- entry points -----------------------------------------------------------------
 
@@ -756,7 +779,7 @@ class PhaseRunner:
         session = self.session
         return _StepContext(
             env_name=session.name,
-            environment=_CopyWhenRead(session.record),  # type: ignore[arg-type]
+            environment=_CopyWhenRead(session.record),
             template_context=context,
             workdir=session.workdir,
             data_dir=session.workdir / session.record.paths.data_dir,

@@ -12,19 +12,21 @@ the working directory (in a state that is not final) has it, and nothing listens
 
 from __future__ import annotations
 
-import copy
 import errno
-import socket
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
 
 from runner.run.inputs import marked_properties
+from runner.struct import copied, struct
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Any
 
 __all__ = ["PortInput", "allocate", "bound", "port_inputs", "problems", "system_port", "taken"]
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class PortInput:
     """An input marked ``free_port``: its dotted path, protocol and condition."""
 
@@ -42,7 +44,7 @@ class PortInput:
         from runner.machine.templating import TemplateFailure, evaluate_condition
 
         try:
-            return evaluate_condition(self.when, {"inputs": copy.deepcopy(dict(inputs))})
+            return evaluate_condition(self.when, {"inputs": copied(dict(inputs))})
         except TemplateFailure:
             return False
 
@@ -78,6 +80,8 @@ def port_inputs(schema: Mapping[str, Any]) -> Iterator[PortInput]:
 
 def bound(port: int, protocol: str) -> str | None:
     """Why ``port`` cannot be listened on here (something listens on it), or None."""
+    import socket  # only a machine with ports: a phase of others never imports it
+
     kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
     with socket.socket(socket.AF_INET, kind) as sock:
         if protocol == "tcp":
@@ -94,6 +98,8 @@ def bound(port: int, protocol: str) -> str | None:
 
 def system_port(protocol: str, avoid: Iterable[int]) -> int:
     """A port the system says is free for ``protocol``, not one of ``avoid``."""
+    import socket
+
     kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
     avoided = set(avoid)
     for _ in range(64):

@@ -31,14 +31,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
 
 from runner.errors import StepError, StorageError
 from runner.log import logger
 from runner.plugin import ProcessResult
-from runner.store.contract import ArtifactWriter
+from runner.store.record import now_iso
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Literal, TypeAlias
+
+    from runner.store.contract import ArtifactWriter
 
 __all__ = [
     "ProcessSupervisor",
@@ -49,7 +53,8 @@ __all__ = [
     "stop_leftovers",
 ]
 
-Stream = Literal["out", "err"]
+if TYPE_CHECKING:
+    Stream: TypeAlias = Literal["out", "err"]
 
 MAX_KEPT_BYTES = 5 * 1024 * 1024
 """Output kept in memory per stream; the run log always has all of it."""
@@ -139,8 +144,7 @@ def _lookups(program: str, path: str | None) -> tuple[Callable[[], str | None], 
 
 
 def _timestamp() -> str:
-    now = datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return now_iso()
 
 
 class RunLog:

@@ -11,12 +11,16 @@ Step) is set aside with a warning: it breaks only the machines that use it
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Any
 
 from runner.errors import InputError
 from runner.log import logger
 from runner.plugin import Step
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 ENTRY_POINT_GROUP = "runner.steps"
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
@@ -69,9 +73,7 @@ class StepRegistry:
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
         """Find the plugins the entry points of ``group`` declare; each is imported
         when it is first asked for."""
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group=group):
+        for ep in entry_points(group):
             self._pending.setdefault(ep.name, []).append(ep)
 
     def _load(self, name: str) -> None:
@@ -199,6 +201,131 @@ def _schema_problem(schema: dict[str, Any]) -> str | None:
     except SchemaError as exc:
         return str(exc.message)
     return None
+
+
+class EntryPoint:
+    """One entry point of a distribution's ``entry_points.txt``, as
+    :class:`importlib.metadata.EntryPoint` reads it: ``name = module:attr``."""
+
+    __slots__ = ("group", "name", "value")
+
+    def __init__(self, name: str, value: str, group: str) -> None:
+        self.name, self.value, self.group = name, value, group
+
+    def __repr__(self) -> str:
+        return f"EntryPoint(name={self.name!r}, value={self.value!r}, group={self.group!r})"
+
+    def load(self) -> Any:
+        """The object the entry point names (its module imported)."""
+        import importlib
+
+        module, _, attrs = self.value.partition("[")[0].partition(":")
+        if not module.strip():
+            raise ValueError(f"not an entry point reference: {self.value!r}")
+        found = importlib.import_module(module.strip())
+        for attr in attrs.strip().split("."):
+            if attr:
+                found = getattr(found, attr)
+        return found
+
+
+_INFO_SUFFIXES = (".dist-info", ".egg-info")
+
+
+def entry_points(group: str) -> list[Any]:
+    """The entry points of ``group`` of every distribution on the import path, in the
+    order :func:`importlib.metadata.entry_points` gives them (the first distribution of
+    a name on the path wins). The metadata folders are read directly: importing
+    :mod:`importlib.metadata` (:mod:`email`, :mod:`csv`, :mod:`zipfile`, ...) and
+    building a Distribution for each of the hundred-odd installed ones costs a command
+    that runs one `shell` step more than its step. An import path that is not plain
+    folders (an archive, an egg, a finder of its own) is left to importlib.metadata."""
+    import sys
+    from importlib.machinery import PathFinder
+
+    if any(
+        finder is not PathFinder and getattr(finder, "find_distributions", None) is not None
+        for finder in sys.meta_path
+    ):
+        return _metadata_entry_points(group)
+    seen: set[str] = set()
+    found: list[Any] = []
+    for entry in sys.path:
+        root = entry or "."
+        try:
+            children = os.listdir(root)
+        except NotADirectoryError:
+            return _metadata_entry_points(group)  # an archive on the path
+        except OSError:
+            continue
+        if root.lower().endswith(".egg"):
+            return _metadata_entry_points(group)
+        # grouped by distribution name in the folder's order, as importlib.metadata does
+        infos: dict[str, list[str]] = {}
+        for child in children:
+            low = child.lower()
+            if low.endswith(_INFO_SUFFIXES):
+                if not child.endswith(_INFO_SUFFIXES):
+                    return _metadata_entry_points(group)  # its name is read another way
+                name = _normalized(low.rpartition(".")[0].partition("-")[0])
+                infos.setdefault(name, []).append(os.path.join(root, child))
+        for name, folders in infos.items():
+            for folder in folders:
+                if name in seen:
+                    continue
+                seen.add(name)
+                found += _declared(os.path.join(folder, "entry_points.txt"), group)
+    return found
+
+
+def _normalized(name: str) -> str:
+    """A distribution's name as importlib.metadata compares them: runs of ``-``, ``_``
+    and ``.`` are one ``_`` (the name is lower case already)."""
+    name = name.replace("-", "_").replace(".", "_")
+    while "__" in name:
+        name = name.replace("__", "_")
+    return name
+
+
+def _declared(path: str, group: str) -> list[Any]:
+    """The entry points of ``group`` in one ``entry_points.txt`` (none if unreadable).
+    A file that does not name the group's section (most) is not parsed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if f"[{group}]".encode() not in data:
+        return []
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return []
+    found: list[Any] = []
+    section = None
+    for line in map(str.strip, text.splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line.strip("[]")
+        elif section == group:
+            name, _, value = line.partition("=")
+            found.append(EntryPoint(name.strip(), value.strip(), group))
+    return found
+
+
+def _metadata_entry_points(group: str) -> list[Any]:
+    from importlib.metadata import entry_points as installed
+
+    return list(installed(group=group))
 
 
 def default_registry() -> StepRegistry:

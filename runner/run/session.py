@@ -9,22 +9,32 @@ appends it to the event log.
 from __future__ import annotations
 
 import os
-import socket
-import uuid
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from runner.errors import StorageError
 from runner.log import logger
 from runner.machine.model import MachineDef
 from runner.machine.statemachine import build_machine
-from runner.store.contract import Lease, Store
 from runner.store.record import MachineRef, Record, now_iso
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
     from runner.run.inputs import SecretResolver
+    from runner.store.contract import Lease, Store
 
 log = logger()
+
+
+def _hostname() -> str:
+    """This host's name (``uname``'s, which is what :func:`socket.gethostname` asks
+    for on POSIX, without importing :mod:`socket`)."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
 
 
 class _Model:
@@ -53,7 +63,7 @@ class Session:
         self.record = record
         self.command = command
         self.workdir = workdir
-        self.host = socket.gethostname()
+        self.host = _hostname()
         self.model = _Model(record.state)
         self._machine_ref: tuple[MachineDef, str | None] | None = None
         self.machine_sm = build_machine(
@@ -81,6 +91,8 @@ class Session:
             self._machine_ref = (machine, ref.file)  # worked out once, not at every save
         record.machine = MachineRef(machine.name, machine.digest, self._machine_ref[1])
         if record.lineage is None:
+            import uuid  # a new record only: uuid imports platform
+
             record.lineage = uuid.uuid4().hex
         if change is None and record.run is not None:
             change = f"phase {record.run.phase}"

@@ -12,7 +12,6 @@ import json
 import os
 import traceback
 from collections.abc import Iterable
-from typing import Any
 
 from runner.errors import LockLostError, RunnerError, StepError
 from runner.log import logger
@@ -20,6 +19,10 @@ from runner.machine.model import PhaseDef, StepDef
 from runner.run.inputs import SecretResolver, mask_params
 from runner.run.session import Session
 from runner.store.record import now_iso
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["TAIL_LINES", "trace_text", "write_trace"]
 

@@ -1,6 +1,7 @@
 """The file store's environment lock: an exclusive OS lock on ``data/<env>/state.lock``.
 
-The OS lock (``flock`` through portalocker) is what excludes other processes: it is
+The OS lock (``flock``: :mod:`fcntl` on POSIX, portalocker elsewhere) is what excludes
+other processes: it is
 held on an open file description for the whole command and dies with the process, so
 a crashed holder never leaves a lock behind. The file's *content* only says who holds
 it (``{"pid", "host", "command", "started_at", "processes"}``), for messages and
@@ -131,23 +132,74 @@ def _open_lock_file(path: Path, env: str, shown: str) -> int:
         ) from exc
 
 
-def _try_lock(fd: int, shown: str) -> bool:
-    """One non-blocking attempt at the exclusive OS lock."""
-    import portalocker  # imported here: read-only commands never need it
+class _LockFailed(Exception):
+    """The OS refused a lock for another reason than another holder (``reason``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _flock(fd: int, *, block: bool) -> bool:
+    """Take the exclusive OS lock on ``fd``: False when another holds it (``block``
+    false), :class:`_LockFailed` when the OS refuses it. On POSIX this is
+    :func:`fcntl.flock` itself (the lock :func:`is_locked` asks about; portalocker is
+    that call wrapped, and importing it costs a command more than its lock); elsewhere
+    portalocker's lock."""
+    if os.name == "posix":
+        import errno
+        import fcntl
+
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if not block and exc.errno in (errno.EACCES, errno.EAGAIN):
+                return False
+            raise _LockFailed(exc.strerror or str(exc)) from exc
+        return True
+    import portalocker
 
     try:
-        portalocker.lock(fd, portalocker.LOCK_EX | portalocker.LOCK_NB)
+        portalocker.lock(
+            fd, portalocker.LOCK_EX if block else portalocker.LOCK_EX | portalocker.LOCK_NB
+        )
     except portalocker.AlreadyLocked:
         return False
     except portalocker.LockException as exc:
         cause = exc.__cause__
         reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
+        raise _LockFailed(reason) from exc
+    return True
+
+
+def _unlock(fd: int) -> None:
+    """Release the OS lock on ``fd`` (:class:`_LockFailed` when the OS refuses)."""
+    if os.name == "posix":
+        import fcntl
+
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise _LockFailed(exc.strerror or str(exc)) from exc
+        return
+    import portalocker
+
+    try:
+        portalocker.unlock(fd)
+    except portalocker.LockException as exc:
+        raise _LockFailed(str(exc)) from exc
+
+
+def _try_lock(fd: int, shown: str) -> bool:
+    """One non-blocking attempt at the exclusive OS lock."""
+    try:
+        return _flock(fd, block=False)
+    except _LockFailed as exc:
         raise StorageError(
-            f"cannot lock {shown}: {reason}",
+            f"cannot lock {shown}: {exc.reason}",
             hint="the data directory must be on a file system that supports file locks",
             path=shown,
         ) from exc
-    return True
 
 
 def _wait_blocking(fd: int, seconds: float, shown: str) -> bool | None:
@@ -155,8 +207,6 @@ def _wait_blocking(fd: int, seconds: float, shown: str) -> bool | None:
     moment it is released (no idle lock between holders, no CPU spent). True if taken,
     False when the time ran out, None when the process's timer is not to be had (not the
     main thread, or a step's deadline holds it): then the caller polls."""
-    import portalocker
-
     deadline = time.monotonic() + seconds
     while True:
         # in slices of at most an hour: a timer cannot be set for ever (`inf`)
@@ -165,7 +215,7 @@ def _wait_blocking(fd: int, seconds: float, shown: str) -> bool | None:
             with signals.timer(min(remaining, 3600.0)) as armed:
                 if not armed:
                     return None
-                portalocker.lock(fd, portalocker.LOCK_EX)
+                _flock(fd, block=True)
             return True
         except signals.TimerExpired:
             # the timer may fire just as the lock is granted: one last try says which
@@ -173,8 +223,8 @@ def _wait_blocking(fd: int, seconds: float, shown: str) -> bool | None:
                 return True
             if time.monotonic() >= deadline:
                 return False
-        except portalocker.LockException as exc:
-            raise StorageError(f"cannot lock {shown}: {exc}", path=shown) from exc
+        except _LockFailed as exc:
+            raise StorageError(f"cannot lock {shown}: {exc.reason}", path=shown) from exc
 
 
 def _wait(fd: int, shown: str, seconds: float) -> bool:
@@ -258,15 +308,13 @@ class HeldLock:
         fd, self._fd = self._fd, None
         if fd is None:
             return
-        import portalocker
-
         try:
             os.ftruncate(fd, 0)
         except OSError as exc:
             logger().debug("environment '%s': cannot clear %s: %s", self._env, self._shown, exc)
         try:
-            portalocker.unlock(fd)
-        except portalocker.LockException as exc:
+            _unlock(fd)
+        except _LockFailed as exc:
             logger().debug("environment '%s': unlock of %s failed: %s", self._env, self._shown, exc)
         finally:
             os.close(fd)

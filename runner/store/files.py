@@ -64,6 +64,7 @@ from runner.store.record import (
     check_name,
     light_problem,
     now_iso,
+    now_stamp,
     record_problem,
 )
 
@@ -972,9 +973,7 @@ def _inside(path: str, folder: str) -> str | None:
 
 def _stamp() -> str:
     """The time in artifact names: ``20261122-103245-123`` (UTC, milliseconds)."""
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")[:-3]
+    return now_stamp()
 
 
 # --- file primitives --------------------------------------------------------------------

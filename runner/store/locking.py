@@ -13,8 +13,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from runner.errors import LockedError
-from runner.store.contract import Lease, LockInfo, Locks
+from runner.store.contract import LockInfo
 from runner.store.record import now_iso
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from runner.store.contract import Lease, Locks
 
 __all__ = ["LOCK_HINT", "describe_holder", "hold"]
 

@@ -73,9 +73,22 @@ def check_name(name: str) -> str:
 
 def now_iso() -> str:
     """UTC now as ``2026-11-22T10:30:15.123Z``."""
-    from datetime import UTC, datetime  # only a write needs it: reads never load it
+    return _utc_now("%Y-%m-%dT%H:%M:%S", ".") + "Z"
 
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+def now_stamp() -> str:
+    """UTC now as artifact names give it: ``20261122-103015-123``."""
+    return _utc_now("%Y%m%d-%H%M%S", "-")
+
+
+def _utc_now(seconds_format: str, before_milliseconds: str) -> str:
+    # the time module's clock and formatting (datetime costs a command that writes
+    # a record, and so every phase run, its import)
+    import time
+
+    ns = time.time_ns()
+    seconds = time.strftime(seconds_format, time.gmtime(ns // 1_000_000_000))
+    return f"{seconds}{before_milliseconds}{ns // 1_000_000 % 1000:03d}"
 
 
 # --- the stored form's checks -----------------------------------------------------------

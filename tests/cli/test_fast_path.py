@@ -381,6 +381,58 @@ def test_a_plain_read_loads_no_heavy_module(work: Path, args: tuple[str, ...]) -
     assert sorted(m for m in new if any(m == h or m.startswith(h + ".") for h in HEAVY)) == []
 
 
+#: Modules (and their submodules) `advance` of a phase of `shell` steps must not load once
+#: the machine's verdict is cached: the lock's wrapper library (POSIX has the lock call
+#: itself) and the entry point machinery (with its `email`, `csv`, `zipfile`), Jinja2
+#: (no step has a template), the YAML parser and the machine's loader (the verdict is
+#: cached), `jsonschema` (valid parameters), `dataclasses` (structs), OpenSSL (the
+#: interpreter's own SHA-256), `socket` and `uuid` (`uname` names the host; the record
+#: has its lineage), `typing` and the storage protocols (type checkers' names only),
+#: `random` (no step is retried), `datetime` (the clock of the time module), `copy`
+#: (plain data is copied by runner.struct), the ports' module (no input names a port), `validate`'s results, the argument parser and the
+#: terminal's drawing.
+ADVANCE_HEAVY = (
+    "portalocker",
+    "importlib.metadata",
+    "email",
+    "csv",
+    "zipfile",
+    "jinja2",
+    "ruamel",
+    "runner.machine.loader",
+    "jsonschema",
+    "dataclasses",
+    "_hashlib",
+    "socket",
+    "uuid",
+    "typing",
+    "runner.store.protocols",
+    "random",
+    "datetime",
+    "copy",
+    "runner.run.ports",
+    "runner.api.validated",
+    "typer",
+    "click",
+    "rich",
+)
+
+
+def test_an_advance_of_shell_steps_loads_no_heavy_module(tmp_path: Path) -> None:
+    """`runner advance NAME` of a phase of `shell` steps without templates, the machine
+    checked by an earlier command: it runs the step and loads none of ADVANCE_HEAVY."""
+    build_tree(tmp_path, {"machine.yaml": MACHINE})
+    for name in ("warm", "cold"):
+        assert run_cli("create", name, cwd=tmp_path).returncode == 0
+    assert run_cli("advance", "warm", cwd=tmp_path).returncode == 0  # the verdict is kept
+    code, new, stdout = _loaded(tmp_path, "advance", "cold")
+    assert code == 0
+    assert "phase build succeeded: state is now built" in stdout  # it did its work
+    assert FileStore(tmp_path).load("cold").state == "built"
+    heavy = (m for m in new if any(m == h or m.startswith(h + ".") for h in ADVANCE_HEAVY))
+    assert sorted(heavy) == []
+
+
 def test_logging_configured_by_a_read_applies_when_something_logs(work: Path) -> None:
     """The fast path leaves its --log-level/--log-format for the first record: a record
     logged after the command is shown as the command line asked (JSON, DEBUG)."""

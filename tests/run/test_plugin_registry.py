@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -180,3 +181,84 @@ def test_a_plugin_is_imported_when_it_is_first_asked_for() -> None:
     before, after_shell, after_all = (json.loads(line) for line in done.stdout.splitlines())
     assert before == [] and after_shell == ["steps.shell"]
     assert {f"steps.{name}" for name in BUILT_INS} <= set(after_all)
+
+
+def _pairs(found: Any) -> list[tuple[str, str, str]]:
+    return [(ep.name, ep.value, ep.group) for ep in found]
+
+
+@pytest.mark.parametrize("group", [ENTRY_POINT_GROUP, "console_scripts", "pytest11"])
+def test_the_entry_points_are_those_importlib_metadata_finds(group: str) -> None:
+    """The registry reads the metadata folders itself: the same entry points, in the
+    same order, as the standard library's reader, on this interpreter's import path."""
+    from runner.run.registry import entry_points as found
+
+    assert _pairs(found(group)) == _pairs(entry_points(group=group))
+
+
+def test_the_first_distribution_of_a_name_on_the_path_declares_its_plugins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two folders on the path hold a distribution of one name (spelled two ways):
+    only the first one's entry points count, as for importlib.metadata; comments, other
+    groups and a metadata folder without entry points are skipped."""
+    from runner.run.registry import entry_points as found
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "My_Plugins-1.0.dist-info").mkdir(parents=True)
+    (first / "My_Plugins-1.0.dist-info/entry_points.txt").write_text(
+        "# generated\n[console_scripts]\nmy-tool = my_plugins.cli:main\n\n"
+        "[runner.steps]\nping = my_plugins.steps:Ping\n  pong=my_plugins.steps:Pong [extra]\n"
+    )
+    (first / "quiet-2.0.dist-info").mkdir()
+    (second / "my.plugins-0.9.dist-info").mkdir(parents=True)
+    (second / "my.plugins-0.9.dist-info/entry_points.txt").write_text(
+        "[runner.steps]\nold = my_plugins.old:Old\n"
+    )
+    (second / "other-1.0.egg-info").mkdir()
+    (second / "other-1.0.egg-info/entry_points.txt").write_text(
+        "[runner.steps]\nother = other_steps:Other\n"
+    )
+    monkeypatch.syspath_prepend(str(second))
+    monkeypatch.syspath_prepend(str(first))
+    ours = [p for p in _pairs(found(ENTRY_POINT_GROUP)) if p[1].startswith(("my_", "other"))]
+    assert ours == [
+        ("ping", "my_plugins.steps:Ping", ENTRY_POINT_GROUP),
+        ("pong", "my_plugins.steps:Pong [extra]", ENTRY_POINT_GROUP),
+        ("other", "other_steps:Other", ENTRY_POINT_GROUP),
+    ]
+    assert _pairs(found(ENTRY_POINT_GROUP)) == _pairs(entry_points(group=ENTRY_POINT_GROUP))
+
+
+def test_an_entry_point_loads_the_object_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``module:attr.attr`` (extras ignored) is imported and looked up; a plugin whose
+    module is missing is set aside with the reason, as any broken plugin."""
+    from runner.run.registry import entry_points as found
+
+    (tmp_path / "pkg_demo_steps").mkdir()
+    (tmp_path / "pkg_demo_steps/__init__.py").write_text(
+        "from runner.plugin import Step\n"
+        "class Holder:\n"
+        "    class Demo(Step):\n"
+        "        name = 'demo_nested'\n"
+        "        params_schema = {'type': 'object'}\n"
+        "        def run(self, ctx, params):\n"
+        "            return {}\n"
+    )
+    (tmp_path / "demo_steps-1.0.dist-info").mkdir()
+    (tmp_path / "demo_steps-1.0.dist-info/entry_points.txt").write_text(
+        "[demo.steps]\ndemo_nested = pkg_demo_steps : Holder.Demo [fast]\n"
+        "gone = pkg_demo_missing:Gone\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    nested, gone = found("demo.steps")
+    plugin = nested.load()
+    assert plugin.__qualname__ == "Holder.Demo" and plugin.name == "demo_nested"
+    with pytest.raises(ModuleNotFoundError):
+        gone.load()
+    registry = StepRegistry()
+    registry.load_entry_points("demo.steps")
+    assert registry.get("demo_nested") is plugin
+    assert "pkg_demo_missing" in (registry.load_problem("gone") or "")
