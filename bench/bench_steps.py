@@ -227,6 +227,21 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
             Command(runner_argv("create", cli_double.argv[-1]), double)()
 
         cli_double.before = prepare_double
+        # the API's own cost of 100 more steps: a record holding 200 steps' outcomes
+        # costs every later save more, so the CLI's marginal is compared with this
+        ws_double = Runner(double, double / "machine.yaml", command="bench advance")
+        ws_double.machine()
+        api_doubles = itertools.count()
+
+        def api_double() -> float:
+            name = f"api-{next(api_doubles):03d}"
+            ws_double.create(name)
+            start = time.perf_counter()
+            result = ws_double.advance(name)
+            elapsed = time.perf_counter() - start
+            assert result.state == "done", result
+            return elapsed
+
         try:
             times = interleaved(
                 {
@@ -234,6 +249,7 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
                     "cli_double": cli_double,
                     "cli_loop": cli_loop,
                     "api": api,
+                    "api_double": api_double,
                     "api_loop": api_loop,
                 },
                 runs,
@@ -267,6 +283,7 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
         figures.append(api_fig)
         cli_step = median(times["cli"]) / STEPS
         marginal = (median(times["cli_double"]) - median(times["cli"])) / STEPS
+        api_marginal = (median(times["api_double"]) - median(times["api"])) / STEPS
         figures += [
             Figure(
                 BENCH,
@@ -283,12 +300,13 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
                 BENCH,
                 "  CLI per added step (200 vs 100 steps) against the API's",
                 marginal,
-                baseline=api_fig.value,
-                baseline_name="Python API per step",
+                baseline=api_marginal,
+                baseline_name="Python API per added step",
                 target=CLI_OVER_API,
                 runs=runs,
-                note=f"(advance of {2 * STEPS} steps - advance of {STEPS}) / {STEPS}: the "
-                "start paid once is out; a figure, not the target's own definition",
+                note=f"(advance of {2 * STEPS} steps - advance of {STEPS}) / {STEPS}, each "
+                "way: the start paid once is out, and both pay the larger record of the "
+                "later steps; a figure, not the target's own definition",
             ),
             Figure(
                 BENCH,
