@@ -662,30 +662,23 @@ class _StepChecks:
     """The checks of the steps (and checks) of one machine, keeping what a large
     machine repeats: the verdict of each template text and of each plugin name."""
 
-    __slots__ = ("_plugins", "_texts", "_whens", "registry", "templates")
+    __slots__ = ("_plugins", "_syntax", "registry", "templates")
 
     def __init__(self, registry: PluginCatalog | None, templates: bool = True) -> None:
         self.registry = registry
         self.templates = templates  # without, the Jinja2 syntax is not checked
-        self._texts: dict[str, str | None] = {}
-        self._whens: dict[str, str | None] = {}
+        self._syntax: dict[tuple[str, bool], str | None] = {}
         self._plugins: dict[str, tuple[str, str] | None] = {}
 
-    def text(self, source: str) -> str | None:
-        """What is wrong with the template ``source`` (a `with` text), if anything."""
-        if source not in self._texts:
+    def syntax(self, source: str, *, expression: bool = False) -> str | None:
+        """What is wrong with the template ``source`` (a `with` text; with
+        ``expression``, a `when`), if anything."""
+        key = (source, expression)
+        if key not in self._syntax:
             from runner.machine.templating import check_syntax  # Jinja2: when checked
 
-            self._texts[source] = check_syntax(source)
-        return self._texts[source]
-
-    def when(self, source: str) -> str | None:
-        """What is wrong with the expression ``source`` (a `when`), if anything."""
-        if source not in self._whens:
-            from runner.machine.templating import check_syntax  # Jinja2: when checked
-
-            self._whens[source] = check_syntax(source, expression=True)
-        return self._whens[source]
+            self._syntax[key] = check_syntax(source, expression=expression)
+        return self._syntax[key]
 
     def plugin(self, registry: PluginCatalog, uses: str) -> tuple[str, str] | None:
         """``("broken", why)`` or ``("unknown", "")`` for a plugin name, else None."""
@@ -744,7 +737,7 @@ def _steps_problems(
             seen[name] = k
         when = step.get("when")
         if checks.templates and isinstance(when, str):
-            error = checks.when(when)
+            error = checks.syntax(when, expression=True)
             if error:
                 found.append(
                     _Found(
@@ -758,7 +751,7 @@ def _steps_problems(
         texts = {key: template_strings(value) for key, value in params.items()}
         for strings in texts.values() if checks.templates else ():
             for text in strings:
-                error = checks.text(text)
+                error = checks.syntax(text)
                 if error:
                     found.append(
                         _Found(

@@ -143,10 +143,6 @@ def _lookups(program: str, path: str | None) -> tuple[Callable[[], str | None], 
     return own, on_path
 
 
-def _timestamp() -> str:
-    return now_iso()
-
-
 class RunLog:
     """The full output of one run, written to a run-log artifact of the store.
 
@@ -174,7 +170,7 @@ class RunLog:
         with self._lock:
             if self._writer is None:
                 return
-            stamp = _timestamp()
+            stamp = now_iso()
             try:
                 self._writer.write("".join(f"{stamp} [{tag}] {line}\n" for line in lines))
             except StorageError as exc:  # a full disk, say: the engine reports it after the step

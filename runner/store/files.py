@@ -823,10 +823,10 @@ class FileStore:
         except OSError as exc:
             self._storage_error("create", folder, exc, environment=name)
         # names sort as they were made: never two with one stamp from this store
-        stamp = _stamp()
+        stamp = now_stamp()
         while stamp <= self._last_stamp:
             time.sleep(0.001)
-            stamp = _stamp()
+            stamp = now_stamp()
         self._last_stamp = stamp
         return folder / f"{stamp}-{label}.log"
 
@@ -969,11 +969,6 @@ def _inside(path: str, folder: str) -> str | None:
         return "."
     prefix = folder if folder.endswith(os.sep) else folder + os.sep
     return path[len(prefix) :] if path.startswith(prefix) else None
-
-
-def _stamp() -> str:
-    """The time in artifact names: ``20261122-103245-123`` (UTC, milliseconds)."""
-    return now_stamp()
 
 
 # --- file primitives --------------------------------------------------------------------

@@ -64,6 +64,7 @@ from runner.store.record import (
     check_name,
     light_problem,
     now_iso,
+    now_stamp,
     record_problem,
 )
 
@@ -249,12 +250,6 @@ def _add_artifact(
             (row[0], text),
         )
     return int(row[0])
-
-
-def _stamp() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")[:-3]
 
 
 class PostgresStore:
@@ -931,10 +926,10 @@ class PostgresStore:
     # -- artifacts -------------------------------------------------------------------
 
     def _new_ref(self, name: str, kind: ArtifactKind, label: str) -> str:
-        stamp = _stamp()
+        stamp = now_stamp()
         while stamp <= self._last_stamp:
             time.sleep(0.001)
-            stamp = _stamp()
+            stamp = now_stamp()
         self._last_stamp = stamp
         return f"{self.data_dir(name)}/{_FOLDERS[kind]}/{stamp}-{label}.log"
 
