@@ -241,8 +241,12 @@ SLEEPER = "if [ -f {base}/fast ]; then exit 0; fi; sleep 8 & echo $! > {base}/sl
 def _started_sleeper(tmp_path: Path, marker: str) -> tuple[Path, subprocess.Popen[str], int]:
     work = workdir(tmp_path, SLEEPER.format(base=tmp_path))
     proc = spawn(work, "advance", "demo", marker=marker)
-    assert wait_for(lambda: (tmp_path / "sleep.pid").exists() and step_running(work))
-    return work, proc, int((tmp_path / "sleep.pid").read_text())
+    pid_file = tmp_path / "sleep.pid"
+    # the shell creates the file before it writes the pid: wait for the whole line
+    assert wait_for(
+        lambda: pid_file.exists() and pid_file.read_text().endswith("\n") and step_running(work)
+    )
+    return work, proc, int(pid_file.read_text())
 
 
 def _watchdogs(marker: str) -> list[int]:
