@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -743,6 +744,41 @@ def test_stop_services_succeeds_when_the_tracker_was_never_released(tmp_path: Pa
     result = env.play("stop-services.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "never installed" in result.stdout
+
+
+LAYOUT = (
+    "bin", "run", "log", "storage", "storage/tracker", "storage/tracker/etc",
+    "storage/tracker/lib", "storage/tracker/lib/database", "storage/tracker/log", "compose",
+)  # fmt: skip
+
+
+def _recap_changed(output: str) -> int:
+    found = re.search(r"instance\s*:.*changed=(\d+)", output)
+    assert found, output
+    return int(found.group(1))
+
+
+def test_prepare_instance_makes_the_layout_with_its_modes_and_says_what_it_changed(
+    tmp_path: Path,
+) -> None:
+    """The instance's folders in one task: each missing one made, each with mode 0755
+    (the folders between the leaves too), and the task changed only when it made or
+    fixed a folder (a second run changes nothing)."""
+    env = LocalEnvironment(tmp_path)
+    (env.instance / "storage/tracker").mkdir(parents=True)
+    (env.instance / "storage").chmod(0o700)
+    first = env.play("-v", "prepare-instance.yml")  # -v: the task's output too
+    assert first.returncode == 0, first.stdout + first.stderr
+    for folder in ("", *LAYOUT):
+        mode = stat.S_IMODE((env.instance / folder).stat().st_mode)
+        assert mode == 0o755, (folder, oct(mode))
+    assert _recap_changed(first.stdout) == 1
+    assert f"mode {env.instance}/storage" in first.stdout
+    assert f"made {env.instance}/storage/tracker/lib/database" in first.stdout
+    assert f"made {env.instance}/storage/tracker\\n" not in first.stdout  # it was there
+    again = env.play("prepare-instance.yml")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _recap_changed(again.stdout) == 0
 
 
 def test_prepare_instance_fails_when_a_tracker_port_is_in_use(tmp_path: Path) -> None:
