@@ -293,6 +293,8 @@ def create_app(config: Config) -> Starlette:
                     except TimeoutError:
                         yield ": ping\n\n"
                         continue
+                    if change is None:  # the server stops
+                        return
                     data = change.to_json()
                     if only is not None:
                         data["rows"] = [r for r in data["rows"] if r["environment"] == only]
@@ -315,7 +317,7 @@ def create_app(config: Config) -> Starlette:
             nonlocal offset
             runner = reader()
             idle = 0
-            while True:
+            while not watcher.closed:  # until the log ends or the server stops
                 try:
                     part = await call(runner.artifact, name, ref, offset)
                 except RunnerError as exc:
@@ -451,6 +453,8 @@ def create_app(config: Config) -> Starlette:
         lifespan=contextlib.asynccontextmanager(lifespan),
     )
     app.state.watcher = watcher
+    #: Ends the event streams (the server stops); called in the event loop's thread.
+    app.state.close_streams = watcher.close
     return app
 
 

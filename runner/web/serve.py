@@ -3,12 +3,17 @@ that a taken port or a refused address is one clear error before anything starts
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
+
+import uvicorn
 
 from runner.errors import InputError
 from runner.result import Result
@@ -69,8 +74,6 @@ def serve(
 ) -> None:
     """Serve the dashboard until SIGINT or SIGTERM; ``started`` is told where it
     listens."""
-    import uvicorn
-
     from runner.web.app import Config, create_app
 
     token = read_token(token_file) if token_file is not None else None
@@ -80,8 +83,11 @@ def serve(
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     app = create_app(Config(make_runner, token=token, allow_actions=allow_actions))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+    # a request still running 5 s after SIGINT or SIGTERM is cancelled
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5
+    )
+    server = _Server(config, app.state.close_streams)
     if started is not None:
         started(
             ServeResult(
@@ -92,3 +98,24 @@ def serve(
         server.run(sockets=[sock])
     finally:
         sock.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which also ends the pages' event streams once told to stop:
+    uvicorn waits for the open connections before it stops, and a page's stream never
+    ends on its own (Ctrl+C would wait until every browser closed its tab)."""
+
+    def __init__(self, config: uvicorn.Config, close_streams: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._close_streams = close_streams
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._loop is not None:  # in a signal handler: the loop's thread does it
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(self._close_streams)

@@ -118,7 +118,9 @@ class Watcher:
         self.error: str | None = None
         self.passes = 0
         self.pass_seconds = 0.0
-        self._subscribers: set[asyncio.Queue[Change]] = set()
+        self._subscribers: set[asyncio.Queue[Change | None]] = set()
+        #: Set by :meth:`close` (the server stops): every subscription has ended.
+        self.closed = False
         self._first = asyncio.Event()
         #: The last changes with the number of passes done once each was found: a page
         #: drawn after pass N asks for the changes after it when it subscribes, so a
@@ -277,12 +279,25 @@ class Watcher:
         """Wait for the first pass."""
         await self._first.wait()
 
+    def close(self) -> None:
+        """The server stops: every subscriber's queue gets None, the end of its changes
+        (a page's event stream ends, so its connection does not hold the server up).
+        Called in the event loop's thread."""
+        self.closed = True
+        for queue in list(self._subscribers):
+            queue.put_nowait(None)
+
     @contextlib.asynccontextmanager
-    async def subscribe(self, since: int | None = None) -> AsyncIterator[asyncio.Queue[Change]]:
-        """A queue that receives every change while the block runs; with ``since`` (the
-        :attr:`passes` a page was drawn after), first the changes found after it (every
-        row, when they are older than the changes kept)."""
-        queue: asyncio.Queue[Change] = asyncio.Queue()
+    async def subscribe(
+        self, since: int | None = None
+    ) -> AsyncIterator[asyncio.Queue[Change | None]]:
+        """A queue that receives every change while the block runs, then None once the
+        watcher is closed; with ``since`` (the :attr:`passes` a page was drawn after),
+        first the changes found after it (every row, when they are older than the
+        changes kept)."""
+        queue: asyncio.Queue[Change | None] = asyncio.Queue()
+        if self.closed:
+            queue.put_nowait(None)
         if since is not None and since < self.passes:
             missed = [change for done, change in self._recent if done > since]
             full = len(self._recent) == self._recent.maxlen

@@ -68,7 +68,7 @@ MACHINE = """\
         steps:
           - name: tick
             uses: shell
-            with: {argv: [sh, -c, "i=0; while [ $i -lt 40 ]; do i=$((i+1)); echo tick $i; sleep 0.25; done"]}
+            with: {argv: [sh, -c, "i=0; while [ $i -lt 24 ]; do i=$((i+1)); echo tick $i; sleep 0.25; done"]}
       - name: destroy
         from: [created, built, build_failed, slowed, slow_failed]
         via: destroying

@@ -6,7 +6,10 @@ schemas/output.schema.json), the token on every request, read-only unless
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +266,36 @@ def test_serve_help_explains_its_options(tmp_path: Path) -> None:
     assert done.returncode == 0
     for option in ("--host", "--port", "--token-file", "--allow-actions", "/api/v1/"):
         assert option in done.stdout
+
+
+def test_sigint_stops_the_server_while_pages_hold_event_streams(tmp_path: Path) -> None:
+    """Ctrl+C (SIGINT) of `runner serve` with pages open: their event streams end and the
+    server exits 130 at once, instead of waiting for every browser to close its tab."""
+    work = make_workdir(tmp_path)
+    with serve(work) as server:
+        ended: list[bytes] = []
+        opened = [threading.Event() for _ in range(2)]
+
+        def hold(index: int) -> None:
+            received = b""
+            with httpx.stream("GET", server.url + "events", timeout=None) as response:
+                for chunk in response.iter_raw():
+                    received += chunk
+                    opened[index].set()
+            ended.append(received)
+
+        readers = [threading.Thread(target=hold, args=(i,), daemon=True) for i in range(2)]
+        for reader in readers:
+            reader.start()
+        assert all(event.wait(10) for event in opened), "the event streams did not open"
+        server.process.send_signal(signal.SIGINT)
+        try:
+            code = server.process.wait(10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("runner serve still runs 10 s after SIGINT with two pages open")
+        _, err = server.process.communicate()
+        assert code == 130, err
+        assert "Traceback" not in err, err
+        for reader in readers:
+            reader.join(5)
+        assert len(ended) == 2 and all(r.startswith(b"retry: 1000") for r in ended), ended
