@@ -607,25 +607,37 @@ def _spawn(
         raise _tool_missing(args[0], "could not be run (permission denied)") from exc
 
 
-#: The watchdog: a small shell that outlives nothing. It reads, one line each, the
-#: process group of the program a step runs now (0: none); at end of input (the runner
-#: is gone: killed, even with SIGKILL) it stops the last group it was told of, unless
-#: the runner said "done" first. One per phase run; it costs a write per program.
+#: The watchdog: a small shell that outlives nothing. Its stdin is a pipe from the
+#: runner that nothing is written to: it ends when the runner is gone (killed, even with
+#: SIGKILL) or closes it. Then the shell reads fd 3, a file the runner rewrites in place
+#: with the process group of the program a step runs now (0: none), and stops that
+#: group. Telling it a group is a write to a file the shell does not read until then:
+#: no wake-up of the shell for every program.
 _WATCHDOG = r"""
-group=0
-while IFS= read -r line; do
-  case "$line" in
-    done) exit 0 ;;
-    *[!0-9]*|'') ;;
-    *) group=$line ;;
-  esac
-done
+while IFS= read -r line; do :; done
+read -r group rest <&3 || group=0
+case "$group" in ''|*[!0-9]*) exit 0 ;; esac
 if [ "$group" -gt 1 ]; then
   kill -TERM -- "-$group" 2>/dev/null
   sleep 2
   kill -KILL -- "-$group" 2>/dev/null
 fi
 """
+#: The width of the group's line in the watchdog's file (rewritten whole each time).
+_GROUP_LINE = 20
+
+
+def _group_file() -> int:
+    """A private file with no name, for the watchdog's fd 3."""
+    memfd = getattr(os, "memfd_create", None)
+    if memfd is not None:
+        with contextlib.suppress(OSError):
+            fd: int = memfd("runner-watchdog")
+            return fd
+    import tempfile
+
+    with tempfile.TemporaryFile() as temp:  # unlinked at once where O_TMPFILE is missing
+        return os.dup(temp.fileno())
 
 
 class Watchdog:
@@ -637,15 +649,22 @@ class Watchdog:
     def __init__(self) -> None:
         self._pid: int | None = None
         self._pipe: int | None = None
+        self._file: int | None = None
 
     def running(self, group: int | None) -> None:
         """The process group of the program a step runs now (None: none)."""
         if self._pipe is None and (group is None or not self._start()):
             return
-        self._send(f"{group or 0}\n")
+        self._note(group or 0)
 
     def _start(self) -> bool:
         read, write = os.pipe()  # both ends close on exec; the child's stdin is a dup
+        try:
+            group_file = _group_file()
+        except OSError:
+            os.close(read)
+            os.close(write)
+            return False
         try:
             self._pid = os.posix_spawn(
                 "/bin/sh",
@@ -655,29 +674,35 @@ class Watchdog:
                     (os.POSIX_SPAWN_DUP2, read, 0),
                     (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
                     (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, group_file, 3),
                 ],
                 setsid=True,
             )
         except OSError:
             os.close(write)
+            os.close(group_file)
             return False  # no watchdog: the next command that takes the lock stops it
         finally:
             os.close(read)
         self._pipe = write
+        self._file = group_file
         return True
 
-    def _send(self, line: str) -> None:
-        if self._pipe is not None:
+    def _note(self, group: int) -> None:
+        if self._file is not None:
             with contextlib.suppress(OSError):
-                os.write(self._pipe, line.encode())
+                os.pwrite(self._file, f"{group}".ljust(_GROUP_LINE - 1).encode() + b"\n", 0)
 
     def close(self) -> None:
         """The run is over: the watchdog leaves without stopping anything."""
         if self._pipe is None:
             return
-        self._send("done\n")
+        self._note(0)
         os.close(self._pipe)
         self._pipe = None
+        if self._file is not None:
+            os.close(self._file)  # the shell has its own descriptor of it
+            self._file = None
         deadline = time.monotonic() + 5
         while self._pid is not None and time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
