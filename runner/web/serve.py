@@ -83,10 +83,9 @@ def serve(
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     app = create_app(Config(make_runner, token=token, allow_actions=allow_actions))
-    # a request still running 5 s after SIGINT or SIGTERM is cancelled
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5
-    )
+    # at SIGINT or SIGTERM the requests under way are answered first (an action's
+    # request lasts its phase); the pages' event streams end (see _Server)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = _Server(config, app.state.close_streams)
     if started is not None:
         started(

@@ -781,6 +781,39 @@ def test_prepare_instance_makes_the_layout_with_its_modes_and_says_what_it_chang
     assert _recap_changed(again.stdout) == 0
 
 
+def _layout(*folders: Path) -> subprocess.CompletedProcess[str]:
+    """prepare-instance.yml's layout script run by sh as its task runs it (no owner:
+    the local provider), under a umask of 077."""
+    play = _load_yaml(TEMPLATES / "ansible" / "prepare-instance.yml")
+    script = play[0]["vars"]["layout_script"]
+    return subprocess.run(
+        ["sh", "-c", "umask 077\n" + script, "sh", "", *map(str, folders)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_the_layout_script_makes_the_folders_above_too_and_follows_links(
+    tmp_path: Path,
+) -> None:
+    instance = tmp_path / "srv" / "torrust" / "instance"
+    made = _layout(instance, instance / "bin")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.split("\n")[:3] == [
+        f"made {tmp_path / 'srv'}",
+        f"made {tmp_path / 'srv' / 'torrust'}",
+        f"made {instance}",
+    ], made.stdout
+    for folder in (tmp_path / "srv", tmp_path / "srv" / "torrust", instance, instance / "bin"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+    assert _layout(instance, instance / "bin").stdout == ""  # nothing to do: unchanged
+    link = tmp_path / "link"
+    link.symlink_to(instance)
+    again = _layout(link, link / "bin")
+    assert again.returncode == 0 and again.stdout == "", again.stdout + again.stderr
+
+
 def test_prepare_instance_fails_when_a_tracker_port_is_in_use(tmp_path: Path) -> None:
     env = LocalEnvironment(tmp_path)
     with listening(env.api_port):

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -269,12 +270,14 @@ def test_serve_help_explains_its_options(tmp_path: Path) -> None:
 
 
 def test_sigint_stops_the_server_while_pages_hold_event_streams(tmp_path: Path) -> None:
-    """Ctrl+C (SIGINT) of `runner serve` with pages open: their event streams end and the
-    server exits 130 at once, instead of waiting for every browser to close its tab."""
+    """Ctrl+C (SIGINT) of `runner serve` with pages open and an action under way: the
+    pages' event streams end, the action's request still gets its answer once its phase
+    is done, and the server exits 130 (it used to wait for every browser tab to close)."""
     work = make_workdir(tmp_path)
-    with serve(work) as server:
+    with serve(work, "--allow-actions") as server:
         ended: list[bytes] = []
         opened = [threading.Event() for _ in range(2)]
+        answers: list[httpx.Response] = []
 
         def hold(index: int) -> None:
             received = b""
@@ -284,18 +287,33 @@ def test_sigint_stops_the_server_while_pages_hold_event_streams(tmp_path: Path) 
                     opened[index].set()
             ended.append(received)
 
+        def act() -> None:  # beta's next phase, `slow`, takes about 6 s
+            url = server.url + "api/v1/environments/beta/actions/advance"
+            answers.append(httpx.post(url, json={"confirm": True}, timeout=60))
+
         readers = [threading.Thread(target=hold, args=(i,), daemon=True) for i in range(2)]
         for reader in readers:
             reader.start()
         assert all(event.wait(10) for event in opened), "the event streams did not open"
+        action = threading.Thread(target=act, daemon=True)
+        action.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status = run_cli("--output", "json", "status", "beta", cwd=work)
+            if json.loads(status.stdout)["state"] == "slowing":
+                break
+            time.sleep(0.1)
         server.process.send_signal(signal.SIGINT)
-        try:
-            code = server.process.wait(10)
-        except subprocess.TimeoutExpired:
-            pytest.fail("runner serve still runs 10 s after SIGINT with two pages open")
-        _, err = server.process.communicate()
-        assert code == 130, err
-        assert "Traceback" not in err, err
         for reader in readers:
             reader.join(5)
         assert len(ended) == 2 and all(r.startswith(b"retry: 1000") for r in ended), ended
+        try:
+            code = server.process.wait(30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("runner serve still runs 30 s after SIGINT with two pages open")
+        _, err = server.process.communicate()
+        assert code == 130, err
+        assert "Traceback" not in err, err
+        action.join(5)
+        assert [a.status_code for a in answers] == [200], answers
+        assert valid(answers[0].json(), "run")["state"] == "slowed"
