@@ -453,8 +453,6 @@ def create_app(config: Config) -> Starlette:
         lifespan=contextlib.asynccontextmanager(lifespan),
     )
     app.state.watcher = watcher
-    #: Ends the event streams (the server stops); called in the event loop's thread.
-    app.state.close_streams = watcher.close
     return app
 
 

@@ -86,7 +86,7 @@ def serve(
     # at SIGINT or SIGTERM the requests under way are answered first (an action's
     # request lasts its phase); the pages' event streams end (see _Server)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    server = _Server(config, app.state.close_streams)
+    server = _Server(config, app.state.watcher.close)
     if started is not None:
         started(
             ServeResult(
