@@ -325,6 +325,9 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
 
             # properties whose whole check is their type: tested here, without a call
             typed = {k: only_type[c] for k, c in props.items() if c in only_type}
+            # a map of values whose whole check is their type (step name to digest):
+            # when every value is of exactly such a class, one pass in C says so
+            uniform = frozenset(only_type[extra]) if not props and extra in only_type else None
 
             def check_object(
                 value: Any,
@@ -333,8 +336,11 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
                 extra: Check = extra,
                 closed: bool = extra_node is False,
                 typed: dict[str, tuple[type, ...]] = typed,
+                uniform: frozenset[type] | None = uniform,
             ) -> str | None:
                 if not isinstance(value, dict):
+                    return None
+                if uniform is not None and uniform.issuperset(map(type, value.values())):
                     return None
                 for key, item in value.items():
                     classes = typed.get(key)
@@ -355,16 +361,21 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
             item_check = build(node["items"])
 
             item_classes = only_type.get(item_check)
+            exact = None if item_classes is None else frozenset(item_classes)
 
             def check_items(
                 value: Any,
                 path: Any,
                 item_check: Check = item_check,
                 classes: tuple[type, ...] | None = item_classes,
+                exact: frozenset[type] | None = exact,
             ) -> str | None:
                 if not isinstance(value, list):
                     return None
-                if classes is not None and all(isinstance(item, classes) for item in value):
+                if classes is not None and (
+                    exact.issuperset(map(type, value))  # type: ignore[union-attr]
+                    or all(isinstance(item, classes) for item in value)
+                ):
                     return None
                 for index, item in enumerate(value):
                     problem = item_check(item, (path, index))

@@ -53,6 +53,7 @@ def _keys(cls: type) -> tuple[tuple[str, str], ...]:
 #: The classes :func:`as_json` returns as they are, tested first by identity (a record's
 #: save converts thousands of values; ``isinstance`` against a union is the slow test).
 _PLAIN = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
 
 
 def as_json(value: Any) -> Any:
@@ -61,8 +62,12 @@ def as_json(value: Any) -> Any:
     if kind in _PLAIN:
         return value
     if kind is dict:
+        if _PLAIN.issuperset(map(type, value.values())) and _STR.issuperset(map(type, value)):
+            return dict(value)  # a map of plain values (step name to digest): copied in C
         return {k if k.__class__ is str else str(k): as_json(v) for k, v in value.items()}
     if kind is list or kind is tuple:
+        if _PLAIN.issuperset(map(type, value)):
+            return list(value)
         return [as_json(v) for v in value]
     if isinstance(value, str | int | float | bool):  # subclasses: an enum's value, say
         return value

@@ -172,6 +172,38 @@ def test_types_are_checked_as_jsonschema_checks_them(
         assert check(value, "") is not None and not validator.is_valid(value), value
 
 
+class _Name(str):
+    """A string of a class of its own."""
+
+
+@pytest.mark.parametrize("kind", ["string", "integer", "number", "boolean", ["string", "null"]])
+def test_maps_and_lists_of_one_type_are_checked_item_by_item_where_one_is_off(kind: Any) -> None:
+    item = {"type": kind}
+    schemas = [{"type": "object", "additionalProperties": item}, {"type": "array", "items": item}]
+    samples: list[Any] = [
+        *(f"s{i}" for i in range(50)),
+        _Name("n"),
+        *range(50),
+        True,
+        1.5,
+        2.0,
+        None,
+    ]
+    for schema in schemas:
+        check = compile_schema(schema)
+        validator = jsonschema.Draft202012Validator(schema)
+        for chosen in (samples[:50], samples[:51], samples[51:101], samples):
+            for off in (None, *samples[-5:]):
+                values = [*chosen, off] if off is not None or chosen is samples else chosen
+                doc: Any = (
+                    {f"k{i}": v for i, v in enumerate(values)}
+                    if schema["type"] == "object"
+                    else values
+                )
+                verdict = check(doc, "")
+                assert (verdict is None) == validator.is_valid(doc), (schema, values, verdict)
+
+
 MACHINE_SCHEMA = json.loads(schema_path("machine").read_text())
 MACHINE_CHECK = compile_schema(MACHINE_SCHEMA)
 MACHINE_VALIDATOR = jsonschema.Draft202012Validator(MACHINE_SCHEMA)

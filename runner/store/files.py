@@ -115,6 +115,8 @@ class _NotPlain(Exception):
 
 
 _INFINITY = float("inf")
+#: Containers whose items are all exact strings are written in one pass of C.
+_STRINGS = frozenset({str})
 
 
 def _indented(value: Any, newline: str) -> str:
@@ -129,12 +131,18 @@ def _indented(value: Any, newline: str) -> str:
         if not value:
             return "{}"
         inner = newline + "  "
-        items = [_json_string(k) + ": " + _indented(v, inner) for k, v in value.items()]
+        if _STRINGS.issuperset(map(type, value.values())):  # step name to digest, say
+            keys, values = map(_json_string, value), map(_json_string, value.values())
+            items = [k + ": " + v for k, v in zip(keys, values, strict=True)]
+        else:
+            items = [_json_string(k) + ": " + _indented(v, inner) for k, v in value.items()]
         return "{" + inner + ("," + inner).join(items) + newline + "}"
     if kind is list:
         if not value:
             return "[]"
         inner = newline + "  "
+        if _STRINGS.issuperset(map(type, value)):  # the completed steps, say
+            return "[" + inner + ("," + inner).join(map(_json_string, value)) + newline + "]"
         return (
             "[" + inner + ("," + inner).join([_indented(v, inner) for v in value]) + newline + "]"
         )

@@ -298,6 +298,28 @@ def test_python_is_the_machines_not_the_runners(
         assert (result.argv, result.stdout) == ((name,), "machine-python\n")
 
 
+def test_a_program_on_path_is_the_first_executable_one_as_a_shell_finds_it(
+    run_log: RunLog, installation: dict[str, Path], tmp_path: Path
+) -> None:
+    first, second, third = (tmp_path / f"p{i}" for i in range(3))
+    plain = first / "picked"  # not executable: passed over, as execvp and which do
+    first.mkdir()
+    plain.write_text("#!/bin/sh\necho plain\n")
+    tool(second, "picked", "second")
+    tool(third, "picked", "third")
+    supervisor = ProcessSupervisor(run_log)
+    os.environ["PATH"] = os.pathsep.join(map(str, (first, second, third)))
+    result = supervisor(["picked"], step="s")
+    assert (result.argv, result.stdout) == (("picked",), "second\n")
+    assert process.find_program("picked") == str(second / "picked")
+    # a step's own PATH is the one searched
+    result = supervisor(["picked"], step="s", env={"PATH": str(third)})
+    assert result.stdout == "third\n"
+    with pytest.raises(StepError) as caught:
+        supervisor(["picked"], step="s", env={"PATH": str(first)})
+    assert caught.value.kind == "tool_missing"
+
+
 def test_a_program_that_is_not_executable_is_missing(run_log: RunLog, tmp_path: Path) -> None:
     script = tmp_path / "not-executable"
     script.write_text("#!/bin/sh\n")

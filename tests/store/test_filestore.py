@@ -25,6 +25,7 @@ from runner.errors import (
     StateFileError,
     StorageError,
 )
+from runner.result import as_json
 from runner.store.contract import LockInfo
 from runner.store.files import FileStore, _serialize
 from runner.store.locking import hold
@@ -100,6 +101,24 @@ def test_the_state_file_text_is_what_json_writes_for_any_value(value: Any) -> No
         assert str(caught.value) == str(exc)
     else:
         assert _serialize(document) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {f"s{i:03d}": f"{i:016x}" for i in range(100)},  # a run's step digests
+        [f"s{i:03d}" for i in range(100)],  # its completed steps
+        {"a": "x", "b": Word("y")},  # a str subclass among strings
+        [Word("w"), "plain"],
+        {"a": "x", 1: "y"},  # a key that is no string
+        {"a": "x", "b": None},
+    ],
+)
+def test_maps_and_lists_of_strings_are_written_as_json_writes_them(value: Any) -> None:
+    document = {"format": 3, "run": {"value": value}}
+    expected = (json.dumps(document, indent=2) + "\n").encode()
+    assert _serialize(document) == expected
+    assert json.dumps(as_json(document)) == json.dumps(document)  # int keys: "1" both ways
 
 
 def test_files_are_0600_and_folders_0700(store: FileStore, tmp_path: Path) -> None:
