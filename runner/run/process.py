@@ -523,23 +523,18 @@ class ProcessSupervisor:
         """``args`` with the program found by :func:`find_program` (its full path when
         it is one of the runner's own tools: Popen would only search ``path``), and the
         file to run when it was found on ``path`` at an absolute place (so that Popen
-        does not search ``path`` again).
-
-        A program that is none of the runner's own tools is left to Popen, which tries
-        each folder of ``path`` in turn in the child as ``execvp`` does: no ``stat`` of
-        every folder here for every step (``true`` in ``/usr/bin`` cost a dozen), and the
-        same program runs; one found nowhere is a ``tool_missing`` failure of
-        :func:`_spawn`."""
+        does not search ``path`` again)."""
         program = args[0]
         if os.sep in program or (os.altsep and os.altsep in program):
             return args, None  # a path: Popen says whether it exists
         own, on_path = _lookups(program, path)
         found = own()
-        if found is None:
-            return args, None
         searched = on_path()  # what Popen would run, searching ``path``: once only
-        if found == searched:
-            return args, searched
+        if found is None or found == searched:
+            if searched is None:
+                raise _tool_missing(program, "was not found on PATH or beside the runner's Python")
+            # a relative folder of PATH is the program's working directory's: Popen's
+            return args, searched if os.path.isabs(searched) else None
         return (found, *args[1:]), None
 
     def _wait(
@@ -607,10 +602,7 @@ def _spawn(
             close_fds=True,
         )
     except FileNotFoundError as exc:
-        program = args[0]
-        bare = os.sep not in program and not (os.altsep and os.altsep in program)
-        where = " on PATH or beside the runner's Python" if bare and executable is None else ""
-        raise _tool_missing(program, f"was not found{where}") from exc
+        raise _tool_missing(args[0], "was not found") from exc
     except PermissionError as exc:
         raise _tool_missing(args[0], "could not be run (permission denied)") from exc
 

@@ -112,6 +112,8 @@ def test_the_state_file_text_is_what_json_writes_for_any_value(value: Any) -> No
         [Word("w"), "plain"],
         {"a": "x", 1: "y"},  # a key that is no string
         {"a": "x", "b": None},
+        {"q": 'a "quote" \\ and \n', "u": "\u00e9t\u00e9 \U0001f600"},  # escapes, non-ASCII
+        ['a "quote" \\', "\u00e9t\u00e9", "\U0001f600"],
     ],
 )
 def test_maps_and_lists_of_strings_are_written_as_json_writes_them(value: Any) -> None:
@@ -119,6 +121,10 @@ def test_maps_and_lists_of_strings_are_written_as_json_writes_them(value: Any) -
     expected = (json.dumps(document, indent=2) + "\n").encode()
     assert _serialize(document) == expected
     assert json.dumps(as_json(document)) == json.dumps(document)  # int keys: "1" both ways
+    if isinstance(value, dict):  # a key that is no string is given as one, as json does
+        assert as_json(value) == {str(k): v for k, v in value.items()}
+    else:
+        assert as_json(value) == value
 
 
 def test_files_are_0600_and_folders_0700(store: FileStore, tmp_path: Path) -> None:
