@@ -361,19 +361,19 @@ def compile_schema(schema: dict[str, Any], *, lazy: bool = False) -> Check:
             item_check = build(node["items"])
 
             item_classes = only_type.get(item_check)
-            exact = None if item_classes is None else frozenset(item_classes)
+            exact = frozenset(item_classes or ())
 
             def check_items(
                 value: Any,
                 path: Any,
                 item_check: Check = item_check,
                 classes: tuple[type, ...] | None = item_classes,
-                exact: frozenset[type] | None = exact,
+                exact: frozenset[type] = exact,
             ) -> str | None:
                 if not isinstance(value, list):
                     return None
                 if classes is not None and (
-                    exact.issuperset(map(type, value))  # type: ignore[union-attr]
+                    exact.issuperset(map(type, value))
                     or all(isinstance(item, classes) for item in value)
                 ):
                     return None
