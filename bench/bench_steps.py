@@ -22,12 +22,21 @@ appends and the program runs (ProcessSupervisor) of the same runs, and a bare "w
 temp, fsync, rename, fsync folder" of the same bytes in the same folder gives the
 disk's floor for one save.
 
+For the decisions the two per-step targets wait on, the same run also gives: the
+engine keeping no snapshots (``[state] snapshots = 0``) against the same floor; the
+record's schema check and the state file's text inside the saves, each against the
+same calls on the run's last record in a loop (warm caches: a step's program and
+fsyncs leave the caches cold for the Python that follows); and the CLI's start taken
+apart: ``python -c pass``, the least imports any advance needs, and every module a real
+advance loads, imported by ``python -c`` with nothing run.
+
     python bench/bench_steps.py [--quick] [--profile]
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -113,6 +122,29 @@ class Tally:
         return timed
 
 
+def advance_modules(work: Path, name: str) -> list[str]:
+    """The modules a `runner advance NAME` in ``work`` loads beyond the interpreter's
+    own start (its run is real and untimed; the names are written at its exit)."""
+    script = (
+        "import sys, runpy, atexit\n"
+        "before = set(sys.modules)\n"
+        "atexit.register(lambda: sys.__stderr__.write('\\nmodules: ' + ' '.join(sorted("
+        "m for m in set(sys.modules) - before if m != '__main__'))))\n"
+        f"sys.argv = ['runner', 'advance', {name!r}]\n"
+        "runpy.run_module('runner', run_name='__main__', alter_sys=True)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=work, capture_output=True, text=True, check=True
+    )
+    return proc.stderr.rsplit("modules: ", 1)[1].split()
+
+
+def _timed(action: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
 def spawn_floor() -> float:
     """``true`` started as the process helper starts a step's program (its own process
     group, stdout and stderr piped and read to the end, the exit status reaped)."""
@@ -156,6 +188,7 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
 
     from runner import Runner
     from runner.run import process
+    from runner.store import files
     from runner.store.files import FileStore
 
     logging.getLogger("runner").setLevel(logging.ERROR)
@@ -174,12 +207,23 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
         store = TimedStore(work)
         ws = Runner(work, work / "machine.yaml", command="bench advance", store=store)
         ws.machine()  # loaded and checked once, outside the timings
+        # the same engine keeping no snapshots (`[state] snapshots = 0`): what a save's
+        # snapshot costs a step, measured as the product would run without it
+        unkept = TimedStore(work)
+        unkept.keep_snapshots = 0
+        ws_unkept = Runner(work, work / "machine.yaml", command="bench advance", store=unkept)
+        ws_unkept.machine()
         counter = itertools.count()
         original_call = process.ProcessSupervisor.__call__
         process.ProcessSupervisor.__call__ = tally.wrap("program", original_call)  # type: ignore[method-assign]
+        # inside the saves: the record's schema check and the state file's text
+        original_check, original_text = files.record_problem, files._serialize
+        files.record_problem = tally.wrap("check", original_check)
+        files._serialize = tally.wrap("text", original_text)
         breakdown: list[dict[str, float]] = []
         floors: list[float] = []
         step_floors: list[float] = []  # per step: spawn_floor + one bare durable save
+        finished: list[bytes] = []  # the state file each timed API run left
 
         def fresh() -> str:
             name = f"env-{next(counter):03d}"
@@ -195,6 +239,7 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
             assert result.state == "done", result
             breakdown.append({**tally.seconds, "saves": tally.calls.get("save", 0)})
             data = (work / "data" / name / "state.json").read_bytes()
+            finished.append(data)
             floors.append(median(fsync_floor(work / "data" / name, data) for _ in range(5)))
             step_floors.append(
                 median(
@@ -202,6 +247,34 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
                 )
             )
             return elapsed
+
+        def api_unkept() -> float:
+            name = f"unkept-{next(counter):03d}"
+            ws_unkept.create(name)
+            start = time.perf_counter()
+            result = ws_unkept.advance(name)
+            elapsed = time.perf_counter() - start
+            assert result.state == "done", result
+            data = (work / "data" / name / "state.json").read_bytes()
+            for _ in range(STEPS):  # what follows `api` too, so both meet the same disk
+                spawn_floor() + fsync_floor(work / "data" / name, data)
+            return elapsed
+
+        # the two in alternation, each first in every other round: one right after the
+        # other, the second would always meet the journal the first one left
+        kept_times: list[float] = []
+        unkept_times: list[float] = []
+        pairs = itertools.count()
+
+        def api_pair() -> float:
+            order = [(api, kept_times), (api_unkept, unkept_times)]
+            if next(pairs) % 2:
+                order.reverse()
+            total = 0.0
+            for action, into in order:
+                into.append(action())
+                total += into[-1]
+            return total
 
         def api_loop() -> float:
             start = time.perf_counter()
@@ -219,6 +292,15 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
         cli_loop = Command([sys.executable, "-c", LOOP.format(n=STEPS)], work)
         # the least an advance's start can take: the interpreter and LEAST_IMPORTS
         cli_least = Command([sys.executable, "-c", LEAST_IMPORTS], work)
+        # every module an advance loads, imported and nothing else: the start's share
+        # that is imports (the runner's own modules included)
+        advance_modules(work, fresh())  # the first CLI command here checks the machine
+        loaded = advance_modules(work, fresh())  # as every later advance: from the cache
+        imports = (
+            f"import importlib\nfor m in {loaded!r}:\n    try:\n"
+            "        importlib.import_module(m)\n    except ImportError:\n        pass\n"
+        )
+        cli_imports = Command([sys.executable, "-c", imports], work)
         cli_pass = Command([sys.executable, "-c", "pass"], work)
         # the same phase with twice the steps: the difference is what a step costs the
         # CLI once its start (interpreter, imports, machine checks) is paid
@@ -255,8 +337,9 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
                     "cli_double": cli_double,
                     "cli_loop": cli_loop,
                     "cli_least": cli_least,
+                    "cli_imports": cli_imports,
                     "cli_pass": cli_pass,
-                    "api": api,
+                    "api": api_pair,
                     "api_double": api_double,
                     "api_loop": api_loop,
                 },
@@ -264,6 +347,9 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
             )
         finally:
             process.ProcessSupervisor.__call__ = original_call  # type: ignore[method-assign]
+            files.record_problem, files._serialize = original_check, original_text
+        # the pair's own times, without its warm-up round
+        times["api"], times["api_unkept"] = kept_times[1:], unkept_times[1:]
         figures.append(
             Figure(
                 BENCH,
@@ -327,6 +413,17 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
             ),
             Figure(
                 BENCH,
+                "  every module an advance loads, imported (nothing run)",
+                median(times["cli_imports"]),
+                baseline=median(times["cli_least"]),
+                baseline_name="least start",
+                runs=runs,
+                note=f"the {len(loaded)} modules a real advance loads beyond the "
+                "interpreter's start, imported by `python -c`: the start's share that is "
+                "imports; the rest of the start is the machine check, lock, session and exit",
+            ),
+            Figure(
+                BENCH,
                 "  CLI per added step (200 vs 100 steps) against the API's",
                 marginal,
                 baseline=api_marginal,
@@ -348,6 +445,16 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
                 note="floor: `true` started as the process helper does (own group, pipes "
                 "read, reaped) plus one bare durable replace of the same record, per step",
             ),
+            Figure(
+                BENCH,
+                "  the same engine keeping no snapshots",
+                median(times["api_unkept"]) / STEPS,
+                baseline=median(step_floors),
+                baseline_name="spawn + one durable save",
+                runs=runs,
+                note="`[state] snapshots = 0` (the default keeps 20): what a save's snapshot "
+                "costs a step, for a decision on fewer snapshots; not the target",
+            ),
         ]
         n = len(breakdown)
         save = median(b.get("save", 0.0) for b in breakdown) / STEPS
@@ -355,6 +462,12 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
         program = median(b.get("program", 0.0) for b in breakdown) / STEPS
         rest = api_fig.value - save - event - program
         saves_per_run = int(median(b["saves"] for b in breakdown))
+        check = median(b.get("check", 0.0) for b in breakdown) / STEPS
+        text = median(b.get("text", 0.0) for b in breakdown) / STEPS
+        # the same two on the finished run's record, called in a loop: warm caches
+        document = json.loads(finished[-1])
+        warm_check = median(_timed(lambda: original_check(document)) for _ in range(500))
+        warm_text = median(_timed(lambda: original_text(document)) for _ in range(500))
         figures += [
             Figure(
                 BENCH,
@@ -365,6 +478,26 @@ def collect(quick: bool = False, force_profile: bool = False) -> tuple[list[Figu
                 runs=n,
                 note=f"{saves_per_run} saves per run of {STEPS} steps; baseline: the same "
                 "number of bare durable replaces in the same folder",
+            ),
+            Figure(
+                BENCH,
+                "    in the saves: the record's schema check",
+                check,
+                baseline=warm_check * saves_per_run / STEPS,
+                baseline_name="same check, finished record, warm loop",
+                runs=n,
+                note="the check every save makes of the record it writes; the baseline is "
+                "the same number of checks of the run's last record called in a loop (warm "
+                "caches): a step's program and fsyncs leave the caches cold for the Python "
+                "after them",
+            ),
+            Figure(
+                BENCH,
+                "    in the saves: the state file's text",
+                text,
+                baseline=warm_text * saves_per_run / STEPS,
+                baseline_name="same text, finished record, warm loop",
+                runs=n,
             ),
             Figure(BENCH, "  of which event appends", event, runs=n),
             Figure(
