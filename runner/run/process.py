@@ -612,15 +612,16 @@ def _spawn(
 #: SIGKILL) or closes it. Then the shell reads fd 3, a file the runner rewrites in place
 #: with the process group of the program a step runs now (0: none), and stops that
 #: group. Telling it a group is a write to a file the shell does not read until then:
-#: no wake-up of the shell for every program.
+#: no wake-up of the shell for every program. ``kill -SIG -GROUP`` takes no ``--``: the
+#: ``kill`` of dash (Debian's ``/bin/sh``) rejects it ("Illegal number: -").
 _WATCHDOG = r"""
 while IFS= read -r line; do :; done
 read -r group rest <&3 || group=0
 case "$group" in ''|*[!0-9]*) exit 0 ;; esac
 if [ "$group" -gt 1 ]; then
-  kill -TERM -- "-$group" 2>/dev/null
+  kill -TERM "-$group" 2>/dev/null
   sleep 2
-  kill -KILL -- "-$group" 2>/dev/null
+  kill -KILL "-$group" 2>/dev/null
 fi
 """
 #: The width of the group's line in the watchdog's file (rewritten whole each time).

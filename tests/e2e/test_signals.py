@@ -235,7 +235,7 @@ def test_sighup_outside_a_phase_exits_129(tmp_path: Path) -> None:
         holder.communicate(timeout=30)
 
 
-SLEEPER = "if [ -f {base}/fast ]; then exit 0; fi; sleep 8 & echo $! > {base}/sleep.pid; wait"
+SLEEPER = "if [ -f {base}/fast ]; then exit 0; fi; sleep 120 & echo $! > {base}/sleep.pid; wait"
 
 
 def _started_sleeper(tmp_path: Path, marker: str) -> tuple[Path, subprocess.Popen[str], int]:
@@ -266,7 +266,8 @@ def test_a_killed_runner_takes_its_step_with_it(tmp_path: Path) -> None:
     assert _watchdogs(marker), "the run has a watchdog"
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
-    assert wait_for(lambda: not alive(sleeper), 10), "the step outlived the runner"
+    # the watchdog sends SIGTERM at once (SIGKILL 2 s later); the sleeper would run 120 s
+    assert wait_for(lambda: not alive(sleeper), 5), "the step outlived the runner"
     assert wait_for(lambda: not marked_processes(marker), 10), marked_processes(marker)
     (tmp_path / "fast").write_text("")
     resumed = run_cli("resume", "demo", cwd=work)
