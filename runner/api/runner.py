@@ -733,12 +733,18 @@ class Runner:
             logged = self.store.read_events(name, limit=1)
             _same_lineage(version, logged, restoring=True)
             _state_known(session.machine, version)
+            # Above every serial the environment has had: after an old copy was put back
+            # by hand, the later versions (kept, and in the event log) stay what they are.
+            newest = max(
+                [current.serial, *(s.serial for s in self.store.list_snapshots(name))]
+                + [e["serial"] for e in logged if _whole(e.get("serial"))]
+            )
             version.serial = current.serial
             version.name = current.name
             if version.lineage is None:
                 version.lineage = current.lineage
             session.record = version
-            session.save(f"restored {serial}")
+            session.save(f"restored {serial}", serial=newest + 1)
             session.event(
                 "restored",
                 restored=serial,
@@ -1167,6 +1173,11 @@ def _entered_at(record: Record, events: Events) -> str:
                 return stamp
             break  # the last move went elsewhere: the log is behind the record
     return record.updated_at
+
+
+def _whole(value: object) -> bool:
+    """Whether ``value`` is a whole number (a bool is not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _same_lineage(record: Record, last: Events, *, restoring: bool = False) -> None:

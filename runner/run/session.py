@@ -80,10 +80,11 @@ class Session:
 
     # -- persistence ------------------------------------------------------------------
 
-    def save(self, change: str | None = None) -> None:
-        """Persist the record (serial + 1), naming the machine that moved it and what
-        made this version (``change``; by default the phase running). A record of an
-        older format gets its lineage here."""
+    def save(self, change: str | None = None, *, serial: int | None = None) -> None:
+        """Persist the record (serial + 1, or ``serial`` when higher: see
+        :meth:`Store.save`), naming the machine that moved it and what made this version
+        (``change``; by default the phase running). A record of an older format gets its
+        lineage here."""
         record = self.record
         machine = self.machine
         if self._machine_ref is None or self._machine_ref[0] is not machine:
@@ -97,7 +98,7 @@ class Session:
         if change is None and record.run is not None:
             change = f"phase {record.run.phase}"
         record.change = change
-        self.store.save(record)
+        self.store.save(record, serial=serial)
 
     def event(self, event_type: str, **fields: Any) -> None:
         """Append an event of ``event_type`` at the record's serial."""

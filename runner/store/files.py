@@ -13,7 +13,9 @@ A save writes the new version's snapshot (a copy, created under its own name, no
 fsynced) before it replaces ``state.json`` durably, so a snapshot costs no second fsync
 and no rename. A crash
 between the two leaves a snapshot whose serial is above the current one: listings
-ignore it and the next save writes over it. The current version is always listed from
+ignore it and the next save writes over it. (Snapshots above the current serial are
+offered only when the event log goes on to them: an old copy of ``state.json`` put
+back by hand, whose later versions a restore brings back.) The current version is always listed from
 ``state.json`` itself; snapshots beyond ``keep_snapshots`` older ones are removed.
 
 Files are 0600 and folders 0700. A state file this runner cannot read (not JSON,
@@ -565,11 +567,11 @@ class FileStore:
             return known[1]
         return self._validated(name, data).serial
 
-    def save(self, record: Record) -> None:
+    def save(self, record: Record, *, serial: int | None = None) -> None:
         name = check_name(record.name)
         expected = record.serial
         document = record.to_json()
-        document["serial"] = expected + 1
+        document["serial"] = _next_serial(expected, serial)
         document["updated_at"] = now_iso()
         data = self._checked(document)
         stored = self._stored_serial(name)
@@ -652,9 +654,25 @@ class FileStore:
                         os.unlink(os.path.join(folder, _snapshot_file(serial)))
 
     def _kept(self, name: str, current: int) -> builtins.list[int]:
-        """The serials kept besides the current one, oldest first."""
+        """The serials kept besides the current one, oldest first. Above the current
+        serial only when the event log goes further (an old copy of ``state.json`` put
+        back by hand: the later versions are kept and offered); otherwise a snapshot
+        above it is what a save cut short left, and the next save writes over it."""
         oldest = current - self.keep_snapshots
-        return [s for s in self._snapshot_serials(name) if oldest <= s < current]
+        newest = self._logged_serial(name, current)
+        return [s for s in self._snapshot_serials(name) if oldest <= s <= newest and s != current]
+
+    def _logged_serial(self, name: str, current: int) -> int:
+        """The serial of the event log's last event when it is above ``current``, else
+        ``current`` (also when the log cannot be read: it never hides a snapshot)."""
+        try:
+            last = self.read_events(name, limit=1)
+        except RunnerError:
+            return current
+        serial = last[-1].get("serial") if last else None
+        if isinstance(serial, int) and not isinstance(serial, bool) and serial > current:
+            return serial
+        return current
 
     def list_snapshots(self, name: str) -> builtins.list[SnapshotInfo]:
         current = self.load(name)
@@ -665,7 +683,7 @@ class FileStore:
             except StateFileError:
                 continue  # a damaged copy is not offered; the others still are
         infos.append(SnapshotInfo.of(current))
-        return infos
+        return sorted(infos, key=lambda info: info.serial)
 
     def _read_snapshot(self, name: str, serial: int) -> Record:
         path = self._env_dir(name) / SNAPSHOT_FOLDER / _snapshot_file(serial)
@@ -956,6 +974,13 @@ class FileArtifact:
             self._file.close()
         except OSError as exc:
             raise StorageError(f"cannot write {self.ref}: {exc.strerror or exc}") from exc
+
+
+def _next_serial(expected: int, serial: int | None) -> int:
+    """The serial a save writes: ``expected + 1``, or ``serial`` when it is higher."""
+    if serial is None or serial <= expected + 1:
+        return expected + 1
+    return serial
 
 
 def _snapshot_file(serial: int) -> str:

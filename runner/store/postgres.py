@@ -656,19 +656,20 @@ class PostgresStore:
             raise self._not_found(name)
         return self._parsed(name, row[0])
 
-    def save(self, record: Record) -> None:
+    def save(self, record: Record, *, serial: int | None = None) -> None:
         name = check_name(record.name)
         expected = record.serial
+        written = expected + 1 if serial is None else max(expected + 1, serial)
         updated_at = now_iso()
-        text = self._document(record, expected + 1, updated_at)
+        text = self._document(record, written, updated_at)
         with self._tx(name) as db:
             done = db.execute(
                 "UPDATE runner.environments SET serial = %s, state = %s, updated_at = %s, "
                 "document = %s WHERE name = %s AND serial = %s",
-                (expected + 1, record.state, updated_at, text, name, expected),
+                (written, record.state, updated_at, text, name, expected),
             )
             if done.rowcount == 1:
-                kept = struct.replace(record, serial=expected + 1, updated_at=updated_at)
+                kept = struct.replace(record, serial=written, updated_at=updated_at)
                 self._keep(db, kept, text)
                 stored = None
             else:
@@ -686,7 +687,7 @@ class PostgresStore:
                 "and run the command again",
                 environment=name,
             )
-        record.serial = expected + 1
+        record.serial = written
         record.updated_at = updated_at
         record.format = STATE_FORMAT
 

@@ -43,11 +43,13 @@ class Records(Protocol):
         """A fresh copy of the validated record; EnvironmentNotFoundError or
         StateFileError."""
 
-    def save(self, record: Record) -> None:
+    def save(self, record: Record, *, serial: int | None = None) -> None:
         """Durably write ``record`` as serial ``record.serial + 1`` with a fresh
         ``updated_at``, provided the stored serial is still ``record.serial``
         (ConflictError otherwise: nothing is written). Once written, the new serial and
-        ``updated_at`` are set on ``record``; on any error it is left unchanged."""
+        ``updated_at`` are set on ``record``; on any error it is left unchanged.
+        ``serial`` writes a higher serial than ``record.serial + 1`` instead: a restore
+        after an old copy of the record was put back, so that no serial is used twice."""
 
     def delete(self, name: str) -> None:
         """Remove the environment: record, lock, events and artifacts."""

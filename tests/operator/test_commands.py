@@ -194,6 +194,42 @@ def test_a_state_file_of_another_lineage_is_refused_and_restore_is_the_way_back(
     assert cli(work, "status", "demo").returncode == 0
 
 
+def test_after_an_old_copy_is_put_back_the_later_versions_stay_listed_and_restorable(
+    work: Path,
+) -> None:
+    """An old snapshot copied over state.json by hand: `snapshots` still offers the
+    versions after it, `restore` brings the newest back, and its save takes a serial no
+    version had (nothing kept is written over, the event log's serials go on growing)."""
+    failed_in_build(work, "demo")
+    assert cli(work, "inputs", "demo", "--set", "ok=true").returncode == 0
+    assert cli(work, "resume", "demo").returncode == 0
+    latest = read_state(work)
+    newest = latest["serial"]
+    assert newest >= 5, newest
+    snapshots = work / "data/demo/snapshots"
+    later = {s: (snapshots / f"{s}.json").read_bytes() for s in range(3, newest)}
+    (work / "data/demo/state.json").write_bytes((snapshots / "2.json").read_bytes())
+    refused(cli(work, "status", "demo", "--output", "json"), 2, "old copy", "runner snapshots")
+    listed = document(cli(work, "snapshots", "demo", "--output", "json"), 0, "snapshots")
+    serials = [s["serial"] for s in listed["snapshots"]]
+    assert listed["current"] == 2
+    assert serials == sorted(serials) and set(range(1, newest + 1)) <= set(serials), serials
+    shown = cli(work, "snapshots", "demo").stdout
+    assert f"\n{newest} " in shown and "(current)" in shown
+    restored = document(
+        cli(work, "restore", "demo", "--serial", str(newest), "--output", "json"), 0, "restore"
+    )
+    assert (restored["restored"], restored["serial"]) == (newest, newest + 1)
+    state = read_state(work)
+    assert (state["serial"], state["state"]) == (newest + 1, latest["state"])
+    assert state["outputs"] == latest["outputs"] and state["run"] == latest["run"]
+    for serial, data in later.items():  # the versions after the old copy, untouched
+        assert (snapshots / f"{serial}.json").read_bytes() == data, serial
+    logged = [e["serial"] for e in read_events(work)]
+    assert logged == sorted(logged) and logged[-1] == newest + 1
+    assert cli(work, "status", "demo").returncode == 0
+
+
 def test_a_record_of_format_2_gets_a_lineage_on_its_next_save(work: Path) -> None:
     assert cli(work, "create", "demo").returncode == 0
     state = read_state(work)

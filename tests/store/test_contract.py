@@ -239,6 +239,25 @@ def test_serials_grow_by_one_per_save(backend: Backend) -> None:
     assert backend.open().load("demo").outputs == {"n": 11}
 
 
+def test_a_save_told_a_higher_serial_writes_it_and_keeps_the_version(backend: Backend) -> None:
+    """What a restore after an old copy was put back needs: a serial above every one
+    the environment had, still compared with the stored one (and never lower)."""
+    store = backend.open()
+    record = new_record()
+    store.create(record)
+    record.outputs["n"] = 1
+    store.save(record, serial=9)
+    assert record.serial == 9
+    assert backend.open().load("demo").serial == 9
+    assert backend.open().load_snapshot("demo", 9).outputs == {"n": 1}
+    stale = new_record()  # serial 1, as stored before the save above
+    with pytest.raises(ConflictError):
+        backend.open().save(stale, serial=20)
+    record.outputs["n"] = 2
+    store.save(record, serial=3)  # not above serial + 1: serial + 1
+    assert backend.open().load("demo").serial == 10
+
+
 def test_create_race_across_processes_has_one_winner(backend: Backend) -> None:
     procs = [worker(backend, "create", "race") for _ in range(8)]
     answers = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
