@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import ENV, MACHINE, runner, state, tracker_ports
+from tests.e2e.harness import ENV, MACHINE, free_port, runner, state, tracker_ports
 from tests.helpers import cli_env
 
 # ---------------------------------------------------------------------------- helpers
@@ -175,8 +175,13 @@ def test_configure_fails_when_a_tracker_port_is_in_use(work: Path) -> None:
     ok(work, "up", "demo", "--to", "provisioned")
     with listening(port):  # taken after provision: the configuration finds it
         failed(work, "up", "demo")
-    assert_failed(work, "configure_failed", "prepare_instance", "the playbooks are idempotent",
-                  f"tracker port {port}", "already in use")  # fmt: skip
+        assert_failed(work, "configure_failed", "prepare_instance", "the playbooks are idempotent",
+                      f"tracker port {port}", "already in use")  # fmt: skip
+        # the documented way out, the port still taken: another port, then resume (the
+        # phase renders the inventory again, so the playbooks see the new input)
+        ok(work, "inputs", "demo", "--set", f"tracker.api_port={free_port()}")
+        ok(work, "resume", "demo")
+        assert state(work, "demo")["state"] == "configured"
     destroy_cleans_up(work)
 
 
