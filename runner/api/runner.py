@@ -285,6 +285,7 @@ class Runner:
             self._free_ports(machine, name, given, values)
             self._secrets_readable(machine, values)
             record = self._new_record(machine, name, values)
+            self._no_build_left(name, record.paths.build_dir)
             self.store.create(record)
             self._created_event(machine, record)
             return CreateResult.from_record(record)
@@ -874,6 +875,28 @@ class Runner:
             MachineRef.at(machine.name, machine.digest, self.machine_file, self.workdir),
             inputs,
             data_dir=self.store.data_dir(name),
+        )
+
+    def _no_build_left(self, name: str, build_dir: str) -> None:
+        """Refuse a new environment whose build folder still holds an earlier one's files
+        (purged without ``--build``): it would take them over, OpenTofu state included,
+        and so act on infrastructure it never created."""
+        folder = self.workdir / build_dir
+        try:
+            if not folder.is_dir() or not any(folder.iterdir()):
+                return
+            states = sorted(
+                str(p.relative_to(self.workdir)) for p in folder.rglob("*.tfstate") if p.is_file()
+            )
+        except OSError:
+            return  # unreadable: the phase that needs the folder says so
+        held = f" ({states[0]} is OpenTofu state)" if states else ""
+        raise InputError(
+            f"{build_dir} still holds the files of an earlier environment named '{name}'"
+            f"{held}: a new environment would take them over",
+            hint="make sure nothing it created still exists (docs/recovery.md, manual "
+            f"cleanup with OpenTofu), then remove {build_dir}; nothing was created",
+            environment=name,
         )
 
     def _free_ports(

@@ -5,6 +5,7 @@ undeclared state, phase in progress, lineage mismatch, changed steps."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -319,7 +320,15 @@ def test_purge_frees_the_name_and_says_what_may_remain(work: Path) -> None:
     assert "never destroyed" in said
     assert not (work / "data/demo").exists() and (work / "build/demo/tofu").is_dir()
     assert cli(work, "exists", "demo").stdout == "false\n"
-    # the name is free; a destroyed environment purges without --force, --build too
+    # the name is free, but not the build folder: a new environment would take over the
+    # OpenTofu state of the old one, so create refuses until the folder is gone
+    data = refused(
+        cli(work, "create", "demo", "--output", "json"), 2, "build/demo/tofu/terraform.tfstate"
+    )
+    assert "earlier environment" in data["message"] and "nothing was created" in data["hint"]
+    assert cli(work, "exists", "demo").stdout == "false\n"
+    shutil.rmtree(work / "build/demo")
+    # a destroyed environment purges without --force, --build too
     assert cli(work, "create", "demo").returncode == 0
     assert cli(work, "destroy", "demo").returncode == 0
     text = cli(work, "purge", "demo", "--build")
