@@ -41,7 +41,7 @@ def parse_holder(data: bytes) -> LockInfo | None:
     """The holder a lock file names, or None when it is empty or not a holder record."""
     try:
         raw = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(raw, dict):
         return None

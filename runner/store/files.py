@@ -62,8 +62,10 @@ from runner.store import filelock
 from runner.store.contract import EnvironmentCopy, ListEntry, LockInfo, SnapshotInfo
 from runner.store.record import (
     STATE_FORMAT,
+    TOO_DEEP,
     Record,
     check_name,
+    checked_problem,
     light_problem,
     now_iso,
     now_stamp,
@@ -316,8 +318,9 @@ class FileStore:
         raise StateFileError(
             f"{shown} {problem}",
             hint=hint
-            or f"restore {shown} from a backup or repair it by hand; the runner never "
-            "rewrites a state file it cannot read",
+            or f"copy the newest good version from {self.relative(self._root)}/{name}/"
+            f"{SNAPSHOT_FOLDER}/ over {shown} (docs/recovery.md), or repair it by hand; the "
+            "runner never rewrites a state file it cannot read",
             environment=name,
             path=shown,
         )
@@ -340,11 +343,13 @@ class FileStore:
             )
         except ValueError as exc:  # a duplicate key, NaN or Infinity
             self._state_error(name, f"is not valid JSON: {exc}")
+        except RecursionError:
+            self._state_error(name, TOO_DEEP)
 
     def _validated(self, name: str, data: bytes) -> Record:
         """The record in ``data`` (the bytes of ``name``'s state.json), fully checked."""
         document: dict[str, Any] = self._parse(name, data)
-        problem = record_problem(document)
+        problem = checked_problem(record_problem, document)
         if problem is None and document["name"] != name:
             problem = f"names environment '{document['name']}' but lies in the folder of '{name}'"
         if problem:
@@ -388,7 +393,7 @@ class FileStore:
                 except (OSError, TooLarge):
                     data = self._read_state(name)  # raises the error that says why
                 document = self._parse(name, data, strict=False)
-                problem = light_problem(document)  # not the full schema: see light_problem
+                problem = checked_problem(light_problem, document)  # see light_problem
                 if problem is None and document["name"] != name:
                     problem = f"names environment '{document['name']}'"
                 if problem:
@@ -699,8 +704,10 @@ class FileStore:
             document = strict_loads(data)
         except ValueError:
             problem: str | None = "is not valid JSON"
+        except RecursionError:
+            problem = TOO_DEEP
         else:
-            problem = record_problem(document)
+            problem = checked_problem(record_problem, document)
             if problem is None and (document["name"], document["serial"]) != (name, serial):
                 problem = "is not the version its name says"
         if problem:
@@ -1042,7 +1049,7 @@ def _parse_lines(lines: list[bytes]) -> list[dict[str, Any]]:
             continue
         try:
             event = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(event, dict):
             events.append(event)

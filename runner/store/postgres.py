@@ -60,8 +60,10 @@ from runner.store import libpq
 from runner.store.contract import EnvironmentCopy, ListEntry, LockInfo, SnapshotInfo
 from runner.store.record import (
     STATE_FORMAT,
+    TOO_DEEP,
     Record,
     check_name,
+    checked_problem,
     light_problem,
     now_iso,
     now_stamp,
@@ -582,7 +584,9 @@ class PostgresStore:
             document = json.loads(text)
         except ValueError as exc:
             self._state_error(name, f"is not valid JSON ({exc})")
-        problem = (record_problem if full else light_problem)(document)
+        except RecursionError:
+            self._state_error(name, TOO_DEEP)
+        problem = checked_problem(record_problem if full else light_problem, document)
         if problem is None and document.get("name") != name:
             problem = f"names environment '{document.get('name')}'"
         if problem:
@@ -918,7 +922,7 @@ class PostgresStore:
         for (body,) in rows:
             try:
                 event = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(event, dict):
                 events.append(event)

@@ -30,6 +30,7 @@ from runner.struct import copied, field, struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
     from typing import Any
 
@@ -127,6 +128,18 @@ def _format_problem(data: object) -> str | None:
         readable = f"{', '.join(first)} and {last}" if first else last
         return f"has an unknown format {json.dumps(fmt)} (this runner reads formats {readable})"
     return None
+
+
+#: What a record nested deeper than Python's parser or checks can follow is said to be.
+TOO_DEEP = "is nested too deeply to be a state file"
+
+
+def checked_problem(check: Callable[[Any], str | None], document: Any) -> str | None:
+    """``check(document)``, where a document too deep to walk is a problem, not a crash."""
+    try:
+        return check(document)
+    except RecursionError:
+        return TOO_DEEP
 
 
 def record_problem(data: object) -> str | None:

@@ -47,8 +47,8 @@ class Backend:
     """What the worker process needs to open the same store."""
     tear_last_event: Callable[[str], None]
     """Leave the environment's last event half written (as a crash would)."""
-    break_entry: Callable[[str], None]
-    """Make one environment's record unreadable."""
+    put_document: Callable[[str, str], None]
+    """Replace one environment's stored record with this text, as a hand edit would."""
     plant_holder: Callable[[str, LockInfo], None]
     """Leave a holder record as a holder killed with SIGKILL would (lock not held)."""
     keeping: Callable[[int], Store]
@@ -62,8 +62,8 @@ def file_backend(tmp_path: Path) -> Backend:
         with open(tmp_path / "data" / name / "events.jsonl", "ab") as log:
             log.write(b'{"type": "transition", "serial": 99, "ti')
 
-    def break_entry(name: str) -> None:
-        (tmp_path / "data" / name / "state.json").write_bytes(b'{"format": 2, "name": ')
+    def put_document(name: str, text: str) -> None:
+        (tmp_path / "data" / name / "state.json").write_text(text)
 
     def plant(name: str, info: LockInfo) -> None:
         (tmp_path / "data" / name / "state.lock").write_text(json.dumps(info.to_json()))
@@ -72,7 +72,7 @@ def file_backend(tmp_path: Path) -> Backend:
         lambda: FileStore(tmp_path),
         f"file:{tmp_path}",
         tear,
-        break_entry,
+        put_document,
         plant,
         lambda keep: FileStore(tmp_path, keep_snapshots=keep),
     )
@@ -97,12 +97,8 @@ def postgres_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
             '{"type": "transition", "serial": 99, "ti',
         )
 
-    def break_entry(name: str) -> None:
-        sql(
-            "UPDATE runner.environments SET document = %s WHERE name = %s",
-            '{"format": 2, "name": ',
-            name,
-        )
+    def put_document(name: str, text: str) -> None:
+        sql("UPDATE runner.environments SET document = %s WHERE name = %s", text, name)
 
     def plant(name: str, info: LockInfo) -> None:
         sql(
@@ -122,7 +118,7 @@ def postgres_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
         lambda: PostgresStore(url),
         url,
         tear,
-        break_entry,
+        put_document,
         plant,
         lambda keep: PostgresStore(url, keep_snapshots=keep),
     )
@@ -274,12 +270,37 @@ def test_listing_survives_a_broken_entry(backend: Backend) -> None:
     store = backend.open()
     for name in ("a", "b", "c"):
         store.create(new_record(name))
-    backend.break_entry("b")
+    backend.put_document("b", '{"format": 2, "name": ')
     entries = backend.open().list()
     assert [e.name for e in entries] == ["a", "b", "c"]
     assert [e.record.name if e.record else None for e in entries] == ["a", None, "c"]
     assert entries[1].error and not entries[0].error
     with pytest.raises(StateFileError):
+        backend.open().load("b")
+
+
+@pytest.mark.parametrize("depth", [200_000, 990])
+def test_a_record_nested_too_deeply_is_unreadable_not_a_crash(
+    backend: Backend, depth: int
+) -> None:
+    """Deeper than the JSON parser follows (200,000), or parsed but deeper than the
+    record's checks can walk (990, inside the outputs): one unreadable entry, and a
+    StateFileError for that record, as for any damaged one."""
+    store = backend.open()
+    for name in ("a", "b"):
+        store.create(new_record(name))
+    if depth > 1000:
+        text = "[" * depth + "]" * depth
+    else:
+        document = new_record("b").to_json()
+        document["outputs"] = {"deep": "DEEP"}
+        text = json.dumps(document).replace('"DEEP"', "[" * depth + "]" * depth)
+    backend.put_document("b", text)
+    entries = backend.open().list()
+    assert [e.name for e in entries] == ["a", "b"]
+    assert entries[0].record is not None and entries[1].record is None
+    assert entries[1].error and "nested too deeply" in entries[1].error
+    with pytest.raises(StateFileError, match="nested too deeply"):
         backend.open().load("b")
 
 
