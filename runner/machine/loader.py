@@ -735,6 +735,16 @@ def _steps_problems(
             )
         else:
             seen[name] = k
+        for where, value in _durations(step):
+            try:
+                parse_duration(value)
+            except (TypeError, ValueError) as exc:
+                found.append(
+                    _Found(
+                        (*base, k, *where),
+                        f"`{where[-1]}` of {noun} '{name}': {exc}",
+                    )
+                )
         when = step.get("when")
         if checks.templates and isinstance(when, str):
             error = checks.syntax(when, expression=True)
@@ -762,6 +772,17 @@ def _steps_problems(
                     )
         if registry is not None:
             found.extend(_plugin_problems(step, (*base, k), registry, checks, texts, noun))
+    return found
+
+
+def _durations(step: dict[str, Any]) -> list[tuple[tuple[str, ...], Any]]:
+    """The durations of a step (its timeout and retry pauses), with their paths."""
+    found: list[tuple[tuple[str, ...], Any]] = []
+    if "timeout" in step:
+        found.append((("timeout",), step["timeout"]))
+    retry = step.get("retry")
+    if isinstance(retry, dict):
+        found += [(("retry", key), retry[key]) for key in ("delay", "max_delay") if key in retry]
     return found
 
 

@@ -20,20 +20,30 @@ ANY = "any"
 _DURATION_PART = r"(\d+(?:\.\d+)?)(ms|s|m|h)"
 _DURATION_WHOLE = r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$"
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: The longest duration taken (366 days): longer ones are mistakes, and beyond some
+#: length a deadline no longer fits the clocks' arithmetic.
+MAX_DURATION_S = 366 * 86400.0
 
 
 def parse_duration(value: str | int | float) -> float:
-    """Seconds in a duration: a number of seconds, or text like ``30s``, ``15m``, ``1h30m``."""
+    """Seconds in a duration: a number of seconds, or text like ``30s``, ``15m``, ``1h30m``;
+    at most :data:`MAX_DURATION_S`."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration")
     if isinstance(value, int | float):
+        if value != value:  # NaN
+            raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 15m, 1h, 1h30m)")
         if value < 0:
             raise ValueError(f"{value!r} is negative")
-        return float(value)
-    text = value.strip()
-    if not re.match(_DURATION_WHOLE, text):  # compiled on first use (re caches it)
-        raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 15m, 1h, 1h30m)")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in re.findall(_DURATION_PART, text))
+        seconds = float(value)
+    else:
+        text = value.strip()
+        if not re.match(_DURATION_WHOLE, text):  # compiled on first use (re caches it)
+            raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 15m, 1h, 1h30m)")
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in re.findall(_DURATION_PART, text))
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"{value!r} is longer than the longest duration taken, 366 days")
+    return seconds
 
 
 @struct(frozen=True)

@@ -441,6 +441,24 @@ CASES = [
         ("'delay'", "less than the minimum of 0"),
     ),
     Case(
+        "nan-timeout",
+        edit(("timeout: 10m", "timeout: .nan")),
+        ".nan",
+        ("`timeout` of step", "nan is not a duration"),
+    ),
+    Case(
+        "infinite-retry-delay",
+        edit(("delay: 1s", "delay: .inf")),
+        ".inf",
+        ("`delay` of step", "longer than the longest duration taken, 366 days"),
+    ),
+    Case(
+        "timeout-of-a-million-years",
+        edit(("timeout: 10m", "timeout: 9000000000h")),
+        "9000000000h",
+        ("`timeout` of step", "'9000000000h' is longer than the longest duration taken"),
+    ),
+    Case(
         "when-does-not-parse",
         edit(("!= 'none'", "!=")),
         "when: »",
@@ -851,13 +869,18 @@ def test_durations_are_accepted(tmp_path: Path, registry: StepRegistry) -> None:
         (90, 90.0),
         (2.5, 2.5),
         (0, 0.0),
+        ("8784h", 366 * 86400.0),
     ],
 )
 def test_parse_duration(text: str | float, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["10 minutes", "-1s", "", "5", "1d", "m5", "1h 30m", -1, True])
+@pytest.mark.parametrize(
+    "text",
+    ["10 minutes", "-1s", "", "5", "1d", "m5", "1h 30m", -1, True, float("nan"),
+     float("inf"), 1e400, "8785h", 366 * 86400 + 1],
+)  # fmt: skip
 def test_parse_duration_refuses(text: str | float) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
