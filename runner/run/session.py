@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 log = logger()
 
+#: The most serials a `recovered` event names (it counts the others).
+MAX_MISSING = 1000
+
 
 def _hostname() -> str:
     """This host's name (``uname``'s, which is what :func:`socket.gethostname` asks
@@ -135,10 +138,15 @@ class Session:
             logged,
             self.record.serial,
         )
+        gap = self.record.serial - logged
+        # a crash leaves a gap of one or two; a serial edited by hand, any: the first
+        # MAX_MISSING are named, and how many there are
+        counted = {} if gap <= MAX_MISSING else {"missing_count": gap}
         self.event(
             "recovered",
             state=self.record.state,
-            missing=list(range(logged + 1, self.record.serial + 1)),
+            missing=list(range(logged + 1, logged + 1 + min(gap, MAX_MISSING))),
+            **counted,
             phase=run.phase if run else None,
             step=run.current_step if run else None,
             completed_steps=list(run.completed_steps) if run else [],

@@ -336,3 +336,26 @@ def test_purge_frees_the_name_and_says_what_may_remain(work: Path) -> None:
     assert "warning" not in text.stdout
     assert not (work / "build/demo").exists() and not (work / "data/demo").exists()
     refused(cli(work, "purge", "demo", "--output", "json"), 2, "no environment 'demo'")
+
+
+def test_a_serial_edited_by_hand_is_bounded_in_the_state_and_in_the_event_log(
+    work: Path,
+) -> None:
+    """A serial beyond what JSON numbers hold exactly is a damaged state file (exit 2),
+    not a crash; a large jump is recovered with an event that names the first missing
+    serials and counts them, not one that lists millions."""
+    assert cli(work, "create", "demo").returncode == 0
+    state = read_state(work)
+    state["serial"] = 10**30
+    (work / "data/demo/state.json").write_text(json.dumps(state))
+    for command in (["status", "demo"], ["force-state", "demo", "created", "--reason", "x"]):
+        data = refused(cli(work, *command, "--output", "json"), 2, "serial", "snapshots")
+        assert data["error"] == "StateFileError"
+    state["serial"] = 10**7
+    (work / "data/demo/state.json").write_text(json.dumps(state))
+    forced = cli(work, "force-state", "demo", "created", "--reason", "x")
+    assert forced.returncode == 0, forced.stderr
+    [recovered] = [e for e in read_events(work) if e["type"] == "recovered"]
+    assert recovered["missing"][:2] == [2, 3] and len(recovered["missing"]) == 1000
+    assert recovered["missing_count"] == 10**7 - 1
+    assert (work / "data/demo/events.jsonl").stat().st_size < 64 * 1024
