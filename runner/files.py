@@ -60,7 +60,8 @@ def read_limited(path: str | os.PathLike[str], kind: str, *, follow: bool = True
     """The bytes of ``path``, a regular file no longer than ``LIMITS[kind]``; TooLarge
     (saying which) otherwise. Without ``follow`` a symbolic link is not followed (ELOOP)."""
     limit = LIMITS[kind]
-    flags = os.O_RDONLY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    # O_NONBLOCK: opening a FIFO does not wait for a writer (it is refused below)
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
     fd = os.open(path, flags)
     try:
         info = os.fstat(fd)

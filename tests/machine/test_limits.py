@@ -3,6 +3,7 @@ that would make a value too large are refused with a message, quickly."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -40,6 +41,19 @@ def test_a_machine_file_that_is_a_device_is_refused_at_once(tmp_path: Path) -> N
     done = run_cli("--machine", "/dev/zero", "validate", cwd=tmp_path, timeout=30)
     assert done.returncode == 2 and "not a regular file" in done.stderr, done.stderr
     assert time.monotonic() - t0 < 20
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--machine", "pipe", "validate"], ["--machine", "pipe", "graph"],
+     ["create", "demo", "--config", "pipe"]],
+)  # fmt: skip
+def test_a_named_pipe_given_as_a_file_is_refused_without_waiting_for_a_writer(
+    tmp_path: Path, args: list[str]
+) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    done = run_cli(*args, cwd=tmp_path, timeout=30)
+    assert done.returncode == 2 and "not a regular file" in done.stderr, done.stderr
 
 
 def test_a_machine_file_too_large_is_refused(tmp_path: Path) -> None:
