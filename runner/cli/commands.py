@@ -140,10 +140,39 @@ def _say_lock_wait(name: str, holder: LockInfo | None) -> None:
     sys.stderr.flush()
 
 
+class OutputError(RunnerError):
+    """Standard output cannot be written (a full disk, an I/O error): said on stderr."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+def _output_error(exc: OSError) -> OutputError:
+    return OutputError(
+        f"cannot write the output to standard output: {exc.strerror or exc}",
+        hint="free space where standard output goes, or send it elsewhere; what the "
+        "command changed is saved (`runner status` shows it)",
+    )
+
+
+def _no_more_output() -> None:
+    """Send what is left of standard output nowhere: the interpreter's last flush of a
+    stream that cannot be written would fail again, with a traceback."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def report(settings: Settings | None, exc: RunnerError) -> int:
     """Show ``exc`` (one message, or one JSON document) and return its exit code."""
-    if settings is not None and settings.json:
-        render.emit_json(render.error_document(exc))
+    if isinstance(exc, OutputError):  # never to the stream that failed
+        _no_more_output()
+        sys.stderr.write(f"error: {exc}\n")
+    elif settings is not None and settings.json:
+        try:
+            render.emit_json(render.error_document(exc))
+        except BrokenPipeError:
+            _no_more_output()
+        except OSError as failed:  # the error said where it can be, then why not there
+            _no_more_output()
+            sys.stderr.write(f"error: {exc}\nerror: {_output_error(failed)}\n")
     else:
         sys.stderr.write(f"error: {exc}\n")
     return int(exc.exit_code)
@@ -161,13 +190,16 @@ def execute(settings: Settings, command: str, body: Callable[[Settings], int | N
 def _execute(settings: Settings, command: str, body: Callable[[Settings], int | None]) -> int:
     try:
         code = body(settings) or 0
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _output_error(exc) from exc
         return code
     except BrokenPipeError:
         # whoever read stdout stopped reading (`runner list | head -1`): say no more
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _no_more_output()
         return int(ExitCode.BROKEN_PIPE)
     except RunnerError as exc:
         return report(settings, exc)
@@ -207,7 +239,12 @@ def kinds(runner: Runner) -> Callable[[str], str | None]:
 def show(s: Settings, result: Result, runner: Runner | None = None) -> int:
     """Show ``result`` as the settings ask (JSON, colour on a terminal, plain text)."""
     kind_of = kinds(runner) if runner is not None and s.color else None
-    return render.show(result, as_json=s.json, color=s.color, kind_of=kind_of)
+    try:
+        return render.show(result, as_json=s.json, color=s.color, kind_of=kind_of)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _output_error(exc) from exc
 
 
 # --- the read-only commands (the fast path runs them without typer) ------------------

@@ -64,3 +64,42 @@ def test_a_closed_stdout_does_not_abandon_the_phases(tmp_path: Path) -> None:
     ]
     done = [e["step"] for e in events if e["type"] == "step" and e.get("status") == "done"]
     assert done == ["one", "two", "three", "four"]
+
+
+def _to_full_device(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    with open("/dev/full", "w") as full:
+        return subprocess.run(
+            [sys.executable, "-m", "runner", *args],
+            cwd=work,
+            env=cli_env(),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+
+
+def test_standard_output_on_a_full_disk_is_one_error_and_the_phases_still_run(
+    tmp_path: Path,
+) -> None:
+    """Standard output that cannot be written (a full disk): the phases run to their
+    end, and every command says so in one line on stderr (never a JSON document to the
+    stream that failed, never a traceback), exit 2."""
+    build_tree(tmp_path, {"machine.yaml": MACHINE})
+    assert run_cli("create", "demo", cwd=tmp_path).returncode == 0
+    up = _to_full_device(tmp_path, "up", "demo")
+    assert up.returncode == 2, up.stderr
+    assert json.loads((tmp_path / "data/demo/state.json").read_text())["state"] == "shipped"
+    for args in (
+        ("up", "demo"),  # nothing to do: only its message fails
+        ("status", "demo"),
+        ("--output", "json", "status", "demo"),
+        ("list",),
+        ("history", "demo"),
+        ("validate",),
+        ("--output", "json", "status", "nosuch"),  # an error document, to a full disk
+    ):
+        done = _to_full_device(tmp_path, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "Traceback" not in done.stderr and "internal error" not in done.stderr, args
+        assert "cannot write the output to standard output" in done.stderr, (args, done.stderr)
