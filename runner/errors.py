@@ -11,6 +11,7 @@ each class; the codes are defined once in :class:`ExitCode`). The tree::
     │   ├── InvalidInputsError          environment inputs break the machine's schema
     │   ├── InvalidNameError            an environment name breaks the naming rule
     │   ├── ToolMissingError            a program a command needs is not installed
+    │   ├── UsageError                  the command line is wrong (with --output json)
     │   └── ConfirmationError           a `confirm: true` phase was not confirmed
     ├── StateError                      the environment's state, or where it is stored
     │   ├── EnvironmentNotFoundError    exit 2: no such environment
@@ -99,6 +100,11 @@ class RunnerError(Exception):
 
 class InputError(RunnerError):
     exit_code = ExitCode.BAD_INPUT
+
+
+class UsageError(InputError):
+    """The command line itself is wrong: an unknown command or option, a missing or bad
+    value (the document ``--output json`` prints instead of the usage text)."""
 
 
 class ConfirmationError(InputError):

@@ -22,6 +22,10 @@ from collections.abc import Callable, Sequence
 from runner import log, signals
 from runner.cli import commands
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = ["fast_path", "hoist_globals", "main"]
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -89,12 +93,60 @@ def _run(argv: list[str]) -> int:
     from runner.cli.app import app
 
     try:
+        if _wants_json(argv):
+            return _run_for_json(app, _completion_shell(argv))
         app(args=_completion_shell(argv), prog_name="runner")
     except SystemExit as exit:
         if signals.received is not None:  # the parser turned an interrupt into its own exit
             return 128 + signals.received
         return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
     return 0
+
+
+def _wants_json(argv: list[str]) -> bool:
+    """Whether the global options (hoisted before the command) ask for JSON."""
+    words = iter(argv)
+    for word in words:
+        if not word.startswith("-"):
+            return False  # the command: the global options are before it
+        if word == "--output=json":
+            return True
+        if word in _GLOBAL_VALUE_OPTIONS and next(words, None) == "json" and word == "--output":
+            return True
+    return False
+
+
+def _run_for_json(app: Any, args: list[str]) -> int:
+    """Run the parser so that a usage error (an unknown command or option, a bad or
+    missing value) is one JSON document on stdout, as every other error with
+    ``--output json``, instead of the usage text alone."""
+    import typer
+
+    parse_error: type[Exception]
+    try:  # typer ships its own copy of click; without one, it uses click itself
+        from typer._click.exceptions import UsageError as parse_error
+    except ImportError:  # pragma: no cover - a typer that depends on click
+        from click.exceptions import UsageError as parse_error
+
+    try:
+        code = app(args=args, prog_name="runner", standalone_mode=False)
+    except parse_error as exc:
+        from runner.cli import render
+        from runner.errors import UsageError
+
+        context = getattr(exc, "ctx", None)
+        command = context.command_path if context is not None else "runner"
+        error = UsageError(
+            getattr(exc, "format_message", exc.__str__)(), hint=f"see `{command} --help`"
+        )
+        render.emit_json(render.error_document(error))
+        return int(error.exit_code)
+    except typer.Abort:
+        if signals.received is not None:  # the parser turned an interrupt into its own
+            return 128 + signals.received
+        sys.stderr.write("Aborted!\n")
+        return 1
+    return code if isinstance(code, int) else 0
 
 
 _COMPLETION_OPTIONS = ("--install-completion", "--show-completion")

@@ -142,6 +142,29 @@ def test_machine_commands(work: Path) -> None:
     check(cli(work, "--workdir", "nowhere", "list"), 2, "error")
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--lock-timeout", "-1", "list"), "--lock-timeout"),
+        (("status",), "Missing argument 'NAME'"),
+        (("nosuchcmd",), "No such command 'nosuchcmd'"),
+        (("history", "demo", "--limit", "0"), "--limit"),
+        (("--log-level", "BOGUS", "list"), "BOGUS"),
+        (("advance", "demo", "--no-such-option"), "--no-such-option"),
+    ],
+)
+def test_a_wrong_command_line_is_one_error_document_too(
+    work: Path, args: tuple[str, ...], said: str
+) -> None:
+    """With --output json (before or after the command), a usage error is the error
+    document on stdout, exit 2, not the parser's usage text alone."""
+    for argv in (["--output", "json", *args], [*args, "--output", "json"]):
+        done = run_cli(*argv, cwd=work)
+        document = check(done, 2, "error")
+        assert document["error"] == "UsageError" and said in document["message"], document
+        assert "--help" in document["hint"]
+
+
 def test_environment_commands_success_and_errors(work: Path) -> None:
     created = check(cli(work, "create", "demo", "--set", "greeting=hi"), 0, "create")
     assert created["environment"] == "demo" and created["inputs"] == {"greeting": "hi"}
