@@ -39,7 +39,15 @@ from runner.errors import EnvironmentNotFoundError, ExitCode, InputError, Runner
 from runner.log import logger
 from runner.result import Result
 from runner.web import pages
-from runner.web.security import TokenGate, form_token, new_secret
+from runner.web.security import (
+    SECURITY_HEADERS,
+    Guard,
+    HostRule,
+    TokenGate,
+    form_token,
+    new_secret,
+    same_token,
+)
 from runner.web.watch import Watcher
 
 if TYPE_CHECKING:
@@ -64,10 +72,14 @@ _STATUS = {ExitCode.BAD_INPUT: 400, ExitCode.LOCKED: 409, ExitCode.NOT_ALLOWED: 
 @dataclass
 class Config:
     """How the dashboard runs: ``make_runner(command)`` gives a Runner whose locks name
-    ``command``; ``token`` (None: no token asked; only on loopback)."""
+    ``command``; ``token`` (None: no token asked; only on loopback); ``host``, the
+    address it listens on, and ``allowed_hosts``, the other names it answers to (see
+    :class:`~runner.web.security.HostRule`)."""
 
     make_runner: Callable[[str], Runner]
     token: str | None = None
+    host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()
     allow_actions: bool = False
     interval: float = 0.2
     secret: bytes = field(default_factory=new_secret)
@@ -201,9 +213,7 @@ def create_app(config: Config) -> Starlette:
             return refused
         form = dict(parse_qsl((await request.body()).decode("utf-8", errors="replace")))
         expected = form_token(config.secret, action, name)
-        import hmac
-
-        if not hmac.compare_digest(form.get("form", ""), expected) or form.get("confirm") != "yes":
+        if not same_token(form.get("form"), expected) or form.get("confirm") != "yes":
             return page(
                 "error.html",
                 403,
@@ -439,11 +449,20 @@ def create_app(config: Config) -> Starlette:
             f"internal error of the dashboard: {type(exc).__name__}: {exc}",
             hint="this is a bug in runner; the server's log has the traceback; report it",
         )
+        # answered outside the middleware: the security headers here too
+        answer: Response
         if request.url.path.startswith("/api/"):
-            return _error_json(error, 500)
-        return page("error.html", 500, error=error)
+            answer = _error_json(error, 500)
+        else:
+            answer = page("error.html", 500, error=error)
+        answer.raw_headers.extend(SECURITY_HEADERS)
+        return answer
 
-    middleware = [Middleware(ServerTiming), Middleware(GZipMiddleware, compresslevel=5)]
+    middleware = [
+        Middleware(ServerTiming),
+        Middleware(Guard, rule=HostRule(config.host, config.allowed_hosts)),
+        Middleware(GZipMiddleware, compresslevel=5),
+    ]
     if config.token:
         middleware.append(Middleware(TokenGate, token=config.token))
     app = Starlette(
