@@ -292,7 +292,7 @@ def create_app(config: Config) -> Starlette:
     async def events(request: Request) -> Response:
         only = request.query_params.get("env")
         since_text = request.query_params.get("since", "")
-        since = int(since_text) if since_text.isdigit() else None
+        since = int(since_text) if since_text.isascii() and since_text.isdigit() else None
 
         async def stream() -> AsyncIterator[str]:
             yield "retry: 1000\n\n"

@@ -90,6 +90,7 @@ def test_the_api_serves_the_documents_of_output_json(board: Server) -> None:
         ("api/v1/environments/gamma/graph?format=gif", 400, "InputError"),
         ("api/v1/environments/gamma/artifact?ref=../../etc/passwd", 400, "StateFileError"),
         ("api/v1/environments/gamma/artifacts?kind=core", 400, "InputError"),
+        ("api/v1/environments/gamma/artifact?ref=data/gamma/runs/a%00b", 400, "StateFileError"),
     ],
 )
 def test_bad_requests_get_one_error_document(
@@ -100,6 +101,12 @@ def test_bad_requests_get_one_error_document(
     document = valid(response.json(), "error")
     assert document["error"] == error
     assert document["message"]
+
+
+def test_a_malformed_since_of_the_event_stream_is_none(board: Server) -> None:
+    with httpx.stream("GET", board.url + "events?since=%C2%B2", timeout=10) as stream:
+        assert stream.status_code == 200
+        assert next(stream.iter_lines()) == "retry: 1000"
 
 
 def test_pages_of_what_does_not_exist_say_so(board: Server) -> None:
