@@ -777,6 +777,15 @@ def serve(
             "(default: read-only).",
         ),
     ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            metavar="NAME",
+            help="Another name requests may call the server by (repeatable): a proxy's "
+            "in front of it. Others than its address and loopback's are refused.",
+        ),
+    ] = None,
 ) -> None:
     """The web dashboard: every environment live, failures with their traces, history,
     the machine's graph, run logs; its JSON API under /api/v1/ serves the documents of
@@ -810,6 +819,7 @@ def serve(
             port=port,
             token_file=token_file,
             allow_actions=allow_actions,
+            allowed_hosts=tuple(allowed_host or ()),
             started=started,
         )
         return 0

@@ -882,6 +882,8 @@ class FileStore:
         """The file ``ref`` names, if it is one of ``name``'s artifacts."""
         from pathlib import Path
 
+        if "\0" in ref:  # no file's name holds a NUL
+            return None
         path = Path(os.path.normpath(self.workdir / ref))
         folders = {self._env_dir(name) / sub for sub in ARTIFACT_FOLDERS.values()}
         return path if path.parent in folders else None

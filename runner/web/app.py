@@ -35,12 +35,27 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from runner.api.results import document
-from runner.errors import EnvironmentNotFoundError, ExitCode, InputError, RunnerError
+from runner.errors import (
+    ConflictError,
+    EnvironmentNotFoundError,
+    ExitCode,
+    InputError,
+    RunnerError,
+    StorageError,
+)
 from runner.log import logger
 from runner.result import Result
 from runner.web import pages
-from runner.web.security import TokenGate, form_token, new_secret
-from runner.web.watch import Watcher
+from runner.web.security import (
+    SECURITY_HEADERS,
+    Guard,
+    HostRule,
+    TokenGate,
+    form_token,
+    new_secret,
+    same_token,
+)
+from runner.web.watch import RENEW, Watcher
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -60,16 +75,25 @@ ACTIONS = ("advance", "resume", "check", "destroy")
 #: The statuses an error's exit code answers with.
 _STATUS = {ExitCode.BAD_INPUT: 400, ExitCode.LOCKED: 409, ExitCode.NOT_ALLOWED: 409}
 
+#: The most live log streams (``/environments/NAME/logs/follow``) open at once; one
+#: more is answered 503. They share one reader (one backend connection).
+FOLLOWS = 32
+
 
 @dataclass
 class Config:
     """How the dashboard runs: ``make_runner(command)`` gives a Runner whose locks name
-    ``command``; ``token`` (None: no token asked; only on loopback)."""
+    ``command``; ``token`` (None: no token asked; only on loopback); ``host``, the
+    address it listens on, and ``allowed_hosts``, the other names it answers to (see
+    :class:`~runner.web.security.HostRule`)."""
 
     make_runner: Callable[[str], Runner]
     token: str | None = None
+    host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()
     allow_actions: bool = False
     interval: float = 0.2
+    follows: int = FOLLOWS
     secret: bytes = field(default_factory=new_secret)
     user: str = field(default_factory=getpass.getuser)
 
@@ -112,6 +136,17 @@ def create_app(config: Config) -> Starlette:
 
     def reader() -> Runner:
         return config.make_runner("runner serve")
+
+    # the live log streams: how many are open, and the Runner they share (renewed as
+    # the watcher's is)
+    follows = {"open": 0}
+    shared: list[tuple[Runner, float]] = []
+
+    def follow_reader() -> Runner:
+        now = time.monotonic()
+        if not shared or now - shared[0][1] > RENEW:
+            shared[:] = [(reader(), now)]
+        return shared[0][0]
 
     async def call(function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(function, *args)
@@ -201,9 +236,7 @@ def create_app(config: Config) -> Starlette:
             return refused
         form = dict(parse_qsl((await request.body()).decode("utf-8", errors="replace")))
         expected = form_token(config.secret, action, name)
-        import hmac
-
-        if not hmac.compare_digest(form.get("form", ""), expected) or form.get("confirm") != "yes":
+        if not same_token(form.get("form"), expected) or form.get("confirm") != "yes":
             return page(
                 "error.html",
                 403,
@@ -282,11 +315,16 @@ def create_app(config: Config) -> Starlette:
     async def events(request: Request) -> Response:
         only = request.query_params.get("env")
         since_text = request.query_params.get("since", "")
-        since = int(since_text) if since_text.isdigit() else None
+        since = int(since_text) if since_text.isascii() and since_text.isdigit() else None
+
+        def problem() -> str:
+            return f"event: problem\ndata: {json.dumps({'problem': watcher.error})}\n\n"
 
         async def stream() -> AsyncIterator[str]:
             yield "retry: 1000\n\n"
             async with watcher.subscribe(since) as queue:
+                if only is None:  # the environments page: whether the rows are current
+                    yield problem()
                 while True:
                     try:
                         change = await asyncio.wait_for(queue.get(), 15)
@@ -295,6 +333,10 @@ def create_app(config: Config) -> Starlette:
                         continue
                     if change is None:  # the server stops
                         return
+                    if change.problem:
+                        if only is None:
+                            yield problem()
+                        continue
                     data = change.to_json()
                     if only is not None:
                         data["rows"] = [r for r in data["rows"] if r["environment"] == only]
@@ -312,29 +354,47 @@ def create_app(config: Config) -> Starlette:
             offset = int(request.query_params.get("offset", "0"))
         except ValueError:
             offset = 0
+        if follows["open"] >= config.follows:
+            return page(
+                "error.html",
+                503,
+                error=RunnerError(
+                    f"{config.follows} live logs are followed already, the most this dashboard "
+                    "follows at once",
+                    hint="close some environment pages, or reload this one later",
+                ),
+            )
 
         async def stream() -> AsyncIterator[str]:
             nonlocal offset
-            runner = reader()
             idle = 0
             while not watcher.closed:  # until the log ends or the server stops
+                runner = follow_reader()
                 try:
                     part = await call(runner.artifact, name, ref, offset)
+                    if part.text:
+                        offset = part.size
+                        yield f"event: chunk\ndata: {json.dumps({'text': part.text})}\n\n"
+                        idle = 0
+                    else:
+                        idle += 1
+                        yield ": idle\n\n"  # a client gone is noticed (its slot freed)
+                    ended = idle and idle % 5 == 0
+                    if ended and not await call(_still_writing, runner, name, ref):
+                        yield "event: end\ndata: {}\n\n"
+                        return
                 except RunnerError as exc:
                     yield f"event: end\ndata: {json.dumps({'error': exc.message})}\n\n"
                     return
-                if part.text:
-                    offset = part.size
-                    yield f"event: chunk\ndata: {json.dumps({'text': part.text})}\n\n"
-                    idle = 0
-                else:
-                    idle += 1
-                if idle and idle % 5 == 0 and not await call(_still_writing, runner, name, ref):
-                    yield "event: end\ndata: {}\n\n"
+                except Exception as exc:
+                    log.error("dashboard: following %s of %s failed", ref, name, exc_info=exc)
+                    error = f"internal error of the dashboard: {type(exc).__name__}"
+                    yield f"event: end\ndata: {json.dumps({'error': error})}\n\n"
                     return
                 await asyncio.sleep(config.interval)
 
-        return _sse(stream())
+        follows["open"] += 1
+        return _Counted(stream(), lambda: follows.__setitem__("open", follows["open"] - 1))
 
     # -- the JSON API -----------------------------------------------------------------
 
@@ -439,11 +499,20 @@ def create_app(config: Config) -> Starlette:
             f"internal error of the dashboard: {type(exc).__name__}: {exc}",
             hint="this is a bug in runner; the server's log has the traceback; report it",
         )
+        # answered outside the middleware: the security headers here too
+        answer: Response
         if request.url.path.startswith("/api/"):
-            return _error_json(error, 500)
-        return page("error.html", 500, error=error)
+            answer = _error_json(error, 500)
+        else:
+            answer = page("error.html", 500, error=error)
+        answer.raw_headers.extend(SECURITY_HEADERS)
+        return answer
 
-    middleware = [Middleware(ServerTiming), Middleware(GZipMiddleware, compresslevel=5)]
+    middleware = [
+        Middleware(ServerTiming),
+        Middleware(Guard, rule=HostRule(config.host, config.allowed_hosts)),
+        Middleware(GZipMiddleware, compresslevel=5),
+    ]
     if config.token:
         middleware.append(Middleware(TokenGate, token=config.token))
     app = Starlette(
@@ -524,6 +593,10 @@ def _int(value: str | None, name: str) -> int | None:
 def _status_of(exc: RunnerError) -> int:
     if isinstance(exc, EnvironmentNotFoundError):
         return 404
+    if isinstance(exc, ConflictError):  # the record changed meanwhile
+        return 409
+    if isinstance(exc, StorageError):  # the backend cannot be reached or written now
+        return 503
     return _STATUS.get(int(exc.exit_code), 500)
 
 
@@ -533,9 +606,23 @@ def _error_json(exc: RunnerError, status: int | None = None) -> JSONResponse:
     )
 
 
+_SSE_HEADERS = {"cache-control": "no-store", "x-accel-buffering": "no"}
+
+
 def _sse(stream: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(
-        stream,
-        media_type="text/event-stream",
-        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
-    )
+    return StreamingResponse(stream, media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+class _Counted(StreamingResponse):
+    """An event stream that calls ``release`` once it is over (ended, or its client
+    gone), however it ended."""
+
+    def __init__(self, stream: AsyncIterator[str], release: Callable[[], None]) -> None:
+        super().__init__(stream, media_type="text/event-stream", headers=_SSE_HEADERS)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()

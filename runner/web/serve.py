@@ -70,10 +70,12 @@ def serve(
     port: int = 8400,
     token_file: Path | None = None,
     allow_actions: bool = False,
+    allowed_hosts: tuple[str, ...] = (),
     started: Callable[[ServeResult], None] | None = None,
 ) -> None:
     """Serve the dashboard until SIGINT or SIGTERM; ``started`` is told where it
-    listens."""
+    listens; ``allowed_hosts``: the names besides its address and loopback's that a
+    request may call it by (a proxy's that passes its own ``Host`` on)."""
     from runner.web.app import Config, create_app
 
     token = read_token(token_file) if token_file is not None else None
@@ -82,7 +84,15 @@ def serve(
     sock = bind(host, port)
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    app = create_app(Config(make_runner, token=token, allow_actions=allow_actions))
+    app = create_app(
+        Config(
+            make_runner,
+            token=token,
+            host=host,
+            allowed_hosts=allowed_hosts,
+            allow_actions=allow_actions,
+        )
+    )
     # at SIGINT or SIGTERM the requests under way are answered first (an action's
     # request lasts its phase); the pages' event streams end (see _Server)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")

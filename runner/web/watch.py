@@ -42,6 +42,9 @@ INTERVAL = 0.2
 HOLDERS = 1000
 #: How long the passes use one Runner, in seconds.
 RENEW = 10.0
+#: The longest pause between two failed passes, in seconds (the pause doubles from
+#: the interval after each failure, up to this).
+BACKOFF = 5.0
 
 
 def holder_text(holder: LockInfo | None) -> str | None:
@@ -88,6 +91,9 @@ class Change:
     rows: tuple[dict[str, Any], ...]
     removed: tuple[str, ...] = ()
     at: float = field(default_factory=time.time)
+    #: Whether this change is that the watcher's problem (:attr:`Watcher.error`) came
+    #: or went (then with no rows).
+    problem: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"rows": list(self.rows), "removed": list(self.removed)}
@@ -249,31 +255,65 @@ class Watcher:
     # -- the task --------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Watch until cancelled."""
+        """Watch until cancelled. A failed pass (the backend unreachable, a record no
+        code expected) is the page's problem (:attr:`error`) until a pass succeeds:
+        logged once when the failures start and once when they end, with a pause that
+        doubles after each failure up to :data:`BACKOFF` seconds."""
+        pause = self.interval
         while True:
             started = time.perf_counter()
             try:
                 rows = await asyncio.to_thread(self.scan)
                 if self.render is not None:
                     await asyncio.to_thread(self._draw, rows)
-            except RunnerError as exc:
-                self.error = str(exc)
-                log.warning("dashboard: cannot list the environments: %s", exc)
+            except Exception as exc:
+                pause = self._failed(exc, pause)
             else:
-                self.error = None
+                if self.error is not None:
+                    log.warning("dashboard: the environments can be listed again")
+                    self._set_error(None)
                 change = self.apply(rows)
                 if change is not None and self.passes:
                     self._recent.append((self.passes + 1, change))
-                    for queue in list(self._subscribers):
-                        queue.put_nowait(change)
+                    self._tell(change)
+                self.pass_seconds = time.perf_counter() - started
+                # a long pass (many environments) is followed by a pause twice as long
+                pause = max(self.interval, 2 * self.pass_seconds)
             self.passes += 1
             self._first.set()
-            self.pass_seconds = time.perf_counter() - started
             log.debug(
-                "dashboard: pass over %d environments in %.3f s", len(self.rows), self.pass_seconds
+                "dashboard: pass over %d environments in %.3f s",
+                len(self.rows),
+                time.perf_counter() - started,
             )
-            # a long pass (many environments) is followed by a pause twice as long
-            await asyncio.sleep(max(self.interval, 2 * self.pass_seconds))
+            await asyncio.sleep(pause)
+
+    def _failed(self, exc: Exception, pause: float) -> float:
+        """A pass failed with ``exc`` after a pause of ``pause``: the next pause."""
+        if isinstance(exc, RunnerError):
+            problem = str(exc)
+        else:
+            problem = f"internal error of the dashboard: {type(exc).__name__}: {exc}"
+        if self.error is None:  # the first failure of a run of them
+            if isinstance(exc, RunnerError):
+                log.warning("dashboard: cannot list the environments: %s", exc)
+            else:
+                log.error("dashboard: cannot list the environments", exc_info=exc)
+            pause = self.interval
+        self._set_error(problem)
+        self._made_runner = None  # the next pass starts again from a fresh Runner
+        return min(BACKOFF, max(self.interval, 2 * pause))
+
+    def _set_error(self, problem: str | None) -> None:
+        """The watcher's problem is now ``problem``: every subscriber is told when it
+        changed."""
+        if problem != self.error:
+            self.error = problem
+            self._tell(Change((), problem=True))
+
+    def _tell(self, change: Change) -> None:
+        for queue in list(self._subscribers):
+            queue.put_nowait(change)
 
     async def ready(self) -> None:
         """Wait for the first pass."""

@@ -90,6 +90,7 @@ def test_the_api_serves_the_documents_of_output_json(board: Server) -> None:
         ("api/v1/environments/gamma/graph?format=gif", 400, "InputError"),
         ("api/v1/environments/gamma/artifact?ref=../../etc/passwd", 400, "StateFileError"),
         ("api/v1/environments/gamma/artifacts?kind=core", 400, "InputError"),
+        ("api/v1/environments/gamma/artifact?ref=data/gamma/runs/a%00b", 400, "StateFileError"),
     ],
 )
 def test_bad_requests_get_one_error_document(
@@ -100,6 +101,12 @@ def test_bad_requests_get_one_error_document(
     document = valid(response.json(), "error")
     assert document["error"] == error
     assert document["message"]
+
+
+def test_a_malformed_since_of_the_event_stream_is_none(board: Server) -> None:
+    with httpx.stream("GET", board.url + "events?since=%C2%B2", timeout=10) as stream:
+        assert stream.status_code == 200
+        assert next(stream.iter_lines()) == "retry: 1000"
 
 
 def test_pages_of_what_does_not_exist_say_so(board: Server) -> None:
@@ -160,6 +167,60 @@ def test_actions_need_their_confirmation(tmp_path: Path) -> None:
         )
         assert failed.status_code == 200
         assert valid(failed.json(), "run")["status"] == "failed"
+
+
+def test_a_request_by_another_name_or_from_another_site_changes_nothing(tmp_path: Path) -> None:
+    """DNS rebinding (a page of another site whose name now points here) and
+    cross-site requests: refused before any action runs; no page may be framed."""
+    work = make_workdir(tmp_path)
+    with (
+        serve(work, "--allow-actions", "--allowed-host", "board.example") as server,
+        httpx.Client(timeout=30) as http,
+    ):
+        port = server.document["port"]
+        api = server.url + "api/v1/environments/alpha/actions/destroy"
+        rebound = {"Host": f"rebind.attacker.example:{port}"}
+        refused = http.post(
+            api,
+            json={"confirm": True},
+            headers={**rebound, "Origin": "http://rebind.attacker.example"},
+        )
+        assert refused.status_code == 400
+        assert "does not answer to the host name" in valid(refused.json(), "error")["message"]
+        assert http.get(server.url, headers=rebound).status_code == 400
+        for origin in ("http://evil.example", "null", f"http://localhost:{port}"):
+            crossed = http.post(api, json={"confirm": True}, headers={"Origin": origin})
+            assert crossed.status_code == 403, origin
+            assert valid(crossed.json(), "error")["error"] == "CrossOrigin"
+        form = http.post(
+            server.url + "environments/alpha/actions/destroy",
+            data={"confirm": "yes", "form": "0" * 64},
+            headers={"Referer": "http://evil.example/page"},
+        )
+        assert form.status_code == 403 and "another site" in form.text
+        # a non-ASCII form token is a wrong one, not an internal error
+        wrong = http.post(
+            server.url + "environments/gamma/actions/resume",
+            content=b"form=%C3%A9&confirm=yes",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert wrong.status_code == 403 and "not confirmed" in wrong.text
+        status = json.loads(run_cli("--output", "json", "status", "alpha", cwd=work).stdout)
+        assert status["state"] == "created"
+        # the names it answers to: loopback's, its address, the allowed one
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", "board.example", "LOCALHOST."):
+            assert http.get(server.url, headers={"Host": host}).status_code == 200, host
+        page = http.get(server.url + "environments/alpha")
+        assert page.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        # its own origin, and the allowed name's behind a proxy, may act
+        check = server.url + "api/v1/environments/beta/actions/check"
+        own = http.post(check, json={"confirm": True}, headers={"Origin": server.url.rstrip("/")})
+        assert own.status_code == 200
+        proxied = http.post(
+            check, json={"confirm": True}, headers={"Origin": "https://board.example"}
+        )
+        assert proxied.status_code == 200
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +326,14 @@ def test_a_taken_port_is_one_clear_error(tmp_path: Path) -> None:
 def test_serve_help_explains_its_options(tmp_path: Path) -> None:
     done = run_cli("serve", "--help", cwd=tmp_path)
     assert done.returncode == 0
-    for option in ("--host", "--port", "--token-file", "--allow-actions", "/api/v1/"):
+    for option in (
+        "--host",
+        "--port",
+        "--token-file",
+        "--allow-actions",
+        "--allowed-host",
+        "/api/v1/",
+    ):
         assert option in done.stdout
 
 

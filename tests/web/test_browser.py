@@ -105,6 +105,25 @@ def test_a_failed_environment_page_shows_the_failure_and_its_trace(
     screenshot(page, "environment-failed")
 
 
+def test_the_pages_run_under_their_security_policy_and_cannot_be_framed(
+    board: Server, page: Any
+) -> None:
+    said: list[str] = []
+    page.on("console", lambda message: said.append(message.text))
+    for path in ("", "environments/gamma", "environments/beta"):
+        page.goto(board.url + path)
+        expect(page.locator("#live")).to_have_class("live on")  # the script runs
+    assert not [m for m in said if "Content Security Policy" in m], said
+    page.set_content(f'<iframe src="{board.url}"></iframe>')
+    expect(page.locator("iframe")).to_be_attached()
+    deadline = time.monotonic() + 5
+    while len(page.frames) < 2 or page.frames[1].url == "about:blank":
+        assert time.monotonic() < deadline
+        page.wait_for_timeout(50)
+    page.wait_for_timeout(200)
+    assert page.frames[1].url.startswith("chrome-error:"), page.frames[1].url
+
+
 def test_the_graph_marks_the_current_state(board: Server, page: Any) -> None:
     page.goto(board.url + "environments/beta")
     nodes = page.locator("#graph-svg g.node")

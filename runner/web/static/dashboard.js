@@ -140,6 +140,13 @@
     const source = new EventSource("/events?since=" + encodeURIComponent(table.dataset.since || ""));
     source.onopen = () => connected(true);
     source.onerror = () => connected(false);
+    // the server cannot read the environments (the rows are then as last read), or can again
+    const problem = document.getElementById("problem");
+    source.addEventListener("problem", (event) => {
+      const said = JSON.parse(event.data).problem;
+      text(problem, said);
+      problem.hidden = !said;
+    });
     source.addEventListener("rows", (event) => {
       const change = JSON.parse(event.data);
       let added = false;
@@ -207,6 +214,12 @@
         pre.appendChild(document.createTextNode(JSON.parse(event.data).text));
         if (atEnd) pre.scrollTop = pre.scrollHeight;
       });
+      following.onerror = () => {  // refused (too many followed): no more tries
+        if (!following || following.readyState !== EventSource.CLOSED) return;
+        following = null;
+        const flag = document.getElementById("following");
+        if (flag) flag.textContent = "not followed live: reload later";
+      };
       following.addEventListener("end", () => {
         following.close();
         following = null;
