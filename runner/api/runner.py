@@ -520,7 +520,7 @@ class Runner:
                 record = None
             if record is not None:
                 self._follow(record)
-            with hold(self.store, name, self.command, 0.0):
+            with hold(self.store, name, self.command, 0.0, never_waits=True):
                 state = None if record is None else record.state
                 kind = None
                 if record is not None:
@@ -669,7 +669,7 @@ class Runner:
                     "force-state needs a reason (it is kept in the record and the history)",
                     hint=f'runner force-state {name} {state} --reason "what happened"',
                 )
-            with self._session(name, lock_timeout=0.0) as session:
+            with self._session(name, lock_timeout=0.0, never_waits=True) as session:
                 machine, record = session.machine, session.record
                 if state not in machine.states:
                     raise InputError(
@@ -726,7 +726,10 @@ class Runner:
         command holds the lock."""
         from runner.api.outcomes import RestoreResult
 
-        with _about(name), self._session(name, lock_timeout=0.0, lineage=False) as session:
+        with (
+            _about(name),
+            self._session(name, lock_timeout=0.0, lineage=False, never_waits=True) as session,
+        ):
             current = session.record
             if isinstance(serial, bool) or not isinstance(serial, int):
                 raise InputError(f"--serial must be a whole number, not {serial!r}")
@@ -771,7 +774,12 @@ class Runner:
 
     @contextmanager
     def _session(
-        self, name: str, *, lock_timeout: float | None = None, lineage: bool = True
+        self,
+        name: str,
+        *,
+        lock_timeout: float | None = None,
+        lineage: bool = True,
+        never_waits: bool = False,
     ) -> Iterator[Session]:
         """The environment under its lock: leftovers of a crashed holder stopped, the
         event log completed, and signals the phase's from the moment the lock is held
@@ -795,6 +803,7 @@ class Runner:
                 self.command,
                 self.lock_timeout if lock_timeout is None else lock_timeout,
                 on_wait=on_wait,
+                never_waits=never_waits,
             ) as lease,
             signals.phase_interrupts(),
         ):

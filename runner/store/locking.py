@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["LOCK_HINT", "describe_holder", "hold"]
 
 LOCK_HINT = "wait for it to finish, or pass --lock-timeout SECONDS"
+#: The hint of a command that never waits for the lock (force-state, restore, purge).
+NO_WAIT_HINT = "wait for it to finish, then run the command again (it never waits for the lock)"
 
 
 def who(holder: LockInfo | None) -> str:
@@ -47,12 +49,14 @@ def hold(
     timeout_s: float,
     *,
     on_wait: Callable[[LockInfo | None], None] | None = None,
+    never_waits: bool = False,
 ) -> Iterator[Lease]:
     """Hold ``name``'s lock for the ``with`` block, as ``command``; yields the lease.
 
     Waits up to ``timeout_s`` seconds (0 = one try; ``inf`` = for ever); ``on_wait`` is
     told the holder once, when a wait starts. Raises LockedError naming the holder when
-    the time runs out.
+    the time runs out (``never_waits``: a command whose lock timeout cannot be set, so
+    the hint does not offer one).
     """
     me = LockInfo(os.getpid(), os.uname().nodename, command, now_iso())
     lease = locks.try_lock(name, me)
@@ -66,7 +70,7 @@ def hold(
             holder = None  # held, but the lock does not say by whom
         raise LockedError(
             describe_holder(name, holder),
-            hint=LOCK_HINT,
+            hint=NO_WAIT_HINT if never_waits else LOCK_HINT,
             environment=name,
             pid=holder.pid if holder else None,
             host=holder.host if holder else None,

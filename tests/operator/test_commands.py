@@ -101,7 +101,12 @@ def test_force_state_is_audited_and_shown_until_the_next_phase(work: Path) -> No
         "did you mean 'created'",
     )
     with holding(work):
-        refused(cli(work, "force-state", "demo", "created", "--reason", "x", "--output", "json"), 3)
+        data = refused(
+            cli(work, "force-state", "demo", "created", "--reason", "x", "--output", "json"),
+            3,
+            "never waits",
+        )
+        assert "--lock-timeout" not in data["hint"]  # it would not help: none is waited for
     assert read_state(work)["state"] == "build_failed"
     done = cli(work, "force-state", "demo", "created", "--reason", "cleaned by hand", "--output",
                "json")  # fmt: skip
@@ -139,7 +144,7 @@ def test_snapshots_list_and_restore_brings_a_version_back_as_a_new_save(work: Pa
     text = cli(work, "snapshots", "demo").stdout
     assert "SERIAL" in text and "(current)" in text and "fail_build" in text
     with holding(work):
-        refused(cli(work, "restore", "demo", "--serial", "1", "--output", "json"), 3)
+        refused(cli(work, "restore", "demo", "--serial", "1", "--output", "json"), 3, "never waits")
     refused(cli(work, "restore", "demo", "--serial", "99", "--output", "json"), 2, "kept serials")
     current = data["current"]
     restored = document(
@@ -311,7 +316,7 @@ def test_purge_frees_the_name_and_says_what_may_remain(work: Path) -> None:
     refused(cli(work, "purge", "demo", "--output", "json"), 4, "not a final state", "--force")
     assert cli(work, "exists", "demo").stdout == "true\n"
     with holding(work):
-        refused(cli(work, "purge", "demo", "--force", "--output", "json"), 3)
+        refused(cli(work, "purge", "demo", "--force", "--output", "json"), 3, "never waits")
     assert cli(work, "exists", "demo").stdout == "true\n"
     data = document(cli(work, "purge", "demo", "--force", "--output", "json"), 0, "purge")
     assert data["state"] == "build_failed" and data["build_kept"] and not data["build_removed"]
