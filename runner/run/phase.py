@@ -27,6 +27,7 @@ from runner.errors import (
     InterruptedRunError,
     InterruptSignal,
     InvalidInputsError,
+    LockLostError,
     StepError,
     StorageError,
     did_you_mean,
@@ -322,6 +323,19 @@ def _jitter() -> float:
     return random.random()
 
 
+def _resume_after(exc: StorageError, name: str, phase: str, state: str) -> None:
+    """A save (or another write) failed once the phase had started: the environment
+    stays in ``state`` with the phase interrupted, so the way on is ``resume``, not the
+    same command again (``exc``'s hint said that, and that nothing was changed)."""
+    if isinstance(exc, LockLostError):
+        return  # its own hint says what happened to the lock
+    remedy = (exc.hint or "fix what the message names").split(", then ")[0].split("; ")[0]
+    exc.hint = (
+        f"{remedy}, then `runner resume {name}`: phase '{phase}' stopped in '{state}' "
+        "(what was saved before stays)"
+    )
+
+
 class PhaseRunner:
     """Runs one phase of one environment, step by step."""
 
@@ -581,6 +595,9 @@ class PhaseRunner:
                 except InterruptSignal as sig:
                     self._interrupted(ctx, sig.signum)
                     raise self._interrupted_error(ctx, sig.signum) from None
+                except StorageError as exc:
+                    _resume_after(exc, session.name, phase.name, session.state)
+                    raise
                 if failure is not None:
                     self._fail(ctx, failure)
                     if interrupts.signum is not None:

@@ -768,6 +768,9 @@ def test_disk_filling_up_during_a_step_loses_nothing(small_work: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "data/demo/" in proc.stderr and "No space left on device" in proc.stderr
     assert "internal error" not in proc.stderr
+    if state.state == "building":  # stopped mid-phase: the way on is resume, said so
+        assert "free " in proc.stderr and "runner resume demo" in proc.stderr
+        assert "nothing stored was changed" not in proc.stderr
     (work / "data/filler").unlink()
     (work / "fill-me").unlink()
     resumed = run_cli("resume", "demo", cwd=work)
