@@ -552,13 +552,21 @@ class FileStore:
         self._sweep_leftovers()
 
     def _exists_error(self, name: str) -> NoReturn:
+        hint = f"choose another name, or see it with `runner status {name}`"
         try:
             state = f"state: {self.load(name).state}"
         except (StateFileError, EnvironmentNotFoundError) as exc:
             state = f"unreadable: {exc.message}"
+            folder = self.relative(self._env_dir(name))
+            if not os.path.lexists(os.path.join(self._env_folder(name), STATE_FILE)):
+                # `exists` says false: there is no environment, only its folder's name
+                hint = (
+                    f"{folder} holds no environment: look at what is in it, remove it, and "
+                    "create again; or choose another name"
+                )
         raise EnvironmentExistsError(
             f"environment '{name}' already exists ({state})",
-            hint=f"choose another name, or see it with `runner status {name}`",
+            hint=hint,
             environment=name,
         )
 

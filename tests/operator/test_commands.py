@@ -36,6 +36,10 @@ def test_exists_says_true_or_false_and_refuses_a_bad_name(work: Path) -> None:
     data = document(cli(work, "exists", "demo", "--output", "json"), 0, "exists")
     assert (data["environment"], data["exists"]) == ("demo", True)
     refused(cli(work, "exists", "Bad_Name", "--output", "json"), 2, "invalid environment name")
+    # a folder of the name with no state in it: no environment, and create says what to do
+    (work / "data/ghost").mkdir(parents=True)
+    assert cli(work, "exists", "ghost").stdout == "false\n"
+    refused(cli(work, "create", "ghost", "--output", "json"), 2, "data/ghost holds no environment")
 
 
 def test_inputs_fix_a_failed_phase_that_resume_then_finishes(work: Path) -> None:
