@@ -427,6 +427,8 @@ class Runner:
                     + did_you_mean(from_step, [s.name for s in phase.steps]),
                     hint=f"its steps: {', '.join(s.name for s in phase.steps)}",
                 )
+            if from_step is not None:
+                _refuse_a_later_step(session, phase, from_step)
             if not accept_machine_change:
                 _refuse_changed_steps(session, phase)
             result = PhaseRunner(session, self.registry(), self.progress).resume(phase, from_step)
@@ -1241,6 +1243,23 @@ def _same_lineage(record: Record, last: Events, *, restoring: bool = False) -> N
             hint=f"see the versions kept with `runner snapshots {name}` and bring one back "
             f"with `runner restore {name} --serial N`",
             environment=name,
+        )
+
+
+def _refuse_a_later_step(session: Session, phase: PhaseDef, from_step: str) -> None:
+    """Refuse ``--from-step`` of a step after the first one not done: resume starts
+    there anyway, so the steps between would not be skipped, as the operator may think."""
+    run = session.record.run
+    if run is None or run.phase != phase.name:
+        return
+    names = [s.name for s in phase.steps]
+    pending = next((n for n in names if n not in run.completed_steps), None)
+    if pending is not None and names.index(from_step) > names.index(pending):
+        raise InputError(
+            f"step '{from_step}' comes after '{pending}', the first step of phase "
+            f"'{phase.name}' not done: resume runs from '{pending}' anyway",
+            hint=f"`runner resume {session.name}` runs from '{pending}'; --from-step "
+            "re-runs from an earlier step",
         )
 
 

@@ -604,6 +604,10 @@ class Model:
             return phase
         if from_step is not None and from_step not in phase.steps:
             return "InputError"
+        if from_step is not None and self.run_of == phase.name:
+            pending = [s for s in phase.steps if s not in self.completed]
+            if pending and phase.steps.index(from_step) > phase.steps.index(pending[0]):
+                return "InputError"  # after the first step not done: resume starts there
         self._enter_resume(phase, from_step)
         self._steps(phase)
         return None

@@ -368,3 +368,21 @@ def test_a_serial_edited_by_hand_is_bounded_in_the_state_and_in_the_event_log(
     assert recovered["missing"][:2] == [2, 3] and len(recovered["missing"]) == 1000
     assert recovered["missing_count"] == 10**7 - 1
     assert (work / "data/demo/events.jsonl").stat().st_size < 64 * 1024
+
+
+def test_resume_from_a_step_after_the_failed_one_is_refused(work: Path) -> None:
+    """`--from-step` re-runs from an earlier step; a later one would not skip the steps
+    between (resume starts at the first step not done), so it is refused, naming it."""
+    failed_in_build(work)  # failed at `check`, after `prepare` and `crash`
+    data = refused(
+        cli(work, "resume", "demo", "--from-step", "finish", "--output", "json"),
+        2,
+        "comes after 'check'",
+        "runner resume demo",
+    )
+    assert data["error"] == "InputError"
+    assert read_state(work)["state"] == "build_failed"
+    assert cli(work, "inputs", "demo", "--set", "ok=true").returncode == 0
+    again = cli(work, "resume", "demo", "--from-step", "prepare")
+    assert again.returncode == 0, again.stderr
+    assert read_state(work)["state"] == "built"
