@@ -73,7 +73,17 @@ def open_url(
             )
         from runner.store.files import FileStore
 
-        return FileStore(workdir, path, keep_snapshots=snapshots)
+        store = FileStore(workdir, path, keep_snapshots=snapshots)
+        if os.path.isabs(store.relative(store.root)):
+            # records name their files relative to the working directory, and every path
+            # in a record must stay inside it (it is refused otherwise)
+            raise InputError(
+                f"the state folder of {url!r} is outside the working directory "
+                f"{os.fspath(workdir)}",
+                hint="keep it inside (e.g. file:data), or run with --workdir set to a "
+                "folder that holds it",
+            )
+        return store
     if is_postgres(url):
         from runner.store.postgres import PostgresStore
 

@@ -31,7 +31,7 @@ from runner.store.files import FileStore, _serialize
 from runner.store.locking import hold
 from runner.store.record import MachineRef, Record, Run, record_problem
 from tests.conftest import STAMP, failed_record, format_1, make_record, state_document
-from tests.helpers import cli_env
+from tests.helpers import cli_env, run_cli
 
 
 def mode(path: Path) -> int:
@@ -709,3 +709,24 @@ def test_a_damaged_snapshot_is_left_out_and_loading_it_says_why(
     assert [s.serial for s in store.list_snapshots("demo")] == [2]
     with pytest.raises(StateFileError, match=r"snapshots/1\.json"):
         store.load_snapshot("demo", 1)
+
+
+def test_a_state_folder_outside_the_working_directory_is_refused_at_once(
+    tmp_path: Path,
+) -> None:
+    """Records name their files relative to the working directory and must stay inside
+    it: `--state file:` of a folder outside it is an input error, not a record refused
+    later as "a bug in runner"; inside it, relative or absolute, works."""
+    from runner.errors import InputError
+    from runner.store.backends import open_url
+
+    work = tmp_path / "work"
+    work.mkdir()
+    for url in (f"file:{tmp_path / 'elsewhere'}", "file:../elsewhere"):
+        with pytest.raises(InputError, match="outside the working directory"):
+            open_url(url, work)
+    done = run_cli("--state", f"file:{tmp_path / 'elsewhere'}", "create", "demo", cwd=work)
+    assert done.returncode == 2 and "outside the working directory" in done.stderr
+    assert "bug in runner" not in done.stderr
+    assert open_url(f"file:{work / 'kept'}", work).root == work / "kept"
+    assert run_cli("--state", f"file:{work / 'kept'}", "create", "demo", cwd=work).returncode == 0
