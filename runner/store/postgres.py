@@ -40,6 +40,7 @@ import _thread
 import builtins
 import contextlib
 import json
+import math
 import os
 import signal
 import time
@@ -104,6 +105,9 @@ __all__ = [
 NAMESPACE = 0x52554E52
 #: How often a lock holder checks that its connection (and so its lock) is still there.
 CHECK_INTERVAL_S = 1.0
+#: The variable that sets it (seconds, a number > 0, at most :data:`CHECK_INTERVAL_MAX_S`).
+CHECK_ENV = "RUNNER_PG_CHECK_S"
+CHECK_INTERVAL_MAX_S = 3600.0
 #: How long stopped process groups get between SIGTERM and SIGKILL.
 STOP_GRACE_S = 5.0
 #: Folder names of artifacts, as in the file store (refs look the same in both).
@@ -184,6 +188,26 @@ def _driver() -> Any:
     return psycopg
 
 
+def check_interval_setting() -> float:
+    """``RUNNER_PG_CHECK_S`` in seconds (:data:`CHECK_INTERVAL_S` when unset or empty);
+    InputError unless it is a number greater than 0 and at most an hour."""
+    text = os.environ.get(CHECK_ENV, "").strip()
+    if not text:
+        return CHECK_INTERVAL_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= CHECK_INTERVAL_MAX_S:  # nan too
+        raise InputError(
+            f"{CHECK_ENV}={text!r} is not a number of seconds greater than 0 and at most "
+            f"{CHECK_INTERVAL_MAX_S:g}",
+            hint=f"set {CHECK_ENV} to how often a lock holder checks its database "
+            f"connection, e.g. {CHECK_ENV}=1 (the default), or unset it",
+        )
+    return value
+
+
 def check_url(url: str) -> dict[str, str]:
     """The connection parameters of ``url``; InputError when it is not a usable
     PostgreSQL URL or holds a password (parsed by libpq, through psycopg or not)."""
@@ -258,7 +282,8 @@ class PostgresStore:
     """Environments in the PostgreSQL database at ``url`` (see the module's docs).
 
     ``keep_snapshots`` versions of each record are kept besides the current one.
-    ``check_interval`` is how often a lock holder checks its connection.
+    ``check_interval`` is how often a lock holder checks its connection (default:
+    ``RUNNER_PG_CHECK_S``, see :func:`check_interval_setting`).
     """
 
     def __init__(
@@ -272,7 +297,7 @@ class PostgresStore:
         self.url = url
         self.keep_snapshots = keep_snapshots
         if check_interval is None:
-            check_interval = float(os.environ.get("RUNNER_PG_CHECK_S", CHECK_INTERVAL_S))
+            check_interval = check_interval_setting()
         self.check_interval = check_interval
         self._conn: psycopg.Connection[Any] | None = None
         self._leases: dict[str, PostgresLease] = {}

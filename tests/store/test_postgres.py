@@ -344,6 +344,20 @@ def test_a_terminated_connection_stops_the_step_and_writes_nothing_more(
     assert final["serial"] > before["serial"]
 
 
+def test_a_check_interval_that_is_not_a_positive_number_is_refused(site: Path, pg_url: str) -> None:
+    ok(site / "a", pg_url, "create", "demo")
+    for value in ("abc", "nan", "inf", "-1", "0", "1e12"):
+        proc = run_cli("--state", pg_url, "list", cwd=site / "a", env={"RUNNER_PG_CHECK_S": value})
+        assert proc.returncode == 2, (value, proc.stderr)
+        assert proc.stderr.startswith(
+            f"error: RUNNER_PG_CHECK_S={value!r} is not a number of seconds greater than 0 "
+            "and at most 3600"
+        ), proc.stderr
+        assert "Traceback" not in proc.stderr
+    fine = run_cli("--state", pg_url, "list", cwd=site / "a", env={"RUNNER_PG_CHECK_S": "0.5"})
+    assert fine.returncode == 0 and "demo" in fine.stdout, fine.stderr
+
+
 def test_a_server_restart_during_a_phase_stops_the_step(site: Path) -> None:
     server = pgserver.start()
     try:
