@@ -352,11 +352,25 @@ class PostgresStore:
         )
 
     def _unreachable(self, exc: Exception) -> StorageError:
+        import re
+
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        missing = re.search(r'database "(.+?)" does not exist', reason)
+        if missing:  # the server answered: it has no such database
+            hint = (
+                f'the server has no database "{missing.group(1)}": create it (CREATE DATABASE '
+                f'"{missing.group(1)}" OWNER <role>, see docs/teams.md) and run `runner state '
+                "init`, or fix the name in the URL (it comes from --state, RUNNER_STATE or "
+                "runner.toml); nothing was changed"
+            )
+        else:
+            hint = (
+                "check that the server runs and this machine may connect (the URL comes "
+                "from --state, RUNNER_STATE or runner.toml); nothing was changed"
+            )
         return StorageError(
             f"cannot reach the state database {shown_url(self.url)}: {reason}",
-            hint="check that the server runs and this machine may connect (the URL comes "
-            "from --state, RUNNER_STATE or runner.toml); nothing was changed",
+            hint=hint,
             url=shown_url(self.url),
         )
 
