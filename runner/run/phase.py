@@ -685,7 +685,10 @@ class PhaseRunner:
 
     def _check_run_log(self, run_log: RunLog) -> None:
         """A run log that could not be written fails the run before the step is recorded
-        as done: without its output the step cannot be trusted, nor the disk."""
+        as done: without its output the step cannot be trusted, nor the disk. A lost
+        lock goes through as it is: its own message and hint say what happened."""
+        if isinstance(run_log.error, LockLostError):
+            raise run_log.error
         if run_log.error is not None:
             raise StorageError(
                 f"{run_log.error.message}",

@@ -26,8 +26,11 @@ reopened while a lock is held. When it ends (the server restarted, the backend
 terminated, the network gone) the lock is gone too, and every later write raises
 :class:`~runner.errors.LockLostError`; a watcher thread notices within
 ``check_interval`` seconds during a long step and stops the process groups the step
-runs. Saves are also a compare-and-swap on the serial, so another holder's newer
-record is never overwritten.
+runs. A connection that goes silent (a network partition: no answer, no reset) counts
+as lost too, since the server may have ended the session and another host taken the
+lock: a check or request left unanswered for ``answer_within`` seconds (twice the
+interval) ends it on this side. Saves are also a compare-and-swap on the serial, so
+another holder's newer record is never overwritten.
 
 Without a lock (read-only commands) a lost connection is opened again on the next use.
 Passwords never appear in the URL: libpq's own means apply (``PGPASSWORD``,
@@ -40,8 +43,10 @@ import _thread
 import builtins
 import contextlib
 import json
+import math
 import os
 import signal
+import socket
 import time
 
 from runner import struct
@@ -104,6 +109,13 @@ __all__ = [
 NAMESPACE = 0x52554E52
 #: How often a lock holder checks that its connection (and so its lock) is still there.
 CHECK_INTERVAL_S = 1.0
+#: The variable that sets it (seconds, a number > 0, at most :data:`CHECK_INTERVAL_MAX_S`).
+CHECK_ENV = "RUNNER_PG_CHECK_S"
+CHECK_INTERVAL_MAX_S = 3600.0
+#: How long (ms) sent data may stay unacknowledged before the kernel drops a TCP
+#: connection (libpq's ``tcp_user_timeout``): a partitioned network ends a command's
+#: connection instead of leaving it waiting for TCP's own retries (about 15 minutes).
+TCP_USER_TIMEOUT_MS = 20000
 #: How long stopped process groups get between SIGTERM and SIGKILL.
 STOP_GRACE_S = 5.0
 #: Folder names of artifacts, as in the file store (refs look the same in both).
@@ -184,6 +196,26 @@ def _driver() -> Any:
     return psycopg
 
 
+def check_interval_setting() -> float:
+    """``RUNNER_PG_CHECK_S`` in seconds (:data:`CHECK_INTERVAL_S` when unset or empty);
+    InputError unless it is a number greater than 0 and at most an hour."""
+    text = os.environ.get(CHECK_ENV, "").strip()
+    if not text:
+        return CHECK_INTERVAL_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= CHECK_INTERVAL_MAX_S:  # nan too
+        raise InputError(
+            f"{CHECK_ENV}={text!r} is not a number of seconds greater than 0 and at most "
+            f"{CHECK_INTERVAL_MAX_S:g}",
+            hint=f"set {CHECK_ENV} to how often a lock holder checks its database "
+            f"connection, e.g. {CHECK_ENV}=1 (the default), or unset it",
+        )
+    return value
+
+
 def check_url(url: str) -> dict[str, str]:
     """The connection parameters of ``url``; InputError when it is not a usable
     PostgreSQL URL or holds a password (parsed by libpq, through psycopg or not)."""
@@ -258,7 +290,9 @@ class PostgresStore:
     """Environments in the PostgreSQL database at ``url`` (see the module's docs).
 
     ``keep_snapshots`` versions of each record are kept besides the current one.
-    ``check_interval`` is how often a lock holder checks its connection.
+    ``check_interval`` is how often a lock holder checks its connection (default:
+    ``RUNNER_PG_CHECK_S``, see :func:`check_interval_setting`); a check or request on
+    it left unanswered for ``answer_within`` (twice that) loses the lock.
     """
 
     def __init__(
@@ -272,13 +306,18 @@ class PostgresStore:
         self.url = url
         self.keep_snapshots = keep_snapshots
         if check_interval is None:
-            check_interval = float(os.environ.get("RUNNER_PG_CHECK_S", CHECK_INTERVAL_S))
+            check_interval = check_interval_setting()
         self.check_interval = check_interval
+        self.answer_within = 2 * check_interval
+        #: When the request on the lock's connection now in flight must have its
+        #: answer (monotonic time), None when none is; see :meth:`_on_wire`.
+        self._answer_by: float | None = None
         self._conn: psycopg.Connection[Any] | None = None
         self._leases: dict[str, PostgresLease] = {}
         self._lost: str | None = None
         self._last_stamp = ""
         self._mutex = _thread.RLock()
+        self._losing = _thread.allocate_lock()
         #: The read-only connection over libpq (see :meth:`_read`); unused once psycopg's
         #: is open (``_driven``).
         self._light: libpq.Connection | None = None
@@ -299,6 +338,8 @@ class PostgresStore:
             params.setdefault("keepalives_idle", "10")
             params.setdefault("keepalives_interval", "3")
             params.setdefault("keepalives_count", "3")
+            # ... and sent data that is never acknowledged (a partition)
+            params.setdefault("tcp_user_timeout", str(TCP_USER_TIMEOUT_MS))
         return params
 
     def _open(self, *, check_schema: bool = True) -> psycopg.Connection[Any]:
@@ -327,11 +368,25 @@ class PostgresStore:
         )
 
     def _unreachable(self, exc: Exception) -> StorageError:
+        import re
+
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        missing = re.search(r'database "(.+?)" does not exist', reason)
+        if missing:  # the server answered: it has no such database
+            hint = (
+                f'the server has no database "{missing.group(1)}": create it (CREATE DATABASE '
+                f'"{missing.group(1)}" OWNER <role>, see docs/teams.md) and run `runner state '
+                "init`, or fix the name in the URL (it comes from --state, RUNNER_STATE or "
+                "runner.toml); nothing was changed"
+            )
+        else:
+            hint = (
+                "check that the server runs and this machine may connect (the URL comes "
+                "from --state, RUNNER_STATE or runner.toml); nothing was changed"
+            )
         return StorageError(
             f"cannot reach the state database {shown_url(self.url)}: {reason}",
-            hint="check that the server runs and this machine may connect (the URL comes "
-            "from --state, RUNNER_STATE or runner.toml); nothing was changed",
+            hint=hint,
             url=shown_url(self.url),
         )
 
@@ -430,10 +485,24 @@ class PostgresStore:
         with self._mutex:
             conn = self._db()
             try:
-                with conn.transaction() if atomic else contextlib.nullcontext():
+                with self._on_wire(), conn.transaction() if atomic else contextlib.nullcontext():
                     yield conn
             except psycopg.Error as exc:
                 self._failed(exc, name)
+
+    @contextlib.contextmanager
+    def _on_wire(self, wait: float = 0.0) -> Iterator[None]:
+        """Requests on the store's connection (under ``_mutex``): while a lock is held,
+        their answers must come within ``answer_within`` seconds (plus ``wait``, for a
+        lock wait), else the watcher counts the connection lost (see :meth:`_check`)."""
+        if self._answer_by is not None:  # within another
+            yield
+            return
+        self._answer_by = time.monotonic() + wait + self.answer_within
+        try:
+            yield
+        finally:
+            self._answer_by = None
 
     def _failed(self, exc: Exception, name: str | None) -> NoReturn:
         psycopg = _driver()
@@ -506,8 +575,11 @@ class PostgresStore:
     def _lose(self, why: str) -> NoReturn:
         """The connection of held locks ended: fence every later write, stop what the
         holders' steps run, and raise LockLostError."""
-        if self._lost is None:
-            self._lost = why
+        with self._losing:  # once, whether the watcher or the command notices first
+            first = self._lost is None
+            if first:
+                self._lost = why
+        if first:
             for lease in list(self._leases.values()):
                 lease.lost(why)
         self._raise_lost()
@@ -782,38 +854,43 @@ class PostgresStore:
             if not self.exists(name):
                 raise self._not_found(name)
             conn = self._db()
-            try:
-                if seconds <= 0:
-                    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
-                    if not (row and row[0]):
-                        return None
-                else:
-                    limit = "0" if seconds == float("inf") else f"{max(1, int(seconds * 1000))}ms"
-                    try:
-                        with conn.transaction():
-                            conn.execute("SELECT set_config('lock_timeout', %s, true)", (limit,))
-                            conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
-                    except psycopg.errors.LockNotAvailable:
-                        return None
-                with conn.transaction():
-                    row = conn.execute(
-                        "SELECT pid, host, command, started_at, processes FROM "
-                        "runner.lock_holders WHERE name = %s FOR UPDATE",
-                        (name,),
-                    ).fetchone()
-                    conn.execute(
-                        "INSERT INTO runner.lock_holders (name, backend_pid, pid, host, "
-                        "command, started_at, processes) VALUES (%s, pg_backend_pid(), %s, %s, "
-                        "%s, %s, %s) ON CONFLICT (name) DO UPDATE SET backend_pid = "
-                        "EXCLUDED.backend_pid, pid = EXCLUDED.pid, host = EXCLUDED.host, "
-                        "command = EXCLUDED.command, started_at = EXCLUDED.started_at, "
-                        "processes = EXCLUDED.processes",
-                        (name, me.pid, me.host, me.command, me.started_at, list(me.processes)),
-                    )
-            except psycopg.Error as exc:
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
-                self._failed(exc, name)
+            with self._on_wire(seconds):  # a lock wait may take that long
+                try:
+                    if seconds <= 0:
+                        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
+                        if not (row and row[0]):
+                            return None
+                    else:
+                        limit = (
+                            "0" if seconds == float("inf") else f"{max(1, int(seconds * 1000))}ms"
+                        )
+                        try:
+                            with conn.transaction():
+                                conn.execute(
+                                    "SELECT set_config('lock_timeout', %s, true)", (limit,)
+                                )
+                                conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
+                        except psycopg.errors.LockNotAvailable:
+                            return None
+                    with conn.transaction():
+                        row = conn.execute(
+                            "SELECT pid, host, command, started_at, processes FROM "
+                            "runner.lock_holders WHERE name = %s FOR UPDATE",
+                            (name,),
+                        ).fetchone()
+                        conn.execute(
+                            "INSERT INTO runner.lock_holders (name, backend_pid, pid, host, "
+                            "command, started_at, processes) VALUES (%s, pg_backend_pid(), %s, %s, "
+                            "%s, %s, %s) ON CONFLICT (name) DO UPDATE SET backend_pid = "
+                            "EXCLUDED.backend_pid, pid = EXCLUDED.pid, host = EXCLUDED.host, "
+                            "command = EXCLUDED.command, started_at = EXCLUDED.started_at, "
+                            "processes = EXCLUDED.processes",
+                            (name, me.pid, me.host, me.command, me.started_at, list(me.processes)),
+                        )
+                except psycopg.Error as exc:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+                    self._failed(exc, name)
             lease = PostgresLease(self, name, me, _holder(row) if row else None)
             self._leases[name] = lease
         lease.watch()
@@ -834,16 +911,71 @@ class PostgresStore:
             if conn is None or conn.closed or conn.broken:
                 return
             try:
-                with conn.transaction():
+                with self._on_wire(), conn.transaction():
                     conn.execute(
                         "DELETE FROM runner.lock_holders WHERE name = %s AND backend_pid = "
                         "pg_backend_pid()",
                         (lease.name,),
                     )
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock_key(lease.name))
+                with self._on_wire():
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock_key(lease.name))
             except psycopg.Error as exc:  # the session ends with the process anyway
                 logger().debug("environment '%s': releasing its lock failed: %s", lease.name, exc)
                 self.close()
+
+    def _check(self) -> bool:
+        """Whether the connection of the held locks is lost (then it is cut, see
+        :meth:`_cut`): a request of the command in flight for longer than
+        ``answer_within`` (a silent connection), else a ``SELECT 1`` of the watcher's own
+        not answered within that, or failed on an ended connection."""
+        answer_by = self._answer_by
+        if answer_by is not None:  # the command waits for an answer: it is the check
+            if time.monotonic() <= answer_by:
+                return False
+            self._cut(self._silent())
+            return True
+        if not self._mutex.acquire(blocking=False):
+            return False  # a request of the command starts: its answer tells
+        try:
+            conn = self._conn
+            if self._lost is not None or conn is None or not self._leases:
+                return False
+            if conn.closed or conn.broken:
+                why = "the connection to the database ended"
+            else:
+                try:
+                    if not _ping(conn.pgconn, self.answer_within):
+                        return False
+                    why = self._silent()
+                except _driver().OperationalError as exc:
+                    why = f"the connection to the database ended ({_first_line(exc)})"
+            self._cut(why)  # before any request of the command can start on it
+            return True
+        finally:
+            self._mutex.release()
+
+    def _silent(self) -> str:
+        return (
+            f"the database did not answer for {self.answer_within:g} s (the network or the "
+            "server is gone)"
+        )
+
+    def _cut(self, why: str) -> None:
+        """The connection of the held locks is lost (``why``): fence and stop the steps
+        (see :meth:`_lose`), then shut its socket down, so that a request waiting on it
+        fails at once and the server ends the session once it hears of it. Needs no
+        ``_mutex``: a request of the command may hold it, waiting."""
+        with contextlib.suppress(LockLostError):
+            self._lose(why)
+        conn = self._conn
+        if conn is None or conn.closed:
+            return
+        with contextlib.suppress(OSError, _driver().Error):
+            sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.close()
 
     def _note(self, lease: PostgresLease) -> None:
         with self._tx(lease.name) as db:
@@ -1020,6 +1152,43 @@ class PostgresStore:
             self._exists_error(name)
 
 
+def _ping(pg: Any, seconds: float) -> bool:
+    """Whether ``SELECT 1`` sent on ``pg`` (psycopg's libpq connection: idle, in
+    nonblocking mode) goes unanswered for ``seconds`` (a silent connection); False when
+    the answer came. A connection that ended raises psycopg's OperationalError."""
+    import selectors
+
+    psycopg = _driver()
+    deadline = time.monotonic() + seconds
+
+    def ready(events: int) -> bool:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        with selectors.DefaultSelector() as selector:
+            selector.register(pg.socket, events)
+            return bool(selector.select(left))
+
+    pg.send_query(b"SELECT 1")
+    while pg.flush():
+        if not ready(selectors.EVENT_READ | selectors.EVENT_WRITE):
+            return True
+        pg.consume_input()
+    failed = ""
+    while True:
+        while not pg.is_busy():
+            result = pg.get_result()
+            if result is None:
+                if pg.status != psycopg.pq.ConnStatus.OK:
+                    raise psycopg.OperationalError(failed or "the server closed the connection")
+                return False
+            if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+                failed = (result.error_message or b"").decode("utf-8", "replace").strip()
+        if not ready(selectors.EVENT_READ):
+            return True
+        pg.consume_input()
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -1093,25 +1262,12 @@ class PostgresLease:
         self._thread.start()
 
     def _watch(self) -> None:
-        psycopg = _driver()
         store = self._store
         while not self._done.wait(store.check_interval):
-            with store._mutex:
-                if self._done.is_set() or store._lost is not None:
-                    return
-                conn = store._conn
-                if conn is None:
-                    return
-                try:
-                    conn.execute("SELECT 1")
-                    continue
-                except psycopg.Error as exc:
-                    if not (conn.closed or conn.broken):
-                        continue
-                    why = f"the connection to the database ended ({_first_line(exc)})"
-                with contextlib.suppress(LockLostError):
-                    store._lose(why)
-            return
+            if store._lost is not None:
+                return
+            if store._check():
+                return
 
     def lost(self, why: str) -> None:
         """The lock is gone: say so and stop the step's processes."""

@@ -12,14 +12,14 @@ from typing import Any, ClassVar
 
 import pytest
 
-from runner.errors import ConflictError
+from runner.errors import ConflictError, LockLostError, StorageError
 from runner.machine import cache
 from runner.machine.loader import load_machine
 from runner.plugin import Step, StepContext
 from runner.run.phase import PhaseRunner
 from runner.run.registry import StepRegistry
 from runner.run.session import Session
-from runner.store.files import FileStore
+from runner.store.files import FileArtifact, FileStore
 from runner.store.record import MachineRef, Record
 from tests.helpers import cli_env, read_events, read_state
 
@@ -226,3 +226,67 @@ def test_the_template_sandbox_is_imported_for_the_first_step_with_a_template(
     status, before, after, outputs = json.loads(done.stdout.splitlines()[-1])
     assert (status, before, after) == ("succeeded", False, templated)
     assert outputs == {"said": "demo" if templated else "plain"}
+
+
+class _FencedArtifact:
+    """A run log whose writes fail as a store's do once its lock is lost."""
+
+    def __init__(self, artifact: FileArtifact, store: _FencingStore) -> None:
+        self._artifact, self._store, self.ref = artifact, store, artifact.ref
+
+    def write(self, text: str) -> None:
+        if self._store.lost is not None:
+            raise self._store.lost
+        self._artifact.write(text)
+
+    def close(self) -> None:
+        self._artifact.close()
+
+
+class _FencingStore(FileStore):
+    """A file store whose run logs fail with :attr:`lost` once it is set."""
+
+    lost: LockLostError | None = None
+
+    def open_artifact(self, name: str, kind: Any, label: str) -> Any:
+        return _FencedArtifact(super().open_artifact(name, kind, label), self)
+
+
+class _LosesTheLock(Step):
+    """Finishes after its store lost the lock, having logged a line meanwhile (a step
+    that runs no program, which the lock's watcher cannot stop)."""
+
+    name = "lose"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    store: ClassVar[_FencingStore]
+
+    def run(self, ctx: StepContext, params: dict[str, Any]) -> dict[str, Any]:
+        _LosesTheLock.store.lost = LockLostError(
+            "lost the lock of environment 'demo': the connection to the database ended",
+            hint="another command may hold the environment now",
+            environment="demo",
+        )
+        ctx.log_line("still running")
+        return {}
+
+
+def test_a_lock_lost_during_a_step_is_reported_as_a_lost_lock(work: Path) -> None:
+    """Not as a run log that could not be written (a full disk): the lock's own message
+    and hint."""
+    (work / "machine.yaml").write_text(
+        MACHINE.replace("steps: []", "steps:\n      - {name: go, uses: lose}"), encoding="utf-8"
+    )
+    store = _FencingStore(work)
+    machine = load_machine(work / "machine.yaml")
+    ref = MachineRef(machine.name, machine.digest)
+    store.create(Record.new("demo", machine.initial, ref, {}, data_dir=store.data_dir("demo")))
+    session = Session(store, machine, store.load("demo"), "runner test", work)
+    registry = StepRegistry()
+    registry.register(_LosesTheLock, source="tests")
+    _LosesTheLock.store = store
+
+    with pytest.raises(StorageError) as raised:
+        PhaseRunner(session, registry).start(machine.phases[0])
+
+    assert raised.value is store.lost
+    assert raised.value.hint == "another command may hold the environment now"

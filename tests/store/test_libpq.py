@@ -165,6 +165,15 @@ def test_errors_are_the_same_with_either_reader(
             assert "Traceback" not in err and "secret" not in out + err
 
 
+def test_a_missing_database_is_not_taken_for_a_server_that_is_down(site: Path, pg_url: str) -> None:
+    url = "postgresql:///nosuchdb?" + pg_url.split("?")[1]
+    for args in (("status", "demo"), ("create", "demo")):
+        code, _, err = same(site / "a", "--state", url, *args)
+        assert code == 2, err
+        assert 'hint: the server has no database "nosuchdb": create it' in err, err
+        assert "runner state init" in err and "check that the server runs" not in err
+
+
 @pytest.mark.parametrize("reader", list(READERS))
 def test_ctrl_c_stops_a_read_that_waits_for_the_server(
     site: Path, pg_url: str, reader: str

@@ -1,18 +1,22 @@
 """The PostgreSQL backend through the real `runner` CLI, on a real server the tests
 start: backend choice, schema, lock handoff after a crash, fencing after a lost
-connection (a terminated backend, a restarted server), a server that is down, many
-processes on two working directories, and migration both ways."""
+connection (a terminated backend, a restarted server, a network that goes silent), a
+server that is down, many processes on two working directories, and migration both
+ways."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import selectors
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +104,13 @@ def ok(work: Path, url: str, *args: str) -> str:
     return proc.stdout
 
 
-def spawn(work: Path, url: str, *args: str) -> subprocess.Popen[str]:
+def spawn(
+    work: Path, url: str, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "runner", "--state", url, *args],
         cwd=work,
-        env=cli_env(),
+        env=cli_env(env),
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -342,6 +348,145 @@ def test_a_terminated_connection_stops_the_step_and_writes_nothing_more(
     final = stored(pg_url)
     assert final == after and final["state"] == "destroyed"  # not overwritten afterwards
     assert final["serial"] > before["serial"]
+
+
+class SilentProxy:
+    """A TCP proxy on 127.0.0.1 in front of the server's Unix socket ``target``, until
+    :meth:`go_silent`: from then on it forwards nothing more, yet keeps every connection
+    open (a network partition: no answer, no reset)."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = str(target)
+        self.silent = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def go_silent(self) -> None:
+        self.silent.set()
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                server = socket.socket(socket.AF_UNIX)
+                server.connect(self.target)
+                self.sockets += [client, server]
+                threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+
+    def _pump(self, client: socket.socket, server: socket.socket) -> None:
+        peer = {client: server, server: client}
+        with selectors.DefaultSelector() as selector, contextlib.suppress(OSError, ValueError):
+            for sock in peer:
+                selector.register(sock, selectors.EVENT_READ)
+            while selector.get_map():
+                for key, _ in selector.select():
+                    sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                    data = sock.recv(65536)
+                    if not self.silent.is_set():
+                        if not data:  # one side closed: close the other (no silence yet)
+                            return
+                        peer[sock].sendall(data)
+                    elif not data:
+                        selector.unregister(sock)  # silent: the other side never hears
+
+
+@pytest.fixture
+def proxy(pg_server: pgserver.PgServer) -> Iterator[SilentProxy]:
+    running = SilentProxy(pg_server.socket_dir / ".s.PGSQL.5432")
+    yield running
+    running.close()
+
+
+def test_a_silent_connection_stops_the_step_and_frees_the_environment(
+    site: Path, pg_url: str, proxy: SilentProxy
+) -> None:
+    """The network to the server goes silent (packets dropped, no reset) while a step
+    runs, and the server ends the holder's session: another command may take the lock
+    at once, so the holder must stop its step within twice RUNNER_PG_CHECK_S, not when
+    TCP gives up."""
+    a, b = site / "a", site / "b"
+    ok(a, pg_url, "create", "demo", "--set", "nap=30")
+    database = pg_url.split("?")[0].rsplit("/", 1)[1]
+    holder = spawn(a, proxy.url(database), "advance", "demo", env={"RUNNER_PG_CHECK_S": "0.5"})
+    try:
+        step = wait_for(a / "demo.pid")
+        backend = holder_backend(pg_url)
+        proxy.go_silent()
+        t0 = time.monotonic()
+        sql(pg_url, "SELECT pg_terminate_backend(%s)", backend)
+        assert gone(step, timeout=8), "the step still runs: the holder never noticed"
+        assert time.monotonic() - t0 < 5
+        _, err = holder.communicate(timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.communicate()
+    assert holder.returncode == 2, err
+    assert err.startswith(
+        "error: lost the lock of environment 'demo': the database did not answer for 1 s"
+    ), err
+    assert err.count("lost the lock") == 1 and "Traceback" not in err
+    assert "runner status demo" in err and "free space" not in err, err
+    taken = cli(b, pg_url, "--lock-timeout", "10", "destroy", "demo")
+    assert taken.returncode == 0, taken.stderr
+    assert stored(pg_url)["state"] == "destroyed"
+
+
+def test_a_write_left_unanswered_fails_as_a_lost_lock(pg_url: str, proxy: SilentProxy) -> None:
+    """A request of the command itself that waits on a silent connection: the watcher
+    ends it after twice the interval (it raises LockLostError) instead of letting it wait
+    for TCP."""
+    from runner.errors import LockLostError
+    from runner.store.contract import LockInfo
+    from runner.store.postgres import PostgresStore
+    from runner.store.record import now_iso
+    from tests.conftest import make_record
+
+    store = PostgresStore(proxy.url(pg_url.split("?")[0].rsplit("/", 1)[1]), check_interval=0.25)
+    store.create(make_record())
+    lease = store.try_lock("demo", LockInfo(os.getpid(), "here", "test", now_iso()))
+    assert lease is not None
+    proxy.go_silent()
+    raised: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            store.append_event("demo", {"type": "note"})
+        except BaseException as exc:
+            raised.append(exc)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(timeout=5)
+    assert not writer.is_alive(), "the write still waits for an answer"
+    assert len(raised) == 1 and isinstance(raised[0], LockLostError), raised
+    assert "the database did not answer for 0.5 s" in str(raised[0])
+    assert lease.lost_reason is not None
+    lease.release()
+    store.close()
+
+
+def test_a_check_interval_that_is_not_a_positive_number_is_refused(site: Path, pg_url: str) -> None:
+    ok(site / "a", pg_url, "create", "demo")
+    for value in ("abc", "nan", "inf", "-1", "0", "1e12"):
+        proc = run_cli("--state", pg_url, "list", cwd=site / "a", env={"RUNNER_PG_CHECK_S": value})
+        assert proc.returncode == 2, (value, proc.stderr)
+        assert proc.stderr.startswith(
+            f"error: RUNNER_PG_CHECK_S={value!r} is not a number of seconds greater than 0 "
+            "and at most 3600"
+        ), proc.stderr
+        assert "Traceback" not in proc.stderr
+    fine = run_cli("--state", pg_url, "list", cwd=site / "a", env={"RUNNER_PG_CHECK_S": "0.5"})
+    assert fine.returncode == 0 and "demo" in fine.stdout, fine.stderr
 
 
 def test_a_server_restart_during_a_phase_stops_the_step(site: Path) -> None:
