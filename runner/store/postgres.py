@@ -28,9 +28,10 @@ terminated, the network gone) the lock is gone too, and every later write raises
 ``check_interval`` seconds during a long step and stops the process groups the step
 runs. A connection that goes silent (a network partition: no answer, no reset) counts
 as lost too, since the server may have ended the session and another host taken the
-lock: a check or request left unanswered for ``answer_within`` seconds (twice the
-interval) ends it on this side. Saves are also a compare-and-swap on the serial, so
-another holder's newer record is never overwritten.
+lock: a check or request left unanswered for ``answer_within`` seconds
+(``RUNNER_PG_ANSWER_S``; by default twice the interval, at least :data:`MIN_ANSWER_S`)
+ends it on this side. Saves are also a compare-and-swap on the serial, so another
+holder's newer record is never overwritten.
 
 Without a lock (read-only commands) a lost connection is opened again on the next use.
 Passwords never appear in the URL: libpq's own means apply (``PGPASSWORD``,
@@ -105,12 +106,19 @@ __all__ = [
     "lock_key",
 ]
 
+#: The least time a request on a lock's connection may take before the connection
+#: counts as silent and the lock as lost: a commit that stalls for a moment on a busy
+#: server must not stop a step (two copies of it can run only once the server has
+#: ended the session, which a partition alone does not do at once).
+MIN_ANSWER_S = 5.0
+
 #: The first half of every advisory lock key of the runner ("RUNR" as a 32-bit integer).
 NAMESPACE = 0x52554E52
 #: How often a lock holder checks that its connection (and so its lock) is still there.
 CHECK_INTERVAL_S = 1.0
 #: The variable that sets it (seconds, a number > 0, at most :data:`CHECK_INTERVAL_MAX_S`).
 CHECK_ENV = "RUNNER_PG_CHECK_S"
+ANSWER_ENV = "RUNNER_PG_ANSWER_S"
 CHECK_INTERVAL_MAX_S = 3600.0
 #: How long (ms) sent data may stay unacknowledged before the kernel drops a TCP
 #: connection (libpq's ``tcp_user_timeout``): a partitioned network ends a command's
@@ -199,19 +207,34 @@ def _driver() -> Any:
 def check_interval_setting() -> float:
     """``RUNNER_PG_CHECK_S`` in seconds (:data:`CHECK_INTERVAL_S` when unset or empty);
     InputError unless it is a number greater than 0 and at most an hour."""
-    text = os.environ.get(CHECK_ENV, "").strip()
+    value = _seconds_setting(CHECK_ENV, "how often a lock holder checks its database connection")
+    return CHECK_INTERVAL_S if value is None else value
+
+
+def answer_setting(check_interval: float) -> float:
+    """``RUNNER_PG_ANSWER_S`` in seconds: how long a request on a lock's connection may
+    go unanswered before the lock counts as lost; by default twice ``check_interval``
+    and at least :data:`MIN_ANSWER_S`."""
+    value = _seconds_setting(
+        ANSWER_ENV, "how long a lock holder waits for an answer of its database"
+    )
+    return max(2 * check_interval, MIN_ANSWER_S) if value is None else value
+
+
+def _seconds_setting(name: str, what: str) -> float | None:
+    """The environment variable ``name`` as seconds (None when unset or empty)."""
+    text = os.environ.get(name, "").strip()
     if not text:
-        return CHECK_INTERVAL_S
+        return None
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not 0 < value <= CHECK_INTERVAL_MAX_S:  # nan too
         raise InputError(
-            f"{CHECK_ENV}={text!r} is not a number of seconds greater than 0 and at most "
+            f"{name}={text!r} is not a number of seconds greater than 0 and at most "
             f"{CHECK_INTERVAL_MAX_S:g}",
-            hint=f"set {CHECK_ENV} to how often a lock holder checks its database "
-            f"connection, e.g. {CHECK_ENV}=1 (the default), or unset it",
+            hint=f"set {name} to {what}, or unset it for the default",
         )
     return value
 
@@ -292,7 +315,8 @@ class PostgresStore:
     ``keep_snapshots`` versions of each record are kept besides the current one.
     ``check_interval`` is how often a lock holder checks its connection (default:
     ``RUNNER_PG_CHECK_S``, see :func:`check_interval_setting`); a check or request on
-    it left unanswered for ``answer_within`` (twice that) loses the lock.
+    it left unanswered for ``answer_within`` (default: ``RUNNER_PG_ANSWER_S``, see
+    :func:`answer_setting`) loses the lock.
     """
 
     def __init__(
@@ -301,6 +325,7 @@ class PostgresStore:
         *,
         keep_snapshots: int = 20,
         check_interval: float | None = None,
+        answer_within: float | None = None,
     ) -> None:
         self.params = check_url(url)
         self.url = url
@@ -308,7 +333,9 @@ class PostgresStore:
         if check_interval is None:
             check_interval = check_interval_setting()
         self.check_interval = check_interval
-        self.answer_within = 2 * check_interval
+        self.answer_within = (
+            answer_setting(check_interval) if answer_within is None else answer_within
+        )
         #: When the request on the lock's connection now in flight must have its
         #: answer (monotonic time), None when none is; see :meth:`_on_wire`.
         self._answer_by: float | None = None

@@ -411,12 +411,18 @@ def test_a_silent_connection_stops_the_step_and_frees_the_environment(
 ) -> None:
     """The network to the server goes silent (packets dropped, no reset) while a step
     runs, and the server ends the holder's session: another command may take the lock
-    at once, so the holder must stop its step within twice RUNNER_PG_CHECK_S, not when
+    at once, so the holder must stop its step within RUNNER_PG_ANSWER_S, not when
     TCP gives up."""
     a, b = site / "a", site / "b"
     ok(a, pg_url, "create", "demo", "--set", "nap=30")
     database = pg_url.split("?")[0].rsplit("/", 1)[1]
-    holder = spawn(a, proxy.url(database), "advance", "demo", env={"RUNNER_PG_CHECK_S": "0.5"})
+    holder = spawn(
+        a,
+        proxy.url(database),
+        "advance",
+        "demo",
+        env={"RUNNER_PG_CHECK_S": "0.5", "RUNNER_PG_ANSWER_S": "1"},
+    )
     try:
         step = wait_for(a / "demo.pid")
         backend = holder_backend(pg_url)
@@ -451,7 +457,7 @@ def test_a_write_left_unanswered_fails_as_a_lost_lock(pg_url: str, proxy: Silent
     from runner.store.record import now_iso
     from tests.conftest import make_record
 
-    store = PostgresStore(proxy.url(pg_url.split("?")[0].rsplit("/", 1)[1]), check_interval=0.25)
+    store = PostgresStore(proxy.url(pg_url.split("?")[0].rsplit("/", 1)[1]), check_interval=0.25, answer_within=0.5)
     store.create(make_record())
     lease = store.try_lock("demo", LockInfo(os.getpid(), "here", "test", now_iso()))
     assert lease is not None
@@ -611,3 +617,21 @@ def test_migrate_from_files_to_postgresql_and_back(site: Path, pg_url: str) -> N
     assert '"data/' not in copied
     assert json.loads(copied.replace('"copy/', '"data/')) == before
     ok(a, "file:copy", "destroy", "one")  # the copy is a working backend
+
+
+def test_how_long_a_lock_holder_waits_for_an_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default a request may go unanswered twice the check interval and at least 5 s
+    (a commit that stalls a moment must not stop a step); RUNNER_PG_ANSWER_S sets it,
+    and a value that is no number of seconds is refused."""
+    from runner.errors import InputError
+    from runner.store.postgres import answer_setting
+
+    monkeypatch.delenv("RUNNER_PG_ANSWER_S", raising=False)
+    assert answer_setting(1.0) == 5.0 and answer_setting(0.25) == 5.0
+    assert answer_setting(4.0) == 8.0
+    monkeypatch.setenv("RUNNER_PG_ANSWER_S", "1.5")
+    assert answer_setting(1.0) == 1.5
+    for bad in ("abc", "nan", "0", "-2", "1e12"):
+        monkeypatch.setenv("RUNNER_PG_ANSWER_S", bad)
+        with pytest.raises(InputError, match="RUNNER_PG_ANSWER_S"):
+            answer_setting(1.0)
