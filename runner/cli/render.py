@@ -76,6 +76,17 @@ def _finite(value: Any) -> Any:
     return value
 
 
+#: Control characters but newline and tab, shown as ``\xNN``: text from a state file, an
+#: event log or a step (a `--reason`, an error, a tool's output) must not drive the
+#: terminal of whoever reads it (move the cursor, set the title, clear the screen).
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (9, 10)}
+
+
+def printable(value: str) -> str:
+    """``value`` with its control characters (but newline and tab) made visible."""
+    return value.translate(_CONTROLS)
+
+
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(_finite(data), indent=2, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
@@ -106,7 +117,7 @@ def show(
     else:
         body = text(result)
         if body:
-            print(body)
+            print(printable(body))
     if run is not None:
         return run.exit_code
     check: CheckResult | None = _outcome(result, "CheckResult")

@@ -18,7 +18,14 @@ from rich.table import Table
 from rich.text import Text
 
 from runner.api.results import HistoryResult, ListResult, RunResult, StatusResult
-from runner.cli.render import HISTORY_COLUMNS, check_column, history_rows, state_style, text
+from runner.cli.render import (
+    HISTORY_COLUMNS,
+    check_column,
+    history_rows,
+    printable,
+    state_style,
+    text,
+)
 from runner.result import Result
 
 __all__ = ["show"]
@@ -47,7 +54,7 @@ def _renderable(result: Result, kind_of: KindOf) -> RenderableType | None:
         return _list(result, kind_of)
     if isinstance(result, HistoryResult):
         return _history(result)
-    body = text(result)
+    body = printable(text(result))
     if not body:
         return None
     if isinstance(result, StatusResult):
@@ -66,7 +73,7 @@ def _table(*columns: str) -> Table:
 
 def _list(result: ListResult, kind_of: KindOf) -> RenderableType:
     if not result.environments and not result.unreadable:
-        return Text(text(result))
+        return Text(printable(text(result)))
     parts: list[RenderableType] = []
     if result.environments:
         table = _table("NAME", "STATE", "UPDATED", "CHECK")
@@ -81,13 +88,14 @@ def _list(result: ListResult, kind_of: KindOf) -> RenderableType:
         parts.append(table)
     if result.unreadable:
         parts.append(Text("\nunreadable:", style=_FAILED))
-        parts.extend(Text(f"  {e.environment}: {e.error}") for e in result.unreadable)
+        parts.extend(Text(printable(f"  {e.environment}: {e.error}")) for e in result.unreadable)
     return Group(*parts)
 
 
 def _history(result: HistoryResult) -> RenderableType:
     table = _table(*HISTORY_COLUMNS)
-    for time, kind, phase, step, detail in history_rows(result):
+    for row in history_rows(result):
+        time, kind, phase, step, detail = (printable(cell) for cell in row)
         style = ""
         if detail.startswith("failed") or kind == "interrupted":
             style = _FAILED if kind != "interrupted" else "yellow"

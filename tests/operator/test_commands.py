@@ -386,3 +386,16 @@ def test_resume_from_a_step_after_the_failed_one_is_refused(work: Path) -> None:
     again = cli(work, "resume", "demo", "--from-step", "prepare")
     assert again.returncode == 0, again.stderr
     assert read_state(work)["state"] == "built"
+
+
+def test_control_characters_in_a_reason_never_reach_the_terminal(work: Path) -> None:
+    """A `--reason` holding terminal escapes (set the title, clear the screen) is kept
+    as given, and shown by `status` and `history` with them made visible."""
+    assert cli(work, "create", "demo").returncode == 0
+    reason = "fixed\x1b]0;owned\x07 by hand\x1b[2J\rdone"
+    assert cli(work, "force-state", "demo", "created", "--reason", reason).returncode == 0
+    assert read_events(work)[-1]["reason"] == reason
+    for command in ("status", "history"):
+        shown = cli(work, command, "demo").stdout
+        assert "\x1b" not in shown and "\x07" not in shown and "\r" not in shown, command
+        assert "fixed\\x1b]0;owned\\x07 by hand\\x1b[2J\\x0ddone" in shown, (command, shown)
