@@ -295,8 +295,9 @@ class FileStore:
                 self._state_error(
                     name,
                     "is missing (the environment's folder exists without it)",
-                    hint=f"restore {self.relative(path)} from a backup; the runner never "
-                    "recreates it on its own",
+                    hint="copy the newest good version from "
+                    f"{self.relative(os.path.join(folder, SNAPSHOT_FOLDER))}/ in its place "
+                    "(docs/recovery.md); the runner never recreates it on its own",
                 )
             raise EnvironmentNotFoundError(
                 f"no environment '{name}'",
@@ -307,6 +308,14 @@ class FileStore:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 self._link_error(name, path)
+            if exc.errno == errno.EISDIR:
+                self._state_error(
+                    name,
+                    "is a folder, not a file",
+                    hint=f"move it away and copy the newest good version from "
+                    f"{self.relative(os.path.join(folder, SNAPSHOT_FOLDER))}/ in its place "
+                    "(docs/recovery.md)",
+                )
             self._state_error(
                 name,
                 f"cannot be read: {exc.strerror or exc}",
