@@ -74,7 +74,7 @@ def open_url(
         from runner.store.files import FileStore
 
         store = FileStore(workdir, path, keep_snapshots=snapshots)
-        if os.path.isabs(store.relative(store.root)):
+        if os.path.isabs(store.relative(store.root_path)):
             # records name their files relative to the working directory, and every path
             # in a record must stay inside it (it is refused otherwise)
             raise InputError(

@@ -235,6 +235,11 @@ class FileStore:
 
         return Path(self._root)
 
+    @property
+    def root_path(self) -> str:
+        """:attr:`root` as a plain path (no pathlib: the read commands start without it)."""
+        return self._root
+
     def _env_dir(self, name: str) -> Path:
         return self.root / check_name(name)
 
