@@ -36,6 +36,7 @@ from pathlib import Path
 from runner.errors import StepError, StorageError
 from runner.log import logger
 from runner.plugin import ProcessResult
+from runner.store.contract import ProcessGroup
 from runner.store.record import now_iso
 
 TYPE_CHECKING = False
@@ -47,8 +48,11 @@ if TYPE_CHECKING:
 __all__ = [
     "ProcessSupervisor",
     "RunLog",
+    "boot_id",
     "find_program",
+    "identified",
     "install_hint",
+    "leader_start",
     "live_groups",
     "stop_leftovers",
 ]
@@ -712,6 +716,52 @@ class Watchdog:
                     time.sleep(0.002)
                     continue
             self._pid = None
+
+
+#: A random id Linux makes at each boot.
+_BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+
+
+@functools.cache
+def boot_id() -> str | None:
+    """This system's boot id, or None where it has none to read (no Linux /proc)."""
+    try:
+        with open(_BOOT_ID_FILE, encoding="ascii") as file:
+            text = file.read().strip()
+    except (OSError, ValueError):
+        return None
+    return text or None
+
+
+def leader_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (field 22 of
+    ``/proc/PID/stat``); None when it is gone or there is no /proc to say."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        stat = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    # the name (field 2) is in parentheses and may hold anything: count after its end
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def identified(group: int) -> ProcessGroup:
+    """The process group a step just started (its leader's pid is ``group``), with what
+    tells it apart from any later group of that number: this boot's id and the leader's
+    start time. Unidentified where /proc does not say (then nobody stops it for us: the
+    next holder only reports it)."""
+    boot = boot_id()
+    start = None if boot is None else leader_start(group)
+    return ProcessGroup(group) if start is None else ProcessGroup(group, boot, start)
 
 
 def stop_leftovers(groups: Sequence[int], grace_s: float = 5.0) -> list[int]:

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from runner.store.postgres import SCHEMA_VERSION
 from tests import pgserver
 from tests.cli.test_output_schema import check
 from tests.helpers import build_tree, cli_env, run_cli
@@ -168,9 +169,13 @@ def test_a_database_without_the_schema_asks_for_state_init(
     assert "has no runner schema yet" in proc.stderr and "runner state init" in proc.stderr
     assert "Traceback" not in proc.stderr
     made = check(cli(site / "a", url, "--output", "json", "state", "init"), 0, "state_init")
-    assert (made["backend"], made["schema_before"], made["schema_after"]) == ("postgresql", 0, 1)
+    assert (made["backend"], made["schema_before"], made["schema_after"]) == (
+        "postgresql",
+        0,
+        SCHEMA_VERSION,
+    )
     again = check(cli(site / "a", url, "--output", "json", "state", "init"), 0, "state_init")
-    assert again["schema_before"] == again["schema_after"] == 1
+    assert again["schema_before"] == again["schema_after"] == SCHEMA_VERSION
     assert "no environments" in ok(site / "a", url, "list")
 
 
@@ -194,7 +199,7 @@ def test_a_newer_schema_is_refused(site: Path, pg_url: str) -> None:
     sql(pg_url, "INSERT INTO runner.schema_version (version) VALUES (99)")
     proc = cli(site / "a", pg_url, "list")
     assert proc.returncode == 2
-    assert "schema version 99, newer than this runner knows (1)" in proc.stderr
+    assert f"schema version 99, newer than this runner knows ({SCHEMA_VERSION})" in proc.stderr
 
 
 def test_the_backend_comes_from_runner_toml_and_runner_state(site: Path, pg_url: str) -> None:
