@@ -54,6 +54,7 @@ __all__ = [
     "install_hint",
     "leader_start",
     "live_groups",
+    "sorted_leftovers",
     "stop_leftovers",
 ]
 
@@ -764,10 +765,45 @@ def identified(group: int) -> ProcessGroup:
     return ProcessGroup(group) if start is None else ProcessGroup(group, boot, start)
 
 
+def sorted_leftovers(groups: Sequence[int]) -> tuple[list[int], list[tuple[int, str]]]:
+    """The process groups a holder on this host that ended without releasing noted,
+    sorted: those still running that are for certain the groups it noted (the same boot,
+    the same leader, started at the same tick), which may be stopped; and those still
+    running that may be, with why it cannot be told, for a person to check. A group
+    that is gone, noted before the last boot, or whose number another process leads
+    now is neither: those programs have ended."""
+    ours: list[int] = []
+    unsure: list[tuple[int, str]] = []
+    boot = boot_id()
+    for group in groups:
+        if group <= 1 or not _group_alive(group):
+            continue
+        if not isinstance(group, ProcessGroup) or not group.identified:
+            why = (
+                "the lock record does not identify it (an older runner wrote it, or one "
+                "on a system without /proc)"
+            )
+        elif boot is None:
+            why = "this system has no /proc to tell it apart from a later group of that number"
+        elif group.boot_id != boot:
+            continue  # noted before a reboot: that group ended with it
+        else:
+            start = leader_start(group)
+            if start == group.leader_start:
+                ours.append(int(group))
+                continue
+            if start is not None:
+                continue  # another process leads a group of that number now
+            why = "its leader has ended, so it cannot be told apart from a later group"
+        unsure.append((int(group), why))
+    return ours, unsure
+
+
 def stop_leftovers(groups: Sequence[int], grace_s: float = 5.0) -> list[int]:
     """Stop the process groups among ``groups`` that still run (SIGTERM, up to
-    ``grace_s``, then SIGKILL): what the steps of a runner killed with SIGKILL left.
-    Returns the groups that were still running."""
+    ``grace_s``, then SIGKILL to those still running): what the steps of a runner killed
+    with SIGKILL left, once :func:`sorted_leftovers` found them to be its own. Returns
+    the groups that were still running."""
     alive = [g for g in groups if g > 1 and _group_alive(g)]
     for group in alive:
         _signal_group(group, signal.SIGTERM)
@@ -775,7 +811,8 @@ def stop_leftovers(groups: Sequence[int], grace_s: float = 5.0) -> list[int]:
     while time.monotonic() < deadline and any(_group_alive(g) for g in alive):
         time.sleep(0.05)
     for group in alive:
-        _signal_group(group, signal.SIGKILL)
+        if _group_alive(group):  # one that ended is not signalled again: its number may be reused
+            _signal_group(group, signal.SIGKILL)
     return alive
 
 
