@@ -73,6 +73,7 @@ __all__ = [
     "StatusResult",
     "StepPlan",
     "Unreadable",
+    "UnverifiedLeftover",
     "ValidateResult",
     "document",
 ]
@@ -149,6 +150,41 @@ class Unreadable(Result):
 
 
 @struct(frozen=True)
+class UnverifiedLeftover(Result):
+    """A process group that a runner which ended without releasing the lock noted,
+    which may still run but cannot be told for certain to be that runner's (it ran on
+    another host, its record does not identify it, ...): no command stops it; a person
+    checks it and stops it by hand."""
+
+    group: int
+    host: str
+    """The host it ran on."""
+    pid: int
+    """The runner that noted it."""
+    command: str
+    """What that runner was doing."""
+    reason: str
+    """Why it is not stopped for the operator."""
+
+    @property
+    def elsewhere(self) -> bool:
+        """Whether it ran on another host than this one."""
+        import os
+
+        return self.host != os.uname().nodename
+
+    def text(self) -> str:
+        """What to say of it, and what to do."""
+        where, there = (f" on host {self.host}", f" on {self.host}") if self.elsewhere else ("", "")
+        return (
+            f"process group {self.group} may still run{where}, left by pid {self.pid} "
+            f"({self.command}), which ended without releasing the lock; it is not stopped "
+            f"for you: {self.reason}. Check it{there} (pgrep -l -g {self.group}) and, if it "
+            f"is that run's, stop it by hand (kill -- -{self.group}) before resuming"
+        )
+
+
+@struct(frozen=True)
 class StatusResult(Result):
     """`status`: where an environment is, what failed, who holds it, what to do next."""
 
@@ -167,6 +203,9 @@ class StatusResult(Result):
     allowed_phases: tuple[str, ...]
     leftover_processes: tuple[int, ...]
     """Process groups a runner that died without releasing the lock left running."""
+    unverified_processes: tuple[UnverifiedLeftover, ...]
+    """Process groups such a runner noted that may still run, but not stopped by the
+    next command: they cannot be told for certain to be its own."""
     entered_at: str
     """When the environment entered its current state (the last transition into it):
     what the state's description says was true then (e.g. "healthy"), not now."""
@@ -190,6 +229,7 @@ class StatusResult(Result):
         next_actions: Sequence[str],
         allowed_phases: Sequence[str],
         leftovers: Sequence[int] = (),
+        unverified: Sequence[UnverifiedLeftover] = (),
         machine_changed: bool = False,
     ) -> StatusResult:
         return cls(
@@ -207,6 +247,7 @@ class StatusResult(Result):
             next=tuple(next_actions),
             allowed_phases=tuple(allowed_phases),
             leftover_processes=tuple(leftovers),
+            unverified_processes=tuple(unverified),
             entered_at=entered_at,
             last_check=copied(record.last_check),
             forced=copied(record.forced),

@@ -16,7 +16,13 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
-from runner.api.results import ExistsResult, HistoryResult, ListResult, StatusResult
+from runner.api.results import (
+    ExistsResult,
+    HistoryResult,
+    ListResult,
+    StatusResult,
+    UnverifiedLeftover,
+)
 from runner.errors import (
     InputError,
     InvalidInputsError,
@@ -1028,13 +1034,16 @@ class Runner:
         holder = self.store.lock_holder(name)
         interrupted = kind == "intermediate" and holder is None
         actions: list[str] = []
-        leftovers = [] if holder is not None else _leftovers(self.store.last_holder(name))
+        leftovers, unverified = (
+            ([], []) if holder is not None else _leftovers(self.store.last_holder(name))
+        )
         if leftovers:
             actions.append(
                 "processes of a run that ended without releasing the lock still run "
                 f"(process group {', '.join(str(g) for g in leftovers)}): the next command "
                 f"that takes the lock stops them (or: kill -- -{leftovers[0]})"
             )
+        actions.extend(leftover.text() for leftover in unverified)
         if holder is not None:
             doing = f"{holder.command} (pid {holder.pid})" if holder.known else "another process"
             actions.append(f"wait: {doing} is working on it")
@@ -1086,6 +1095,7 @@ class Runner:
             next_actions=actions,
             allowed_phases=[p.name for p in machine.phases_from(state)],
             leftovers=leftovers,
+            unverified=unverified,
             machine_changed=changed,
         )
 
@@ -1421,24 +1431,41 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _leftovers(stale: LockInfo | None) -> list[int]:
-    """The process groups a holder that died without releasing left running here."""
-    if stale is None or not stale.processes or stale.host != os.uname().nodename:
-        return []
-    from runner.run.process import live_groups
+def _leftovers(stale: LockInfo | None) -> tuple[list[int], list[UnverifiedLeftover]]:
+    """What a holder that died without releasing the lock left: the process groups still
+    running here that are for certain the ones it noted (same host, boot and leader:
+    to be stopped), and those that may still run, here or on its host, that cannot be
+    told to be (for a person to check: nothing stops them)."""
+    if stale is None or not stale.processes:
+        return [], []
+    if stale.host != os.uname().nodename:
+        why = "it ran on another host, where this runner cannot look"
+        unsure = [(int(g), why) for g in stale.processes]
+        ours: list[int] = []
+    else:
+        from runner.run.process import sorted_leftovers
 
-    return live_groups(stale.processes)
+        ours, unsure = sorted_leftovers(stale.processes)
+    return ours, [
+        UnverifiedLeftover(group, stale.host, stale.pid, stale.command, why)
+        for group, why in unsure
+    ]
 
 
 def _stop_leftovers(name: str, previous: LockInfo | None) -> None:
     """A holder that died without releasing (killed with SIGKILL) may have left its
-    step's programs running: stop them before anything else runs."""
-    if not _leftovers(previous):
+    step's programs running: stop those that are for certain its own before anything
+    else runs, and say which others may still run (never stopped: their numbers may
+    belong to other programs by now)."""
+    ours, unsure = _leftovers(previous)
+    for leftover in unsure:
+        logger().warning("environment=%s %s", name, leftover.text())
+    if not ours:
         return
     assert previous is not None
     from runner.run.process import stop_leftovers
 
-    stopped = stop_leftovers(previous.processes)
+    stopped = stop_leftovers(ours)
     if stopped:
         logger().warning(
             "environment=%s stopped process group %s left running by pid %d (%s), which "

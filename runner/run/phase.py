@@ -38,7 +38,7 @@ from runner.machine.templated import TemplateFailure, has_template
 from runner.plugin import Step, StepContext
 from runner.result import Result, key
 from runner.run.inputs import SecretResolver, mask_params
-from runner.run.process import ProcessSupervisor, RunLog, Watchdog
+from runner.run.process import ProcessSupervisor, RunLog, Watchdog, identified
 from runner.run.registry import StepRegistry
 from runner.run.session import Session
 from runner.run.traces import TAIL_LINES, trace_text, write_trace
@@ -529,7 +529,7 @@ class PhaseRunner:
             interrupts.running(group)
             watchdog.running(group)
             if lease is not None:
-                lease.note_processes(() if group is None else (group,))
+                lease.note_processes(() if group is None else (identified(group),))
 
         supervisor = ProcessSupervisor(
             run_log,

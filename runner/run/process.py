@@ -36,6 +36,7 @@ from pathlib import Path
 from runner.errors import StepError, StorageError
 from runner.log import logger
 from runner.plugin import ProcessResult
+from runner.store.contract import ProcessGroup
 from runner.store.record import now_iso
 
 TYPE_CHECKING = False
@@ -47,9 +48,13 @@ if TYPE_CHECKING:
 __all__ = [
     "ProcessSupervisor",
     "RunLog",
+    "boot_id",
     "find_program",
+    "identified",
     "install_hint",
+    "leader_start",
     "live_groups",
+    "sorted_leftovers",
     "stop_leftovers",
 ]
 
@@ -714,10 +719,91 @@ class Watchdog:
             self._pid = None
 
 
+#: A random id Linux makes at each boot.
+_BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+
+
+@functools.cache
+def boot_id() -> str | None:
+    """This system's boot id, or None where it has none to read (no Linux /proc)."""
+    try:
+        with open(_BOOT_ID_FILE, encoding="ascii") as file:
+            text = file.read().strip()
+    except (OSError, ValueError):
+        return None
+    return text or None
+
+
+def leader_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (field 22 of
+    ``/proc/PID/stat``); None when it is gone or there is no /proc to say."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        stat = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    # the name (field 2) is in parentheses and may hold anything: count after its end
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def identified(group: int) -> ProcessGroup:
+    """The process group a step just started (its leader's pid is ``group``), with what
+    tells it apart from any later group of that number: this boot's id and the leader's
+    start time. Unidentified where /proc does not say (then nobody stops it for us: the
+    next holder only reports it)."""
+    boot = boot_id()
+    start = None if boot is None else leader_start(group)
+    return ProcessGroup(group) if start is None else ProcessGroup(group, boot, start)
+
+
+def sorted_leftovers(groups: Sequence[int]) -> tuple[list[int], list[tuple[int, str]]]:
+    """The process groups a holder on this host that ended without releasing noted,
+    sorted: those still running that are for certain the groups it noted (the same boot,
+    the same leader, started at the same tick), which may be stopped; and those still
+    running that may be, with why it cannot be told, for a person to check. A group
+    that is gone, noted before the last boot, or whose number another process leads
+    now is neither: those programs have ended."""
+    ours: list[int] = []
+    unsure: list[tuple[int, str]] = []
+    boot = boot_id()
+    for group in groups:
+        if group <= 1 or not _group_alive(group):
+            continue
+        if not isinstance(group, ProcessGroup) or not group.identified:
+            why = (
+                "the lock record does not identify it (an older runner wrote it, or one "
+                "on a system without /proc)"
+            )
+        elif boot is None:
+            why = "this system has no /proc to tell it apart from a later group of that number"
+        elif group.boot_id != boot:
+            continue  # noted before a reboot: that group ended with it
+        else:
+            start = leader_start(group)
+            if start == group.leader_start:
+                ours.append(int(group))
+                continue
+            if start is not None:
+                continue  # another process leads a group of that number now
+            why = "its leader has ended, so it cannot be told apart from a later group"
+        unsure.append((int(group), why))
+    return ours, unsure
+
+
 def stop_leftovers(groups: Sequence[int], grace_s: float = 5.0) -> list[int]:
     """Stop the process groups among ``groups`` that still run (SIGTERM, up to
-    ``grace_s``, then SIGKILL): what the steps of a runner killed with SIGKILL left.
-    Returns the groups that were still running."""
+    ``grace_s``, then SIGKILL to those still running): what the steps of a runner killed
+    with SIGKILL left, once :func:`sorted_leftovers` found them to be its own. Returns
+    the groups that were still running."""
     alive = [g for g in groups if g > 1 and _group_alive(g)]
     for group in alive:
         _signal_group(group, signal.SIGTERM)
@@ -725,7 +811,8 @@ def stop_leftovers(groups: Sequence[int], grace_s: float = 5.0) -> list[int]:
     while time.monotonic() < deadline and any(_group_alive(g) for g in alive):
         time.sleep(0.05)
     for group in alive:
-        _signal_group(group, signal.SIGKILL)
+        if _group_alive(group):  # one that ended is not signalled again: its number may be reused
+            _signal_group(group, signal.SIGKILL)
     return alive
 
 

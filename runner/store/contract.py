@@ -60,6 +60,7 @@ __all__ = [
     "ListEntry",
     "LockInfo",
     "Locks",
+    "ProcessGroup",
     "Records",
     "SnapshotInfo",
     "Snapshots",
@@ -97,6 +98,81 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+class ProcessGroup(int):
+    """A process group a holder's step runs: its number (which it is, and compares as),
+    with what tells it apart from a later group of that number, since the system reuses
+    the numbers and a reboot starts them again: the ``boot_id`` of the system it runs on
+    and its leader's ``leader_start`` (clock ticks after that boot). A plain number
+    among :attr:`LockInfo.processes` is a group nothing identifies (an older runner's
+    record): whoever finds it can only say it may still run, never stop it."""
+
+    boot_id: str | None
+    leader_start: int | None
+
+    def __new__(
+        cls, group: int, boot_id: str | None = None, leader_start: int | None = None
+    ) -> ProcessGroup:
+        self = super().__new__(cls, group)
+        self.boot_id = boot_id
+        self.leader_start = leader_start
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ProcessGroup, (int(self), self.boot_id, self.leader_start))
+
+    def __repr__(self) -> str:
+        return f"ProcessGroup({int(self)}, {self.boot_id!r}, {self.leader_start!r})"
+
+    def __str__(self) -> str:  # the number, in messages and f-strings, as any int
+        return int.__repr__(self)
+
+    @property
+    def identified(self) -> bool:
+        """Whether the boot and the leader's start time are known."""
+        return self.boot_id is not None and self.leader_start is not None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"group": int(self)}
+        if self.identified:
+            data["boot_id"] = self.boot_id
+            data["leader_start"] = self.leader_start
+        return data
+
+    @classmethod
+    def from_json(cls, data: object) -> int | None:
+        """One entry of a holder record's ``processes``: a :class:`ProcessGroup` (an
+        object), a plain number (an older runner's record), or None when it is neither
+        (or names no group a runner would have started: 0, 1, negative)."""
+        if isinstance(data, int) and not isinstance(data, bool):
+            return data if data > 1 else None
+        if not isinstance(data, dict):
+            return None
+        group, boot_id, start = data.get("group"), data.get("boot_id"), data.get("leader_start")
+        if not isinstance(group, int) or isinstance(group, bool) or group <= 1:
+            return None
+        if isinstance(boot_id, str) and isinstance(start, int) and not isinstance(start, bool):
+            return cls(group, boot_id, start)
+        return cls(group)
+
+    def to_text(self) -> str:
+        """``GROUP:BOOT_ID:LEADER_START`` (``GROUP`` alone when not identified): the
+        form of the PostgreSQL backend's ``lock_holders.process_ids``."""
+        if not self.identified:
+            return str(int(self))
+        return f"{int(self)}:{self.boot_id}:{self.leader_start}"
+
+    @classmethod
+    def from_text(cls, text: str) -> ProcessGroup | None:
+        """The inverse of :meth:`to_text`; None when ``text`` is not of that form."""
+        group, _, rest = text.partition(":")
+        boot_id, _, start = rest.rpartition(":")
+        if not group.isdigit() or int(group) <= 1:
+            return None
+        if boot_id and start.isdigit():
+            return cls(int(group), boot_id, int(start))
+        return cls(int(group))
+
+
 @struct(frozen=True)
 class LockInfo:
     """Who holds (or held) an environment's lock."""
@@ -106,7 +182,9 @@ class LockInfo:
     command: str
     started_at: str
     processes: tuple[int, ...] = ()
-    """The process groups of the programs the holder's steps were running."""
+    """The process groups of the programs the holder's steps were running: each a
+    :class:`ProcessGroup` where the holder could tell what identifies it, a plain number
+    in the record of an older runner."""
 
     @classmethod
     def unknown(cls) -> LockInfo:
@@ -124,7 +202,9 @@ class LockInfo:
             "host": self.host,
             "command": self.command,
             "started_at": self.started_at,
-            "processes": list(self.processes),
+            "processes": [
+                g.to_json() if isinstance(g, ProcessGroup) else {"group": g} for g in self.processes
+            ],
         }
 
 

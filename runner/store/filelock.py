@@ -6,7 +6,9 @@ held on an open file description for the whole command and dies with the process
 a crashed holder never leaves a lock behind. The file's *content* only says who holds
 it (``{"pid", "host", "command", "started_at", "processes"}``), for messages and
 ``runner status``; it is written once the OS lock is held, updated with the process
-groups the holder's steps run, and cleared before it is released. Content that is left
+groups the holder's steps run (each ``{"group", "boot_id", "leader_start"}``: see
+:class:`~runner.store.contract.ProcessGroup`; an older runner wrote plain numbers), and
+cleared before it is released. Content that is left
 over (a holder killed with SIGKILL) never blocks anybody: whether the lock is held is
 decided by the OS lock itself (:func:`is_locked`), never by the pid it names; the next
 holder finds that content and the process groups it names (see
@@ -22,7 +24,7 @@ import time
 from runner import signals, struct
 from runner.errors import EnvironmentNotFoundError, StorageError
 from runner.log import logger
-from runner.store.contract import LockInfo
+from runner.store.contract import LockInfo, ProcessGroup
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,10 +58,10 @@ def parse_holder(data: bytes) -> LockInfo | None:
         command=command if isinstance(command, str) else "?",
         started_at=started_at if isinstance(started_at, str) else "?",
         processes=tuple(
-            g for g in groups if isinstance(g, int) and not isinstance(g, bool) and g > 1
-        )
-        if isinstance(groups, list)
-        else (),
+            group
+            for group in map(ProcessGroup.from_json, groups if isinstance(groups, list) else ())
+            if group is not None
+        ),
     )
 
 

@@ -63,7 +63,13 @@ from runner.errors import (
 )
 from runner.log import logger
 from runner.store import libpq
-from runner.store.contract import EnvironmentCopy, ListEntry, LockInfo, SnapshotInfo
+from runner.store.contract import (
+    EnvironmentCopy,
+    ListEntry,
+    LockInfo,
+    ProcessGroup,
+    SnapshotInfo,
+)
 from runner.store.record import (
     STATE_FORMAT,
     TOO_DEEP,
@@ -175,6 +181,11 @@ MIGRATIONS: dict[int, list[str]] = {
             command text NOT NULL,
             started_at text NOT NULL,
             processes integer[] NOT NULL DEFAULT '{}')""",
+    ],
+    # what identifies each of ``processes`` (ProcessGroup.to_text): a runner stops a
+    # dead holder's group only when its boot and leader are still the ones noted
+    2: [
+        "ALTER TABLE runner.lock_holders ADD COLUMN process_ids text[] NOT NULL DEFAULT '{}'",
     ],
 }
 #: The schema version this code reads and writes.
@@ -901,18 +912,19 @@ class PostgresStore:
                             return None
                     with conn.transaction():
                         row = conn.execute(
-                            "SELECT pid, host, command, started_at, processes FROM "
+                            "SELECT pid, host, command, started_at, processes, process_ids FROM "
                             "runner.lock_holders WHERE name = %s FOR UPDATE",
                             (name,),
                         ).fetchone()
                         conn.execute(
                             "INSERT INTO runner.lock_holders (name, backend_pid, pid, host, "
-                            "command, started_at, processes) VALUES (%s, pg_backend_pid(), %s, %s, "
-                            "%s, %s, %s) ON CONFLICT (name) DO UPDATE SET backend_pid = "
-                            "EXCLUDED.backend_pid, pid = EXCLUDED.pid, host = EXCLUDED.host, "
-                            "command = EXCLUDED.command, started_at = EXCLUDED.started_at, "
-                            "processes = EXCLUDED.processes",
-                            (name, me.pid, me.host, me.command, me.started_at, list(me.processes)),
+                            "command, started_at, processes, process_ids) VALUES (%s, "
+                            "pg_backend_pid(), %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO "
+                            "UPDATE SET backend_pid = EXCLUDED.backend_pid, pid = EXCLUDED.pid, "
+                            "host = EXCLUDED.host, command = EXCLUDED.command, started_at = "
+                            "EXCLUDED.started_at, processes = EXCLUDED.processes, process_ids = "
+                            "EXCLUDED.process_ids",
+                            (name, me.pid, me.host, me.command, me.started_at, *_columns(me)),
                         )
                 except psycopg.Error as exc:
                     with contextlib.suppress(psycopg.Error):
@@ -1007,9 +1019,9 @@ class PostgresStore:
     def _note(self, lease: PostgresLease) -> None:
         with self._tx(lease.name) as db:
             db.execute(
-                "UPDATE runner.lock_holders SET processes = %s WHERE name = %s AND "
-                "backend_pid = pg_backend_pid()",
-                (list(lease.holder.processes), lease.name),
+                "UPDATE runner.lock_holders SET processes = %s, process_ids = %s WHERE "
+                "name = %s AND backend_pid = pg_backend_pid()",
+                (*_columns(lease.holder), lease.name),
             )
 
     def _holders(self, name: str) -> tuple[bool, LockInfo | None, LockInfo | None]:
@@ -1018,7 +1030,8 @@ class PostgresStore:
         with self._read(name) as db:
             rows = db.rows(
                 "SELECT l.pid, h.backend_pid, h.pid, h.host, h.command, h.started_at, "
-                "array_to_string(h.processes, ',') FROM (SELECT 1) one LEFT JOIN pg_locks l "
+                "array_to_string(h.processes, ','), array_to_string(h.process_ids, ',') "
+                "FROM (SELECT 1) one LEFT JOIN pg_locks l "
                 "ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = "
                 f"%s AND l.objid::bigint = {_OBJID} AND l.database = (SELECT oid FROM "
                 "pg_database WHERE datname = current_database()) LEFT JOIN "
@@ -1222,12 +1235,25 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _holder(row: Any) -> LockInfo:
-    """The holder of a ``lock_holders`` row (its process groups as an array, or as the
-    text of ``array_to_string``)."""
-    pid, host, command, started_at, processes = row
+    """The holder of a ``lock_holders`` row (its process groups and what identifies
+    them as arrays, or as the text of ``array_to_string``). A group that ``process_ids``
+    does not identify (a row an older runner wrote) stays a plain number."""
+    pid, host, command, started_at, processes, process_ids = row
     if isinstance(processes, str):
         processes = [int(group) for group in processes.split(",") if group]
-    return LockInfo(int(pid), host, command, started_at, tuple(processes or ()))
+    if isinstance(process_ids, str):
+        process_ids = process_ids.split(",") if process_ids else []
+    known = {int(g): g for g in map(ProcessGroup.from_text, process_ids or ()) if g is not None}
+    groups = tuple(known.get(group, group) for group in processes or ())
+    return LockInfo(int(pid), host, command, started_at, groups)
+
+
+def _columns(holder: LockInfo) -> tuple[list[int], list[str]]:
+    """The ``processes`` and ``process_ids`` of ``holder``'s row."""
+    groups = holder.processes
+    return [int(g) for g in groups], [
+        g.to_text() for g in groups if isinstance(g, ProcessGroup) and g.identified
+    ]
 
 
 class _DriverReader:

@@ -83,7 +83,11 @@ class Lease(Protocol):
 
     def note_processes(self, groups: tuple[int, ...]) -> None:
         """Record the process groups the holder's steps run now, for whoever takes the
-        lock after a crash (so that they can be stopped)."""
+        lock after a crash (so that they can be stopped): each a
+        :class:`~runner.store.contract.ProcessGroup` with what identifies it (its boot
+        id and leader's start time, kept as given), or a plain number that nobody will
+        stop. Called as each program starts and ends: it must stay cheap (one small
+        write)."""
 
     def release(self) -> None: ...
 

@@ -16,12 +16,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cli.test_output_schema import check
 from tests.helpers import build_tree, cli_env, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -289,16 +291,115 @@ def test_leftovers_of_a_killed_run_are_stopped_by_the_next_command(tmp_path: Pat
     time.sleep(0.5)
     assert alive(sleeper)  # nobody left to stop it yet
     status = run_cli("--output", "json", "status", "demo", cwd=work)
-    document = json.loads(status.stdout)
+    document = check(status, 0, "status")
     assert document["leftover_processes"], document
+    assert document["unverified_processes"] == [], document  # it noted what it ran, for sure
     assert any("still run" in line for line in document["next"]), document
     (tmp_path / "fast").write_text("")
     resumed = run_cli("resume", "demo", cwd=work)
     assert resumed.returncode == 0, resumed.stderr
     assert "stopped process group" in resumed.stderr, resumed.stderr
+    assert "may still run" not in resumed.stderr, resumed.stderr
     assert not marked_processes(marker), "a process of the killed run outlived `resume`"
     assert not alive(sleeper), "the first copy of the step still runs"
     assert state(work)["state"] == "worked"
+
+
+@pytest.fixture
+def stranger() -> Iterator[int]:
+    """A live process group the runner never started (``setsid sleep 300``), such as
+    a database or a login session whose group number a stale lock record names."""
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        yield proc.pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def plant_holder(work: Path, processes: list[Any], host: str | None = None) -> None:
+    """The record a runner killed with SIGKILL would leave (the lock itself is free)."""
+    record = {
+        "pid": 999999,
+        "host": host or os.uname().nodename,
+        "command": "runner advance",
+        "started_at": "2026-01-01T00:00:00.000Z",
+        "processes": processes,
+    }
+    (work / "data" / "demo" / "state.lock").write_text(json.dumps(record))
+
+
+def test_a_stale_record_naming_another_programs_group_stops_nothing_and_says_so(
+    tmp_path: Path, stranger: int
+) -> None:
+    """An older runner's record (plain group numbers, as after a power loss): the group
+    that number names now may be anybody's. It is reported, for a person to check, and
+    never signalled."""
+    work = workdir(tmp_path, "true")
+    plant_holder(work, [stranger])
+    document = check(run_cli("--output", "json", "status", "demo", cwd=work), 0, "status")
+    assert document["leftover_processes"] == [], document
+    assert [(u["group"], u["pid"]) for u in document["unverified_processes"]] == [
+        (stranger, 999999)
+    ], document
+    hint = next(line for line in document["next"] if "may still run" in line)
+    assert f"process group {stranger}" in hint and f"kill -- -{stranger}" in hint, hint
+    forced = run_cli("force-state", "demo", "created", "--reason", "test", cwd=work)
+    assert forced.returncode == 0, forced.stderr
+    assert "stopped process group" not in forced.stderr, forced.stderr
+    assert f"process group {stranger} may still run" in forced.stderr, forced.stderr
+    time.sleep(0.3)
+    assert alive(stranger), "the runner stopped a process group it never started"
+    # the record is the new holder's now: nothing more to report
+    after = check(run_cli("--output", "json", "status", "demo", cwd=work), 0, "status")
+    assert after["unverified_processes"] == [] and after["leftover_processes"] == []
+
+
+def test_a_record_whose_group_number_was_reused_stops_and_reports_nothing(
+    tmp_path: Path, stranger: int
+) -> None:
+    """A record that identifies its group (boot id, leader's start time): a live group of
+    that number led by another process, or seen before a reboot, is not the holder's."""
+    work = workdir(tmp_path, "true")
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    plant_holder(
+        work,
+        [
+            {"group": stranger, "boot_id": boot, "leader_start": 1},
+            {"group": stranger, "boot_id": "0" * 8 + boot[8:], "leader_start": 1},
+        ],
+    )
+    document = check(run_cli("--output", "json", "status", "demo", cwd=work), 0, "status")
+    assert document["leftover_processes"] == [] and document["unverified_processes"] == []
+    forced = run_cli("force-state", "demo", "created", "--reason", "test", cwd=work)
+    assert forced.returncode == 0, forced.stderr
+    assert "process group" not in forced.stderr, forced.stderr
+    time.sleep(0.3)
+    assert alive(stranger)
+
+
+def test_leftovers_of_a_holder_on_another_host_are_named_for_that_host(
+    tmp_path: Path, stranger: int
+) -> None:
+    """The dead holder ran on another machine (a shared state database, a shared
+    folder): nothing here is touched, and status and the next command say what may
+    still run there."""
+    work = workdir(tmp_path, "true")
+    plant_holder(work, [{"group": stranger}, 4242], host="build-7")
+    document = check(run_cli("--output", "json", "status", "demo", cwd=work), 0, "status")
+    assert document["leftover_processes"] == [], document
+    assert [(u["group"], u["host"]) for u in document["unverified_processes"]] == [
+        (stranger, "build-7"),
+        (4242, "build-7"),
+    ], document
+    hints = [line for line in document["next"] if "on host build-7" in line]
+    assert len(hints) == 2 and "kill -- -4242" in hints[1], document["next"]
+    forced = run_cli("force-state", "demo", "created", "--reason", "test", cwd=work)
+    assert forced.returncode == 0, forced.stderr
+    assert "process group 4242 may still run on host build-7" in forced.stderr, forced.stderr
+    assert "stopped process group" not in forced.stderr
+    assert alive(stranger)
 
 
 @pytest.mark.slow

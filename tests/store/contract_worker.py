@@ -4,6 +4,7 @@ does one thing to it, printing what happened.
     python -m tests.store.contract_worker SPEC create NAME      -> "created" | "exists"
     python -m tests.store.contract_worker SPEC hold NAME SECS   -> "held", then holds
     python -m tests.store.contract_worker SPEC try NAME         -> "taken" | "busy"
+    python -m tests.store.contract_worker SPEC note NAME SECS   -> "noted", then holds
 
 SPEC is what a backend fixture of ``test_contract.py`` gives: ``file:WORKDIR`` or a
 ``postgresql://`` URL.
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 from runner.errors import EnvironmentExistsError
-from runner.store.contract import LockInfo, Store
+from runner.store.contract import LockInfo, ProcessGroup, Store
 from runner.store.record import MachineRef, Record, now_iso
 
 
@@ -54,6 +55,16 @@ def main(argv: list[str]) -> int:
             print("busy", flush=True)
             return 1
         print("held", flush=True)
+        time.sleep(float(rest[0]))
+        lease.release()
+        return 0
+    if action == "note":  # hold, note the step's groups, and wait to be killed
+        lease = store.try_lock(name, me)
+        if lease is None:
+            print("busy", flush=True)
+            return 1
+        lease.note_processes((ProcessGroup(4242, "boot-a", 77), 4343))
+        print("noted", flush=True)
         time.sleep(float(rest[0]))
         lease.release()
         return 0

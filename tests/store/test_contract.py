@@ -29,7 +29,7 @@ from runner.errors import (
     StateError,
     StateFileError,
 )
-from runner.store.contract import LockInfo, Store
+from runner.store.contract import LockInfo, ProcessGroup, Store
 from runner.store.locking import hold
 from runner.store.record import MachineRef, Record, now_iso
 from tests.helpers import ROOT, cli_env
@@ -103,15 +103,17 @@ def postgres_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
     def plant(name: str, info: LockInfo) -> None:
         sql(
             "INSERT INTO runner.lock_holders (name, backend_pid, pid, host, command, "
-            "started_at, processes) VALUES (%s, 0, %s, %s, %s, %s, %s) ON CONFLICT (name) DO "
-            "UPDATE SET backend_pid = 0, pid = EXCLUDED.pid, host = EXCLUDED.host, command = "
-            "EXCLUDED.command, started_at = EXCLUDED.started_at, processes = EXCLUDED.processes",
+            "started_at, processes, process_ids) VALUES (%s, 0, %s, %s, %s, %s, %s, %s) ON "
+            "CONFLICT (name) DO UPDATE SET backend_pid = 0, pid = EXCLUDED.pid, host = "
+            "EXCLUDED.host, command = EXCLUDED.command, started_at = EXCLUDED.started_at, "
+            "processes = EXCLUDED.processes, process_ids = EXCLUDED.process_ids",
             name,
             info.pid,
             info.host,
             info.command,
             info.started_at,
-            list(info.processes),
+            [int(g) for g in info.processes],
+            [g.to_text() for g in info.processes if isinstance(g, ProcessGroup) and g.identified],
         )
 
     return Backend(
@@ -502,6 +504,50 @@ def test_a_holder_records_its_process_groups_for_the_next_one(
     seen = backend.open().lock_holder("demo")
     assert seen is not None and seen.processes == ()
     lease.release()
+
+
+def test_a_dead_holder_leaves_what_identifies_its_process_groups(backend: Backend) -> None:
+    """A holder killed with SIGKILL after noting its step's groups: the next one reads
+    each group with its boot id and leader's start time, as noted; one noted by its
+    number alone (as older runners did) stays a plain number."""
+    backend.open().create(new_record())
+    proc = worker(backend, "note", "demo", "60")
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "noted"
+        seen = backend.open().lock_holder("demo")
+        assert seen is not None and seen.processes == (4242, 4343)
+        proc.kill()
+        proc.wait()
+        for info in (backend.open().last_holder("demo"), _taken_over(backend)):
+            assert info is not None and info.pid == proc.pid and info.processes == (4242, 4343)
+            first, second = info.processes
+            assert isinstance(first, ProcessGroup)
+            assert (first.boot_id, first.leader_start) == ("boot-a", 77)
+            assert not (isinstance(second, ProcessGroup) and second.identified)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_a_planted_record_keeps_its_groups_as_written(backend: Backend) -> None:
+    store = backend.open()
+    store.create(new_record())
+    groups = (ProcessGroup(4242, "boot-a", 77), 4343)
+    backend.plant_holder("demo", LockInfo(1, os.uname().nodename, "runner up", now_iso(), groups))
+    left = store.last_holder("demo")
+    assert left is not None and left.processes == (4242, 4343)
+    assert isinstance(left.processes[0], ProcessGroup) and left.processes[0].identified
+    assert not (isinstance(left.processes[1], ProcessGroup) and left.processes[1].identified)
+
+
+def _taken_over(backend: Backend) -> LockInfo | None:
+    lease = backend.open().try_lock("demo", me())
+    assert lease is not None
+    try:
+        return lease.previous
+    finally:
+        lease.release()
 
 
 def test_a_live_process_named_by_a_dead_holder_does_not_make_the_lock_held(

@@ -21,7 +21,7 @@ import pytest
 
 from runner.errors import StorageError
 from runner.store import libpq
-from runner.store.postgres import _OBJID, NAMESPACE, PostgresStore, _oid, lock_key
+from runner.store.postgres import _OBJID, NAMESPACE, SCHEMA_VERSION, PostgresStore, _oid, lock_key
 from tests import pgserver
 from tests.helpers import ROOT, cli_env, run_cli
 from tests.store.test_postgres import holder_backend, site, spawn, sql
@@ -149,7 +149,7 @@ def test_errors_are_the_same_with_either_reader(
     sql(pg_url, f'CREATE ROLE "{role}" LOGIN')
     cases = {
         "has no runner schema yet": empty,
-        "schema version 99, newer than this runner knows (1)": newer,
+        f"schema version 99, newer than this runner knows ({SCHEMA_VERSION})": newer,
         "cannot reach the state database": f"postgresql:///db?host={site}/nowhere",
         'database "nosuchdb" does not exist': "postgresql:///nosuchdb?" + pg_url.split("?")[1],
         "cannot read the runner schema": pg_url.replace("user=postgres", f"user={role}"),

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from runner.store.postgres import SCHEMA_VERSION
 from tests import pgserver
 from tests.cli.test_output_schema import check
 from tests.helpers import build_tree, cli_env, run_cli
@@ -174,10 +175,52 @@ def test_a_database_without_the_schema_asks_for_state_init(
     assert "has no runner schema yet" in proc.stderr and "runner state init" in proc.stderr
     assert "Traceback" not in proc.stderr
     made = check(cli(site / "a", url, "--output", "json", "state", "init"), 0, "state_init")
-    assert (made["backend"], made["schema_before"], made["schema_after"]) == ("postgresql", 0, 1)
+    assert (made["backend"], made["schema_before"], made["schema_after"]) == (
+        "postgresql",
+        0,
+        SCHEMA_VERSION,
+    )
     again = check(cli(site / "a", url, "--output", "json", "state", "init"), 0, "state_init")
-    assert again["schema_before"] == again["schema_after"] == 1
+    assert again["schema_before"] == again["schema_after"] == SCHEMA_VERSION
     assert "no environments" in ok(site / "a", url, "list")
+
+
+def test_state_init_upgrades_a_schema_1_database_whose_holder_rows_stay_readable(
+    site: Path, pg_url: str
+) -> None:
+    """A database an older runner made (schema 1: lock holders name their process groups
+    by number alone) with a holder row it left when killed: this runner asks for
+    `state init`, which adds what identifies each group; the old row is then reported,
+    its group never stopped (its number may be another program's by now)."""
+    ok(site / "a", pg_url, "create", "demo")
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        sql(pg_url, "ALTER TABLE runner.lock_holders DROP COLUMN process_ids")
+        sql(pg_url, "DELETE FROM runner.schema_version WHERE version > 1")
+        sql(
+            pg_url,
+            "INSERT INTO runner.lock_holders (name, backend_pid, pid, host, command, "
+            "started_at, processes) VALUES ('demo', 0, 999999, %s, 'runner build', "
+            "'2026-01-01T00:00:00.000Z', %s)",
+            os.uname().nodename,
+            [stranger.pid],
+        )
+        refused = cli(site / "a", pg_url, "status", "demo")
+        assert refused.returncode == 2 and "runner state init" in refused.stderr, refused.stderr
+        made = check(cli(site / "a", pg_url, "--output", "json", "state", "init"), 0, "state_init")
+        assert (made["schema_before"], made["schema_after"]) == (1, SCHEMA_VERSION)
+        status = check(cli(site / "b", pg_url, "--output", "json", "status", "demo"), 0, "status")
+        assert status["leftover_processes"] == [], status
+        assert [u["group"] for u in status["unverified_processes"]] == [stranger.pid], status
+        forced = cli(site / "a", pg_url, "force-state", "demo", "idle", "--reason", "test")
+        assert forced.returncode == 0, forced.stderr
+        assert f"process group {stranger.pid} may still run" in forced.stderr, forced.stderr
+        assert "stopped process group" not in forced.stderr
+        time.sleep(0.3)
+        assert stranger.poll() is None, "the runner stopped a group it never started"
+    finally:
+        stranger.kill()
+        stranger.wait()
 
 
 def test_a_role_with_only_create_on_the_database_is_enough(
@@ -200,7 +243,7 @@ def test_a_newer_schema_is_refused(site: Path, pg_url: str) -> None:
     sql(pg_url, "INSERT INTO runner.schema_version (version) VALUES (99)")
     proc = cli(site / "a", pg_url, "list")
     assert proc.returncode == 2
-    assert "schema version 99, newer than this runner knows (1)" in proc.stderr
+    assert f"schema version 99, newer than this runner knows ({SCHEMA_VERSION})" in proc.stderr
 
 
 def test_the_backend_comes_from_runner_toml_and_runner_state(site: Path, pg_url: str) -> None:
