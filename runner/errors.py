@@ -210,7 +210,14 @@ class PhaseNotAllowedError(StateError):
 
 
 class StorageError(StateError):
-    pass
+    """``remedy``: what fixes the cause ("free some disk space"), without what to run
+    next, for a hint that depends on where the error struck (see the phase runner)."""
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, remedy: str | None = None, **fields: Any
+    ) -> None:
+        super().__init__(message, hint=hint, **fields)
+        self.remedy = remedy
 
 
 class ConflictError(StorageError):

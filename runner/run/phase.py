@@ -329,10 +329,9 @@ def _resume_after(exc: StorageError, name: str, phase: str, state: str) -> None:
     same command again (``exc``'s hint said that, and that nothing was changed)."""
     if isinstance(exc, LockLostError):
         return  # its own hint says what happened to the lock
-    remedy = (exc.hint or "fix what the message names").split(", then ")[0].split("; ")[0]
     exc.hint = (
-        f"{remedy}, then `runner resume {name}`: phase '{phase}' stopped in '{state}' "
-        "(what was saved before stays)"
+        f"{exc.remedy or 'fix what the message names'}, then `runner resume {name}`: phase "
+        f"'{phase}' stopped in '{state}' (what was saved before stays)"
     )
 
 
@@ -694,6 +693,7 @@ class PhaseRunner:
                 f"{run_log.error.message}",
                 hint="free space or fix the data directory, then "
                 f"`runner resume {self.session.name}`",
+                remedy="free space or fix the data directory",
             )
 
     def _condition(self, step: StepDef, context: Mapping[str, Any]) -> bool:

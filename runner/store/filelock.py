@@ -343,6 +343,7 @@ def acquire(path: Path, env: str, shown: str, me: LockInfo, seconds: float) -> H
             f"cannot write the lock file {shown}: {exc.strerror or exc}",
             hint="make the data directory writable for this user (and check free "
             "space), then run the command again",
+            remedy="make the data directory writable for this user (and check free space)",
             environment=env,
             path=shown,
         ) from exc

@@ -15,8 +15,9 @@ and no rename. A crash
 between the two leaves a snapshot whose serial is above the current one: listings
 ignore it and the next save writes over it. (Snapshots above the current serial are
 offered only when the event log goes on to them: an old copy of ``state.json`` put
-back by hand, whose later versions a restore brings back.) The current version is always listed from
-``state.json`` itself; snapshots beyond ``keep_snapshots`` older ones are removed.
+back by hand, whose later versions a restore brings back.) The current version is
+always listed from ``state.json`` itself; snapshots beyond ``keep_snapshots`` older
+ones are removed.
 
 Files are 0600 and folders 0700. A state file this runner cannot read (not JSON,
 truncated, a schema violation, a newer format) raises StateFileError and is never
@@ -67,6 +68,7 @@ from runner.store.record import (
     check_name,
     checked_problem,
     light_problem,
+    next_serial,
     now_iso,
     now_stamp,
     record_problem,
@@ -300,9 +302,8 @@ class FileStore:
                 self._state_error(
                     name,
                     "is missing (the environment's folder exists without it)",
-                    hint="copy the newest good version from "
-                    f"{self.relative(os.path.join(folder, SNAPSHOT_FOLDER))}/ in its place "
-                    "(docs/recovery.md); the runner never recreates it on its own",
+                    hint=f"{self._snapshots_hint(name, 'in its place')}; the runner never "
+                    "recreates it on its own",
                 )
             raise EnvironmentNotFoundError(
                 f"no environment '{name}'",
@@ -317,9 +318,7 @@ class FileStore:
                 self._state_error(
                     name,
                     "is a folder, not a file",
-                    hint=f"move it away and copy the newest good version from "
-                    f"{self.relative(os.path.join(folder, SNAPSHOT_FOLDER))}/ in its place "
-                    "(docs/recovery.md)",
+                    hint=f"move it away and {self._snapshots_hint(name, 'in its place')}",
                 )
             self._state_error(
                 name,
@@ -327,13 +326,17 @@ class FileStore:
                 hint="make it readable for this user",
             )
 
+    def _snapshots_hint(self, name: str, where: str) -> str:
+        """How to put a kept version back by hand (``where``: in its place, over ...)."""
+        folder = self.relative(os.path.join(self._root, name, SNAPSHOT_FOLDER))
+        return f"copy the newest good version from {folder}/ {where} (docs/recovery.md)"
+
     def _state_error(self, name: str, problem: str, *, hint: str | None = None) -> NoReturn:
         shown = self.relative(os.path.join(self._root, name, STATE_FILE))
         raise StateFileError(
             f"{shown} {problem}",
             hint=hint
-            or f"copy the newest good version from {self.relative(self._root)}/{name}/"
-            f"{SNAPSHOT_FOLDER}/ over {shown} (docs/recovery.md), or repair it by hand; the "
+            or f"{self._snapshots_hint(name, f'over {shown}')}, or repair it by hand; the "
             "runner never rewrites a state file it cannot read",
             environment=name,
             path=shown,
@@ -461,6 +464,7 @@ class FileStore:
         raise StorageError(
             f"cannot {action} {self.relative(path)}: {reason}",
             hint=f"{what}, then run the command again; nothing stored was changed",
+            remedy=what,
             path=self.relative(path),
             **fields,
         ) from exc
@@ -571,12 +575,12 @@ class FileStore:
             state = f"state: {self.load(name).state}"
         except (StateFileError, EnvironmentNotFoundError) as exc:
             state = f"unreadable: {exc.message}"
-            folder = self.relative(self._env_dir(name))
-            if not os.path.lexists(os.path.join(self._env_folder(name), STATE_FILE)):
+            folder = self._env_folder(name)
+            if not os.path.lexists(os.path.join(folder, STATE_FILE)):
                 # `exists` says false: there is no environment, only its folder's name
                 hint = (
-                    f"{folder} holds no environment: look at what is in it, remove it, and "
-                    "create again; or choose another name"
+                    f"{self.relative(folder)} holds no environment: look at what is in it, "
+                    "remove it, and create again; or choose another name"
                 )
         raise EnvironmentExistsError(
             f"environment '{name}' already exists ({state})",
@@ -598,7 +602,7 @@ class FileStore:
         name = check_name(record.name)
         expected = record.serial
         document = record.to_json()
-        document["serial"] = _next_serial(expected, serial)
+        document["serial"] = next_serial(expected, serial)
         document["updated_at"] = now_iso()
         data = self._checked(document)
         stored = self._stored_serial(name)
@@ -1005,13 +1009,6 @@ class FileArtifact:
             self._file.close()
         except OSError as exc:
             raise StorageError(f"cannot write {self.ref}: {exc.strerror or exc}") from exc
-
-
-def _next_serial(expected: int, serial: int | None) -> int:
-    """The serial a save writes: ``expected + 1``, or ``serial`` when it is higher."""
-    if serial is None or serial <= expected + 1:
-        return expected + 1
-    return serial
 
 
 def _snapshot_file(serial: int) -> str:

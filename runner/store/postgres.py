@@ -77,6 +77,7 @@ from runner.store.record import (
     check_name,
     checked_problem,
     light_problem,
+    next_serial,
     now_iso,
     now_stamp,
     record_problem,
@@ -773,7 +774,7 @@ class PostgresStore:
     def save(self, record: Record, *, serial: int | None = None) -> None:
         name = check_name(record.name)
         expected = record.serial
-        written = expected + 1 if serial is None else max(expected + 1, serial)
+        written = next_serial(expected, serial)
         updated_at = now_iso()
         text = self._document(record, written, updated_at)
         with self._tx(name) as db:

@@ -38,6 +38,7 @@ __all__ = [
     "NAME_RULE",
     "READABLE_FORMATS",
     "STATE_FORMAT",
+    "TOO_DEEP",
     "CheckEntry",
     "Failure",
     "Forced",
@@ -47,7 +48,9 @@ __all__ = [
     "Record",
     "Run",
     "check_name",
+    "checked_problem",
     "light_problem",
+    "next_serial",
     "now_iso",
     "record_problem",
 ]
@@ -128,6 +131,12 @@ def _format_problem(data: object) -> str | None:
         readable = f"{', '.join(first)} and {last}" if first else last
         return f"has an unknown format {json.dumps(fmt)} (this runner reads formats {readable})"
     return None
+
+
+def next_serial(expected: int, serial: int | None = None) -> int:
+    """The serial a save of a record stored as ``expected`` writes: ``expected + 1``, or
+    ``serial`` when that is higher (a restore after an old copy was put back)."""
+    return expected + 1 if serial is None else max(expected + 1, serial)
 
 
 #: What a record nested deeper than Python's parser or checks can follow is said to be.
